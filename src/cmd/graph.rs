@@ -1,0 +1,163 @@
+//! `wafer graph`: the decode-step graph of a model, its costs, and its textual IR.
+
+use super::{to_json, Format};
+use crate::inputs::load_model;
+use crate::Exit;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use wafer_ir::{graph_stats, print_graph, verify_graph, DType, OpCost};
+use wafer_reports::{bytes, si, thousands, Table};
+use wafer_workloads::{decode_graph, DecodeParams, ModelConfig};
+
+/// Flags that describe one decode step; shared by every command that builds a graph.
+#[derive(clap::Args, Debug, Clone)]
+pub struct StepArgs {
+    /// Preset name (see `wafer models`) or path to a Hugging Face config.json.
+    #[arg(long, short, default_value = "llama-3.1-8b")]
+    pub model: String,
+    /// Sequences decoded together.
+    #[arg(long, short, default_value_t = 1)]
+    pub batch: u64,
+    /// Positions each new token attends over, itself included.
+    #[arg(long, short, default_value_t = 1)]
+    pub context: u64,
+    /// Weight storage format: fp32, bf16, fp16, fp8, int8, int4.
+    #[arg(long, default_value = "bf16")]
+    pub weight_dtype: DType,
+    /// Activation format: fp32, bf16, fp16, fp8, int8.
+    #[arg(long, default_value = "bf16")]
+    pub act_dtype: DType,
+    /// KV-cache format: fp32, bf16, fp16, fp8, int8, int4.
+    #[arg(long, default_value = "bf16")]
+    pub kv_dtype: DType,
+}
+
+impl StepArgs {
+    pub fn params(&self) -> DecodeParams {
+        DecodeParams {
+            batch: self.batch,
+            context: self.context,
+            weight_dtype: self.weight_dtype,
+            act_dtype: self.act_dtype,
+            kv_dtype: self.kv_dtype,
+        }
+    }
+    pub fn load(&self) -> Result<(ModelConfig, DecodeParams), Exit> {
+        Ok((load_model(&self.model)?, self.params()))
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    step: StepArgs,
+    #[arg(long, value_enum, default_value_t)]
+    format: Format,
+    /// Print the textual graph IR instead of the summary.
+    #[arg(long)]
+    dump: bool,
+}
+
+#[derive(Serialize)]
+struct GraphReport<'a> {
+    model: &'a str,
+    model_type: String,
+    batch: u64,
+    context: u64,
+    weight_dtype: DType,
+    act_dtype: DType,
+    kv_dtype: DType,
+    params_total: u64,
+    params_active: u64,
+    weight_bytes: u64,
+    kv_bytes_per_token: u64,
+    flops_per_token: u64,
+    ops: usize,
+    step: OpCost,
+    by_kind: &'a BTreeMap<String, OpCost>,
+}
+
+pub fn run(a: Args) -> Result<(), Exit> {
+    let (cfg, p) = a.step.load()?;
+    let g = decode_graph(&cfg, &p)?;
+    verify_graph(&g)?;
+    if a.dump {
+        print!("{}", print_graph(&g));
+        return Ok(());
+    }
+    let s = graph_stats(&g);
+    let r = GraphReport {
+        model: &cfg.name,
+        model_type: cfg.family.to_string(),
+        batch: p.batch,
+        context: p.context,
+        weight_dtype: p.weight_dtype,
+        act_dtype: p.act_dtype,
+        kv_dtype: p.kv_dtype,
+        params_total: s.params_total,
+        params_active: s.params_active,
+        weight_bytes: s.weight_bytes,
+        kv_bytes_per_token: s.kv_bytes_per_token,
+        flops_per_token: s.flops_per_token,
+        ops: g.ops.len(),
+        step: s.step,
+        by_kind: &s.by_kind,
+    };
+    match a.format {
+        Format::Json => print!("{}", to_json(&r)),
+        Format::Text => {
+            println!(
+                "{} ({}): {} layers, hidden {}, {} heads / {} KV heads of {}, vocab {}{}",
+                cfg.name,
+                cfg.family,
+                cfg.layers,
+                cfg.hidden,
+                cfg.heads,
+                cfg.kv_heads,
+                cfg.head_dim,
+                cfg.vocab,
+                if cfg.is_moe() {
+                    format!(", {} experts (top {})", cfg.experts, cfg.experts_per_tok)
+                } else {
+                    String::new()
+                }
+            );
+            println!(
+                "decode step: batch {}, context {}, weights {}, activations {}, KV {}; {} ops",
+                p.batch,
+                p.context,
+                p.weight_dtype,
+                p.act_dtype,
+                p.kv_dtype,
+                g.ops.len()
+            );
+            println!("params:           {} total, {} active", thousands(s.params_total), thousands(s.params_active));
+            println!("weights:          {} ({})", bytes(s.weight_bytes), si(s.weight_bytes as f64, "B"));
+            println!("KV cache:         {} per token", bytes(s.kv_bytes_per_token));
+            println!("FLOPs per token:  {}", si(s.flops_per_token as f64, "FLOP"));
+            println!();
+            let mut t = Table::new(&["op kind", ">FLOPs", ">weights read", ">KV read", ">KV written", ">activations"]);
+            for (k, c) in &s.by_kind {
+                t.row([
+                    k.clone(),
+                    si(c.flops as f64, "FLOP"),
+                    bytes(c.weight_bytes),
+                    bytes(c.kv_read_bytes),
+                    bytes(c.kv_write_bytes),
+                    bytes(c.act_bytes),
+                ]);
+            }
+            let c = s.step;
+            t.row([
+                "total".to_string(),
+                si(c.flops as f64, "FLOP"),
+                bytes(c.weight_bytes),
+                bytes(c.kv_read_bytes),
+                bytes(c.kv_write_bytes),
+                bytes(c.act_bytes),
+            ]);
+            print!("{}", t.to_text());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,19 @@
+//! One module per subcommand: its flags (`Args`) and its `run`.
+
+pub mod graph;
+pub mod models;
+
+/// Output format shared by the commands that print results.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Format {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Pretty JSON followed by a newline, for stdout.
+pub fn to_json<T: serde::Serialize>(v: &T) -> String {
+    let mut s = serde_json::to_string_pretty(v).expect("report types serialise");
+    s.push('\n');
+    s
+}

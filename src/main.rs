@@ -1,0 +1,56 @@
+//! `wafer`: the command-line front end. Thin by design: parse flags, call the
+//! library crates, render results and errors once. See ARCHITECTURE.md.
+
+mod cmd;
+mod inputs;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "wafer",
+    version,
+    about = "How fast would this transformer decode on this wafer-scale accelerator, why, and how does that compare to GPUs?",
+    propagate_version = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// List the built-in model presets with their sizes.
+    Models(cmd::models::Args),
+    /// Build the decode-step graph of a model and report its costs.
+    Graph(cmd::graph::Args),
+}
+
+/// An error already rendered for the user, with the exit code to leave with.
+#[derive(Debug)]
+pub struct Exit {
+    pub code: u8,
+    pub message: String,
+}
+
+impl<E: std::fmt::Display> From<E> for Exit {
+    fn from(e: E) -> Self {
+        Exit { code: 2, message: e.to_string() }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Models(a) => cmd::models::run(a),
+        Command::Graph(a) => cmd::graph::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", e.message);
+            ExitCode::from(e.code)
+        }
+    }
+}
