@@ -2,19 +2,30 @@
 //!
 //! * [`graph`]: the graph IR — one decode step as typed tensor ops, with
 //!   [`cost`] (FLOPs and bytes per op), [`verify`] and a textual form ([`text`]).
+//! * [`arch`]: the machine — mesh, PE, router, system — with presets and TOML.
+//! * [`spatial`]: the **spatial IR** — a decode step mapped onto the mesh — with
+//!   its verifier ([`spatial_verify`], returning the `ProgramInfo` witness) and a
+//!   round-tripping textual form ([`spatial_text`]).
 //!
 //! Architecture invariant: this crate is the leaf of the workspace. It knows
-//! nothing of model files, hardware presets, the compiler or the simulators,
-//! and performs no I/O.
+//! nothing of model files, the compiler or the simulators, and performs no I/O.
 
+pub mod arch;
 pub mod cost;
 pub mod dtype;
 pub mod graph;
+pub mod spatial;
+pub mod spatial_text;
+pub mod spatial_verify;
 pub mod text;
 pub mod verify;
 
 pub use cost::{graph_stats, op_cost, GraphStats, OpCost};
 pub use dtype::DType;
 pub use graph::{ActFn, Elementwise, Graph, GraphBuilder, NormKind, Op, OpId, OpKind, Tensor, TensorId, TensorKind};
+pub use arch::{arch_preset, ArchError, ArchSpec, ARCH_PRESETS};
+pub use spatial::{route_messages, sram_need, Message, Pe, Program, Rect, Reduce, Region, RegionId, Route, RouteId, RouteKind, Sram, Step, Work};
+pub use spatial_text::{parse_program, print_program, ParseError};
+pub use spatial_verify::{verify_program, ProgramDiag, ProgramErrors, ProgramInfo};
 pub use text::print_graph;
 pub use verify::{verify_graph, GraphDiag, GraphErrors};

@@ -1,0 +1,588 @@
+//! Spatial IR: a decode step mapped onto a mesh of PEs.
+//!
+//! Owns: the plain data of a compiled program — regions (PE rectangles and the
+//! work they do), per-PE task templates, routes (with colors) and per-PE SRAM
+//! — and the geometry every consumer must agree on: which PE holds which
+//! slice ([`Region::rows_of`] and friends) and which messages a route sends
+//! ([`route_messages`]). Must not: choose mappings (compiler) or time anything
+//! (simulator).
+//!
+//! # Semantics (the contract between compiler and engines)
+//! Coordinates are per wafer: `x` in `0..mesh_width` (columns), `y` in
+//! `0..mesh_height` (rows). A region's PE `(r, c)` is at `(rect.x + c, rect.y + r)`.
+//! All vectors carry `batch` rows; byte counts include the batch.
+//!
+//! * **Gemv** `y = x Wᵀ` (`W` is `[n, k]`): PE `(r, c)` holds `W[r·tile_n.., c·tile_k..]`
+//!   (edge tiles smaller). The input slice `c` arrives at the column head `(c, 0)`
+//!   and is multicast down the column. With `norm`, the column heads first
+//!   all-reduce one fp32 sum of squares along row 0 (route kind `norm`). Each PE
+//!   computes its partial `tile_n` sums (fp32); partials are reduced along each row
+//!   to the row root `(r, 0)` with the region's [`Reduce`] shape (route kind `reduce`).
+//!   The root runs the fused epilogue (`epilogue_ops` element-wise ops per output
+//!   element: bias, RoPE, activation, residual add). With `glu`, rows hold gate and
+//!   up rows interleaved, so the root of row `r` emits `tile_n / 2` outputs
+//!   `act(gate) · up`. With `argmax`, row roots reduce (value, index) pairs down
+//!   column 0 to `(0, 0)` (route kind `argmax`): the sampled token.
+//! * **Attention**: rows `[h·rows_per_head, (h+1)·rows_per_head)` serve KV head `h`
+//!   and its `group` query heads. The head's `positions` cached positions are laid
+//!   row-major over its block, `pos_per_pe` per PE. Its `group·head_dim` query
+//!   values arrive at the block's first PE and are multicast over the block; the new
+//!   token's K and V go to the PE holding position `slot`. Each PE computes scores,
+//!   its local softmax statistics and partial `P·V` (fp32); partial states
+//!   `(max, sum, acc[group·head_dim])` are combined along each row to column 0 with
+//!   `reduce`, then down column 0 of the block (a chain). The block's first PE holds
+//!   the head group's output.
+//! * **Embedding**: table rows laid row-major over the region, `rows_per_pe` per PE;
+//!   the PE holding row `token` sends it on.
+//! * **Routes** carry a region's output to the next: `forward` (to a Gemv's column
+//!   heads, or an Attention's head blocks), `residual` (to a Gemv's row roots, for
+//!   the epilogue's add), and the region-internal `reduce`, `norm` and `argmax`.
+//!   Messages follow dimension-ordered (X then Y) paths. A route whose regions lie on
+//!   different wafers crosses the system link.
+
+use crate::arch::ArchSpec;
+use crate::dtype::DType;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Index into `Program::regions`. Prints as `rN`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct RegionId(pub u32);
+/// Index into `Program::routes`. Prints as `rtN`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct RouteId(pub u32);
+
+impl fmt::Display for RegionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "r{}", self.0)
+    }
+}
+impl fmt::Display for RouteId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "rt{}", self.0)
+    }
+}
+
+/// A PE, in wafer-local coordinates. Prints as `pe(x,y)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Pe {
+    pub x: u32,
+    pub y: u32,
+}
+impl fmt::Display for Pe {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "pe({},{})", self.x, self.y)
+    }
+}
+
+/// A rectangle of PEs: `w` columns by `h` rows from `(x, y)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Rect {
+    pub x: u32,
+    pub y: u32,
+    pub w: u32,
+    pub h: u32,
+}
+
+impl Rect {
+    pub fn pes(&self) -> u64 {
+        self.w as u64 * self.h as u64
+    }
+    pub fn overlaps(&self, o: &Rect) -> bool {
+        self.x < o.x + o.w && o.x < self.x + self.w && self.y < o.y + o.h && o.y < self.y + self.h
+    }
+    pub fn pe(&self, r: u32, c: u32) -> Pe {
+        Pe { x: self.x + c, y: self.y + r }
+    }
+}
+
+/// Shape of a reduction along a line of `n` PEs towards index 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reduce {
+    /// Pipelined chain: `n-1 → n-2 → … → 0`, each PE adding as data streams through.
+    Chain,
+    /// Binary tree: at level `l`, index `i + 2^l` sends to `i` for `i` a multiple of `2^(l+1)`.
+    Tree,
+    /// Chains within groups of `group` consecutive PEs to each group's first PE,
+    /// then a binary tree over the group leaders.
+    TwoLevel { group: u32 },
+}
+
+impl Reduce {
+    /// Colors the shape needs on each line (a tree alternates two to keep
+    /// consecutive levels apart; a two-level shape needs one per level).
+    pub fn colors(&self) -> u32 {
+        match self {
+            Reduce::Chain => 1,
+            Reduce::Tree | Reduce::TwoLevel { .. } => 2,
+        }
+    }
+
+    /// The reduction as rounds of (src index, dst index) transfers along a line of `n`.
+    /// Transfers in one round are independent; a chain is one round per hop.
+    pub fn rounds(&self, n: u32) -> Vec<Vec<(u32, u32)>> {
+        let tree = |idx: &[u32]| -> Vec<Vec<(u32, u32)>> {
+            let mut out = Vec::new();
+            let mut step = 1usize;
+            while step < idx.len() {
+                let round: Vec<(u32, u32)> =
+                    (0..idx.len()).step_by(2 * step).filter(|i| i + step < idx.len()).map(|i| (idx[i + step], idx[i])).collect();
+                out.push(round);
+                step *= 2;
+            }
+            out
+        };
+        match *self {
+            Reduce::Chain => (1..n).rev().map(|i| vec![(i, i - 1)]).collect(),
+            Reduce::Tree => tree(&(0..n).collect::<Vec<_>>()),
+            Reduce::TwoLevel { group } => {
+                let g = group.max(1);
+                let mut out: Vec<Vec<(u32, u32)>> = Vec::new();
+                for step in (1..g).rev() {
+                    let round: Vec<(u32, u32)> =
+                        (0..n).step_by(g as usize).filter(|s| s + step < n).map(|s| (s + step, s + step - 1)).collect();
+                    if !round.is_empty() {
+                        out.push(round);
+                    }
+                }
+                let leaders: Vec<u32> = (0..n).step_by(g as usize).collect();
+                out.extend(tree(&leaders));
+                out
+            }
+        }
+    }
+}
+
+/// What a region computes, with its tiling.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Work {
+    Gemv {
+        n: u64,
+        k: u64,
+        tile_n: u64,
+        tile_k: u64,
+        reduce: Reduce,
+        glu: bool,
+        norm: bool,
+        argmax: bool,
+        epilogue_ops: u32,
+    },
+    Attention {
+        kv_heads: u64,
+        group: u64,
+        head_dim: u64,
+        positions: u64,
+        slot: u64,
+        rows_per_head: u32,
+        pos_per_pe: u64,
+        reduce: Reduce,
+    },
+    Embedding {
+        vocab: u64,
+        hidden: u64,
+        rows_per_pe: u64,
+        token: u64,
+    },
+}
+
+impl Work {
+    pub fn mnemonic(&self) -> &'static str {
+        match self {
+            Work::Gemv { .. } => "gemv",
+            Work::Attention { .. } => "attention",
+            Work::Embedding { .. } => "embedding",
+        }
+    }
+
+    /// Elements of the region's output vector (per batch row).
+    pub fn out_elems(&self) -> u64 {
+        match *self {
+            Work::Gemv { n, glu, argmax, .. } => {
+                if argmax {
+                    1
+                } else if glu {
+                    n / 2
+                } else {
+                    n
+                }
+            }
+            Work::Attention { kv_heads, group, head_dim, .. } => kv_heads * group * head_dim,
+            Work::Embedding { hidden, .. } => hidden,
+        }
+    }
+
+    /// Elements of the input vector (per batch row) the region consumes.
+    pub fn in_elems(&self) -> u64 {
+        match *self {
+            Work::Gemv { k, .. } => k,
+            Work::Attention { kv_heads, group, head_dim, .. } => kv_heads * group * head_dim + 2 * kv_heads * head_dim,
+            Work::Embedding { .. } => 0,
+        }
+    }
+}
+
+/// Per-PE SRAM, bytes (the largest PE of the region).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sram {
+    pub code: u64,
+    pub weights: u64,
+    pub kv: u64,
+    pub buffers: u64,
+}
+
+impl Sram {
+    pub fn total(&self) -> u64 {
+        self.code + self.weights + self.kv + self.buffers
+    }
+}
+
+/// One step of the per-PE task template, run in order by the PEs that take part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "step")]
+pub enum Step {
+    /// Wait for the payload of `route`; `bytes` is what the whole region receives.
+    Recv { route: RouteId, bytes: u64 },
+    /// The region's local compute (its `Work`).
+    Compute,
+    /// Take part in the region-internal collective `route`.
+    Collective { route: RouteId },
+    /// Send the region's output on `route`; `bytes` is what the whole region sends.
+    Send { route: RouteId, bytes: u64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Region {
+    pub name: String,
+    pub layer: Option<u32>,
+    pub wafer: u32,
+    pub rect: Rect,
+    /// Resident but not run this step (MoE experts the token is not routed to).
+    pub active: bool,
+    /// Graph ops fused into this region, by name.
+    pub ops: Vec<String>,
+    pub work: Work,
+    pub sram: Sram,
+    pub steps: Vec<Step>,
+}
+
+impl Region {
+    /// Output rows `[lo, hi)` held by row `r` of a Gemv (before the GLU halving).
+    pub fn rows_of(&self, r: u32) -> (u64, u64) {
+        match self.work {
+            Work::Gemv { n, tile_n, .. } => ((r as u64 * tile_n).min(n), ((r as u64 + 1) * tile_n).min(n)),
+            _ => (0, 0),
+        }
+    }
+    /// Input columns `[lo, hi)` held by column `c` of a Gemv.
+    pub fn cols_of(&self, c: u32) -> (u64, u64) {
+        match self.work {
+            Work::Gemv { k, tile_k, .. } => ((c as u64 * tile_k).min(k), ((c as u64 + 1) * tile_k).min(k)),
+            _ => (0, 0),
+        }
+    }
+
+    /// Output elements `[lo, hi)` (after GLU) held at the root of row `r` of a
+    /// Gemv, or at the first PE of head block `r` of an Attention.
+    pub fn out_slice(&self, r: u32) -> (u64, u64) {
+        match self.work {
+            Work::Gemv { glu, .. } => {
+                let (lo, hi) = self.rows_of(r);
+                if glu {
+                    (lo / 2, hi / 2)
+                } else {
+                    (lo, hi)
+                }
+            }
+            Work::Attention { group, head_dim, kv_heads, .. } => {
+                let w = group * head_dim;
+                if (r as u64) < kv_heads {
+                    (r as u64 * w, (r as u64 + 1) * w)
+                } else {
+                    (0, 0)
+                }
+            }
+            Work::Embedding { hidden, .. } => {
+                if r == 0 {
+                    (0, hidden)
+                } else {
+                    (0, 0)
+                }
+            }
+        }
+    }
+
+    /// Lines (rows for Gemv, head blocks for Attention) that hold output.
+    pub fn out_lines(&self) -> u32 {
+        match self.work {
+            Work::Gemv { argmax: true, .. } | Work::Embedding { .. } => 1,
+            Work::Gemv { .. } => self.rect.h,
+            Work::Attention { kv_heads, .. } => kv_heads as u32,
+        }
+    }
+
+    /// The PE holding output line `r`.
+    pub fn out_pe(&self, r: u32) -> Pe {
+        match self.work {
+            Work::Gemv { argmax: true, .. } => self.rect.pe(0, 0),
+            Work::Gemv { .. } => self.rect.pe(r, 0),
+            Work::Attention { rows_per_head, .. } => self.rect.pe(r * rows_per_head, 0),
+            Work::Embedding { rows_per_pe, token, .. } => {
+                let i = (token / rows_per_pe.max(1)) as u32;
+                self.rect.pe(i / self.rect.w, i % self.rect.w)
+            }
+        }
+    }
+}
+
+/// Kinds of route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RouteKind {
+    Forward,
+    Residual,
+    Reduce,
+    Norm,
+    Argmax,
+}
+
+impl RouteKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            RouteKind::Forward => "forward",
+            RouteKind::Residual => "residual",
+            RouteKind::Reduce => "reduce",
+            RouteKind::Norm => "norm",
+            RouteKind::Argmax => "argmax",
+        }
+    }
+    pub fn is_collective(self) -> bool {
+        matches!(self, RouteKind::Reduce | RouteKind::Norm | RouteKind::Argmax)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Route {
+    pub kind: RouteKind,
+    pub src: RegionId,
+    pub dst: RegionId,
+    /// First color; a route needing several (trees) uses `color..color+colors`.
+    pub color: u32,
+    pub colors: u32,
+    /// Bytes the route moves in total for one step (all messages, batch included).
+    pub bytes: u64,
+}
+
+/// A compiled decode step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Program {
+    pub model: String,
+    pub batch: u64,
+    pub context: u64,
+    pub weight_dtype: DType,
+    pub act_dtype: DType,
+    pub kv_dtype: DType,
+    pub wafers: u32,
+    pub arch: ArchSpec,
+    pub regions: Vec<Region>,
+    pub routes: Vec<Route>,
+}
+
+impl Program {
+    pub fn region(&self, id: RegionId) -> &Region {
+        &self.regions[id.0 as usize]
+    }
+    pub fn route(&self, id: RouteId) -> &Route {
+        &self.routes[id.0 as usize]
+    }
+    pub fn pes_used(&self) -> u64 {
+        self.regions.iter().map(|r| r.rect.pes()).sum()
+    }
+}
+
+/// One point-to-point transfer of a route, with an optional multicast tail:
+/// after reaching `to`, the payload continues to `fan_cols` further PEs to the
+/// east and then `fan_rows` further rows south of every PE it reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Message {
+    pub from: Pe,
+    pub to: Pe,
+    pub bytes: u64,
+    pub fan_cols: u32,
+    pub fan_rows: u32,
+    /// Round of a collective (messages of round `i+1` start after round `i`
+    /// delivered to their sender); 0 for non-collective routes.
+    pub round: u32,
+    /// Crosses the system link between wafers.
+    pub inter_wafer: bool,
+}
+
+impl Message {
+    /// Hops from `from` to `to` (Manhattan distance; X then Y), plus the multicast tail.
+    pub fn hops(&self) -> u32 {
+        self.from.x.abs_diff(self.to.x) + self.from.y.abs_diff(self.to.y) + self.fan_cols + self.fan_rows
+    }
+}
+
+fn overlap(a: (u64, u64), b: (u64, u64)) -> u64 {
+    a.1.min(b.1).saturating_sub(a.0.max(b.0))
+}
+
+/// The messages `route` sends, in a deterministic order. Collectives list
+/// every line's transfers (rows of the region for `reduce`, row 0 for `norm`,
+/// column 0 for `argmax`), round by round.
+pub fn route_messages(p: &Program, id: RouteId) -> Vec<Message> {
+    let rt = p.route(id);
+    let src = p.region(rt.src);
+    let dst = p.region(rt.dst);
+    let act = p.act_dtype;
+    let b = p.batch;
+    let inter = src.wafer != dst.wafer;
+    let mut out = Vec::new();
+    let msg = |from: Pe, to: Pe, bytes: u64, fan_cols: u32, fan_rows: u32, round: u32| Message {
+        from,
+        to,
+        bytes,
+        fan_cols,
+        fan_rows,
+        round,
+        inter_wafer: inter,
+    };
+    match rt.kind {
+        RouteKind::Forward => {
+            for r in 0..src.out_lines() {
+                let s = src.out_slice(r);
+                if s.0 >= s.1 {
+                    continue;
+                }
+                let from = src.out_pe(r);
+                match dst.work {
+                    Work::Gemv { .. } => {
+                        for c in 0..dst.rect.w {
+                            let n = overlap(s, dst.cols_of(c));
+                            if n > 0 {
+                                out.push(msg(from, dst.rect.pe(0, c), act.bytes_for(n * b), 0, dst.rect.h - 1, 0));
+                            }
+                        }
+                    }
+                    Work::Attention { kv_heads, group, head_dim, rows_per_head, pos_per_pe, slot, .. } => {
+                        let (qw, kw) = (group * head_dim, head_dim);
+                        for h in 0..kv_heads {
+                            let top = dst.rect.pe(h as u32 * rows_per_head, 0);
+                            let q = overlap(s, (h * qw, (h + 1) * qw));
+                            if q > 0 {
+                                out.push(msg(from, top, act.bytes_for(q * b), dst.rect.w - 1, rows_per_head - 1, 0));
+                            }
+                            let i = (slot / pos_per_pe.max(1)) as u32;
+                            let holder = dst.rect.pe(h as u32 * rows_per_head + i / dst.rect.w, i % dst.rect.w);
+                            let kbase = kv_heads * qw;
+                            for part in 0..2u64 {
+                                let lo = kbase + part * kv_heads * kw + h * kw;
+                                let n = overlap(s, (lo, lo + kw));
+                                if n > 0 {
+                                    out.push(msg(from, holder, act.bytes_for(n * b), 0, 0, 0));
+                                }
+                            }
+                        }
+                    }
+                    Work::Embedding { .. } => {}
+                }
+            }
+        }
+        RouteKind::Residual => {
+            for r in 0..src.out_lines() {
+                let s = src.out_slice(r);
+                for r2 in 0..dst.out_lines() {
+                    let n = overlap(s, dst.out_slice(r2));
+                    if n > 0 {
+                        out.push(msg(src.out_pe(r), dst.out_pe(r2), act.bytes_for(n * b), 0, 0, 0));
+                    }
+                }
+            }
+        }
+        RouteKind::Reduce => match src.work {
+            Work::Gemv { reduce, .. } => {
+                for (round, pairs) in reduce.rounds(src.rect.w).iter().enumerate() {
+                    for r in 0..src.rect.h {
+                        let (lo, hi) = src.rows_of(r);
+                        let bytes = 4 * (hi - lo) * b;
+                        if bytes == 0 {
+                            continue;
+                        }
+                        for &(a, z) in pairs {
+                            out.push(msg(src.rect.pe(r, a), src.rect.pe(r, z), bytes, 0, 0, round as u32));
+                        }
+                    }
+                }
+            }
+            Work::Attention { kv_heads, group, head_dim, rows_per_head, reduce, .. } => {
+                // (max, sum) per query head plus the fp32 accumulator.
+                let bytes = 4 * group * (head_dim + 2) * b;
+                let row_rounds = reduce.rounds(src.rect.w);
+                let nrow = row_rounds.len();
+                for (round, pairs) in row_rounds.iter().enumerate() {
+                    for r in 0..(kv_heads as u32 * rows_per_head) {
+                        for &(a, z) in pairs {
+                            out.push(msg(src.rect.pe(r, a), src.rect.pe(r, z), bytes, 0, 0, round as u32));
+                        }
+                    }
+                }
+                for (i, pairs) in Reduce::Chain.rounds(rows_per_head).iter().enumerate() {
+                    for h in 0..kv_heads as u32 {
+                        for &(a, z) in pairs {
+                            let base = h * rows_per_head;
+                            out.push(msg(src.rect.pe(base + a, 0), src.rect.pe(base + z, 0), bytes, 0, 0, (nrow + i) as u32));
+                        }
+                    }
+                }
+            }
+            Work::Embedding { .. } => {}
+        },
+        RouteKind::Norm => {
+            // All-reduce of one fp32 per batch row along row 0: tree up, then broadcast back.
+            let rounds = Reduce::Tree.rounds(src.rect.w);
+            let n = rounds.len();
+            for (i, pairs) in rounds.iter().enumerate() {
+                for &(a, z) in pairs {
+                    out.push(msg(src.rect.pe(0, a), src.rect.pe(0, z), 4 * b, 0, 0, i as u32));
+                }
+            }
+            if src.rect.w > 1 {
+                out.push(msg(src.rect.pe(0, 0), src.rect.pe(0, 1), 4 * b, src.rect.w - 2, 0, n as u32));
+            }
+        }
+        RouteKind::Argmax => {
+            for (i, pairs) in Reduce::Tree.rounds(src.rect.h).iter().enumerate() {
+                for &(a, z) in pairs {
+                    out.push(msg(src.rect.pe(a, 0), src.rect.pe(z, 0), 8 * b, 0, 0, i as u32));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The SRAM a region's PEs need (the largest PE), from its work and the
+/// program's dtypes: weights (+ bias), KV cache, and buffers for the input
+/// slice, fp32 partial sums and one incoming partial.
+pub fn sram_need(p: &Program, work: &Work) -> Sram {
+    let b = p.batch;
+    let (wd, ad, kd) = (p.weight_dtype, p.act_dtype, p.kv_dtype);
+    let code = p.arch.pe.sram_reserved_bytes;
+    match *work {
+        Work::Gemv { tile_n, tile_k, .. } => Sram {
+            code,
+            weights: wd.bytes_for(tile_n * tile_k) + wd.bytes_for(tile_n),
+            kv: 0,
+            buffers: ad.bytes_for(tile_k * b) + 2 * 4 * tile_n * b,
+        },
+        Work::Attention { group, head_dim, pos_per_pe, .. } => Sram {
+            code,
+            weights: 0,
+            kv: 2 * kd.bytes_for(pos_per_pe * head_dim),
+            buffers: ad.bytes_for(group * head_dim * b) + 4 * group * pos_per_pe * b + 2 * 4 * group * (head_dim + 2) * b,
+        },
+        Work::Embedding { hidden, rows_per_pe, .. } => Sram { code, weights: wd.bytes_for(rows_per_pe * hidden), kv: 0, buffers: 0 },
+    }
+}

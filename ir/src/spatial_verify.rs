@@ -1,0 +1,328 @@
+//! Spatial IR verifier.
+//!
+//! Owns: the rules a program must satisfy before it is simulated — regions
+//! inside the mesh and not overlapping, SRAM within capacity on every PE,
+//! tilings that cover their matrices, colors within the router's limit with
+//! same-colored routes disjoint, every receive matched by a send of the same
+//! size, routes between existing regions in execution order. Returns a
+//! witness, [`ProgramInfo`], that the simulators require. Must not: repair.
+
+use crate::spatial::*;
+use serde::Serialize;
+use std::fmt;
+
+/// One problem, naming the region, route or PE.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProgramDiag {
+    #[error("program: {0}")]
+    Program(String),
+    #[error("region {region} `{name}`: {msg}")]
+    Region { region: RegionId, name: String, msg: String },
+    #[error("route {route}: {msg}")]
+    Route { route: RouteId, msg: String },
+    #[error("{pe} on wafer {wafer}: {msg}")]
+    Pe { pe: Pe, wafer: u32, msg: String },
+}
+
+/// Every problem found, in a stable order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProgramErrors(pub Vec<ProgramDiag>);
+
+impl fmt::Display for ProgramErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "program verification failed with {} error(s)", self.0.len())?;
+        for d in self.0.iter().take(20) {
+            write!(f, "\n  {d}")?;
+        }
+        if self.0.len() > 20 {
+            write!(f, "\n  … and {} more", self.0.len() - 20)?;
+        }
+        Ok(())
+    }
+}
+impl std::error::Error for ProgramErrors {}
+
+/// Facts established by the verifier. Only `verify_program` makes one, so a
+/// function taking `&ProgramInfo` runs on verified programs only.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProgramInfo {
+    pub pes_used: u64,
+    /// Mean and max per-PE SRAM over the PEs in regions, bytes.
+    pub sram_mean: f64,
+    pub sram_max: u64,
+    /// Sum over used PEs, by kind, bytes.
+    pub sram_code: u64,
+    pub sram_weights: u64,
+    pub sram_kv: u64,
+    pub sram_buffers: u64,
+    /// Most colors any router carries.
+    pub colors_max: u32,
+    /// Longest message of any route, in hops (multicast tails included).
+    pub longest_route_hops: u32,
+    pub messages: u64,
+    _private: (),
+}
+
+/// Checks `p`; `Ok` carries the witness the simulators require.
+pub fn verify_program(p: &Program) -> Result<ProgramInfo, ProgramErrors> {
+    let mut d = Vec::new();
+    let a = &p.arch;
+    if let Err(e) = a.validate("program arch") {
+        d.push(ProgramDiag::Program(e.to_string()));
+        return Err(ProgramErrors(d));
+    }
+    if p.wafers == 0 {
+        d.push(ProgramDiag::Program("wafers must be at least 1".into()));
+    }
+    if p.batch == 0 || p.context == 0 {
+        d.push(ProgramDiag::Program("batch and context must be at least 1".into()));
+    }
+    let nreg = p.regions.len() as u32;
+    let reg_err = |i: usize, msg: String| ProgramDiag::Region { region: RegionId(i as u32), name: p.regions[i].name.clone(), msg };
+
+    // Regions: geometry, tiling, SRAM.
+    for (i, r) in p.regions.iter().enumerate() {
+        let rc = r.rect;
+        if rc.w == 0 || rc.h == 0 || rc.x as u64 + rc.w as u64 > a.mesh_width as u64 || rc.y as u64 + rc.h as u64 > a.mesh_height as u64 {
+            d.push(reg_err(i, format!("rect {},{},{}x{} is not inside the {}x{} mesh", rc.x, rc.y, rc.w, rc.h, a.mesh_width, a.mesh_height)));
+            continue;
+        }
+        if r.wafer >= p.wafers {
+            d.push(reg_err(i, format!("is on wafer {} of {}", r.wafer, p.wafers)));
+        }
+        let (w, h) = (rc.w as u64, rc.h as u64);
+        let tiling = match r.work {
+            Work::Gemv { n, k, tile_n, tile_k, glu, .. } => {
+                if tile_n == 0 || tile_k == 0 || tile_n * h < n || tile_k * w < k {
+                    Some(format!("tiles {tile_n}x{tile_k} on {h}x{w} PEs do not cover the {n}x{k} matrix"))
+                } else if glu && (tile_n % 2 != 0 || n % 2 != 0) {
+                    Some("a GLU region needs even n and tile_n (gate/up pairs per row)".into())
+                } else {
+                    None
+                }
+            }
+            Work::Attention { kv_heads, positions, slot, rows_per_head, pos_per_pe, group, head_dim, .. } => {
+                if kv_heads == 0 || group == 0 || head_dim == 0 || rows_per_head == 0 || kv_heads * rows_per_head as u64 != h {
+                    Some(format!("{kv_heads} KV heads x {rows_per_head} rows do not make {h} rows"))
+                } else if pos_per_pe * w * (rows_per_head as u64) < positions {
+                    Some(format!("{pos_per_pe} positions per PE over {} PEs per head do not hold {positions}", w * rows_per_head as u64))
+                } else if slot >= positions {
+                    Some(format!("slot {slot} is outside the {positions} cached positions"))
+                } else {
+                    None
+                }
+            }
+            Work::Embedding { vocab, rows_per_pe, token, .. } => {
+                if rows_per_pe * w * h < vocab {
+                    Some(format!("{rows_per_pe} rows per PE over {} PEs do not hold {vocab} rows", w * h))
+                } else if token >= vocab {
+                    Some(format!("token {token} is outside the vocabulary of {vocab}"))
+                } else {
+                    None
+                }
+            }
+        };
+        if let Some(m) = tiling {
+            d.push(reg_err(i, m));
+        }
+        let need = sram_need(p, &r.work);
+        if r.sram.weights < need.weights || r.sram.kv < need.kv || r.sram.buffers < need.buffers || r.sram.code < need.code {
+            d.push(reg_err(i, format!("declares SRAM {:?} but its work needs {:?}", r.sram, need)));
+        }
+        if r.sram.total() > a.pe.sram_bytes {
+            d.push(ProgramDiag::Pe {
+                pe: rc.pe(0, 0),
+                wafer: r.wafer,
+                msg: format!(
+                    "SRAM overflow in region {} `{}`: {} bytes (code {} + weights {} + KV {} + buffers {}) > {} per PE",
+                    RegionId(i as u32),
+                    r.name,
+                    r.sram.total(),
+                    r.sram.code,
+                    r.sram.weights,
+                    r.sram.kv,
+                    r.sram.buffers,
+                    a.pe.sram_bytes
+                ),
+            });
+        }
+    }
+    // Overlaps, per wafer (sorted sweep on x).
+    let mut order: Vec<usize> = (0..p.regions.len()).collect();
+    order.sort_by_key(|&i| (p.regions[i].wafer, p.regions[i].rect.x, i));
+    for (oi, &i) in order.iter().enumerate() {
+        let ri = &p.regions[i];
+        for &j in &order[oi + 1..] {
+            let rj = &p.regions[j];
+            if rj.wafer != ri.wafer || rj.rect.x >= ri.rect.x + ri.rect.w {
+                break;
+            }
+            if ri.rect.overlaps(&rj.rect) {
+                let (lo, hi) = (i.min(j), i.max(j));
+                d.push(reg_err(hi, format!("overlaps region {} `{}` on wafer {}", RegionId(lo as u32), p.regions[lo].name, ri.wafer)));
+            }
+        }
+    }
+    if !d.is_empty() {
+        return Err(ProgramErrors(d));
+    }
+
+    // Routes: endpoints, order, colors, sizes.
+    let avail = a.program_colors();
+    let mut longest = 0u32;
+    let mut messages = 0u64;
+    for (ri, rt) in p.routes.iter().enumerate() {
+        let id = RouteId(ri as u32);
+        let rerr = |msg: String| ProgramDiag::Route { route: id, msg };
+        if rt.src.0 >= nreg || rt.dst.0 >= nreg {
+            d.push(rerr(format!("connects {} -> {}, but the program has {nreg} regions", rt.src, rt.dst)));
+            continue;
+        }
+        if rt.kind.is_collective() != (rt.src == rt.dst) {
+            d.push(rerr(format!("a {} route must {}", rt.kind.name(), if rt.kind.is_collective() { "stay within one region" } else { "join two regions" })));
+            continue;
+        }
+        if !rt.kind.is_collective() && rt.src.0 >= rt.dst.0 {
+            d.push(rerr(format!("goes backwards in execution order ({} -> {})", rt.src, rt.dst)));
+        }
+        if rt.colors == 0 || rt.color + rt.colors > avail {
+            d.push(rerr(format!("uses colors {}..{} but only {avail} are available to programs", rt.color, rt.color + rt.colors)));
+        }
+        let msgs = route_messages(p, id);
+        if msgs.is_empty() {
+            d.push(rerr(format!("{} {} -> {} carries nothing (disconnected layouts)", rt.kind.name(), rt.src, rt.dst)));
+        }
+        let total: u64 = msgs.iter().map(|m| m.bytes).sum();
+        if total != rt.bytes {
+            d.push(rerr(format!("declares {} bytes but its messages carry {total}", rt.bytes)));
+        }
+        messages += msgs.len() as u64;
+        longest = longest.max(msgs.iter().map(Message::hops).max().unwrap_or(0));
+    }
+    // Same-colored routes must not share a router.
+    let bbox = |rt: &Route| -> Rect {
+        let (s, t) = (p.region(rt.src).rect, p.region(rt.dst).rect);
+        let (x0, y0) = (s.x.min(t.x), s.y.min(t.y));
+        let (x1, y1) = ((s.x + s.w).max(t.x + t.w), (s.y + s.h).max(t.y + t.h));
+        Rect { x: x0, y: y0, w: x1 - x0, h: y1 - y0 }
+    };
+    let valid: Vec<usize> = (0..p.routes.len()).filter(|&i| p.routes[i].src.0 < nreg && p.routes[i].dst.0 < nreg).collect();
+    let mut by_color: Vec<Vec<usize>> = vec![Vec::new(); (avail + 64) as usize];
+    for &i in &valid {
+        let rt = &p.routes[i];
+        for c in rt.color..(rt.color + rt.colors).min(avail + 64) {
+            by_color[c as usize].push(i);
+        }
+    }
+    for (c, list) in by_color.iter().enumerate() {
+        for (x, &i) in list.iter().enumerate() {
+            for &j in &list[x + 1..] {
+                let (ri, rj) = (&p.routes[i], &p.routes[j]);
+                let same_wafer = p.region(ri.src).wafer == p.region(rj.src).wafer || p.region(ri.dst).wafer == p.region(rj.dst).wafer;
+                if same_wafer && bbox(ri).overlaps(&bbox(rj)) {
+                    d.push(ProgramDiag::Route { route: RouteId(j as u32), msg: format!("shares color {c} with route {} on overlapping paths", RouteId(i as u32)) });
+                }
+            }
+        }
+    }
+    // Colors per router: routes' bounding boxes stacked on a per-wafer grid.
+    let (w, h) = (a.mesh_width as usize, a.mesh_height as usize);
+    let mut colors_max = 0u32;
+    for wafer in 0..p.wafers {
+        let mut diff = vec![0i32; (w + 1) * (h + 1)];
+        let mut any = false;
+        for &i in &valid {
+            let rt = &p.routes[i];
+            if p.region(rt.src).wafer != wafer && p.region(rt.dst).wafer != wafer {
+                continue;
+            }
+            any = true;
+            let b = bbox(rt);
+            let (x0, y0, x1, y1) = (b.x as usize, b.y as usize, (b.x + b.w) as usize, (b.y + b.h) as usize);
+            let c = rt.colors as i32;
+            diff[y0 * (w + 1) + x0] += c;
+            diff[y0 * (w + 1) + x1] -= c;
+            diff[y1 * (w + 1) + x0] -= c;
+            diff[y1 * (w + 1) + x1] += c;
+        }
+        if !any {
+            continue;
+        }
+        let mut row = vec![0i32; w + 1];
+        let mut worst = (0i32, Pe { x: 0, y: 0 });
+        for y in 0..h {
+            let mut acc = 0i32;
+            for x in 0..w {
+                acc += diff[y * (w + 1) + x];
+                row[x] += acc;
+                if row[x] > worst.0 {
+                    worst = (row[x], Pe { x: x as u32, y: y as u32 });
+                }
+            }
+        }
+        colors_max = colors_max.max(worst.0 as u32);
+        if worst.0 as u32 > avail {
+            d.push(ProgramDiag::Pe { pe: worst.1, wafer, msg: format!("router carries {} colors, more than the {avail} available", worst.0) });
+        }
+    }
+    // Steps: every receive matched by a send of the same size.
+    for (i, r) in p.regions.iter().enumerate() {
+        let me = RegionId(i as u32);
+        for st in &r.steps {
+            match *st {
+                Step::Recv { route, bytes } | Step::Send { route, bytes } => {
+                    let is_recv = matches!(st, Step::Recv { .. });
+                    let Some(rt) = p.routes.get(route.0 as usize) else {
+                        d.push(reg_err(i, format!("refers to undefined route {route}")));
+                        continue;
+                    };
+                    let (end, other) = if is_recv { (rt.dst, rt.src) } else { (rt.src, rt.dst) };
+                    if end != me {
+                        d.push(reg_err(i, format!("{} on route {route}, which {} region {end}", if is_recv { "receives" } else { "sends" }, if is_recv { "delivers to" } else { "starts at" })));
+                        continue;
+                    }
+                    if bytes != rt.bytes {
+                        d.push(reg_err(i, format!("{} {bytes} bytes on route {route}, which carries {}", if is_recv { "receives" } else { "sends" }, rt.bytes)));
+                    }
+                    if other.0 < nreg {
+                        let matched = p.region(other).steps.iter().any(|s| match (is_recv, s) {
+                            (true, Step::Send { route: r2, bytes: b2 }) | (false, Step::Recv { route: r2, bytes: b2 }) => *r2 == route && *b2 == bytes,
+                            _ => false,
+                        });
+                        if !matched {
+                            d.push(reg_err(
+                                i,
+                                format!("{} on route {route} has no matching {} of {bytes} bytes in region {other}", if is_recv { "receive" } else { "send" }, if is_recv { "send" } else { "receive" }),
+                            ));
+                        }
+                    }
+                }
+                Step::Collective { route } => match p.routes.get(route.0 as usize) {
+                    Some(rt) if rt.kind.is_collective() && rt.src == me => {}
+                    _ => d.push(reg_err(i, format!("collective step on {route}, which is not a collective of this region"))),
+                },
+                Step::Compute => {}
+            }
+        }
+    }
+    if !d.is_empty() {
+        return Err(ProgramErrors(d));
+    }
+    let used: Vec<&Region> = p.regions.iter().collect();
+    let pes: u64 = used.iter().map(|r| r.rect.pes()).sum();
+    let sum = |f: &dyn Fn(&Sram) -> u64| -> u64 { used.iter().map(|r| f(&r.sram) * r.rect.pes()).sum() };
+    let total = sum(&|s| s.total());
+    Ok(ProgramInfo {
+        pes_used: pes,
+        sram_mean: if pes > 0 { total as f64 / pes as f64 } else { 0.0 },
+        sram_max: used.iter().map(|r| r.sram.total()).max().unwrap_or(0),
+        sram_code: sum(&|s| s.code),
+        sram_weights: sum(&|s| s.weights),
+        sram_kv: sum(&|s| s.kv),
+        sram_buffers: sum(&|s| s.buffers),
+        colors_max,
+        longest_route_hops: longest,
+        messages,
+        _private: (),
+    })
+}
