@@ -198,10 +198,18 @@ impl ArchSpec {
             return bad("system.wafers", self.system.wafers.to_string(), "1..=4096");
         }
         if !(self.system.inter_wafer_bytes_per_s > 0.0 && self.system.inter_wafer_bytes_per_s.is_finite()) {
-            return bad("system.inter_wafer_bytes_per_s", self.system.inter_wafer_bytes_per_s.to_string(), "a positive number");
+            return bad(
+                "system.inter_wafer_bytes_per_s",
+                self.system.inter_wafer_bytes_per_s.to_string(),
+                "a positive number",
+            );
         }
         if !(self.system.inter_wafer_latency_ns >= 0.0 && self.system.inter_wafer_latency_ns.is_finite()) {
-            return bad("system.inter_wafer_latency_ns", self.system.inter_wafer_latency_ns.to_string(), "a number >= 0");
+            return bad(
+                "system.inter_wafer_latency_ns",
+                self.system.inter_wafer_latency_ns.to_string(),
+                "a number >= 0",
+            );
         }
         Ok(())
     }
@@ -236,7 +244,13 @@ fn wse(name: &str, w: u32, h: u32, simd_mixed: u32, simd_elementwise: u32) -> Ar
             vector_op_overhead_cycles: 43,
             task_overhead_cycles: 20,
         },
-        router: RouterSpec { link_bytes_per_cycle: 4, hop_latency_cycles: 1, colors: 24, reserved_colors: 6, multicast: true },
+        router: RouterSpec {
+            link_bytes_per_cycle: 4,
+            hop_latency_cycles: 1,
+            colors: 24,
+            reserved_colors: 6,
+            multicast: true,
+        },
         system: SystemSpec { wafers: 1, inter_wafer_bytes_per_s: 150e9, inter_wafer_latency_ns: 5000.0 },
     }
 }
@@ -253,7 +267,9 @@ pub fn arch_preset(name: &str) -> Result<ArchSpec, ArchError> {
         "wse3" => Ok(wse("wse3", 755, 1170, 4, 4)),
         _ => {
             if let Some(dims) = name.strip_prefix("mesh:") {
-                let parsed = dims.split_once(['x', 'X']).and_then(|(w, h)| Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?)));
+                let parsed = dims
+                    .split_once(['x', 'X'])
+                    .and_then(|(w, h)| Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?)));
                 let Some((w, h)) = parsed else {
                     return Err(ArchError::Invalid {
                         source_name: name.into(),

@@ -126,16 +126,18 @@ pub enum OpKind {
     PosEmbedding,
     /// (x[B,G*D], gamma[D] (, beta[D] for LayerNorm)) -> [B,G*D]; normalises each
     /// of the G groups of D features (G > 1 for per-head q/k norms).
-    Norm { kind: NormKind, groups: u64 },
+    Norm { kind: NormKind, groups: u64, eps: f64 },
     /// (x[B,K], w[N,K] (, bias[N])) -> [B,N].
     MatMul,
     /// (q[B,Hq*D], k[B,Hk*D]) -> (q', k'): rotary embedding on the first
-    /// `rotary_dim` dims of each head.
-    Rope { heads: u64, kv_heads: u64, head_dim: u64, rotary_dim: u64 },
+    /// `rotary_dim` dims of each head (pairs `(i, i + rotary_dim/2)`, the
+    /// Llama/NeoX convention), at base frequency `theta`, for position `context - 1`.
+    Rope { heads: u64, kv_heads: u64, head_dim: u64, rotary_dim: u64, theta: f64 },
     /// (k[B,Hk*D], v[B,Hk*D], kcache[B,Hk,S,D], vcache[B,Hk,S,D]) ->
     /// (kcache'[B,Hk,S',D], vcache'[B,Hk,S',D]) with S' = min(S+1, window).
     KvAppend { window: Option<u64> },
-    /// (q[B,Hq*D], kcache[B,Hk,S,D]) -> scores[B,Hq,S]; Hq/Hk query heads share a KV head.
+    /// (q[B,Hq*D], kcache[B,Hk,S,D]) -> scores[B,Hq,S] = q·k / sqrt(D); query head
+    /// `h` reads KV head `h / (Hq/Hk)`.
     AttnScores { heads: u64, kv_heads: u64, head_dim: u64 },
     /// (scores[B,Hq,S]) -> probs[B,Hq,S], over the last axis.
     Softmax,
@@ -184,16 +186,16 @@ impl OpKind {
     /// Attributes printed after the mnemonic in the textual form.
     pub fn attrs(&self) -> String {
         match self {
-            OpKind::Norm { kind, groups } => {
+            OpKind::Norm { kind, groups, eps } => {
                 let k = match kind {
                     NormKind::Rms { unit_offset: false } => "rms".to_string(),
                     NormKind::Rms { unit_offset: true } => "rms+1".to_string(),
                     NormKind::Layer => "layer".to_string(),
                 };
-                format!("{k} groups={groups}")
+                format!("{k} groups={groups} eps={eps}")
             }
-            OpKind::Rope { heads, kv_heads, head_dim, rotary_dim } => {
-                format!("heads={heads} kv_heads={kv_heads} head_dim={head_dim} rotary_dim={rotary_dim}")
+            OpKind::Rope { heads, kv_heads, head_dim, rotary_dim, theta } => {
+                format!("heads={heads} kv_heads={kv_heads} head_dim={head_dim} rotary_dim={rotary_dim} theta={theta}")
             }
             OpKind::KvAppend { window: Some(w) } => format!("window={w}"),
             OpKind::KvAppend { window: None } => String::new(),
@@ -287,7 +289,7 @@ impl OpKind {
                 eq("hidden of x vs position table", x[1], tab[1])?;
                 Ok(vec![(x.to_vec(), inputs[0].dtype)])
             }
-            OpKind::Norm { kind: nk, groups } => {
+            OpKind::Norm { kind: nk, groups, .. } => {
                 let n = if matches!(nk, NormKind::Layer) { 3 } else { 2 };
                 arity(n, n)?;
                 not_weight(0)?;
@@ -313,7 +315,7 @@ impl OpKind {
                 }
                 Ok(vec![(vec![x[0], w[0]], inputs[0].dtype)])
             }
-            OpKind::Rope { heads, kv_heads, head_dim, rotary_dim } => {
+            OpKind::Rope { heads, kv_heads, head_dim, rotary_dim, .. } => {
                 arity(2, 2)?;
                 heads_ok(*heads, *kv_heads, *head_dim)?;
                 if *rotary_dim == 0 || rotary_dim > head_dim || rotary_dim % 2 != 0 {

@@ -20,11 +20,14 @@ pub mod spatial_verify;
 pub mod text;
 pub mod verify;
 
+pub use arch::{arch_preset, ArchError, ArchSpec, ARCH_PRESETS};
 pub use cost::{graph_stats, op_cost, GraphStats, OpCost};
 pub use dtype::DType;
 pub use graph::{ActFn, Elementwise, Graph, GraphBuilder, NormKind, Op, OpId, OpKind, Tensor, TensorId, TensorKind};
-pub use arch::{arch_preset, ArchError, ArchSpec, ARCH_PRESETS};
-pub use spatial::{route_messages, sram_need, Message, Pe, Program, Rect, Reduce, Region, RegionId, Route, RouteId, RouteKind, Sram, Step, Work};
+pub use spatial::{
+    route_messages, sram_need, Message, Pe, Program, Rect, Reduce, Region, RegionId, Route, RouteId, RouteKind, Sram,
+    Step, Work,
+};
 pub use spatial_text::{parse_program, print_program, ParseError};
 pub use spatial_verify::{verify_program, ProgramDiag, ProgramErrors, ProgramInfo};
 pub use text::print_graph;

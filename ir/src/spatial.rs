@@ -25,7 +25,8 @@
 //!   column 0 to `(0, 0)` (route kind `argmax`): the sampled token.
 //! * **Attention**: rows `[h·rows_per_head, (h+1)·rows_per_head)` serve KV head `h`
 //!   and its `group` query heads. The head's `positions` cached positions are laid
-//!   row-major over its block, `pos_per_pe` per PE. Its `group·head_dim` query
+//!   row-major over its block, `pos_per_pe` per PE (for each of the `batch`
+//!   sequences: every sequence has its own cache). Its `group·head_dim` query
 //!   values arrive at the block's first PE and are multicast over the block; the new
 //!   token's K and V go to the PE holding position `slot`. Each PE computes scores,
 //!   its local softmax statistics and partial `P·V` (fp32); partial states
@@ -126,8 +127,11 @@ impl Reduce {
             let mut out = Vec::new();
             let mut step = 1usize;
             while step < idx.len() {
-                let round: Vec<(u32, u32)> =
-                    (0..idx.len()).step_by(2 * step).filter(|i| i + step < idx.len()).map(|i| (idx[i + step], idx[i])).collect();
+                let round: Vec<(u32, u32)> = (0..idx.len())
+                    .step_by(2 * step)
+                    .filter(|i| i + step < idx.len())
+                    .map(|i| (idx[i + step], idx[i]))
+                    .collect();
                 out.push(round);
                 step *= 2;
             }
@@ -532,7 +536,14 @@ pub fn route_messages(p: &Program, id: RouteId) -> Vec<Message> {
                     for h in 0..kv_heads as u32 {
                         for &(a, z) in pairs {
                             let base = h * rows_per_head;
-                            out.push(msg(src.rect.pe(base + a, 0), src.rect.pe(base + z, 0), bytes, 0, 0, (nrow + i) as u32));
+                            out.push(msg(
+                                src.rect.pe(base + a, 0),
+                                src.rect.pe(base + z, 0),
+                                bytes,
+                                0,
+                                0,
+                                (nrow + i) as u32,
+                            ));
                         }
                     }
                 }
@@ -580,9 +591,13 @@ pub fn sram_need(p: &Program, work: &Work) -> Sram {
         Work::Attention { group, head_dim, pos_per_pe, .. } => Sram {
             code,
             weights: 0,
-            kv: 2 * kd.bytes_for(pos_per_pe * head_dim),
-            buffers: ad.bytes_for(group * head_dim * b) + 4 * group * pos_per_pe * b + 2 * 4 * group * (head_dim + 2) * b,
+            kv: 2 * kd.bytes_for(pos_per_pe * head_dim * b),
+            buffers: ad.bytes_for(group * head_dim * b)
+                + 4 * group * pos_per_pe * b
+                + 2 * 4 * group * (head_dim + 2) * b,
         },
-        Work::Embedding { hidden, rows_per_pe, .. } => Sram { code, weights: wd.bytes_for(rows_per_pe * hidden), kv: 0, buffers: 0 },
+        Work::Embedding { hidden, rows_per_pe, .. } => {
+            Sram { code, weights: wd.bytes_for(rows_per_pe * hidden), kv: 0, buffers: 0 }
+        }
     }
 }

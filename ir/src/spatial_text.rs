@@ -358,7 +358,12 @@ pub fn parse_program(text: &str) -> Result<Program, ParseError> {
                 Some(Rect { x: xy.parse().ok()?, y: y.parse().ok()?, w: w.parse().ok()?, h: hh.parse().ok()? })
             })();
             let rect = parsed.ok_or_else(|| l.err(format!("rect `{rect}` must be X,Y,WxH")))?;
-            let sram: Vec<u64> = l.get("sram")?.split(',').map(|v| v.parse()).collect::<Result<_, _>>().map_err(|_| l.err("bad sram"))?;
+            let sram: Vec<u64> = l
+                .get("sram")?
+                .split(',')
+                .map(|v| v.parse())
+                .collect::<Result<_, _>>()
+                .map_err(|_| l.err("bad sram"))?;
             if sram.len() != 4 {
                 return Err(l.err("sram must be code,weights,kv,buffers"));
             }
@@ -367,11 +372,17 @@ pub fn parse_program(text: &str) -> Result<Program, ParseError> {
                 let step = if st == "compute" {
                     Step::Compute
                 } else {
-                    let (name, args) = st.strip_suffix(')').and_then(|s| s.split_once('(')).ok_or_else(|| l.err(format!("bad step `{st}`")))?;
+                    let (name, args) = st
+                        .strip_suffix(')')
+                        .and_then(|s| s.split_once('('))
+                        .ok_or_else(|| l.err(format!("bad step `{st}`")))?;
                     let mut it = args.split(',');
                     let route = RouteId(parse_id(&l, it.next().unwrap_or(""), "rt")?);
                     let bytes = || -> Result<u64, ParseError> {
-                        args.split(',').nth(1).and_then(|b| b.parse().ok()).ok_or_else(|| l.err(format!("bad step `{st}`")))
+                        args.split(',')
+                            .nth(1)
+                            .and_then(|b| b.parse().ok())
+                            .ok_or_else(|| l.err(format!("bad step `{st}`")))
                     };
                     match name {
                         "recv" => Step::Recv { route, bytes: bytes()? },

@@ -78,13 +78,27 @@ pub fn verify_program(p: &Program) -> Result<ProgramInfo, ProgramErrors> {
         d.push(ProgramDiag::Program("batch and context must be at least 1".into()));
     }
     let nreg = p.regions.len() as u32;
-    let reg_err = |i: usize, msg: String| ProgramDiag::Region { region: RegionId(i as u32), name: p.regions[i].name.clone(), msg };
+    let reg_err = |i: usize, msg: String| ProgramDiag::Region {
+        region: RegionId(i as u32),
+        name: p.regions[i].name.clone(),
+        msg,
+    };
 
     // Regions: geometry, tiling, SRAM.
     for (i, r) in p.regions.iter().enumerate() {
         let rc = r.rect;
-        if rc.w == 0 || rc.h == 0 || rc.x as u64 + rc.w as u64 > a.mesh_width as u64 || rc.y as u64 + rc.h as u64 > a.mesh_height as u64 {
-            d.push(reg_err(i, format!("rect {},{},{}x{} is not inside the {}x{} mesh", rc.x, rc.y, rc.w, rc.h, a.mesh_width, a.mesh_height)));
+        if rc.w == 0
+            || rc.h == 0
+            || rc.x as u64 + rc.w as u64 > a.mesh_width as u64
+            || rc.y as u64 + rc.h as u64 > a.mesh_height as u64
+        {
+            d.push(reg_err(
+                i,
+                format!(
+                    "rect {},{},{}x{} is not inside the {}x{} mesh",
+                    rc.x, rc.y, rc.w, rc.h, a.mesh_width, a.mesh_height
+                ),
+            ));
             continue;
         }
         if r.wafer >= p.wafers {
@@ -102,10 +116,18 @@ pub fn verify_program(p: &Program) -> Result<ProgramInfo, ProgramErrors> {
                 }
             }
             Work::Attention { kv_heads, positions, slot, rows_per_head, pos_per_pe, group, head_dim, .. } => {
-                if kv_heads == 0 || group == 0 || head_dim == 0 || rows_per_head == 0 || kv_heads * rows_per_head as u64 != h {
+                if kv_heads == 0
+                    || group == 0
+                    || head_dim == 0
+                    || rows_per_head == 0
+                    || kv_heads * rows_per_head as u64 != h
+                {
                     Some(format!("{kv_heads} KV heads x {rows_per_head} rows do not make {h} rows"))
                 } else if pos_per_pe * w * (rows_per_head as u64) < positions {
-                    Some(format!("{pos_per_pe} positions per PE over {} PEs per head do not hold {positions}", w * rows_per_head as u64))
+                    Some(format!(
+                        "{pos_per_pe} positions per PE over {} PEs per head do not hold {positions}",
+                        w * rows_per_head as u64
+                    ))
                 } else if slot >= positions {
                     Some(format!("slot {slot} is outside the {positions} cached positions"))
                 } else {
@@ -126,7 +148,11 @@ pub fn verify_program(p: &Program) -> Result<ProgramInfo, ProgramErrors> {
             d.push(reg_err(i, m));
         }
         let need = sram_need(p, &r.work);
-        if r.sram.weights < need.weights || r.sram.kv < need.kv || r.sram.buffers < need.buffers || r.sram.code < need.code {
+        if r.sram.weights < need.weights
+            || r.sram.kv < need.kv
+            || r.sram.buffers < need.buffers
+            || r.sram.code < need.code
+        {
             d.push(reg_err(i, format!("declares SRAM {:?} but its work needs {:?}", r.sram, need)));
         }
         if r.sram.total() > a.pe.sram_bytes {
@@ -159,7 +185,10 @@ pub fn verify_program(p: &Program) -> Result<ProgramInfo, ProgramErrors> {
             }
             if ri.rect.overlaps(&rj.rect) {
                 let (lo, hi) = (i.min(j), i.max(j));
-                d.push(reg_err(hi, format!("overlaps region {} `{}` on wafer {}", RegionId(lo as u32), p.regions[lo].name, ri.wafer)));
+                d.push(reg_err(
+                    hi,
+                    format!("overlaps region {} `{}` on wafer {}", RegionId(lo as u32), p.regions[lo].name, ri.wafer),
+                ));
             }
         }
     }
@@ -179,14 +208,22 @@ pub fn verify_program(p: &Program) -> Result<ProgramInfo, ProgramErrors> {
             continue;
         }
         if rt.kind.is_collective() != (rt.src == rt.dst) {
-            d.push(rerr(format!("a {} route must {}", rt.kind.name(), if rt.kind.is_collective() { "stay within one region" } else { "join two regions" })));
+            d.push(rerr(format!(
+                "a {} route must {}",
+                rt.kind.name(),
+                if rt.kind.is_collective() { "stay within one region" } else { "join two regions" }
+            )));
             continue;
         }
         if !rt.kind.is_collective() && rt.src.0 >= rt.dst.0 {
             d.push(rerr(format!("goes backwards in execution order ({} -> {})", rt.src, rt.dst)));
         }
         if rt.colors == 0 || rt.color + rt.colors > avail {
-            d.push(rerr(format!("uses colors {}..{} but only {avail} are available to programs", rt.color, rt.color + rt.colors)));
+            d.push(rerr(format!(
+                "uses colors {}..{} but only {avail} are available to programs",
+                rt.color,
+                rt.color + rt.colors
+            )));
         }
         let msgs = route_messages(p, id);
         if msgs.is_empty() {
@@ -206,7 +243,8 @@ pub fn verify_program(p: &Program) -> Result<ProgramInfo, ProgramErrors> {
         let (x1, y1) = ((s.x + s.w).max(t.x + t.w), (s.y + s.h).max(t.y + t.h));
         Rect { x: x0, y: y0, w: x1 - x0, h: y1 - y0 }
     };
-    let valid: Vec<usize> = (0..p.routes.len()).filter(|&i| p.routes[i].src.0 < nreg && p.routes[i].dst.0 < nreg).collect();
+    let valid: Vec<usize> =
+        (0..p.routes.len()).filter(|&i| p.routes[i].src.0 < nreg && p.routes[i].dst.0 < nreg).collect();
     let mut by_color: Vec<Vec<usize>> = vec![Vec::new(); (avail + 64) as usize];
     for &i in &valid {
         let rt = &p.routes[i];
@@ -218,9 +256,13 @@ pub fn verify_program(p: &Program) -> Result<ProgramInfo, ProgramErrors> {
         for (x, &i) in list.iter().enumerate() {
             for &j in &list[x + 1..] {
                 let (ri, rj) = (&p.routes[i], &p.routes[j]);
-                let same_wafer = p.region(ri.src).wafer == p.region(rj.src).wafer || p.region(ri.dst).wafer == p.region(rj.dst).wafer;
+                let same_wafer = p.region(ri.src).wafer == p.region(rj.src).wafer
+                    || p.region(ri.dst).wafer == p.region(rj.dst).wafer;
                 if same_wafer && bbox(ri).overlaps(&bbox(rj)) {
-                    d.push(ProgramDiag::Route { route: RouteId(j as u32), msg: format!("shares color {c} with route {} on overlapping paths", RouteId(i as u32)) });
+                    d.push(ProgramDiag::Route {
+                        route: RouteId(j as u32),
+                        msg: format!("shares color {c} with route {} on overlapping paths", RouteId(i as u32)),
+                    });
                 }
             }
         }
@@ -262,7 +304,11 @@ pub fn verify_program(p: &Program) -> Result<ProgramInfo, ProgramErrors> {
         }
         colors_max = colors_max.max(worst.0 as u32);
         if worst.0 as u32 > avail {
-            d.push(ProgramDiag::Pe { pe: worst.1, wafer, msg: format!("router carries {} colors, more than the {avail} available", worst.0) });
+            d.push(ProgramDiag::Pe {
+                pe: worst.1,
+                wafer,
+                msg: format!("router carries {} colors, more than the {avail} available", worst.0),
+            });
         }
     }
     // Steps: every receive matched by a send of the same size.
@@ -278,28 +324,50 @@ pub fn verify_program(p: &Program) -> Result<ProgramInfo, ProgramErrors> {
                     };
                     let (end, other) = if is_recv { (rt.dst, rt.src) } else { (rt.src, rt.dst) };
                     if end != me {
-                        d.push(reg_err(i, format!("{} on route {route}, which {} region {end}", if is_recv { "receives" } else { "sends" }, if is_recv { "delivers to" } else { "starts at" })));
+                        d.push(reg_err(
+                            i,
+                            format!(
+                                "{} on route {route}, which {} region {end}",
+                                if is_recv { "receives" } else { "sends" },
+                                if is_recv { "delivers to" } else { "starts at" }
+                            ),
+                        ));
                         continue;
                     }
                     if bytes != rt.bytes {
-                        d.push(reg_err(i, format!("{} {bytes} bytes on route {route}, which carries {}", if is_recv { "receives" } else { "sends" }, rt.bytes)));
+                        d.push(reg_err(
+                            i,
+                            format!(
+                                "{} {bytes} bytes on route {route}, which carries {}",
+                                if is_recv { "receives" } else { "sends" },
+                                rt.bytes
+                            ),
+                        ));
                     }
                     if other.0 < nreg {
                         let matched = p.region(other).steps.iter().any(|s| match (is_recv, s) {
-                            (true, Step::Send { route: r2, bytes: b2 }) | (false, Step::Recv { route: r2, bytes: b2 }) => *r2 == route && *b2 == bytes,
+                            (true, Step::Send { route: r2, bytes: b2 })
+                            | (false, Step::Recv { route: r2, bytes: b2 }) => *r2 == route && *b2 == bytes,
                             _ => false,
                         });
                         if !matched {
                             d.push(reg_err(
                                 i,
-                                format!("{} on route {route} has no matching {} of {bytes} bytes in region {other}", if is_recv { "receive" } else { "send" }, if is_recv { "send" } else { "receive" }),
+                                format!(
+                                    "{} on route {route} has no matching {} of {bytes} bytes in region {other}",
+                                    if is_recv { "receive" } else { "send" },
+                                    if is_recv { "send" } else { "receive" }
+                                ),
                             ));
                         }
                     }
                 }
                 Step::Collective { route } => match p.routes.get(route.0 as usize) {
                     Some(rt) if rt.kind.is_collective() && rt.src == me => {}
-                    _ => d.push(reg_err(i, format!("collective step on {route}, which is not a collective of this region"))),
+                    _ => d.push(reg_err(
+                        i,
+                        format!("collective step on {route}, which is not a collective of this region"),
+                    )),
                 },
                 Step::Compute => {}
             }

@@ -81,7 +81,7 @@ impl B<'_> {
                 (NormKind::Layer, vec![x, gamma, beta])
             }
         };
-        self.g.one(name, OpKind::Norm { kind, groups }, layer, &ins)
+        self.g.one(name, OpKind::Norm { kind, groups, eps: self.c.norm_eps }, layer, &ins)
     }
 
     fn linear(&mut self, name: &str, layer: Option<u32>, x: TensorId, out: u64, inp: u64, bias: bool) -> TensorId {
@@ -137,8 +137,13 @@ impl B<'_> {
             k = self.norm(&format!("{a}.k_norm"), l, k, c.head_dim, c.kv_heads);
         }
         if c.rotary_dim > 0 {
-            let kind =
-                OpKind::Rope { heads: c.heads, kv_heads: c.kv_heads, head_dim: c.head_dim, rotary_dim: c.rotary_dim };
+            let kind = OpKind::Rope {
+                heads: c.heads,
+                kv_heads: c.kv_heads,
+                head_dim: c.head_dim,
+                rotary_dim: c.rotary_dim,
+                theta: c.rope_theta,
+            };
             let qk = self.g.op(&format!("{a}.rope"), kind, l, &[q, k]);
             (q, k) = (qk[0], qk[1]);
         }
