@@ -45,6 +45,7 @@ impl std::error::Error for ProgramErrors {}
 /// Facts established by the verifier. Only `verify_program` makes one, so a
 /// function taking `&ProgramInfo` runs on verified programs only.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct ProgramInfo {
     pub pes_used: u64,
     /// Mean and max per-PE SRAM over the PEs in regions, bytes.
@@ -60,7 +61,6 @@ pub struct ProgramInfo {
     /// Longest message of any route, in hops (multicast tails included).
     pub longest_route_hops: u32,
     pub messages: u64,
-    _private: (),
 }
 
 /// Checks `p`; `Ok` carries the witness the simulators require.
@@ -391,6 +391,5 @@ pub fn verify_program(p: &Program) -> Result<ProgramInfo, ProgramErrors> {
         colors_max,
         longest_route_hops: longest,
         messages,
-        _private: (),
     })
 }
