@@ -6,7 +6,9 @@
 //! Architecture invariant: depends on `ir` only — never on the compiler — and
 //! runs only verified programs (engines take the verifier's `ProgramInfo`).
 
+pub mod analytical;
 pub mod result;
 pub mod timing;
 
+pub use analytical::{region_cost, simulate_analytical, RegionCost};
 pub use result::{role_of, Breakdown, LayerTiming, LinkLoad, Outcome, RegionTiming, SimResult};

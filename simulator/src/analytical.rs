@@ -1,0 +1,227 @@
+//! Analytical engine: closed-form latency of a verified program.
+//!
+//! Owns: the per-region closed form ([`region_cost`], also the compiler's
+//! search objective) and the walk over regions in execution order that adds
+//! route times (contention-free) along the critical path. Prices every step
+//! with [`crate::timing`], taking each region's largest tile, so it agrees
+//! with the event engine up to contention and per-PE detail. Must not: play
+//! individual messages on links.
+
+use crate::result::{role_of, Breakdown, LinkLoad, Outcome, RegionTiming, SimResult};
+use crate::timing::*;
+use wafer_ir::{route_messages, ArchSpec, DType, Program, ProgramInfo, Rect, Reduce, RouteKind, Step, Work};
+
+/// Phases of a region's own time, in cycles, from its input being ready to its output.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RegionCost {
+    /// Norm all-reduce over the column heads and the multicast down the columns.
+    pub prologue_comm: f64,
+    pub compute: f64,
+    /// Messages of the reduction (and of the arg-max).
+    pub reduce_comm: f64,
+    /// Adds / combines inside the reduction, and the epilogue.
+    pub reduce_compute: f64,
+}
+
+impl RegionCost {
+    pub fn total(&self) -> f64 {
+        self.prologue_comm + self.compute + self.reduce_comm + self.reduce_compute
+    }
+}
+
+/// Critical path of a reduction along `n` PEs with `bytes` messages and `add`
+/// cycles per combine: (comm, compute) cycles.
+pub fn reduce_cost(arch: &ArchSpec, shape: Reduce, n: u32, bytes: u64, add: u64) -> (f64, f64) {
+    if n <= 1 {
+        return (0.0, 0.0);
+    }
+    let chain = |len: u32| -> (f64, f64) {
+        if len <= 1 {
+            return (0.0, 0.0);
+        }
+        // (len-2) pipelined steps, then the last message and add in full.
+        let steps = (len as u64 - 2) * chain_step(arch);
+        (steps as f64 + message(arch, 1, bytes) as f64, add as f64)
+    };
+    let tree = |len: u32, stride: u32| -> (f64, f64) {
+        let (mut comm, mut comp) = (0.0, 0.0);
+        let mut step = 1u32;
+        while step < len {
+            comm += (arch.pe.task_overhead_cycles as u64 + message(arch, step * stride, bytes)) as f64;
+            comp += add as f64;
+            step *= 2;
+        }
+        (comm, comp)
+    };
+    match shape {
+        Reduce::Chain => chain(n),
+        Reduce::Tree => tree(n, 1),
+        Reduce::TwoLevel { group } => {
+            let g = group.max(1).min(n);
+            let (c1, a1) = chain(g);
+            let (c2, a2) = tree(n.div_ceil(g), g);
+            (c1 + c2, a1 + a2)
+        }
+    }
+}
+
+/// Closed-form cost of `work` on `rect` (its largest tile), for the program's
+/// batch and dtypes. Shared with the compiler's mapping search.
+pub fn region_cost(arch: &ArchSpec, work: &Work, rect: Rect, batch: u64, weight: DType, kv: DType) -> RegionCost {
+    let hop = arch.router.hop_latency_cycles as f64;
+    let task = arch.pe.task_overhead_cycles as f64;
+    match *work {
+        Work::Gemv { tile_n, tile_k, reduce, glu, norm, argmax, epilogue_ops, .. } => {
+            let mut c = RegionCost::default();
+            if norm {
+                let (comm, comp) = reduce_cost(arch, Reduce::Tree, rect.w, 4 * batch, add_partial(arch, batch));
+                c.prologue_comm += comm + comp + message(arch, rect.w.saturating_sub(1), 4 * batch) as f64;
+            }
+            // Multicast down the columns reaches the last row (rect.h - 1) hops after the head.
+            c.prologue_comm += (rect.h as f64 - 1.0) * hop;
+            c.compute = gemv_compute(arch, tile_n, tile_k, batch, weight) as f64;
+            let (comm, comp) = reduce_cost(arch, reduce, rect.w, 4 * tile_n * batch, add_partial(arch, tile_n * batch));
+            c.reduce_comm = comm;
+            let out = if glu { tile_n / 2 } else { tile_n };
+            c.reduce_compute = comp + elementwise(arch, out * batch, epilogue_ops) as f64;
+            if argmax {
+                let (comm, comp) = reduce_cost(arch, Reduce::Tree, rect.h, 8 * batch, add_partial(arch, batch));
+                c.reduce_comm += comm;
+                c.reduce_compute += comp;
+            }
+            c
+        }
+        Work::Attention { group, head_dim, pos_per_pe, rows_per_head, reduce, .. } => {
+            let bytes = 4 * group * (head_dim + 2) * batch;
+            let comb = attention_combine(arch, group, head_dim, batch);
+            let (rc, ra) = reduce_cost(arch, reduce, rect.w, bytes, comb);
+            let (cc, ca) = reduce_cost(arch, Reduce::Chain, rows_per_head, bytes, comb);
+            RegionCost {
+                prologue_comm: (rect.w as f64 - 1.0 + rows_per_head as f64 - 1.0) * hop,
+                compute: attention_compute(arch, group, head_dim, pos_per_pe, batch, kv) as f64,
+                reduce_comm: rc + cc,
+                reduce_compute: ra + ca,
+            }
+        }
+        Work::Embedding { .. } => RegionCost { compute: task, ..Default::default() },
+    }
+}
+
+/// Contention-free time of a route from its source's output to its last
+/// delivery (multicast tails excluded: the destination's prologue counts them),
+/// split into (on-wafer, inter-wafer) cycles.
+fn route_time(p: &Program, id: wafer_ir::RouteId) -> (f64, f64) {
+    let a = &p.arch;
+    let msgs = route_messages(p, id);
+    let mut worst_hops = 0u32;
+    let mut per_src: std::collections::BTreeMap<(u32, u32), u64> = Default::default();
+    let mut per_dst: std::collections::BTreeMap<(u32, u32), u64> = Default::default();
+    let mut inter = false;
+    let mut bytes = 0u64;
+    for m in &msgs {
+        worst_hops = worst_hops.max(m.from.x.abs_diff(m.to.x) + m.from.y.abs_diff(m.to.y));
+        *per_src.entry((m.from.x, m.from.y)).or_default() += serialization(a, m.bytes);
+        *per_dst.entry((m.to.x, m.to.y)).or_default() += serialization(a, m.bytes);
+        inter |= m.inter_wafer;
+        bytes += m.bytes;
+    }
+    if inter {
+        return (0.0, inter_wafer(a, bytes) as f64);
+    }
+    let backlog = per_src.values().chain(per_dst.values()).copied().max().unwrap_or(0);
+    ((a.pe.task_overhead_cycles as u64 + worst_hops as u64 * a.router.hop_latency_cycles as u64 + backlog) as f64, 0.0)
+}
+
+/// Simulates `p` in closed form.
+pub fn simulate_analytical(p: &Program, info: &ProgramInfo) -> SimResult {
+    let n = p.regions.len();
+    let mut end = vec![0.0f64; n];
+    let mut start = vec![0.0f64; n];
+    let mut crit_pred: Vec<Option<usize>> = vec![None; n];
+    let mut timings = Vec::with_capacity(n);
+    let mut own: Vec<(RegionCost, f64, f64)> = Vec::with_capacity(n); // cost, route on-wafer, route inter-wafer
+    for (i, r) in p.regions.iter().enumerate() {
+        let cost = region_cost(&p.arch, &r.work, r.rect, p.batch, p.weight_dtype, p.kv_dtype);
+        let (mut ready, mut via, mut rc, mut ri) = (0.0f64, None, 0.0, 0.0);
+        if r.active {
+            for st in &r.steps {
+                if let Step::Recv { route, .. } = *st {
+                    let rt = p.route(route);
+                    if !p.region(rt.src).active {
+                        continue;
+                    }
+                    let (on, inter) = route_time(p, route);
+                    // Residual inputs are needed only at the epilogue.
+                    let t = if rt.kind == RouteKind::Residual {
+                        end[rt.src.0 as usize] + on + inter - (cost.total() - cost.reduce_compute).max(0.0)
+                    } else {
+                        end[rt.src.0 as usize] + on + inter
+                    };
+                    if t > ready || via.is_none() {
+                        (ready, via, rc, ri) = (t.max(ready), Some(rt.src.0 as usize), on, inter);
+                    }
+                }
+            }
+        }
+        start[i] = ready;
+        end[i] = if r.active { ready + cost.total() } else { 0.0 };
+        crit_pred[i] = via;
+        own.push((cost, rc, ri));
+    }
+    let last = (0..n).filter(|&i| p.regions[i].active).max_by(|&a, &b| end[a].total_cmp(&end[b]).then(a.cmp(&b)));
+    let cycles = last.map_or(0.0, |l| end[l]);
+    let mut on_path = vec![false; n];
+    let mut path = Vec::new();
+    let mut cur = last;
+    while let Some(i) = cur {
+        on_path[i] = true;
+        path.push(p.regions[i].name.clone());
+        cur = crit_pred[i];
+    }
+    path.reverse();
+    let mut busy_sum = 0.0;
+    for (i, r) in p.regions.iter().enumerate() {
+        let (c, rc, ri) = own[i];
+        let bd = if on_path[i] {
+            Breakdown { compute: c.compute + c.reduce_compute, comm: c.prologue_comm + c.reduce_comm + rc, inter_wafer: ri, wait: 0.0 }
+        } else {
+            Breakdown::default()
+        };
+        let busy = if r.active && cycles > 0.0 { c.compute / cycles } else { 0.0 };
+        busy_sum += busy * r.rect.pes() as f64;
+        timings.push(RegionTiming {
+            region: r.name.clone(),
+            layer: r.layer,
+            role: role_of(&r.name),
+            pes: r.rect.pes(),
+            start: start[i],
+            end: end[i],
+            breakdown: bd,
+            busy_fraction: busy,
+        });
+    }
+    // Links: each route's bytes spread over its messages' hops (a lower bound on load).
+    let mut res = SimResult {
+        engine: "analytical".into(),
+        model: p.model.clone(),
+        arch: p.arch.name.clone(),
+        wafers: p.wafers,
+        batch: p.batch,
+        context: p.context,
+        outcome: Outcome::Finished,
+        cycles,
+        clock_ghz: p.arch.clock_ghz,
+        tpot_us: 0.0,
+        tokens_per_s: 0.0,
+        breakdown: Breakdown::default(),
+        by_layer: Vec::new(),
+        by_kind: Default::default(),
+        critical_path: path,
+        pe_busy_mean: if info.pes_used > 0 { busy_sum / info.pes_used as f64 } else { 0.0 },
+        link_load: LinkLoad::default(),
+        regions: timings,
+    };
+    res.aggregate();
+    res.derive_rates();
+    res
+}
