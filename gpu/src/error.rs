@@ -14,27 +14,32 @@ pub enum GpuError {
     Table { source_name: String, line: usize, message: String },
     #[error("{gpus} GPU(s) cannot split {heads} attention heads; allowed GPU counts: {allowed}")]
     GpuCount { gpus: u32, heads: u64, allowed: String },
-    #[error(
-        "{model} does not fit: it needs {need_gb:.1} GB per GPU (weights {weights_gb:.1} GB + KV cache {kv_gb:.1} GB in all) \
-         on {gpus} x {gpu} with {have_gb:.0} GB each; {advice}"
-    )]
-    DoesNotFit {
-        model: String,
-        gpu: String,
-        gpus: u32,
-        need_gb: f64,
-        have_gb: f64,
-        weights_gb: f64,
-        kv_gb: f64,
-        /// The fewest GPUs whose memory holds it (ignoring how heads split), if any count does.
-        min_gpus: Option<u32>,
-        /// The smallest tensor-parallel count (a divisor of the head count) that holds it, if any.
-        min_tp_gpus: Option<u32>,
-        /// The two numbers above, in words.
-        advice: String,
-    },
+    #[error(transparent)]
+    DoesNotFit(Box<DoesNotFit>),
     #[error("{gpu} has no {dtype} compute figure (field `{field}`); give it in a TOML spec or pick another activation dtype")]
     NoComputeFigure { gpu: String, dtype: String, field: &'static str },
     #[error("calibration row {id}: {message}")]
     Calibration { id: String, message: String },
+}
+
+/// A model whose weights and KV cache do not fit in the GPUs' memory.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error(
+    "{model} does not fit on {gpus} x {gpu} ({have_gb:.0} GB each): it needs {need_gb:.1} GB per GPU \
+     ({weights_gb:.1} GB of weights and {kv_gb:.1} GB of KV cache in all); {advice}"
+)]
+pub struct DoesNotFit {
+    pub model: String,
+    pub gpu: String,
+    pub gpus: u32,
+    pub need_gb: f64,
+    pub have_gb: f64,
+    pub weights_gb: f64,
+    pub kv_gb: f64,
+    /// The fewest GPUs whose memory holds it (ignoring how heads split), if any count does.
+    pub min_gpus: Option<u32>,
+    /// The smallest tensor-parallel count (a divisor of the head count) that holds it, if any.
+    pub min_tp_gpus: Option<u32>,
+    /// The two numbers above, in words.
+    pub advice: String,
 }

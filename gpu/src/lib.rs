@@ -22,6 +22,6 @@ pub use calibrate::{
     calibration_report, calibration_report_with, fit_params, measured_rows, CalibrationReport, CalibrationRow,
     MeasuredRow,
 };
-pub use error::GpuError;
+pub use error::{DoesNotFit, GpuError};
 pub use model::{estimate, estimate_with, Bound, Breakdown, GpuEstimate, MemoryUse, ModelParams, FITTED};
 pub use spec::{gpu_names, gpu_preset, gpu_presets, GpuSpec, LinkKind};

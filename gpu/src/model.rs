@@ -29,7 +29,7 @@
 //! achievable compute fraction can be fitted, and compute-bound predictions
 //! (large batches) are optimistic.
 
-use crate::error::GpuError;
+use crate::error::{DoesNotFit, GpuError};
 use crate::spec::GpuSpec;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -264,7 +264,7 @@ impl Profile {
                 (None, _) => "no number of these GPUs holds it (replicated weights and KV heads alone exceed one GPU)"
                     .to_string(),
             };
-            return Err(GpuError::DoesNotFit {
+            return Err(GpuError::DoesNotFit(Box::new(DoesNotFit {
                 model: g.name.clone(),
                 gpu: gpu.name.clone(),
                 gpus: n_gpus,
@@ -275,7 +275,7 @@ impl Profile {
                 min_gpus,
                 min_tp_gpus,
                 advice,
-            });
+            })));
         }
         let peak_flops = gpu.peak_flops(g.act_dtype)?;
 

@@ -124,8 +124,18 @@ impl GpuSpec {
 
     /// Reads a spec from TOML text (same field names as the struct) and validates it.
     pub fn from_toml(text: &str, source_name: &str) -> Result<GpuSpec, GpuError> {
-        let spec: GpuSpec = toml::from_str(text)
-            .map_err(|e| GpuError::Toml { source_name: source_name.into(), message: e.message().to_string() })?;
+        let spec: GpuSpec = toml::from_str(text).map_err(|e| {
+            // Name the line (and so the field) the parser stopped at.
+            // (A span from the start is the whole document: a missing field, named in the message.)
+            let at = e.span().filter(|s| s.start > 0).map(|s| {
+                let line = text[..s.start.min(text.len())].matches('\n').count();
+                format!("line {} (`{}`): ", line + 1, text.lines().nth(line).unwrap_or("").trim())
+            });
+            GpuError::Toml {
+                source_name: source_name.into(),
+                message: format!("{}{}", at.unwrap_or_default(), e.message()),
+            }
+        })?;
         spec.validate(source_name)?;
         Ok(spec)
     }
