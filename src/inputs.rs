@@ -32,3 +32,13 @@ fn model_name(file: &Path) -> String {
     }
     stem.to_string()
 }
+
+/// A GPU preset name (see `wafer gpu --list`), or a path to a TOML GPU spec.
+pub fn load_gpu(spec: &str) -> Result<wafer_gpu::GpuSpec, Exit> {
+    if spec.ends_with(".toml") || spec.contains('/') || spec.contains('\\') {
+        let text = std::fs::read_to_string(spec)
+            .map_err(|e| Exit { code: 2, message: format!("cannot read GPU spec {spec}: {e}") })?;
+        return Ok(wafer_gpu::GpuSpec::from_toml(&text, spec)?);
+    }
+    Ok(wafer_gpu::gpu_preset(spec)?)
+}

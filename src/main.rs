@@ -25,6 +25,8 @@ enum Command {
     Models(cmd::models::Args),
     /// Build the decode-step graph of a model and report its costs.
     Graph(cmd::graph::Args),
+    /// GPU baseline: per-token latency on N GPUs, its calibration error, the GPU presets.
+    Gpu(cmd::gpu::Args),
 }
 
 /// An error already rendered for the user, with the exit code to leave with.
@@ -45,6 +47,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Models(a) => cmd::models::run(a),
         Command::Graph(a) => cmd::graph::run(a),
+        Command::Gpu(a) => cmd::gpu::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,5 +1,6 @@
 //! One module per subcommand: its flags (`Args`) and its `run`.
 
+pub mod gpu;
 pub mod graph;
 pub mod models;
 

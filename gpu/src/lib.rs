@@ -1,0 +1,27 @@
+//! wafer-gpu: the GPU-style baseline that wafer's predictions are compared with.
+//!
+//! * [`spec`]: `GpuSpec`, the datasheet figures of a GPU; presets from the
+//!   reference table, user specs from TOML.
+//! * [`model`]: `estimate(graph, gpu, n)`, the time of one decode step on N
+//!   tensor-parallel GPUs, what bounds it and where it goes.
+//! * [`calibrate`]: the measured latencies, the model's error on them, and
+//!   the fit that recomputes the model's constants.
+//!
+//! Architecture invariant: text in, data out. No file reads, no printing, no
+//! process exit; errors are `GpuError`. Every constant is a datasheet figure
+//! (from the embedded reference table) or fitted to the embedded
+//! measurements by `fit_params`, with the fitted values in `model::FITTED`.
+
+pub mod calibrate;
+mod csv;
+pub mod error;
+pub mod model;
+pub mod spec;
+
+pub use calibrate::{
+    calibration_report, calibration_report_with, fit_params, measured_rows, CalibrationReport, CalibrationRow,
+    MeasuredRow,
+};
+pub use error::{DoesNotFit, GpuError};
+pub use model::{estimate, estimate_with, Bound, Breakdown, GpuEstimate, MemoryUse, ModelParams, FITTED};
+pub use spec::{gpu_names, gpu_preset, gpu_presets, GpuSpec, LinkKind};

@@ -1,0 +1,418 @@
+//! The GPU baseline model: time of one decode step on N tensor-parallel GPUs.
+//!
+//! Owns: how the graph splits over N GPUs (Megatron-style tensor
+//! parallelism), the per-op roofline time (bytes against achievable HBM
+//! bandwidth, FLOPs against dense peak), the fixed per-kernel overhead, the
+//! collectives and their cost, the memory-capacity check, and the fitted
+//! constants (`FITTED`). Must not: read files, know the calibration data's
+//! row format (that is `calibrate`), or render anything.
+//!
+//! The model, per GPU (all N run the same kernels in lock step):
+//! * every graph op is one kernel taking
+//!   `max(bytes / (hbm_efficiency x HBM bandwidth), flops / peak) + kernel_overhead`;
+//! * tensor parallelism: matrices are split N ways (Q/K/V, gate/up and the LM
+//!   head by output columns, attention-out, MLP-down and experts by input
+//!   rows); attention heads split N ways and KV heads `min(N, kv_heads)` ways
+//!   (replicated beyond that); norms, residual adds, the embedding gather,
+//!   the router and sampling are replicated;
+//! * a row-split matmul (attention-out, MLP-down) or the experts leave
+//!   partial sums: one all-reduce of that output each, i.e. two per layer; the
+//!   vocab-split logits are all-gathered once before sampling. A collective
+//!   takes `collective_latency + ring bytes / link bandwidth` (ring all-reduce
+//!   sends `2 (N-1)/N` of the tensor per GPU, an all-gather `(N-1)/N`);
+//! * the KV cache read by attention grows with the context the graph was
+//!   built for; weights plus that cache must fit in the N GPUs' memory.
+//!
+//! Only three constants are not datasheet figures; they are fitted to the
+//! measured batch-1 latencies (see `calibrate::fit_params`). Compute runs at
+//! the datasheet dense peak: no calibration row is compute-bound, so no
+//! achievable compute fraction can be fitted, and compute-bound predictions
+//! (large batches) are optimistic.
+
+use crate::error::{DoesNotFit, GpuError};
+use crate::spec::GpuSpec;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use wafer_ir::{op_cost, DType, Graph, Op, OpKind, TensorKind};
+
+/// The constants of the model that are not datasheet figures.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ModelParams {
+    /// Fraction of the datasheet memory bandwidth that decode kernels sustain.
+    pub hbm_efficiency: f64,
+    /// Fixed time per kernel (one per graph op): launch, ramp-up and tail, µs.
+    pub kernel_overhead_us: f64,
+    /// Fixed time per collective (all-reduce, all-gather) besides its bytes, µs.
+    pub collective_latency_us: f64,
+}
+
+/// Fitted to the 17 `tpot_ms` rows of `shared/reference/gpu_measured.csv` by
+/// `calibrate::fit_params` (grid over `hbm_efficiency` in steps of 0.001,
+/// least squares of the relative error for the two overheads at each grid
+/// point), then rounded as written. The test
+/// `fitted_constants_are_what_the_fit_recomputes` re-runs the fit.
+pub const FITTED: ModelParams =
+    ModelParams { hbm_efficiency: 0.762, kernel_overhead_us: 1.56, collective_latency_us: 17.7 };
+
+/// What limits the step: the largest of the four parts of the breakdown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Bound {
+    /// Streaming weights, KV cache and activations through HBM.
+    Bandwidth,
+    /// Math at the dense peak.
+    Compute,
+    /// Fixed per-kernel cost (launch, ramp-up, tail).
+    Overhead,
+    /// All-reduces and all-gathers between the GPUs.
+    Communication,
+}
+
+impl Bound {
+    pub fn name(self) -> &'static str {
+        match self {
+            Bound::Bandwidth => "bandwidth",
+            Bound::Compute => "compute",
+            Bound::Overhead => "overhead",
+            Bound::Communication => "communication",
+        }
+    }
+}
+
+/// Where the step's time goes, in ms; the parts add up to `tpot_ms`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Breakdown {
+    /// Reading weights, in ops limited by memory traffic.
+    pub weights_ms: f64,
+    /// Reading and appending the KV cache, in ops limited by memory traffic.
+    pub kv_cache_ms: f64,
+    /// Activation traffic, in ops limited by memory traffic.
+    pub activations_ms: f64,
+    /// Ops whose math outlasts their memory traffic.
+    pub compute_ms: f64,
+    /// Fixed per-kernel time.
+    pub kernel_overhead_ms: f64,
+    /// Collectives (latency and bytes).
+    pub communication_ms: f64,
+}
+
+impl Breakdown {
+    pub fn bandwidth_ms(&self) -> f64 {
+        self.weights_ms + self.kv_cache_ms + self.activations_ms
+    }
+    pub fn total_ms(&self) -> f64 {
+        self.bandwidth_ms() + self.compute_ms + self.kernel_overhead_ms + self.communication_ms
+    }
+    /// The largest part; ties go to the earlier of bandwidth, compute, overhead, communication.
+    pub fn bound(&self) -> Bound {
+        let parts = [
+            (Bound::Bandwidth, self.bandwidth_ms()),
+            (Bound::Compute, self.compute_ms),
+            (Bound::Overhead, self.kernel_overhead_ms),
+            (Bound::Communication, self.communication_ms),
+        ];
+        parts.iter().fold(parts[0], |best, p| if p.1 > best.1 { *p } else { best }).0
+    }
+}
+
+/// Memory one GPU holds for this step.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct MemoryUse {
+    pub weight_bytes_per_gpu: u64,
+    /// The KV cache after this step, at the graph's batch and context.
+    pub kv_bytes_per_gpu: u64,
+    pub capacity_bytes_per_gpu: u64,
+}
+
+/// The predicted decode step of one graph on N GPUs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GpuEstimate {
+    pub model: String,
+    pub gpu: String,
+    pub n_gpus: u32,
+    pub batch: u64,
+    pub context: u64,
+    pub weight_dtype: DType,
+    pub act_dtype: DType,
+    pub kv_dtype: DType,
+    /// Time per output token of each sequence (one decode step), ms.
+    pub tpot_ms: f64,
+    /// Tokens per second of the whole batch: `batch * 1000 / tpot_ms`.
+    pub tokens_per_s: f64,
+    pub bound: Bound,
+    pub breakdown: Breakdown,
+    /// Time by op mnemonic, plus `all_reduce` and `all_gather`, ms; in name order.
+    pub by_kind_ms: BTreeMap<String, f64>,
+    /// Kernels each GPU launches per step (one per graph op).
+    pub kernels: u64,
+    /// Collectives per step (0 on one GPU).
+    pub collectives: u64,
+    pub memory: MemoryUse,
+    /// The constants the estimate used.
+    pub params: ModelParams,
+}
+
+/// Predicts one decode step of `graph` on `n_gpus` tensor-parallel `gpu`s
+/// with the fitted constants. The graph must have passed the verifier.
+pub fn estimate(graph: &Graph, gpu: &GpuSpec, n_gpus: u32) -> Result<GpuEstimate, GpuError> {
+    estimate_with(graph, gpu, n_gpus, &FITTED)
+}
+
+/// `estimate` with explicit constants (for fits and what-if studies).
+pub fn estimate_with(graph: &Graph, gpu: &GpuSpec, n_gpus: u32, p: &ModelParams) -> Result<GpuEstimate, GpuError> {
+    Ok(Profile::new(graph, gpu, n_gpus)?.evaluate(p))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CollectiveKind {
+    AllReduce,
+    AllGather,
+}
+
+/// One op's work on one GPU.
+#[derive(Debug, Clone)]
+struct OpLoad {
+    kind: &'static str,
+    weight_bytes: f64,
+    kv_bytes: f64,
+    act_bytes: f64,
+    flops: f64,
+}
+
+/// A graph laid out on N GPUs, before any constant is applied: what the fit
+/// evaluates many times.
+#[derive(Debug, Clone)]
+pub(crate) struct Profile {
+    model: String,
+    gpu: String,
+    n: u32,
+    batch: u64,
+    context: u64,
+    dtypes: [DType; 3],
+    hbm_bytes_per_s: f64,
+    peak_flops: f64,
+    link_bytes_per_s: f64,
+    ops: Vec<OpLoad>,
+    collectives: Vec<(CollectiveKind, f64)>,
+    memory: MemoryUse,
+}
+
+/// KV heads an op's cache holds, if it touches the cache.
+fn kv_heads(g: &Graph, op: &Op) -> Option<u64> {
+    match op.kind {
+        OpKind::AttnScores { kv_heads, .. } | OpKind::AttnValue { kv_heads, .. } => Some(kv_heads),
+        OpKind::KvAppend { .. } => Some(g.tensor(op.inputs[2]).shape[1]),
+        _ => None,
+    }
+}
+
+/// Attention heads of the graph (the count tensor parallelism must divide).
+fn heads(g: &Graph) -> Option<u64> {
+    g.ops.iter().find_map(|o| match o.kind {
+        OpKind::AttnScores { heads, .. } => Some(heads),
+        _ => None,
+    })
+}
+
+/// Weight bytes and KV-cache bytes one GPU holds on `n` GPUs.
+fn memory_on(g: &Graph, n: u64) -> (u64, u64) {
+    let weights: u64 = g
+        .tensors
+        .iter()
+        .filter(|t| t.kind == TensorKind::Weight)
+        .map(|t| if t.shape.len() >= 2 { t.bytes().div_ceil(n) } else { t.bytes() })
+        .sum();
+    let kv: u64 = g
+        .ops
+        .iter()
+        .filter(|o| matches!(o.kind, OpKind::KvAppend { .. }))
+        .map(|o| {
+            let split = n.min(kv_heads(g, o).unwrap_or(1)).max(1);
+            o.outputs.iter().map(|&t| g.tensor(t).bytes()).sum::<u64>().div_ceil(split)
+        })
+        .sum();
+    (weights, kv)
+}
+
+impl Profile {
+    pub(crate) fn new(g: &Graph, gpu: &GpuSpec, n_gpus: u32) -> Result<Profile, GpuError> {
+        let h = heads(g).unwrap_or(1);
+        if n_gpus == 0 || h % n_gpus as u64 != 0 {
+            return Err(GpuError::GpuCount { gpus: n_gpus, heads: h, allowed: divisors(h) });
+        }
+        let n = n_gpus as u64;
+        let cap = gpu.hbm_bytes();
+        let fits = |m: u64| {
+            let (w, kv) = memory_on(g, m);
+            (w + kv) as f64 <= cap
+        };
+        let (w, kv) = memory_on(g, n);
+        if !fits(n) {
+            let min_gpus = (1..=1u64 << 16).find(|&m| fits(m)).map(|m| m as u32);
+            let min_tp_gpus = (1..=h).filter(|d| h % d == 0).find(|&d| fits(d)).map(|d| d as u32);
+            let advice = match (min_gpus, min_tp_gpus) {
+                (Some(m), Some(d)) if m as u64 == d as u64 => format!("it needs at least {m} {}", gpu.name),
+                (Some(m), Some(d)) => format!(
+                    "it needs at least {m} {}s' memory, {d} for tensor parallelism (a divisor of its {h} attention heads)",
+                    gpu.name
+                ),
+                (Some(m), None) => format!(
+                    "it needs at least {m} {}s' memory, more than tensor parallelism over {h} heads allows \
+                     (pipeline parallelism is not modelled)",
+                    gpu.name
+                ),
+                (None, _) => "no number of these GPUs holds it (replicated weights and KV heads alone exceed one GPU)"
+                    .to_string(),
+            };
+            return Err(GpuError::DoesNotFit(Box::new(DoesNotFit {
+                model: g.name.clone(),
+                gpu: gpu.name.clone(),
+                gpus: n_gpus,
+                need_gb: (w + kv) as f64 / 1e9,
+                have_gb: gpu.hbm_gb,
+                weights_gb: memory_on(g, 1).0 as f64 / 1e9,
+                kv_gb: memory_on(g, 1).1 as f64 / 1e9,
+                min_gpus,
+                min_tp_gpus,
+                advice,
+            })));
+        }
+        let peak_flops = gpu.peak_flops(g.act_dtype)?;
+
+        // Which activations are split over the GPUs (sharded) as the step runs.
+        let mut sharded = vec![false; g.tensors.len()];
+        let mut ops = Vec::with_capacity(g.ops.len());
+        let mut collectives = Vec::new();
+        let nf = n as f64;
+        for op in &g.ops {
+            let c = op_cost(g, op);
+            let in_sharded = op.inputs.iter().any(|t| sharded[t.0 as usize]);
+            // (this op runs on a 1/N slice, its outputs are sharded)
+            let (split, out_sharded) = match op.kind {
+                OpKind::MatMul if in_sharded => {
+                    // Row-split: partial sums, all-reduced into a replicated output.
+                    collectives.push((CollectiveKind::AllReduce, g.tensor(op.outputs[0]).bytes() as f64));
+                    (true, false)
+                }
+                OpKind::MatMul => (true, true),
+                OpKind::MoeExperts { .. } => {
+                    collectives.push((CollectiveKind::AllReduce, g.tensor(op.outputs[0]).bytes() as f64));
+                    (true, false)
+                }
+                OpKind::Sample if in_sharded => {
+                    collectives.push((CollectiveKind::AllGather, g.tensor(op.inputs[0]).bytes() as f64));
+                    (false, false)
+                }
+                OpKind::Embedding | OpKind::PosEmbedding | OpKind::MoeRouter { .. } | OpKind::Sample => (false, false),
+                _ => (in_sharded, in_sharded),
+            };
+            for &t in &op.outputs {
+                sharded[t.0 as usize] = out_sharded && n > 1;
+            }
+            let (s, kv_s) = if split { (nf, n.min(kv_heads(g, op).unwrap_or(n)).max(1) as f64) } else { (1.0, 1.0) };
+            ops.push(OpLoad {
+                kind: op.kind.mnemonic(),
+                weight_bytes: c.weight_bytes as f64 / s,
+                kv_bytes: (c.kv_read_bytes + c.kv_write_bytes) as f64 / kv_s,
+                act_bytes: c.act_bytes as f64 / s,
+                flops: c.flops as f64 / s,
+            });
+        }
+        if n == 1 {
+            collectives.clear();
+        }
+        Ok(Profile {
+            model: g.name.clone(),
+            gpu: gpu.name.clone(),
+            n: n_gpus,
+            batch: g.batch,
+            context: g.context,
+            dtypes: [g.weight_dtype, g.act_dtype, g.kv_dtype],
+            hbm_bytes_per_s: gpu.hbm_bytes_per_s(),
+            peak_flops,
+            link_bytes_per_s: gpu.link_bytes_per_s(),
+            ops,
+            collectives,
+            memory: MemoryUse { weight_bytes_per_gpu: w, kv_bytes_per_gpu: kv, capacity_bytes_per_gpu: cap as u64 },
+        })
+    }
+
+    /// Bytes-only time of one collective, s (its fixed latency excluded).
+    fn collective_bytes_s(&self, kind: CollectiveKind, bytes: f64) -> f64 {
+        let n = self.n as f64;
+        let share = match kind {
+            CollectiveKind::AllReduce => 2.0 * (n - 1.0) / n,
+            CollectiveKind::AllGather => (n - 1.0) / n,
+        };
+        share * bytes / self.link_bytes_per_s
+    }
+
+    /// The three terms the fit needs: roofline time of all ops at
+    /// `hbm_efficiency` plus the bytes part of the collectives (s), the kernel
+    /// count, and the collective count. Time = first + kernels x overhead +
+    /// collectives x latency.
+    pub(crate) fn terms(&self, hbm_efficiency: f64) -> (f64, f64, f64) {
+        let bw = hbm_efficiency * self.hbm_bytes_per_s;
+        let roof: f64 = self
+            .ops
+            .iter()
+            .map(|o| ((o.weight_bytes + o.kv_bytes + o.act_bytes) / bw).max(o.flops / self.peak_flops))
+            .sum();
+        let comm: f64 = self.collectives.iter().map(|&(k, b)| self.collective_bytes_s(k, b)).sum();
+        (roof + comm, self.ops.len() as f64, self.collectives.len() as f64)
+    }
+
+    pub(crate) fn evaluate(&self, p: &ModelParams) -> GpuEstimate {
+        let bw = p.hbm_efficiency * self.hbm_bytes_per_s;
+        let k_s = p.kernel_overhead_us * 1e-6;
+        let mut b = Breakdown::default();
+        let mut by_kind: BTreeMap<String, f64> = BTreeMap::new();
+        for o in &self.ops {
+            let mem = (o.weight_bytes + o.kv_bytes + o.act_bytes) / bw;
+            let math = o.flops / self.peak_flops;
+            if math > mem {
+                b.compute_ms += math * 1e3;
+            } else {
+                b.weights_ms += o.weight_bytes / bw * 1e3;
+                b.kv_cache_ms += o.kv_bytes / bw * 1e3;
+                b.activations_ms += o.act_bytes / bw * 1e3;
+            }
+            b.kernel_overhead_ms += k_s * 1e3;
+            *by_kind.entry(o.kind.to_string()).or_default() += (mem.max(math) + k_s) * 1e3;
+        }
+        for &(kind, bytes) in &self.collectives {
+            let t = (p.collective_latency_us * 1e-6 + self.collective_bytes_s(kind, bytes)) * 1e3;
+            b.communication_ms += t;
+            let name = match kind {
+                CollectiveKind::AllReduce => "all_reduce",
+                CollectiveKind::AllGather => "all_gather",
+            };
+            *by_kind.entry(name.to_string()).or_default() += t;
+        }
+        let tpot_ms = b.total_ms();
+        GpuEstimate {
+            model: self.model.clone(),
+            gpu: self.gpu.clone(),
+            n_gpus: self.n,
+            batch: self.batch,
+            context: self.context,
+            weight_dtype: self.dtypes[0],
+            act_dtype: self.dtypes[1],
+            kv_dtype: self.dtypes[2],
+            tpot_ms,
+            tokens_per_s: self.batch as f64 * 1e3 / tpot_ms,
+            bound: b.bound(),
+            breakdown: b,
+            by_kind_ms: by_kind,
+            kernels: self.ops.len() as u64,
+            collectives: self.collectives.len() as u64,
+            memory: self.memory,
+            params: *p,
+        }
+    }
+}
+
+/// "1, 2, 4, 8" for 8.
+fn divisors(h: u64) -> String {
+    (1..=h).filter(|d| h % d == 0).map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
+}
