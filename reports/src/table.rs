@@ -86,6 +86,44 @@ impl Table {
     }
 }
 
+impl Table {
+    /// An HTML `<table>` (cells escaped; right-aligned columns get `class="num"`).
+    pub fn to_html(&self) -> String {
+        let mut out = String::from("<table>\n<thead><tr>");
+        for (h, a) in self.header.iter().zip(&self.align) {
+            let cls = if *a == Align::Right { " class=\"num\"" } else { "" };
+            let _ = write!(out, "<th{cls}>{}</th>", html_escape(h));
+        }
+        out += "</tr></thead>\n<tbody>\n";
+        for r in &self.rows {
+            out += "<tr>";
+            for (c, a) in r.iter().zip(&self.align) {
+                let cls = if *a == Align::Right { " class=\"num\"" } else { "" };
+                let _ = write!(out, "<td{cls}>{}</td>", html_escape(c));
+            }
+            out += "</tr>\n";
+        }
+        out += "</tbody>\n</table>\n";
+        out
+    }
+}
+
+/// Escapes text for HTML element content and attribute values.
+pub fn html_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for ch in s.chars() {
+        match ch {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// 1234567 -> "1.23 M" style with SI prefixes (k, M, G, T, P).
 pub fn si(x: f64, unit: &str) -> String {
     let a = x.abs();

@@ -4,6 +4,7 @@ pub mod compile;
 pub mod gpu;
 pub mod graph;
 pub mod models;
+pub mod report_out;
 pub mod run;
 
 /// Output format shared by the commands that print results.

@@ -70,9 +70,11 @@ pub struct Args {
     pub engine: Engine,
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
+    #[command(flatten)]
+    pub out: super::report_out::OutArgs,
 }
 
-/// Compiles, simulates and (unless `no_gpu`) estimates the GPU side.
+/// [`run_report_and_program`] without the program.
 pub fn run_report(
     step: &StepArgs,
     machine: &MachineArgs,
@@ -80,6 +82,18 @@ pub fn run_report(
     no_gpu: bool,
     engine: Engine,
 ) -> Result<RunReport, Exit> {
+    Ok(run_report_and_program(step, machine, gpu, no_gpu, engine)?.0)
+}
+
+/// Compiles, simulates and (unless `no_gpu`) estimates the GPU side; returns
+/// the compiled program too (report folders paint it).
+pub fn run_report_and_program(
+    step: &StepArgs,
+    machine: &MachineArgs,
+    gpu: &GpuArgs,
+    no_gpu: bool,
+    engine: Engine,
+) -> Result<(RunReport, wafer_ir::Program), Exit> {
     let c = compile_step(step, machine, CompileOptions::default())?;
     let sim: SimResult = match engine {
         Engine::Analytical => simulate_analytical(&c.program, &c.info),
@@ -105,11 +119,18 @@ pub fn run_report(
         gpu: gpu_est.as_ref().map(|g| g.gpu.clone()),
         gpus: gpu_est.as_ref().map(|g| g.n_gpus),
     };
-    Ok(RunReport::new(inputs, c.stats, sim, gpu_est))
+    Ok((RunReport::new(inputs, c.stats, sim, gpu_est), c.program))
 }
 
 pub fn run(a: Args) -> Result<(), Exit> {
-    let r = run_report(&a.step, &a.machine, &a.gpu, a.no_gpu, a.engine)?;
+    if let Some(dir) = &a.out.out {
+        super::report_out::check_target(dir, a.out.force)?;
+    }
+    let (r, program) = run_report_and_program(&a.step, &a.machine, &a.gpu, a.no_gpu, a.engine)?;
+    if let Some(dir) = &a.out.out {
+        super::report_out::write_folder(dir, &wafer_reports::run_folder(&r, &program)?, a.out.force)?;
+        eprintln!("wrote {}", dir.display());
+    }
     match a.format {
         Format::Json => print!("{}", to_json(&r)),
         Format::Text => print!("{}", r.to_text()),

@@ -1,0 +1,675 @@
+//! Charts: every picture wafer draws, each as SVG text and PNG bytes.
+//!
+//! Owns: the drawing (plotters, pure Rust: SVG needs no font file; PNG text is
+//! rasterised by `ab_glyph` from the bundled DejaVu Sans, registered once before
+//! any drawing), the palette, and PNG encoding of the bitmap. Must not: decide
+//! what a figure means (callers pass plain series) or write files.
+
+use crate::ReportError;
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::FontStyle;
+use std::sync::Once;
+
+/// DejaVu Sans (Bitstream Vera licence, `reports/fonts/LICENSE-DejaVu.txt`).
+static FONT: &[u8] = include_bytes!("../fonts/DejaVuSans.ttf");
+static REGISTER: Once = Once::new();
+
+/// Registers the bundled font under plotters' `sans-serif` family for every style.
+fn register_font() {
+    REGISTER.call_once(|| {
+        for style in [FontStyle::Normal, FontStyle::Bold, FontStyle::Italic, FontStyle::Oblique] {
+            // The font is a fixed, valid file; a failure here is a build defect.
+            if plotters::style::register_font("sans-serif", style, FONT).is_err() {
+                panic!("the bundled font does not parse");
+            }
+        }
+    });
+}
+
+/// One rendered chart.
+#[derive(Debug, Clone)]
+pub struct Chart {
+    /// File stem (`latency`, `heatmap-sram`, …).
+    pub name: String,
+    pub title: String,
+    pub svg: String,
+    pub png: Vec<u8>,
+}
+
+fn err<E: std::fmt::Debug>(e: E) -> ReportError {
+    ReportError::Draw(format!("{e:?}"))
+}
+
+type Area<DB> = DrawingArea<DB, Shift>;
+
+/// Draws with `svg` into an SVG string and with `bitmap` into a PNG. The two
+/// closures are the same generic function instantiated for each backend.
+fn render(
+    name: &str,
+    title: &str,
+    size: (u32, u32),
+    svg: impl Fn(&Area<SVGBackend>) -> Result<(), ReportError>,
+    bitmap: impl Fn(&Area<BitMapBackend>) -> Result<(), ReportError>,
+) -> Result<Chart, ReportError> {
+    register_font();
+    let mut text = String::new();
+    {
+        let root = SVGBackend::with_string(&mut text, size).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        svg(&root)?;
+        root.present().map_err(err)?;
+    }
+    let mut buf = vec![0u8; size.0 as usize * size.1 as usize * 3];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, size).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        bitmap(&root)?;
+        root.present().map_err(err)?;
+    }
+    Ok(Chart { name: name.into(), title: title.into(), svg: text, png: encode_png(&buf, size)? })
+}
+
+/// RGB8 pixels to PNG bytes.
+pub fn encode_png(rgb: &[u8], (w, h): (u32, u32)) -> Result<Vec<u8>, ReportError> {
+    let mut out = Vec::new();
+    {
+        let mut enc = png::Encoder::new(&mut out, w, h);
+        enc.set_color(png::ColorType::Rgb);
+        enc.set_depth(png::BitDepth::Eight);
+        enc.set_compression(png::Compression::Default);
+        let mut wr = enc.write_header().map_err(err)?;
+        wr.write_image_data(rgb).map_err(err)?;
+    }
+    Ok(out)
+}
+
+/// Series colours: colour-blind-safe (Okabe–Ito), then greys.
+pub const PALETTE: [RGBColor; 10] = [
+    RGBColor(0, 114, 178),   // blue
+    RGBColor(230, 159, 0),   // orange
+    RGBColor(0, 158, 115),   // green
+    RGBColor(204, 121, 167), // pink
+    RGBColor(86, 180, 233),  // sky
+    RGBColor(213, 94, 0),    // vermillion
+    RGBColor(240, 228, 66),  // yellow
+    RGBColor(120, 120, 120),
+    RGBColor(60, 60, 60),
+    RGBColor(180, 180, 180),
+];
+
+pub fn color(i: usize) -> RGBColor {
+    PALETTE[i % PALETTE.len()]
+}
+
+const TITLE: u32 = 22;
+const LABEL: u32 = 15;
+const TICK: u32 = 13;
+
+fn title_font() -> TextStyle<'static> {
+    ("sans-serif", TITLE).into_font().style(FontStyle::Bold).color(&BLACK)
+}
+
+/// A round upper bound for an axis holding `max`, with headroom for labels.
+fn nice_max(max: f64) -> f64 {
+    if !(max > 0.0) || !max.is_finite() {
+        return 1.0;
+    }
+    let m = max * 1.12;
+    let p = 10f64.powf(m.log10().floor());
+    for f in [1.0, 1.2, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0] {
+        if f * p >= m {
+            return f * p;
+        }
+    }
+    10.0 * p
+}
+
+/// Short human number for labels: 3 significant figures, k / M suffixes.
+pub fn short(x: f64) -> String {
+    let a = x.abs();
+    if a >= 1e6 {
+        format!("{:.3}M", x / 1e6).replace(".000M", "M")
+    } else if a >= 1e4 {
+        format!("{:.1}k", x / 1e3)
+    } else if a >= 100.0 {
+        format!("{x:.0}")
+    } else if a >= 10.0 {
+        trim_zeros(format!("{x:.1}"))
+    } else if a >= 1.0 {
+        trim_zeros(format!("{x:.2}"))
+    } else if a == 0.0 {
+        "0".into()
+    } else if a >= 0.001 {
+        trim_zeros(format!("{x:.3}"))
+    } else {
+        format!("{x:.1e}")
+    }
+}
+
+fn trim_zeros(s: String) -> String {
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    }
+}
+
+
+/// A legend drawn in its own area (beside the plot, so it never hides data).
+fn draw_legend<DB: DrawingBackend>(area: &Area<DB>, items: &[(String, RGBColor)], line: bool) -> Result<(), ReportError> {
+    let font = ("sans-serif", TICK).into_font();
+    let mut y = 70;
+    for (name, c) in items {
+        if line {
+            area.draw(&PathElement::new(vec![(8, y + 7), (28, y + 7)], c.stroke_width(3))).map_err(err)?;
+            area.draw(&Circle::new((18, y + 7), 4, c.filled())).map_err(err)?;
+        } else {
+            area.draw(&Rectangle::new([(10, y), (24, y + 14)], c.filled())).map_err(err)?;
+        }
+        for (k, part) in wrap(name, 30).iter().enumerate() {
+            area.draw(&Text::new(part.clone(), (34, y + k as i32 * 16), font.clone())).map_err(err)?;
+        }
+        y += 16 * wrap(name, 30).len() as i32 + 8;
+    }
+    Ok(())
+}
+
+/// Greedy word wrap at `width` characters.
+pub fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    let mut cur = String::new();
+    for w in text.split(' ') {
+        if !cur.is_empty() && cur.chars().count() + 1 + w.chars().count() > width {
+            lines.push(std::mem::take(&mut cur));
+        }
+        if !cur.is_empty() {
+            cur.push(' ');
+        }
+        cur.push_str(w);
+    }
+    if !cur.is_empty() || lines.is_empty() {
+        lines.push(cur);
+    }
+    lines
+}
+
+const LEGEND_W: u32 = 250;
+
+// ---------------------------------------------------------------- stacked bars
+
+/// Bars made of stacked parts: `bars[i] = (category label, part values)`,
+/// parts named by `parts` (a part whose values are all zero is left out of the legend).
+#[derive(Debug, Clone)]
+pub struct StackedBars {
+    pub name: String,
+    pub title: String,
+    pub x_desc: String,
+    pub y_desc: String,
+    pub parts: Vec<String>,
+    pub bars: Vec<(String, Vec<f64>)>,
+    /// A note printed above each bar (e.g. its total), or empty.
+    pub notes: Vec<String>,
+    /// Colour index per part (into [`PALETTE`]).
+    pub colors: Vec<usize>,
+    /// Numeric x axis (layer numbers) instead of one label per bar.
+    pub numeric_x: bool,
+}
+
+impl StackedBars {
+    pub fn render(&self) -> Result<Chart, ReportError> {
+        let n = self.bars.len().max(1);
+        let width = LEGEND_W + if self.numeric_x { 1000 } else { (240 + 110 * n as u32).clamp(640, 1100) };
+        render(&self.name, &self.title, (width, 560), |a| self.draw(a), |a| self.draw(a))
+    }
+
+    fn draw<DB: DrawingBackend>(&self, root: &Area<DB>) -> Result<(), ReportError> {
+        let n = self.bars.len().max(1);
+        let ymax = nice_max(self.bars.iter().map(|b| b.1.iter().sum::<f64>()).fold(0.0, f64::max));
+        let labels: Vec<String> = self.bars.iter().map(|b| b.0.clone()).collect();
+        let (w, _) = root.dim_in_pixel();
+        let (root, legend) = root.split_horizontally(w.saturating_sub(LEGEND_W));
+        let mut items = Vec::new();
+        let mut chart = ChartBuilder::on(&root)
+            .caption(&self.title, title_font())
+            .margin(16)
+            .x_label_area_size(if self.numeric_x { 45 } else { 60 })
+            .y_label_area_size(80)
+            .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), 0f64..ymax)
+            .map_err(err)?;
+        let fmt = |x: &f64| -> String {
+            let i = x.round();
+            if (x - i).abs() > 1e-6 || i < 0.0 {
+                return String::new();
+            }
+            labels.get(i as usize).cloned().unwrap_or_default()
+        };
+        let mut mesh = chart.configure_mesh();
+        mesh.disable_x_mesh()
+            .y_desc(&self.y_desc)
+            .x_desc(&self.x_desc)
+            .axis_desc_style(("sans-serif", LABEL))
+            .label_style(("sans-serif", TICK))
+            .y_label_formatter(&|y| short(*y))
+            .light_line_style(RGBColor(238, 238, 238))
+            .max_light_lines(1);
+        if self.numeric_x {
+            mesh.x_labels(12).x_label_formatter(&fmt);
+        } else {
+            mesh.x_labels(n).x_label_formatter(&fmt);
+        }
+        mesh.draw().map_err(err)?;
+        let half = if self.numeric_x { 0.42 } else { 0.32 };
+        for (p, part) in self.parts.iter().enumerate() {
+            if self.bars.iter().all(|b| b.1.get(p).copied().unwrap_or(0.0) <= 0.0) {
+                continue;
+            }
+            let c = color(self.colors.get(p).copied().unwrap_or(p));
+            let rects = self.bars.iter().enumerate().filter_map(move |(i, b)| {
+                let v = b.1.get(p).copied().unwrap_or(0.0);
+                if v <= 0.0 {
+                    return None;
+                }
+                let base: f64 = b.1[..p].iter().sum();
+                let x = i as f64;
+                Some(Rectangle::new([(x - half, base), (x + half, base + v)], c.filled()))
+            });
+            chart.draw_series(rects).map_err(err)?;
+            items.push((part.clone(), c));
+        }
+        for (i, note) in self.notes.iter().enumerate().filter(|(_, s)| !s.is_empty()) {
+            let top: f64 = self.bars.get(i).map_or(0.0, |b| b.1.iter().sum());
+            let style = ("sans-serif", TICK)
+                .into_font()
+                .color(&BLACK)
+                .pos(plotters::style::text_anchor::Pos::new(
+                    plotters::style::text_anchor::HPos::Center,
+                    plotters::style::text_anchor::VPos::Bottom,
+                ));
+            chart
+                .draw_series(std::iter::once(Text::new(note.clone(), (i as f64, top + ymax * 0.01), style)))
+                .map_err(err)?;
+        }
+        draw_legend(&legend, &items, false)
+    }
+}
+
+// -------------------------------------------------------------------- curves
+
+/// Lines of (x, y) points, one per series, with markers.
+#[derive(Debug, Clone)]
+pub struct Curves {
+    pub name: String,
+    pub title: String,
+    pub x_desc: String,
+    pub y_desc: String,
+    pub series: Vec<(String, Vec<(f64, f64)>)>,
+    /// Logarithmic x axis (when the swept values span a wide range).
+    pub log_x: bool,
+}
+
+impl Curves {
+    pub fn render(&self) -> Result<Chart, ReportError> {
+        render(&self.name, &self.title, (960 + LEGEND_W, 600), |a| self.draw(a), |a| self.draw(a))
+    }
+
+    fn draw<DB: DrawingBackend>(&self, root: &Area<DB>) -> Result<(), ReportError> {
+        let (w, _) = root.dim_in_pixel();
+        let (root, legend) = root.split_horizontally(w.saturating_sub(LEGEND_W));
+        let items: Vec<(String, RGBColor)> = self.series.iter().enumerate().map(|(i, s)| (s.0.clone(), color(i))).collect();
+        draw_legend(&legend, &items, true)?;
+        let root = &root;
+        let pts = || self.series.iter().flat_map(|s| s.1.iter().copied());
+        let (mut x0, mut x1) = pts().fold((f64::INFINITY, f64::NEG_INFINITY), |a, p| (a.0.min(p.0), a.1.max(p.0)));
+        let ymax = nice_max(pts().map(|p| p.1).fold(0.0, f64::max));
+        if !x0.is_finite() {
+            (x0, x1) = (0.0, 1.0);
+        }
+        if x1 <= x0 {
+            (x0, x1) = (x0 - 0.5 * x0.abs().max(1.0), x1 + 0.5 * x1.abs().max(1.0));
+        }
+        if self.log_x && x0 > 0.0 {
+            let mut chart = ChartBuilder::on(root)
+                .caption(&self.title, title_font())
+                .margin(16)
+                .x_label_area_size(50)
+                .y_label_area_size(80)
+                .build_cartesian_2d((x0 / 1.15..x1 * 1.15).log_scale(), 0f64..ymax)
+                .map_err(err)?;
+            chart
+                .configure_mesh()
+                .x_desc(&self.x_desc)
+                .y_desc(&self.y_desc)
+                .axis_desc_style(("sans-serif", LABEL))
+                .label_style(("sans-serif", TICK))
+                .x_label_formatter(&|x| short(*x))
+                .y_label_formatter(&|y| short(*y))
+                .light_line_style(RGBColor(238, 238, 238))
+            .max_light_lines(1)
+                .draw()
+                .map_err(err)?;
+            self.lines(&mut chart)
+        } else {
+            let pad = (x1 - x0) * 0.04;
+            let mut chart = ChartBuilder::on(root)
+                .caption(&self.title, title_font())
+                .margin(16)
+                .x_label_area_size(50)
+                .y_label_area_size(80)
+                .build_cartesian_2d(x0 - pad..x1 + pad, 0f64..ymax)
+                .map_err(err)?;
+            chart
+                .configure_mesh()
+                .x_desc(&self.x_desc)
+                .y_desc(&self.y_desc)
+                .axis_desc_style(("sans-serif", LABEL))
+                .label_style(("sans-serif", TICK))
+                .x_label_formatter(&|x| short(*x))
+                .y_label_formatter(&|y| short(*y))
+                .light_line_style(RGBColor(238, 238, 238))
+            .max_light_lines(1)
+                .draw()
+                .map_err(err)?;
+            self.lines(&mut chart)
+        }
+    }
+
+    fn lines<'a, DB: DrawingBackend + 'a, X>(
+        &self,
+        chart: &mut ChartContext<'a, DB, Cartesian2d<X, plotters::coord::types::RangedCoordf64>>,
+    ) -> Result<(), ReportError>
+    where
+        X: Ranged<ValueType = f64>,
+    {
+        for (i, (_, pts)) in self.series.iter().enumerate() {
+            let c = color(i);
+            chart.draw_series(LineSeries::new(pts.iter().copied(), c.stroke_width(2))).map_err(err)?;
+            chart.draw_series(pts.iter().map(|&p| Circle::new(p, 4, c.filled()))).map_err(err)?;
+        }
+        Ok(())
+    }
+}
+
+// ------------------------------------------------------------------- heatmap
+
+/// Values painted over one wafer's mesh, downsampled to cells of `cell`×`cell` PEs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Grid {
+    pub wafer: u32,
+    /// Mesh size in PEs.
+    pub mesh: (u32, u32),
+    /// PEs per cell side.
+    pub cell: u32,
+    /// Cells per row and per column.
+    pub cols: u32,
+    pub rows: u32,
+    /// Row-major, `NaN` where the cell holds no used PE.
+    pub values: Vec<f64>,
+}
+
+impl Grid {
+    pub fn get(&self, c: u32, r: u32) -> f64 {
+        self.values[(r * self.cols + c) as usize]
+    }
+    pub fn max(&self) -> f64 {
+        self.values.iter().copied().filter(|v| v.is_finite()).fold(0.0, f64::max)
+    }
+}
+
+/// A heatmap chart: one panel per grid (wafer), one colour scale.
+#[derive(Debug, Clone)]
+pub struct Heatmap {
+    pub name: String,
+    pub title: String,
+    /// What the colour means, with its unit (shown beside the colour bar).
+    pub scale_desc: String,
+    pub grids: Vec<Grid>,
+    /// Colour scale; values are clamped into it.
+    pub min: f64,
+    pub max: f64,
+    /// Multiplies values for the colour-bar labels (e.g. 100 for percent, 1/1024 for KiB).
+    pub label_factor: f64,
+    /// A line under the title (e.g. "wafers 0–3 of 8 shown").
+    pub subtitle: String,
+}
+
+/// A perceptually ordered colour map (dark blue → green → yellow), linear between stops.
+pub fn colormap(t: f64) -> RGBColor {
+    const STOPS: [(f64, (f64, f64, f64)); 5] = [
+        (0.0, (68.0, 1.0, 84.0)),
+        (0.25, (59.0, 82.0, 139.0)),
+        (0.5, (33.0, 145.0, 140.0)),
+        (0.75, (94.0, 201.0, 98.0)),
+        (1.0, (253.0, 231.0, 37.0)),
+    ];
+    let t = if t.is_finite() { t.clamp(0.0, 1.0) } else { 0.0 };
+    for w in STOPS.windows(2) {
+        let ((a, ca), (b, cb)) = (w[0], w[1]);
+        if t <= b {
+            let f = (t - a) / (b - a);
+            let mix = |x: f64, y: f64| (x + (y - x) * f).round() as u8;
+            return RGBColor(mix(ca.0, cb.0), mix(ca.1, cb.1), mix(ca.2, cb.2));
+        }
+    }
+    RGBColor(253, 231, 37)
+}
+
+/// Colour levels the map is quantised to (so equal neighbours merge into one rectangle).
+const LEVELS: f64 = 64.0;
+const EMPTY: RGBColor = RGBColor(225, 225, 225);
+
+impl Heatmap {
+    pub fn render(&self) -> Result<Chart, ReportError> {
+        let n = self.grids.len().max(1) as u32;
+        let (mw, mh) = self.grids.first().map_or((1, 1), |g| g.mesh);
+        let panel_h = 560u32;
+        let panel_w = ((panel_h as f64 * mw as f64 / mh.max(1) as f64) as u32 + 90).clamp(260, 760);
+        let width = (panel_w * n + 150).max(560);
+        // SVG: axes as vectors, each panel's cells as one embedded PNG (a data URI),
+        // so a full wafer stays small; PNG: cells as rectangles.
+        let placed = std::cell::RefCell::new(Vec::new());
+        let mut chart = render(
+            &self.name,
+            &self.title,
+            (width, panel_h + 130),
+            |a| self.draw(a, Some(&placed)),
+            |a| self.draw(a, None),
+        )?;
+        let mut images = String::new();
+        for (i, (x, y)) in placed.into_inner() {
+            let g = &self.grids[i];
+            let mut rgb = Vec::with_capacity((g.cols * g.rows * 3) as usize);
+            for r in 0..g.rows {
+                for c in 0..g.cols {
+                    let lv = self.level(g.get(c, r));
+                    let col = if lv < 0 { EMPTY } else { colormap(lv as f64 / (LEVELS - 1.0)) };
+                    rgb.extend([col.0, col.1, col.2]);
+                }
+            }
+            let png = encode_png(&rgb, (g.cols, g.rows))?;
+            images += &format!(
+                "<image x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" preserveAspectRatio=\"none\" \
+                 style=\"image-rendering:pixelated\" href=\"data:image/png;base64,{}\"/>\n",
+                x.start,
+                y.start,
+                x.end - x.start,
+                y.end - y.start,
+                base64(&png)
+            );
+        }
+        if let Some(at) = chart.svg.rfind("</svg>") {
+            chart.svg.insert_str(at, &images);
+        }
+        Ok(chart)
+    }
+
+    fn level(&self, v: f64) -> i32 {
+        if !v.is_finite() {
+            return -1;
+        }
+        let span = (self.max - self.min).max(1e-300);
+        (((v - self.min) / span).clamp(0.0, 1.0) * (LEVELS - 1.0)).round() as i32
+    }
+
+    /// With `placed`, records each panel's plotting area instead of painting
+    /// its cells (the SVG path embeds them as an image).
+    #[allow(clippy::type_complexity)]
+    fn draw<DB: DrawingBackend>(
+        &self,
+        root: &Area<DB>,
+        placed: Option<&std::cell::RefCell<Vec<(usize, (std::ops::Range<i32>, std::ops::Range<i32>))>>>,
+    ) -> Result<(), ReportError> {
+        let root = root.titled(&self.title, title_font()).map_err(err)?;
+        let (w, _) = root.dim_in_pixel();
+        let (panels, bar) = root.split_horizontally(w.saturating_sub(150));
+        let (sub, panels) = panels.split_vertically(44);
+        let per_line = ((w as usize).saturating_sub(40) / 7).max(30);
+        for (k, line) in wrap(&self.subtitle, per_line).iter().take(2).enumerate() {
+            sub.draw(&Text::new(line.clone(), (20, 2 + 18 * k as i32), ("sans-serif", TICK).into_font()))
+                .map_err(err)?;
+        }
+        let areas = panels.split_evenly((1, self.grids.len().max(1)));
+        for (gi, (g, area)) in self.grids.iter().zip(areas.iter()).enumerate() {
+            let (mw, mh) = (g.mesh.0 as f64, g.mesh.1 as f64);
+            let mut chart = ChartBuilder::on(area)
+                .caption(format!("wafer {}", g.wafer), ("sans-serif", LABEL))
+                .margin(8)
+                .x_label_area_size(40)
+                .y_label_area_size(60)
+                .build_cartesian_2d(0f64..mw, mh..0f64)
+                .map_err(err)?;
+            chart
+                .configure_mesh()
+                .disable_mesh()
+                .x_desc("PE column")
+                .y_desc("PE row")
+                .axis_desc_style(("sans-serif", TICK))
+                .label_style(("sans-serif", 12))
+                .x_labels(4)
+                .y_labels(6)
+                .x_label_formatter(&|x| format!("{x:.0}"))
+                .y_label_formatter(&|y| format!("{y:.0}"))
+                .draw()
+                .map_err(err)?;
+            if let Some(placed) = placed {
+                placed.borrow_mut().push((gi, chart.plotting_area().get_pixel_range()));
+                continue;
+            }
+            let cell = g.cell as f64;
+            let mut rects = Vec::new();
+            for r in 0..g.rows {
+                let mut c = 0;
+                while c < g.cols {
+                    let lv = self.level(g.get(c, r));
+                    let mut e = c + 1;
+                    while e < g.cols && self.level(g.get(e, r)) == lv {
+                        e += 1;
+                    }
+                    let color =
+                        if lv < 0 { EMPTY } else { colormap(lv as f64 / (LEVELS - 1.0)) };
+                    let (x0, x1) = (c as f64 * cell, (e as f64 * cell).min(mw));
+                    let (y0, y1) = (r as f64 * cell, ((r + 1) as f64 * cell).min(mh));
+                    rects.push(Rectangle::new([(x0, y0), (x1, y1)], color.filled()));
+                    c = e;
+                }
+            }
+            chart.draw_series(rects).map_err(err)?;
+        }
+        // Colour bar.
+        let mut cb = ChartBuilder::on(&bar)
+            .margin_top(60)
+            .margin_bottom(60)
+            .margin_left(10)
+            .margin_right(70)
+            .y_label_area_size(0)
+            .right_y_label_area_size(50)
+            .build_cartesian_2d(0f64..1f64, self.min * self.label_factor..self.max.max(self.min + 1e-12) * self.label_factor)
+            .map_err(err)?;
+        cb.configure_mesh()
+            .disable_mesh()
+            .disable_x_axis()
+            .y_labels(6)
+            .y_desc(&self.scale_desc)
+            .axis_desc_style(("sans-serif", TICK))
+            .label_style(("sans-serif", 12))
+            .y_label_formatter(&|y| short(*y))
+            .draw()
+            .map_err(err)?;
+        let (lo, hi) = (self.min * self.label_factor, self.max.max(self.min + 1e-12) * self.label_factor);
+        let steps = LEVELS as usize;
+        cb.draw_series((0..steps).map(|i| {
+            let a = lo + (hi - lo) * i as f64 / steps as f64;
+            let b = lo + (hi - lo) * (i + 1) as f64 / steps as f64;
+            Rectangle::new([(0.0, a), (1.0, b)], colormap(i as f64 / (steps - 1) as f64).filled())
+        }))
+        .map_err(err)?;
+        Ok(())
+    }
+}
+
+/// Standard base64 with padding (for data URIs).
+pub fn base64(data: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for ch in data.chunks(3) {
+        let b = [ch[0], *ch.get(1).unwrap_or(&0), *ch.get(2).unwrap_or(&0)];
+        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
+        for k in 0..4 {
+            if k <= ch.len() {
+                out.push(A[(n >> (18 - 6 * k) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn base64_matches_the_rfc_examples() {
+        for (i, o) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg=="), ("fooba", "Zm9vYmE=")] {
+            assert_eq!(super::base64(i.as_bytes()), o);
+        }
+    }
+
+    use super::*;
+
+    #[test]
+    fn nice_max_rounds_up_with_headroom() {
+        assert_eq!(nice_max(0.0), 1.0);
+        assert!(nice_max(2090.0) >= 2090.0 * 1.12 && nice_max(2090.0) <= 3000.0);
+        assert_eq!(nice_max(9.0), 12.0);
+    }
+
+    #[test]
+    fn colormap_runs_dark_to_bright() {
+        let lum = |c: RGBColor| 0.3 * c.0 as f64 + 0.59 * c.1 as f64 + 0.11 * c.2 as f64;
+        let mut last = -1.0;
+        for i in 0..=20 {
+            let l = lum(colormap(i as f64 / 20.0));
+            assert!(l > last, "not increasing at {i}");
+            last = l;
+        }
+    }
+
+    #[test]
+    fn renders_valid_svg_and_png() {
+        let c = StackedBars {
+            name: "t".into(),
+            title: "test".into(),
+            x_desc: "x".into(),
+            y_desc: "µs".into(),
+            parts: vec!["a".into(), "b".into()],
+            bars: vec![("one".into(), vec![1.0, 2.0]), ("two".into(), vec![3.0, 0.0])],
+            notes: vec!["3".into(), "3".into()],
+            colors: vec![0, 1],
+            numeric_x: false,
+        }
+        .render()
+        .unwrap();
+        assert!(c.svg.contains("<svg") && c.svg.contains("test"));
+        assert_eq!(&c.png[..8], b"\x89PNG\r\n\x1a\n");
+    }
+}
