@@ -31,6 +31,12 @@ enum Command {
     Gpu(cmd::gpu::Args),
     /// Compile a model onto a wafer-scale machine and report the mapping.
     Compile(cmd::compile::Args),
+    /// Sweep a grid of models, contexts, batches, wafers, GPUs and arch fields (shardable).
+    Sweep(cmd::sweep::Args),
+    /// Join the shards of a sweep into one folder, identical to an unsharded run.
+    Merge(cmd::merge::Args),
+    /// CI gate: re-run the cases of a baseline file and fail on figures beyond tolerance.
+    Check(cmd::check::Args),
 }
 
 /// An error already rendered for the user, with the exit code to leave with.
@@ -54,6 +60,9 @@ fn main() -> ExitCode {
         Command::Graph(a) => cmd::graph::run(a),
         Command::Gpu(a) => cmd::gpu::run(a),
         Command::Compile(a) => cmd::compile::run(a),
+        Command::Sweep(a) => cmd::sweep::run(a),
+        Command::Merge(a) => cmd::merge::run(a),
+        Command::Check(a) => cmd::check::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -346,6 +346,7 @@ impl Curves {
                 .y_label_formatter(&|y| short(*y))
                 .light_line_style(RGBColor(238, 238, 238))
             .max_light_lines(1)
+                .bold_line_style(RGBColor(215, 215, 215))
                 .draw()
                 .map_err(err)?;
             self.lines(&mut chart)
@@ -368,6 +369,7 @@ impl Curves {
                 .y_label_formatter(&|y| short(*y))
                 .light_line_style(RGBColor(238, 238, 238))
             .max_light_lines(1)
+                .bold_line_style(RGBColor(215, 215, 215))
                 .draw()
                 .map_err(err)?;
             self.lines(&mut chart)

@@ -1,0 +1,882 @@
+//! Sweeps: a grid of design points, its shards, its result rows and their files.
+//!
+//! Owns: the spec (TOML), its expansion into points in one fixed order,
+//! arch-field overrides by dotted path (`pe.sram_bytes`, `router.link_bytes_per_cycle`, …),
+//! shard selection (`I/N`: points whose index is `I` mod `N`), the row of figures
+//! per point, merging shards, and the output files (CSV, JSON, Markdown, HTML,
+//! curves). Must not: compile or simulate points (the CLI evaluates them) or
+//! write files.
+//!
+//! Determinism: rows are keyed by point index and always emitted in index
+//! order; nothing depends on threads or time, so shards merged give the same
+//! bytes as one unsharded run.
+
+use crate::charts::Curves;
+use crate::doc::Doc;
+use crate::folder::OutFile;
+use crate::table::Table;
+use crate::ReportError;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use wafer_ir::ArchSpec;
+
+/// Bumped whenever a field of `sweep.json` changes meaning or disappears.
+pub const SWEEP_SCHEMA_VERSION: u32 = 1;
+
+/// `[plot]`: which figure against which swept dimension.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlotSpec {
+    /// A numeric swept dimension: an arch field path, `context`, `batch` or `wafers`.
+    pub x: Option<String>,
+    /// Figures to plot, one chart each (default: tokens_per_s and tpot_us).
+    #[serde(default)]
+    pub y: Vec<String>,
+}
+
+/// A sweep spec, as written in TOML. Every list is a dimension of the grid.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SweepSpec {
+    #[serde(default)]
+    pub name: String,
+    /// `analytical` (default) or another engine `wafer run --engine` knows; `--engine` overrides.
+    #[serde(default)]
+    pub engine: Option<String>,
+    #[serde(default = "default_models")]
+    pub models: Vec<String>,
+    /// Base machines: presets (`wse3`, `mesh:64x64`) or TOML files.
+    #[serde(default = "default_archs")]
+    pub archs: Vec<String>,
+    #[serde(default = "default_contexts")]
+    pub contexts: Vec<u64>,
+    #[serde(default = "default_batches")]
+    pub batches: Vec<u64>,
+    /// Wafer counts: numbers, `auto` (the fewest that hold the model) or `arch` (the arch's `system.wafers`).
+    #[serde(default = "default_wafers")]
+    pub wafers: Vec<WafersSpec>,
+    /// GPU baselines: `PRESET` (fewest GPUs that hold the model), `PRESET:N`, or a TOML path; empty for none.
+    #[serde(default)]
+    pub gpus: Vec<String>,
+    /// Arch fields to sweep, by dotted path, each with its values.
+    #[serde(default)]
+    pub arch: BTreeMap<String, Vec<toml::Value>>,
+    #[serde(default)]
+    pub plot: Option<PlotSpec>,
+}
+
+fn default_models() -> Vec<String> {
+    vec!["llama-3.1-8b".into()]
+}
+fn default_archs() -> Vec<String> {
+    vec!["wse3".into()]
+}
+fn default_contexts() -> Vec<u64> {
+    vec![4096]
+}
+fn default_batches() -> Vec<u64> {
+    vec![1]
+}
+fn default_wafers() -> Vec<WafersSpec> {
+    vec![WafersSpec::Word("arch".into())]
+}
+
+/// A wafer count in a spec: a number or a word (`auto`, `arch`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum WafersSpec {
+    Count(u32),
+    Word(String),
+}
+
+impl std::fmt::Display for WafersSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WafersSpec::Count(n) => write!(f, "{n}"),
+            WafersSpec::Word(w) => write!(f, "{w}"),
+        }
+    }
+}
+
+/// One design point.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Point {
+    pub index: usize,
+    pub model: String,
+    pub arch: String,
+    pub context: u64,
+    pub batch: u64,
+    pub wafers: WafersSpec,
+    pub gpu: Option<String>,
+    /// Arch overrides in path order.
+    pub params: Vec<(String, toml::Value)>,
+}
+
+/// `I/N`: this run computes the points whose index is `I` mod `N`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shard {
+    pub index: u32,
+    pub count: u32,
+}
+
+impl std::str::FromStr for Shard {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Shard, String> {
+        let bad = || format!("--shard is `{s}`; expected I/N with 0 <= I < N, e.g. 3/8");
+        let (i, n) = s.split_once('/').ok_or_else(bad)?;
+        let (index, count) = (i.trim().parse::<u32>().map_err(|_| bad())?, n.trim().parse::<u32>().map_err(|_| bad())?);
+        if count == 0 || index >= count {
+            return Err(bad());
+        }
+        Ok(Shard { index, count })
+    }
+}
+
+impl Shard {
+    pub fn holds(&self, index: usize) -> bool {
+        index % self.count as usize == self.index as usize
+    }
+}
+
+fn spec_err(source: &str, message: impl Into<String>) -> ReportError {
+    ReportError::Spec { source_name: source.into(), message: message.into() }
+}
+
+impl SweepSpec {
+    /// Parses and checks a spec; `source` names it in errors.
+    pub fn from_toml(text: &str, source: &str) -> Result<SweepSpec, ReportError> {
+        let s: SweepSpec = toml::from_str(text).map_err(|e| spec_err(source, format!("not a valid sweep spec: {e}")))?;
+        for (field, empty) in [
+            ("models", s.models.is_empty()),
+            ("archs", s.archs.is_empty()),
+            ("contexts", s.contexts.is_empty()),
+            ("batches", s.batches.is_empty()),
+            ("wafers", s.wafers.is_empty()),
+        ] {
+            if empty {
+                return Err(spec_err(source, format!("field `{field}` is empty; give at least one value")));
+            }
+        }
+        if let Some(c) = s.contexts.iter().find(|c| **c == 0) {
+            return Err(spec_err(source, format!("field `contexts` holds {c}; allowed: 1 or more")));
+        }
+        if let Some(b) = s.batches.iter().find(|b| **b == 0) {
+            return Err(spec_err(source, format!("field `batches` holds {b}; allowed: 1 or more")));
+        }
+        for w in &s.wafers {
+            match w {
+                WafersSpec::Count(n) if !(1..=4096).contains(n) => {
+                    return Err(spec_err(source, format!("field `wafers` holds {n}; allowed: 1..=4096, \"auto\" or \"arch\"")))
+                }
+                WafersSpec::Word(x) if x != "auto" && x != "arch" => {
+                    return Err(spec_err(source, format!("field `wafers` holds \"{x}\"; allowed: 1..=4096, \"auto\" or \"arch\"")))
+                }
+                _ => {}
+            }
+        }
+        for (k, v) in &s.arch {
+            if v.is_empty() {
+                return Err(spec_err(source, format!("field `arch.\"{k}\"` is empty; give at least one value")));
+            }
+            if v.iter().any(|x| !(x.is_integer() || x.is_float() || x.is_bool() || x.is_str())) {
+                return Err(spec_err(source, format!("field `arch.\"{k}\"`: values must be numbers, booleans or strings")));
+            }
+        }
+        if let Some(x) = s.plot.as_ref().and_then(|p| p.x.as_ref()) {
+            if !(s.arch.contains_key(x) || ["context", "batch", "wafers"].contains(&x.as_str())) {
+                return Err(spec_err(
+                    source,
+                    format!("field `plot.x` is `{x}`; allowed: context, batch, wafers or a swept arch field"),
+                ));
+            }
+        }
+        for y in s.plot.iter().flat_map(|p| &p.y) {
+            if !Figures::NAMES.contains(&y.as_str()) {
+                return Err(spec_err(source, format!("field `plot.y` holds `{y}`; allowed: {}", Figures::NAMES.join(", "))));
+            }
+        }
+        Ok(s)
+    }
+
+    /// Points in grid order: model, context, batch, arch, each swept arch field
+    /// (in path order), wafers, GPU — the last varies fastest.
+    pub fn points(&self) -> Vec<Point> {
+        let keys: Vec<&String> = self.arch.keys().collect();
+        let mut combos: Vec<Vec<(String, toml::Value)>> = vec![vec![]];
+        for k in &keys {
+            combos = combos
+                .into_iter()
+                .flat_map(|c| {
+                    self.arch[*k].iter().map(move |v| {
+                        let mut c = c.clone();
+                        c.push(((*k).clone(), v.clone()));
+                        c
+                    })
+                })
+                .collect();
+        }
+        let gpus: Vec<Option<String>> =
+            if self.gpus.is_empty() { vec![None] } else { self.gpus.iter().cloned().map(Some).collect() };
+        let mut out = Vec::new();
+        for m in &self.models {
+            for &context in &self.contexts {
+                for &batch in &self.batches {
+                    for a in &self.archs {
+                        for params in &combos {
+                            for w in &self.wafers {
+                                for g in &gpus {
+                                    out.push(Point {
+                                        index: out.len(),
+                                        model: m.clone(),
+                                        arch: a.clone(),
+                                        context,
+                                        batch,
+                                        wafers: w.clone(),
+                                        gpu: g.clone(),
+                                        params: params.clone(),
+                                    });
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// `base` with the fields at dotted `path`s set, validated, and named
+/// `base[path=value,...]`. Unknown paths and out-of-range values are errors.
+pub fn apply_overrides(base: &ArchSpec, params: &[(String, toml::Value)]) -> Result<ArchSpec, String> {
+    if params.is_empty() {
+        return Ok(base.clone());
+    }
+    let mut t: toml::Table = toml::from_str(&base.to_toml()).map_err(|e| e.to_string())?;
+    for (path, v) in params {
+        let missing = || format!("arch field `{path}` does not exist (see the arch TOML, e.g. `wafer compile` inputs, for field names)");
+        let parts: Vec<&str> = path.split('.').collect();
+        let (last, parents) = parts.split_last().ok_or_else(missing)?;
+        let mut cur = &mut t;
+        for part in parents {
+            cur = cur.get_mut(*part).and_then(toml::Value::as_table_mut).ok_or_else(missing)?;
+        }
+        let slot = cur.get_mut(*last).ok_or_else(missing)?;
+        if slot.is_table() {
+            return Err(format!("arch field `{path}` is a table; name one of its fields"));
+        }
+        // Integers given for float fields (clock_ghz = [1, 2]) are accepted.
+        *slot = match (&*slot, v) {
+            (toml::Value::Float(_), toml::Value::Integer(n)) => toml::Value::Float(*n as f64),
+            _ => v.clone(),
+        };
+    }
+    let label: Vec<String> = params.iter().map(|(k, v)| format!("{k}={}", value_text(v))).collect();
+    t.insert("name".into(), toml::Value::String(format!("{}[{}]", base.name, label.join(","))));
+    let text = toml::to_string(&t).map_err(|e| e.to_string())?;
+    ArchSpec::from_toml(&text, "sweep point").map_err(|e| e.to_string())
+}
+
+/// A TOML scalar as plain text (`49152`, `1.1`, `true`, `abc`).
+pub fn value_text(v: &toml::Value) -> String {
+    match v {
+        toml::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn value_json(v: &toml::Value) -> Value {
+    match v {
+        toml::Value::Integer(i) => Value::from(*i),
+        toml::Value::Float(f) => Value::from(*f),
+        toml::Value::Boolean(b) => Value::from(*b),
+        other => Value::from(value_text(other)),
+    }
+}
+
+/// What one point produced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Figures {
+    pub tpot_us: f64,
+    pub tokens_per_s: f64,
+    pub cycles: f64,
+    pub wafers_used: u32,
+    pub pes_used: u64,
+    pub sram_mean_bytes: f64,
+    pub compute_us: f64,
+    pub comm_us: f64,
+    pub inter_wafer_us: f64,
+    pub wait_us: f64,
+    pub bound: String,
+    pub gpu_tpot_us: Option<f64>,
+    pub gpu_tokens_per_s: Option<f64>,
+    pub gpus_used: Option<u32>,
+    /// GPU time per token over wafer time per token.
+    pub speedup: Option<f64>,
+    /// Why the GPU side has no figures (the wafer side still does).
+    pub gpu_error: Option<String>,
+}
+
+impl Figures {
+    /// Numeric figures a curve or a CSV column can show.
+    pub const NAMES: [&'static str; 10] = [
+        "tpot_us",
+        "tokens_per_s",
+        "cycles",
+        "wafers_used",
+        "pes_used",
+        "sram_mean_bytes",
+        "compute_us",
+        "comm_us",
+        "gpu_tpot_us",
+        "speedup",
+    ];
+
+    pub fn get(&self, name: &str) -> Option<f64> {
+        Some(match name {
+            "tpot_us" => self.tpot_us,
+            "tokens_per_s" => self.tokens_per_s,
+            "cycles" => self.cycles,
+            "wafers_used" => self.wafers_used as f64,
+            "pes_used" => self.pes_used as f64,
+            "sram_mean_bytes" => self.sram_mean_bytes,
+            "compute_us" => self.compute_us,
+            "comm_us" => self.comm_us,
+            "gpu_tpot_us" => self.gpu_tpot_us?,
+            "speedup" => self.speedup?,
+            _ => return None,
+        })
+    }
+}
+
+/// One row of the results: the point and its figures or its error.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Row {
+    pub index: usize,
+    pub model: String,
+    pub arch: String,
+    pub context: u64,
+    pub batch: u64,
+    pub wafers: String,
+    pub gpu: Option<String>,
+    pub params: BTreeMap<String, Value>,
+    pub engine: String,
+    pub figures: Option<Figures>,
+    /// Why the point has no figures (it does not fit, a bad value, ...).
+    pub error: Option<String>,
+}
+
+impl Row {
+    pub fn new(p: &Point, engine: &str, result: Result<Figures, String>) -> Row {
+        let (figures, error) = match result {
+            Ok(f) => (Some(f), None),
+            Err(e) => (None, Some(e)),
+        };
+        Row {
+            index: p.index,
+            model: p.model.clone(),
+            arch: p.arch.clone(),
+            context: p.context,
+            batch: p.batch,
+            wafers: p.wafers.to_string(),
+            gpu: p.gpu.clone(),
+            params: p.params.iter().map(|(k, v)| (k.clone(), value_json(v))).collect(),
+            engine: engine.into(),
+            figures,
+            error,
+        }
+    }
+}
+
+/// `sweep.json`: the spec, which shard (none once merged) and the rows in index order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SweepOutput {
+    pub schema_version: u32,
+    pub name: String,
+    pub engine: String,
+    /// Points in the whole grid.
+    pub points: usize,
+    pub shard: Option<Shard>,
+    pub spec: SweepSpec,
+    pub rows: Vec<Row>,
+}
+
+impl SweepOutput {
+    /// Rows sorted by index.
+    pub fn new(spec: &SweepSpec, engine: &str, shard: Option<Shard>, mut rows: Vec<Row>) -> SweepOutput {
+        rows.sort_by_key(|r| r.index);
+        SweepOutput {
+            schema_version: SWEEP_SCHEMA_VERSION,
+            name: spec.name.clone(),
+            engine: engine.into(),
+            points: spec.points().len(),
+            shard,
+            spec: spec.clone(),
+            rows,
+        }
+    }
+
+    pub fn from_json(text: &str, source: &str) -> Result<SweepOutput, ReportError> {
+        let o: SweepOutput =
+            serde_json::from_str(text).map_err(|e| spec_err(source, format!("not a sweep.json: {e}")))?;
+        if o.schema_version != SWEEP_SCHEMA_VERSION {
+            return Err(spec_err(
+                source,
+                format!("schema_version is {}; this wafer reads {SWEEP_SCHEMA_VERSION}", o.schema_version),
+            ));
+        }
+        Ok(o)
+    }
+}
+
+/// Joins shards of one sweep into the unsharded result. All parts must come
+/// from the same spec and engine; together they must hold every point once.
+pub fn merge(parts: &[(String, SweepOutput)]) -> Result<SweepOutput, ReportError> {
+    let Some((first_name, first)) = parts.first() else {
+        return Err(ReportError::Merge("nothing to merge: name at least one sweep folder".into()));
+    };
+    let mut rows: BTreeMap<usize, Row> = BTreeMap::new();
+    for (name, p) in parts {
+        if p.spec != first.spec || p.engine != first.engine || p.points != first.points {
+            return Err(ReportError::Merge(format!(
+                "{name} is not from the same sweep as {first_name} (spec, engine or point count differ)"
+            )));
+        }
+        for r in &p.rows {
+            if r.index >= p.points {
+                return Err(ReportError::Merge(format!("{name}: row {} is outside the grid of {}", r.index, p.points)));
+            }
+            if let Some(prev) = rows.insert(r.index, r.clone()) {
+                if &prev != r {
+                    return Err(ReportError::Merge(format!("{name}: point {} appears twice with different results", r.index)));
+                }
+            }
+        }
+    }
+    let missing: Vec<usize> = (0..first.points).filter(|i| !rows.contains_key(i)).collect();
+    if !missing.is_empty() {
+        let shown: Vec<String> = missing.iter().take(10).map(|i| i.to_string()).collect();
+        return Err(ReportError::Merge(format!(
+            "{} of {} points are missing (e.g. {}): is a shard absent?",
+            missing.len(),
+            first.points,
+            shown.join(", ")
+        )));
+    }
+    Ok(SweepOutput::new(&first.spec, &first.engine, None, rows.into_values().collect()))
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+fn num(x: f64) -> String {
+    // Shortest text that reads back to the same f64.
+    format!("{x}")
+}
+
+/// The rows as CSV: point columns, one column per swept arch field, the figures, the error.
+pub fn to_csv(o: &SweepOutput) -> String {
+    let keys: Vec<&String> = o.spec.arch.keys().collect();
+    let mut head: Vec<String> =
+        ["index", "model", "arch", "context", "batch", "wafers", "gpu"].iter().map(|s| s.to_string()).collect();
+    head.extend(keys.iter().map(|k| k.to_string()));
+    head.extend(
+        [
+            "engine",
+            "status",
+            "tpot_us",
+            "tokens_per_s",
+            "cycles",
+            "wafers_used",
+            "pes_used",
+            "sram_mean_bytes",
+            "compute_us",
+            "comm_us",
+            "inter_wafer_us",
+            "wait_us",
+            "bound",
+            "gpu_tpot_us",
+            "gpu_tokens_per_s",
+            "gpus_used",
+            "speedup",
+            "error",
+        ]
+        .iter()
+        .map(|s| s.to_string()),
+    );
+    let mut out = head.join(",") + "\n";
+    for r in &o.rows {
+        let mut c: Vec<String> = vec![
+            r.index.to_string(),
+            csv_field(&r.model),
+            csv_field(&r.arch),
+            r.context.to_string(),
+            r.batch.to_string(),
+            r.wafers.clone(),
+            csv_field(r.gpu.as_deref().unwrap_or("")),
+        ];
+        for k in &keys {
+            c.push(csv_field(&r.params.get(*k).map_or(String::new(), |v| match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })));
+        }
+        c.push(r.engine.clone());
+        let opt = |x: Option<f64>| x.map_or(String::new(), num);
+        match &r.figures {
+            Some(f) => {
+                c.push("ok".into());
+                c.extend([
+                    num(f.tpot_us),
+                    num(f.tokens_per_s),
+                    num(f.cycles),
+                    f.wafers_used.to_string(),
+                    f.pes_used.to_string(),
+                    num(f.sram_mean_bytes),
+                    num(f.compute_us),
+                    num(f.comm_us),
+                    num(f.inter_wafer_us),
+                    num(f.wait_us),
+                    csv_field(&f.bound),
+                    opt(f.gpu_tpot_us),
+                    opt(f.gpu_tokens_per_s),
+                    f.gpus_used.map_or(String::new(), |n| n.to_string()),
+                    opt(f.speedup),
+                    csv_field(f.gpu_error.as_deref().unwrap_or("")),
+                ]);
+            }
+            None => {
+                c.push("error".into());
+                c.extend(std::iter::repeat_n(String::new(), 15));
+                c.push(csv_field(r.error.as_deref().unwrap_or("")));
+            }
+        }
+        out += &c.join(",");
+        out.push('\n');
+    }
+    out
+}
+
+/// The swept dimension a curve runs along: the spec's `plot.x`, else the
+/// first swept arch field with several values, else context, batch, wafers.
+fn x_dimension(s: &SweepSpec) -> Option<String> {
+    if let Some(x) = s.plot.as_ref().and_then(|p| p.x.clone()) {
+        return Some(x);
+    }
+    if let Some((k, _)) = s.arch.iter().find(|(_, v)| v.len() > 1 && v.iter().all(|x| x.is_integer() || x.is_float())) {
+        return Some(k.clone());
+    }
+    if s.contexts.len() > 1 {
+        return Some("context".into());
+    }
+    if s.batches.len() > 1 {
+        return Some("batch".into());
+    }
+    if s.wafers.iter().filter(|w| matches!(w, WafersSpec::Count(_))).count() > 1 {
+        return Some("wafers".into());
+    }
+    None
+}
+
+fn x_of(r: &Row, dim: &str) -> Option<f64> {
+    match dim {
+        "context" => Some(r.context as f64),
+        "batch" => Some(r.batch as f64),
+        "wafers" => r.wafers.parse::<f64>().ok(),
+        k => r.params.get(k).and_then(Value::as_f64),
+    }
+}
+
+/// The label of the series a row belongs to: every other dimension that varies.
+fn series_of(s: &SweepSpec, r: &Row, x: &str) -> String {
+    let mut parts = Vec::new();
+    if s.models.len() > 1 {
+        parts.push(r.model.clone());
+    }
+    if s.archs.len() > 1 {
+        parts.push(r.arch.clone());
+    }
+    if s.contexts.len() > 1 && x != "context" {
+        parts.push(format!("context {}", r.context));
+    }
+    if s.batches.len() > 1 && x != "batch" {
+        parts.push(format!("batch {}", r.batch));
+    }
+    if s.wafers.len() > 1 && x != "wafers" {
+        parts.push(format!("wafers {}", r.wafers));
+    }
+    if s.gpus.len() > 1 {
+        parts.push(r.gpu.clone().unwrap_or_default());
+    }
+    for (k, v) in &r.params {
+        if k != x && s.arch.get(k).is_some_and(|vals| vals.len() > 1) {
+            parts.push(format!("{k}={}", v.as_str().map_or_else(|| v.to_string(), str::to_string)));
+        }
+    }
+    if parts.is_empty() {
+        r.model.clone()
+    } else {
+        parts.join(", ")
+    }
+}
+
+fn y_desc(y: &str) -> &'static str {
+    match y {
+        "tpot_us" => "time per output token (µs)",
+        "tokens_per_s" => "tokens per second (whole batch)",
+        "cycles" => "cycles per decode step",
+        "wafers_used" => "wafers",
+        "pes_used" => "PEs used",
+        "sram_mean_bytes" => "mean SRAM per PE (bytes)",
+        "compute_us" => "critical-path compute (µs)",
+        "comm_us" => "critical-path communication (µs)",
+        "gpu_tpot_us" => "GPU time per output token (µs)",
+        "speedup" => "speed-up over the GPU baseline (×)",
+        _ => "",
+    }
+}
+
+/// Curves of the sweep (none when no numeric dimension varies).
+pub fn curves(o: &SweepOutput) -> Result<Vec<crate::charts::Chart>, ReportError> {
+    let Some(x) = x_dimension(&o.spec) else { return Ok(vec![]) };
+    let mut ys: Vec<String> = o.spec.plot.as_ref().map(|p| p.y.clone()).unwrap_or_default();
+    if ys.is_empty() {
+        ys = vec!["tokens_per_s".into(), "tpot_us".into()];
+        if !o.spec.gpus.is_empty() {
+            ys.push("speedup".into());
+        }
+    }
+    let mut out = Vec::new();
+    for y in ys {
+        let mut series: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+        for r in &o.rows {
+            let (Some(f), Some(xv)) = (&r.figures, x_of(r, &x)) else { continue };
+            let Some(yv) = f.get(&y) else { continue };
+            let name = series_of(&o.spec, r, &x);
+            match series.iter_mut().find(|s| s.0 == name) {
+                Some(s) => s.1.push((xv, yv)),
+                None => series.push((name, vec![(xv, yv)])),
+            }
+        }
+        for s in &mut series {
+            s.1.sort_by(|a, b| a.0.total_cmp(&b.0));
+        }
+        // Byte sizes that are whole KiB read better in KiB.
+        let kib = x.ends_with("_bytes") && series.iter().all(|s| s.1.iter().all(|p| p.0 % 1024.0 == 0.0));
+        if kib {
+            for s in &mut series {
+                for p in &mut s.1 {
+                    p.0 /= 1024.0;
+                }
+            }
+        }
+        let xs: Vec<f64> = series.iter().flat_map(|s| s.1.iter().map(|p| p.0)).collect();
+        let (lo, hi) = xs.iter().fold((f64::INFINITY, 0f64), |a, &v| (a.0.min(v), a.1.max(v)));
+        let title = if o.name.is_empty() { format!("{} vs {x}", y_desc(&y)) } else { format!("{}: {} vs {x}", o.name, y_desc(&y)) };
+        out.push(
+            Curves {
+                name: format!("curve-{y}"),
+                title,
+                x_desc: if kib { format!("{x} (KiB)") } else { x_desc(&x) },
+                y_desc: y_desc(&y).into(),
+                series,
+                log_x: lo > 0.0 && hi / lo >= 16.0,
+            }
+            .render()?,
+        );
+    }
+    Ok(out)
+}
+
+fn x_desc(x: &str) -> String {
+    match x {
+        "context" => "context (positions attended)".into(),
+        "batch" => "batch (sequences)".into(),
+        "wafers" => "wafers".into(),
+        k if k.ends_with("_bytes") => format!("{k} (bytes)"),
+        k if k.ends_with("_bytes_per_cycle") => format!("{k} (bytes/cycle)"),
+        k if k.ends_with("_cycles") => format!("{k} (cycles)"),
+        k if k.ends_with("_ghz") => format!("{k} (GHz)"),
+        k if k.ends_with("_ns") => format!("{k} (ns)"),
+        k if k.ends_with("_per_s") => format!("{k} (bytes/s)"),
+        k => k.to_string(),
+    }
+}
+
+/// All files of a sweep folder: sweep.json, sweep.csv, summary.md, report.html, curves.
+pub fn sweep_files(o: &SweepOutput) -> Result<Vec<OutFile>, ReportError> {
+    let charts = curves(o)?;
+    let mut files = vec![OutFile::new("sweep.json", crate::to_json_pretty(o)), OutFile::new("sweep.csv", to_csv(o))];
+    let chart_files: Vec<OutFile> = charts
+        .iter()
+        .flat_map(|c| [OutFile::new(format!("{}.svg", c.name), c.svg.clone()), OutFile::new(format!("{}.png", c.name), c.png.clone())])
+        .collect();
+    let mut d = Doc::new(if o.name.is_empty() { "Sweep".to_string() } else { format!("Sweep: {}", o.name) });
+    let ok = o.rows.iter().filter(|r| r.figures.is_some()).count();
+    let shard = o.shard.map_or(String::new(), |s| format!(" This is shard {}/{}; merge the shards with `wafer merge`.", s.index, s.count));
+    d.p(format!(
+        "{} of {} points ({} engine): {} with results, {} that do not fit or failed.{}",
+        o.rows.len(),
+        o.points,
+        o.engine,
+        ok,
+        o.rows.len() - ok,
+        shard
+    ));
+    for c in charts {
+        d.chart(c);
+    }
+    d.h("Points");
+    let keys: Vec<&String> = o.spec.arch.keys().collect();
+    let mut cols: Vec<String> = vec!["#".into(), "model".into(), "arch".into(), ">context".into(), ">batch".into(), "wafers".into()];
+    cols.extend(keys.iter().map(|k| format!(">{k}")));
+    cols.extend([">µs/token".into(), ">tokens/s".into(), ">wafers used".into(), "bound".into(), ">GPU µs/token".into(), ">speed-up".into()]);
+    let cols_ref: Vec<&str> = cols.iter().map(String::as_str).collect();
+    let mut t = Table::new(&cols_ref);
+    let mut errors = Table::new(&["#", "error"]);
+    for r in &o.rows {
+        let mut c = vec![r.index.to_string(), r.model.clone(), r.arch.clone(), r.context.to_string(), r.batch.to_string(), r.wafers.clone()];
+        c.extend(keys.iter().map(|k| r.params.get(*k).map_or(String::new(), |v| v.as_str().map_or_else(|| v.to_string(), str::to_string))));
+        match &r.figures {
+            Some(f) => c.extend([
+                format!("{:.1}", f.tpot_us),
+                format!("{:.0}", f.tokens_per_s),
+                f.wafers_used.to_string(),
+                f.bound.clone(),
+                f.gpu_tpot_us.map_or("-".into(), |x| format!("{x:.1}")),
+                f.speedup.map_or("-".into(), |x| format!("{x:.2}×")),
+            ]),
+            None => {
+                c.extend(["does not fit / failed".to_string(), "-".into(), "-".into(), "-".into(), "-".into(), "-".into()]);
+                errors.row([r.index.to_string(), r.error.clone().unwrap_or_default()]);
+            }
+        }
+        t.row(c);
+    }
+    d.table(t);
+    if !errors.is_empty() {
+        d.h("Points without results");
+        d.table(errors);
+    }
+    files.push(OutFile::new("summary.md", d.to_markdown()));
+    files.push(OutFile::new("report.html", d.to_html()));
+    files.extend(chart_files);
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SPEC: &str = r#"
+name = "t"
+models = ["gpt2", "llama-3.2-1b"]
+contexts = [128, 1024]
+wafers = [1, "auto"]
+[arch]
+"pe.sram_bytes" = [32768, 49152, 65536]
+"#;
+
+    #[test]
+    fn grid_order_is_fixed_and_complete() {
+        let s = SweepSpec::from_toml(SPEC, "s.toml").unwrap();
+        let p = s.points();
+        assert_eq!(p.len(), 2 * 2 * 3 * 2);
+        assert_eq!((p[0].model.as_str(), p[0].context, p[0].wafers.to_string()), ("gpt2", 128, "1".into()));
+        assert_eq!(p[1].wafers, WafersSpec::Word("auto".into()));
+        assert_eq!(p[2].params[0].1, toml::Value::Integer(49152));
+        assert_eq!(p[23].model, "llama-3.2-1b");
+        assert!(p.iter().enumerate().all(|(i, x)| x.index == i));
+    }
+
+    #[test]
+    fn shards_partition_the_grid() {
+        let s: Shard = "1/3".parse().unwrap();
+        assert!(s.holds(4) && !s.holds(3));
+        for bad in ["3/3", "1", "a/2", "0/0"] {
+            assert!(bad.parse::<Shard>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn bad_specs_name_the_file_and_field() {
+        for (text, needle) in [
+            ("models = []", "models"),
+            ("wafers = [\"some\"]", "wafers"),
+            ("contexts = [0]", "contexts"),
+            ("colour = 3", "colour"),
+            ("[plot]\nx = \"pe.sram_bytes\"", "plot.x"),
+        ] {
+            let e = SweepSpec::from_toml(text, "bad.toml").unwrap_err().to_string();
+            assert!(e.contains("bad.toml") && e.contains(needle), "{e}");
+        }
+    }
+
+    #[test]
+    fn overrides_set_nested_fields_and_validate() {
+        let base = wafer_ir::arch_preset("mesh:16x16").unwrap();
+        let a = apply_overrides(&base, &[("pe.sram_bytes".into(), toml::Value::Integer(65536))]).unwrap();
+        assert_eq!(a.pe.sram_bytes, 65536);
+        assert_eq!(a.name, "mesh:16x16[pe.sram_bytes=65536]");
+        let a = apply_overrides(&base, &[("clock_ghz".into(), toml::Value::Integer(2))]).unwrap();
+        assert_eq!(a.clock_ghz, 2.0);
+        let e = apply_overrides(&base, &[("pe.sram_kb".into(), toml::Value::Integer(1))]).unwrap_err();
+        assert!(e.contains("pe.sram_kb"), "{e}");
+        let e = apply_overrides(&base, &[("pe.sram_bytes".into(), toml::Value::Integer(1024))]).unwrap_err();
+        assert!(e.contains("sram_reserved_bytes"), "{e}");
+    }
+
+    fn row(i: usize, tps: f64) -> Row {
+        let p = Point {
+            index: i,
+            model: "m".into(),
+            arch: "a".into(),
+            context: 1,
+            batch: 1,
+            wafers: WafersSpec::Count(1),
+            gpu: None,
+            params: vec![],
+        };
+        let f = Figures {
+            tpot_us: 1e6 / tps,
+            tokens_per_s: tps,
+            cycles: 1.0,
+            wafers_used: 1,
+            pes_used: 1,
+            sram_mean_bytes: 1.0,
+            compute_us: 1.0,
+            comm_us: 0.0,
+            inter_wafer_us: 0.0,
+            wait_us: 0.0,
+            bound: "compute".into(),
+            gpu_tpot_us: None,
+            gpu_tokens_per_s: None,
+            gpus_used: None,
+            speedup: None,
+            gpu_error: None,
+        };
+        Row::new(&p, "analytical", if i == 1 { Err("does not fit, no".into()) } else { Ok(f) })
+    }
+
+    #[test]
+    fn merge_needs_every_point_once_from_one_spec() {
+        let s = SweepSpec::from_toml("contexts = [1, 2, 3]", "s").unwrap();
+        let all = SweepOutput::new(&s, "analytical", None, (0..3).map(|i| row(i, 10.0 + i as f64)).collect());
+        let a = SweepOutput::new(&s, "analytical", Some(Shard { index: 0, count: 2 }), vec![row(0, 10.0), row(2, 12.0)]);
+        let b = SweepOutput::new(&s, "analytical", Some(Shard { index: 1, count: 2 }), vec![row(1, 11.0)]);
+        let m = merge(&[("b".into(), b.clone()), ("a".into(), a.clone())]).unwrap();
+        assert_eq!(m, all);
+        assert!(merge(&[("a".into(), a.clone())]).unwrap_err().to_string().contains("missing"));
+        let other = SweepOutput::new(&SweepSpec::from_toml("contexts = [1, 2, 4]", "s").unwrap(), "analytical", None, vec![]);
+        assert!(merge(&[("a".into(), a), ("o".into(), other)]).unwrap_err().to_string().contains("same sweep"));
+        let csv = to_csv(&all);
+        assert_eq!(csv.lines().count(), 4);
+        assert!(csv.lines().nth(2).unwrap().contains(",error,") && csv.contains("\"does not fit, no\""));
+    }
+}

@@ -1,11 +1,14 @@
 //! One module per subcommand: its flags (`Args`) and its `run`.
 
+pub mod check;
 pub mod compile;
 pub mod gpu;
 pub mod graph;
+pub mod merge;
 pub mod models;
 pub mod report_out;
 pub mod run;
+pub mod sweep;
 
 /// Output format shared by the commands that print results.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -74,6 +74,13 @@ pub struct Args {
     pub out: super::report_out::OutArgs,
 }
 
+/// Times a compiled program with `engine`.
+pub fn simulate(engine: Engine, c: &wafer_compiler::Compiled) -> Result<SimResult, Exit> {
+    Ok(match engine {
+        Engine::Analytical => simulate_analytical(&c.program, &c.info),
+    })
+}
+
 /// [`run_report_and_program`] without the program.
 pub fn run_report(
     step: &StepArgs,
@@ -95,9 +102,7 @@ pub fn run_report_and_program(
     engine: Engine,
 ) -> Result<(RunReport, wafer_ir::Program), Exit> {
     let c = compile_step(step, machine, CompileOptions::default())?;
-    let sim: SimResult = match engine {
-        Engine::Analytical => simulate_analytical(&c.program, &c.info),
-    };
+    let sim = simulate(engine, &c)?;
     let gpu_est = if no_gpu {
         None
     } else {

@@ -1,0 +1,35 @@
+//! `wafer merge DIR... --out DIR`: joins the shards of one sweep into the
+//! folder an unsharded run would have written, byte for byte.
+
+use super::report_out::{check_target, write_folder};
+use crate::Exit;
+use wafer_reports::sweep::{merge, sweep_files, SweepOutput};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Shard folders written by `wafer sweep --shard I/N --out DIR` (or their sweep.json files).
+    #[arg(required = true)]
+    pub shards: Vec<std::path::PathBuf>,
+    /// The merged sweep folder.
+    #[arg(long, value_name = "DIR")]
+    pub out: std::path::PathBuf,
+    /// Replace an existing non-empty output folder.
+    #[arg(long)]
+    pub force: bool,
+}
+
+pub fn run(a: Args) -> Result<(), Exit> {
+    check_target(&a.out, a.force)?;
+    let mut parts = Vec::new();
+    for s in &a.shards {
+        let file = if s.is_dir() { s.join("sweep.json") } else { s.clone() };
+        let text = std::fs::read_to_string(&file)
+            .map_err(|e| Exit { code: 2, message: format!("cannot read {}: {e}", file.display()) })?;
+        let name = file.display().to_string();
+        parts.push((name.clone(), SweepOutput::from_json(&text, &name)?));
+    }
+    let merged = merge(&parts)?;
+    write_folder(&a.out, &sweep_files(&merged)?, a.force)?;
+    eprintln!("merged {} shard(s), {} points, into {}", parts.len(), merged.rows.len(), a.out.display());
+    Ok(())
+}

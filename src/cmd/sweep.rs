@@ -1,0 +1,203 @@
+//! `wafer sweep SPEC.toml`: a grid of design points, evaluated in parallel
+//! (rayon; rows in grid order whatever the thread count), optionally one
+//! shard `I/N` of it, written as a report folder (CSV, JSON, curves).
+
+use super::report_out::{check_target, write_folder, OutArgs};
+use super::run::{simulate, Engine};
+use crate::inputs::{load_arch, load_gpu, load_model};
+use crate::Exit;
+use rayon::prelude::*;
+use std::collections::BTreeMap;
+use wafer_compiler::{compile, CompileOptions, Wafers};
+use wafer_ir::{verify_graph, ArchSpec, DType};
+use wafer_reports::sweep::{apply_overrides, sweep_files, Figures, Point, Row, Shard, SweepOutput, SweepSpec, WafersSpec};
+use wafer_workloads::{decode_graph, DecodeParams, ModelConfig};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The sweep spec (TOML): models, archs, contexts, batches, wafers, gpus and [arch] fields to sweep.
+    pub spec: std::path::PathBuf,
+    /// Compute only the points whose index is I mod N (e.g. `--shard $SLURM_ARRAY_TASK_ID/8`).
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<Shard>,
+    /// Engine for every point [default: the spec's `engine`, else analytical].
+    #[arg(long, value_enum)]
+    pub engine: Option<Engine>,
+    #[command(flatten)]
+    pub out: OutArgs,
+}
+
+/// Inputs loaded once and shared by every point.
+pub struct Inputs {
+    models: BTreeMap<String, ModelConfig>,
+    archs: BTreeMap<String, ArchSpec>,
+    gpus: BTreeMap<String, (wafer_gpu::GpuSpec, Option<u32>)>,
+    pub engine: Engine,
+}
+
+/// `PRESET`, `PRESET:N`, `path.toml` or `path.toml:N`.
+fn split_gpu(s: &str) -> Result<(&str, Option<u32>), Exit> {
+    match s.rsplit_once(':') {
+        Some((name, n)) if !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()) => {
+            let k: u32 = n.parse().ok().filter(|k| (1..=1024).contains(k)).ok_or_else(|| Exit {
+                code: 2,
+                message: format!("GPU `{s}`: the count after `:` must be 1..=1024"),
+            })?;
+            Ok((name, Some(k)))
+        }
+        _ => Ok((s, None)),
+    }
+}
+
+/// Loads every model, arch and GPU the spec names, and checks the swept arch
+/// fields exist: bad input fails here (exit 2), before any point runs.
+pub fn load_inputs(spec: &SweepSpec, engine: Engine) -> Result<Inputs, Exit> {
+    let mut models = BTreeMap::new();
+    for m in &spec.models {
+        models.insert(m.clone(), load_model(m)?);
+    }
+    let mut archs = BTreeMap::new();
+    for a in &spec.archs {
+        let arch = load_arch(a)?;
+        for (k, v) in &spec.arch {
+            if let Err(e) = apply_overrides(&arch, &[(k.clone(), v[0].clone())]) {
+                if e.contains("does not exist") || e.contains("is a table") {
+                    return Err(Exit { code: 2, message: format!("sweep spec: {e}") });
+                }
+            }
+        }
+        archs.insert(a.clone(), arch);
+    }
+    let mut gpus = BTreeMap::new();
+    for g in &spec.gpus {
+        let (name, n) = split_gpu(g)?;
+        gpus.insert(g.clone(), (load_gpu(name)?, n));
+    }
+    Ok(Inputs { models, archs, gpus, engine })
+}
+
+/// Compiles, simulates and (if the point names one) estimates the GPU side of one point.
+pub fn eval_point(inp: &Inputs, p: &Point) -> Result<Figures, String> {
+    let cfg = &inp.models[&p.model];
+    let params = DecodeParams {
+        batch: p.batch,
+        context: p.context,
+        weight_dtype: DType::Bf16,
+        act_dtype: DType::Bf16,
+        kv_dtype: DType::Bf16,
+    };
+    let g = decode_graph(cfg, &params).map_err(|e| e.to_string())?;
+    verify_graph(&g).map_err(|e| e.to_string())?;
+    let arch = apply_overrides(&inp.archs[&p.arch], &p.params)?;
+    let wafers = match &p.wafers {
+        WafersSpec::Count(n) => Wafers::Fixed(*n),
+        WafersSpec::Word(w) if w == "auto" => Wafers::Auto,
+        WafersSpec::Word(_) => Wafers::Fixed(arch.system.wafers),
+    };
+    let c = compile(&g, &arch, &CompileOptions { wafers, ..Default::default() }).map_err(|e| e.to_string())?;
+    let sim = simulate(inp.engine, &c).map_err(|e| e.message)?;
+    let us = |x: f64| x / (sim.clock_ghz * 1e3);
+    let mut f = Figures {
+        tpot_us: sim.tpot_us,
+        tokens_per_s: sim.tokens_per_s,
+        cycles: sim.cycles,
+        wafers_used: sim.wafers,
+        pes_used: c.stats.pes_used,
+        sram_mean_bytes: c.stats.sram_mean_bytes,
+        compute_us: us(sim.breakdown.compute),
+        comm_us: us(sim.breakdown.comm),
+        inter_wafer_us: us(sim.breakdown.inter_wafer),
+        wait_us: us(sim.breakdown.wait),
+        bound: wafer_reports::run::wafer_bound(&sim.breakdown).into(),
+        gpu_tpot_us: None,
+        gpu_tokens_per_s: None,
+        gpus_used: None,
+        speedup: None,
+        gpu_error: None,
+    };
+    if let Some(name) = &p.gpu {
+        let (spec, n) = &inp.gpus[name];
+        let est = match n {
+            Some(n) => wafer_gpu::estimate(&g, spec, *n).map_err(|e| e.to_string()),
+            None => [1u32, 2, 4, 8, 16, 32, 64, 128]
+                .iter()
+                .map(|&k| wafer_gpu::estimate(&g, spec, k))
+                .find_map(Result::ok)
+                .ok_or_else(|| format!("{} GPUs of {} do not hold the model", 128, spec.name)),
+        };
+        match est {
+            Ok(e) => {
+                f.gpu_tpot_us = Some(e.tpot_ms * 1e3);
+                f.gpu_tokens_per_s = Some(e.tokens_per_s);
+                f.gpus_used = Some(e.n_gpus);
+                f.speedup = Some(e.tpot_ms * 1e3 / sim.tpot_us.max(1e-12));
+            }
+            Err(e) => f.gpu_error = Some(e),
+        }
+    }
+    Ok(f)
+}
+
+/// Evaluates `points` in parallel with a progress bar on stderr (hidden when
+/// stderr is not a terminal); rows come back in the order of `points`.
+pub fn run_points(inp: &Inputs, points: &[Point]) -> Vec<Row> {
+    use std::io::IsTerminal;
+    let bar = if std::io::stderr().is_terminal() {
+        indicatif::ProgressBar::new(points.len() as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} points, ETA {eta}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let engine = inp.engine.name();
+    let rows: Vec<Row> = points
+        .par_iter()
+        .map(|p| {
+            let r = Row::new(p, engine, eval_point(inp, p));
+            bar.inc(1);
+            r
+        })
+        .collect();
+    bar.finish_and_clear();
+    rows
+}
+
+pub fn run(a: Args) -> Result<(), Exit> {
+    let text = std::fs::read_to_string(&a.spec)
+        .map_err(|e| Exit { code: 2, message: format!("cannot read sweep spec {}: {e}", a.spec.display()) })?;
+    let spec = SweepSpec::from_toml(&text, &a.spec.display().to_string())?;
+    let engine = match (a.engine, &spec.engine) {
+        (Some(e), _) => e,
+        (None, Some(name)) => <Engine as clap::ValueEnum>::from_str(name, true).map_err(|_| Exit {
+            code: 2,
+            message: format!("{}: field `engine` is `{name}`; allowed: {}", a.spec.display(), engine_names()),
+        })?,
+        (None, None) => Engine::default(),
+    };
+    if let Some(dir) = &a.out.out {
+        check_target(dir, a.out.force)?;
+    }
+    let inp = load_inputs(&spec, engine)?;
+    let points: Vec<Point> = spec.points().into_iter().filter(|p| a.shard.is_none_or(|s| s.holds(p.index))).collect();
+    let rows = run_points(&inp, &points);
+    let out = SweepOutput::new(&spec, engine.name(), a.shard, rows);
+    let files = sweep_files(&out)?;
+    let ok = out.rows.iter().filter(|r| r.figures.is_some()).count();
+    print!("{}", files.iter().find(|f| f.name == "summary.md").map_or(String::new(), |f| String::from_utf8_lossy(&f.bytes).into_owned()));
+    if let Some(dir) = &a.out.out {
+        write_folder(dir, &files, a.out.force)?;
+        eprintln!("wrote {} ({} points, {} with results)", dir.display(), out.rows.len(), ok);
+    }
+    Ok(())
+}
+
+/// The engines `--engine` accepts, for messages.
+pub fn engine_names() -> String {
+    <Engine as clap::ValueEnum>::value_variants()
+        .iter()
+        .filter_map(|v| clap::ValueEnum::to_possible_value(v).map(|p| p.get_name().to_string()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
