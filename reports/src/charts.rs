@@ -158,21 +158,39 @@ fn trim_zeros(s: String) -> String {
 
 /// A legend drawn in its own area (beside the plot, so it never hides data).
 fn draw_legend<DB: DrawingBackend>(area: &Area<DB>, items: &[(String, RGBColor)], line: bool) -> Result<(), ReportError> {
-    let font = ("sans-serif", TICK).into_font();
-    let mut y = 70;
-    for (name, c) in items {
+    let font = ("sans-serif", 12).into_font();
+    let mut y = 60;
+    for (i, (name, c)) in items.iter().enumerate() {
         if line {
-            area.draw(&PathElement::new(vec![(8, y + 7), (28, y + 7)], c.stroke_width(3))).map_err(err)?;
-            area.draw(&Circle::new((18, y + 7), 4, c.filled())).map_err(err)?;
+            area.draw(&PathElement::new(vec![(6, y + 6), (30, y + 6)], c.stroke_width(2))).map_err(err)?;
+            draw_marker(area, i, (18, y + 6), *c)?;
         } else {
-            area.draw(&Rectangle::new([(10, y), (24, y + 14)], c.filled())).map_err(err)?;
+            area.draw(&Rectangle::new([(10, y), (24, y + 12)], c.filled())).map_err(err)?;
         }
-        for (k, part) in wrap(name, 30).iter().enumerate() {
-            area.draw(&Text::new(part.clone(), (34, y + k as i32 * 16), font.clone())).map_err(err)?;
+        let lines = wrap(name, 32);
+        for (k, part) in lines.iter().enumerate() {
+            area.draw(&Text::new(part.clone(), (36, y + k as i32 * 14), font.clone())).map_err(err)?;
         }
-        y += 16 * wrap(name, 30).len() as i32 + 8;
+        y += 14 * lines.len() as i32 + 6;
     }
     Ok(())
+}
+
+/// Pixel height a legend of `items` needs.
+fn legend_height(items: &[String]) -> u32 {
+    60 + items.iter().map(|n| 14 * wrap(n, 32).len() as u32 + 6).sum::<u32>() + 20
+}
+
+/// Series `i`'s marker: a circle, square, triangle or cross (then again), so
+/// series that share a colour (more than the palette holds) stay apart.
+fn draw_marker<DB: DrawingBackend>(area: &Area<DB>, i: usize, (x, y): (i32, i32), c: RGBColor) -> Result<(), ReportError> {
+    match (i / PALETTE.len()) % 4 {
+        0 => area.draw(&Circle::new((x, y), 4, c.filled())),
+        1 => area.draw(&Rectangle::new([(x - 4, y - 4), (x + 4, y + 4)], c.filled())),
+        2 => area.draw(&TriangleMarker::new((x, y), 5, c.filled())),
+        _ => area.draw(&Cross::new((x, y), 4, c.stroke_width(2))),
+    }
+    .map_err(err)
 }
 
 /// Greedy word wrap at `width` characters.
@@ -310,7 +328,9 @@ pub struct Curves {
 
 impl Curves {
     pub fn render(&self) -> Result<Chart, ReportError> {
-        render(&self.name, &self.title, (960 + LEGEND_W, 600), |a| self.draw(a), |a| self.draw(a))
+        let names: Vec<String> = self.series.iter().map(|s| s.0.clone()).collect();
+        let h = legend_height(&names).max(600);
+        render(&self.name, &self.title, (960 + LEGEND_W, h), |a| self.draw(a), |a| self.draw(a))
     }
 
     fn draw<DB: DrawingBackend>(&self, root: &Area<DB>) -> Result<(), ReportError> {
@@ -334,7 +354,7 @@ impl Curves {
                 .margin(16)
                 .x_label_area_size(50)
                 .y_label_area_size(80)
-                .build_cartesian_2d((x0 / 1.15..x1 * 1.15).log_scale(), 0f64..ymax)
+                .build_cartesian_2d((x0 / 1.15..x1 * 1.15).log_scale().base(if self.pow2() { 2.0 } else { 10.0 }), 0f64..ymax)
                 .map_err(err)?;
             chart
                 .configure_mesh()
@@ -376,6 +396,11 @@ impl Curves {
         }
     }
 
+    /// Every x is a power of two (SRAM sizes, widths): label the log axis in powers of two.
+    fn pow2(&self) -> bool {
+        self.series.iter().flat_map(|s| &s.1).all(|p| p.0 > 0.0 && p.0.log2().fract() == 0.0)
+    }
+
     fn lines<'a, DB: DrawingBackend + 'a, X>(
         &self,
         chart: &mut ChartContext<'a, DB, Cartesian2d<X, plotters::coord::types::RangedCoordf64>>,
@@ -386,7 +411,14 @@ impl Curves {
         for (i, (_, pts)) in self.series.iter().enumerate() {
             let c = color(i);
             chart.draw_series(LineSeries::new(pts.iter().copied(), c.stroke_width(2))).map_err(err)?;
-            chart.draw_series(pts.iter().map(|&p| Circle::new(p, 4, c.filled()))).map_err(err)?;
+            let style = c.filled();
+            match (i / PALETTE.len()) % 4 {
+                0 => chart.draw_series(pts.iter().map(|&p| EmptyElement::at(p) + Circle::new((0, 0), 4, style))),
+                1 => chart.draw_series(pts.iter().map(|&p| EmptyElement::at(p) + Rectangle::new([(-4, -4), (4, 4)], style))),
+                2 => chart.draw_series(pts.iter().map(|&p| EmptyElement::at(p) + TriangleMarker::new((0, 0), 5, style))),
+                _ => chart.draw_series(pts.iter().map(|&p| EmptyElement::at(p) + Cross::new((0, 0), 4, c.stroke_width(2)))),
+            }
+            .map_err(err)?;
         }
         Ok(())
     }

@@ -72,10 +72,19 @@ impl Acc {
         Acc { sum: vec![0.0; g.cells()], used: vec![0; g.cells()] }
     }
 
-    /// Mean per PE of the cell (unused PEs count as zero); NaN where no PE is used.
-    fn finish(self, g: &Geom, wafer: u32, scale: f64) -> Grid {
+    /// Mean per PE of the cell — over its used PEs (`per_used`, so region edges
+    /// keep their region's colour) or over all its PEs — times `scale`; NaN where
+    /// nothing is used.
+    fn finish(self, g: &Geom, wafer: u32, scale: f64, per_used: bool) -> Grid {
         let values = (0..self.sum.len())
-            .map(|i| if self.used[i] == 0 { f64::NAN } else { self.sum[i] / g.cell_pes(i) as f64 * scale })
+            .map(|i| {
+                let n = if per_used { self.used[i] } else { g.cell_pes(i) };
+                if self.used[i] == 0 {
+                    f64::NAN
+                } else {
+                    self.sum[i] / n as f64 * scale
+                }
+            })
             .collect();
         Grid { wafer, mesh: (g.w, g.h), cell: g.cell, cols: g.cols, rows: g.rows, values }
     }
@@ -150,10 +159,14 @@ pub fn wafer_maps(p: &Program, sim: &SimResult) -> WaferMaps {
     }
     // Busy cycles per PE -> mean over its 4 outgoing links, as a fraction of the step.
     let link_scale = 1.0 / (4.0 * sim.cycles.max(1.0));
-    let finish = |v: Vec<Acc>, scale: f64| {
-        v.into_iter().enumerate().map(|(w, a)| a.finish(&g, w as u32, scale)).collect::<Vec<_>>()
+    let finish = |v: Vec<Acc>, scale: f64, per_used: bool| {
+        v.into_iter().enumerate().map(|(w, a)| a.finish(&g, w as u32, scale, per_used)).collect::<Vec<_>>()
     };
-    WaferMaps { sram: finish(sram, 1.0), busy: finish(busy, 1.0), link: finish(link, link_scale) }
+    WaferMaps {
+        sram: finish(sram, 1.0, true),
+        busy: finish(busy, 1.0, true),
+        link: finish(link, link_scale, false),
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,71 @@
+//! Wafer maps and traces on a tiny model compiled onto small meshes.
+
+use wafer_compiler::{compile, CompileOptions, Wafers};
+use wafer_ir::{arch_preset, verify_graph, Program};
+use wafer_reports::heatmap::wafer_maps;
+use wafer_reports::trace::chrome_trace;
+use wafer_simulator::{simulate_analytical, SimResult};
+use wafer_workloads::{decode_graph, parse_hf_config, DecodeParams};
+
+const TINY: &str = r#"{"model_type": "llama", "hidden_size": 64, "intermediate_size": 128,
+  "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 100}"#;
+
+fn tiny(mesh: &str) -> (Program, SimResult) {
+    let cfg = parse_hf_config(TINY, "tiny.json", "tiny").unwrap();
+    let g = decode_graph(&cfg, &DecodeParams { context: 16, ..Default::default() }).unwrap();
+    verify_graph(&g).unwrap();
+    let opts = CompileOptions { wafers: Wafers::Fixed(1), ..Default::default() };
+    let c = compile(&g, &arch_preset(mesh).unwrap(), &opts).unwrap();
+    let sim = simulate_analytical(&c.program, &c.info);
+    (c.program, sim)
+}
+
+#[test]
+fn maps_paint_regions_where_they_are() {
+    let (p, sim) = tiny("mesh:32x32");
+    let m = wafer_maps(&p, &sim);
+    assert_eq!((m.sram.len(), m.busy.len(), m.link.len()), (1, 1, 1));
+    let g = &m.sram[0];
+    assert_eq!((g.cell, g.cols, g.rows), (1, 32, 32), "a small mesh is not downsampled");
+    // Every PE of a region shows that region's SRAM; PEs of no region are NaN.
+    for r in &p.regions {
+        assert_eq!(g.get(r.rect.x, r.rect.y), r.sram.total() as f64, "{}", r.name);
+    }
+    let used: u64 = p.regions.iter().map(|r| r.rect.pes()).sum();
+    assert_eq!(g.values.iter().filter(|v| v.is_finite()).count() as u64, used);
+    assert!(m.busy[0].values.iter().filter(|v| v.is_finite()).all(|v| (0.0..=1.0).contains(v)));
+    assert!(m.busy[0].max() > 0.0);
+    assert!(m.link[0].max() > 0.0, "messages load some links");
+}
+
+#[test]
+fn big_meshes_are_downsampled_to_a_few_hundred_cells() {
+    let (p, sim) = tiny("mesh:1000x700");
+    let g = &wafer_maps(&p, &sim).sram[0];
+    assert!(g.cols <= 240 && g.rows <= 240 && g.cell == 5, "{} x {} cells of {}", g.cols, g.rows, g.cell);
+}
+
+#[test]
+fn trace_has_a_track_per_region_and_the_critical_path() {
+    let (p, sim) = tiny("mesh:32x32");
+    let t: serde_json::Value = serde_json::from_str(&chrome_trace(&p, &sim)).unwrap();
+    let ev = t["traceEvents"].as_array().unwrap();
+    let region_slices = ev.iter().filter(|e| e["cat"] == "region").count();
+    assert_eq!(region_slices, p.regions.iter().filter(|r| r.active).count());
+    let crit: Vec<_> = ev.iter().filter(|e| e["cat"] == "critical" && e["name"] != "transfer").collect();
+    assert_eq!(crit.len(), sim.critical_path.len());
+    // The critical path ends when the step ends.
+    let last = crit.last().unwrap();
+    let end = last["ts"].as_f64().unwrap() + last["dur"].as_f64().unwrap();
+    assert!((end - sim.tpot_us).abs() < 1e-2, "{end} vs {}", sim.tpot_us);
+    // Phases nest inside their region's slice.
+    let phases: Vec<_> = ev.iter().filter(|e| e["cat"] == "phase").collect();
+    assert!(!phases.is_empty());
+    for e in phases {
+        let parent =
+            ev.iter().find(|r| r["cat"] == "region" && r["pid"] == e["pid"] && r["tid"] == e["tid"]).unwrap();
+        let (ps, pd) = (parent["ts"].as_f64().unwrap(), parent["dur"].as_f64().unwrap());
+        let (s, d) = (e["ts"].as_f64().unwrap(), e["dur"].as_f64().unwrap());
+        assert!(s >= ps - 1e-3 && s + d <= ps + pd + 1e-3, "{e}");
+    }
+}
