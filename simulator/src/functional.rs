@@ -260,6 +260,14 @@ pub fn run_functional(
     Ok(FunctionalOutput { logits, sampled, transfers: cx.transfers })
 }
 
+/// The residual operand at a row root: the slice delivered there (in the
+/// region's output coordinates) and the graph tensors the residual routes carry.
+#[derive(Clone, Copy)]
+struct Resid<'a> {
+    piece: Option<&'a Piece>,
+    tensors: &'a [TensorId],
+}
+
 /// Element-wise ops run at a line's root on the slices it holds. `resid`
 /// (the residual slice delivered to this root, in the region's output
 /// coordinates) feeds an `Add` whose other operand is not local.
@@ -270,9 +278,9 @@ fn epilogue(
     ops: &[&Op],
     env: &mut BTreeMap<TensorId, Piece>,
     segs: &mut [Seg],
-    resid: Option<&Piece>,
-    resid_tensors: &[TensorId],
+    resid: Resid,
 ) -> Res<()> {
+    let Resid { piece: resid, tensors: resid_tensors } = resid;
     let e = |why: String| rerr(id, reg, why);
     for op in ops {
         let local = |k: usize| op.inputs.get(k).and_then(|t| env.get(t)).cloned();
@@ -468,7 +476,7 @@ fn run_embedding(cx: &mut Ctx, id: usize, reg: &Region, ops: &[&Op], tokens: &[u
     }
     let mut env = BTreeMap::from([(emb.outputs[0], Piece { lo: 0, hi: hidden, v })]);
     let mut segs = vec![Seg { t: emb.outputs[0], off: 0 }];
-    epilogue(cx, id, reg, &ops[1..], &mut env, &mut segs, None, &[])?;
+    epilogue(cx, id, reg, &ops[1..], &mut env, &mut segs, Resid { piece: None, tensors: &[] })?;
     let line = assemble(id, reg, cx.batch, (0, hidden), &env, &segs)?;
     Ok(RegionOut { lines: vec![line], tensors: segs.iter().map(|s| s.t).collect() })
 }
@@ -713,7 +721,8 @@ fn run_gemv(
                 }
             }
         }
-        epilogue(cx, id, reg, &epi_ops, &mut env, &mut segs, resid[r as usize].as_ref(), &resid_tensors)?;
+        let rs = Resid { piece: resid[r as usize].as_ref(), tensors: &resid_tensors };
+        epilogue(cx, id, reg, &epi_ops, &mut env, &mut segs, rs)?;
         lines.push(assemble(id, reg, batch, reg.out_slice(r), &env, &segs)?);
         final_segs = segs;
     }
@@ -742,9 +751,9 @@ fn run_gemv(
         .collect();
     for round in Reduce::Tree.rounds(h) {
         for (a, z) in round {
-            for b in 0..batch {
-                let (x, y) = (best[z as usize][b], best[a as usize][b]);
-                best[z as usize][b] = match (x, y) {
+            let from = best[a as usize].clone();
+            for (x, y) in best[z as usize].iter_mut().zip(from) {
+                *x = match (*x, y) {
                     (Some(p), Some(q)) => Some(if q.0 > p.0 || (q.0 == p.0 && q.1 < p.1) { q } else { p }),
                     (p, q) => p.or(q),
                 };
@@ -845,8 +854,8 @@ fn run_attention(
         } else if slot as usize > s0 {
             return Err(e(format!("slot {slot} is past the {s0} positions `{name}` holds")));
         }
-        for hh in 0..hk {
-            c.slice_mut(s![.., hh, slot as usize, ..]).assign(&qkv[hh][1 + part]);
+        for (hh, parts) in qkv.iter().enumerate() {
+            c.slice_mut(s![.., hh, slot as usize, ..]).assign(&parts[1 + part]);
         }
         if c.dim().2 as u64 != positions {
             return Err(e(format!("work attends over {positions} positions, `{name}` holds {}", c.dim().2)));
@@ -856,8 +865,8 @@ fn run_attention(
     let scale = 1.0 / (head_dim as f32).sqrt();
     let (w, rph) = (reg.rect.w, rows_per_head);
     let mut lines = Vec::with_capacity(hk);
-    for hh in 0..hk {
-        let q = &qkv[hh][0];
+    for (hh, parts) in qkv.iter().enumerate() {
+        let q = &parts[0];
         // Per PE of the block (row-major), its positions' partial state.
         let mut st: Vec<AttnState> = (0..(w * rph) as u64)
             .map(|i| {
