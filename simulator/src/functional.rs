@@ -81,10 +81,9 @@ impl Gather {
         let n = hi.saturating_sub(lo) as usize;
         Gather { lo, hi, v: Array2::zeros((batch, n)), got: vec![0; n] }
     }
-    /// Copies the part of `p` (shifted by `-shift`, i.e. element `e` of `p`
-    /// lands at `e - shift`) that falls in this slice; true if anything moved.
-    fn put(&mut self, p: &Piece, shift: u64) -> bool {
-        let (plo, phi) = (p.lo as i128 - shift as i128, p.hi as i128 - shift as i128);
+    /// Copies the part of `p` that falls in this slice; true if anything moved.
+    fn put(&mut self, p: &Piece) -> bool {
+        let (plo, phi) = (p.lo as i128, p.hi as i128);
         let a = plo.max(self.lo as i128);
         let b = phi.min(self.hi as i128);
         if a >= b {
@@ -578,7 +577,7 @@ fn run_gemv(
     for src in forward {
         for line in &src.lines {
             for g in cols.iter_mut() {
-                if g.put(line, 0) {
+                if g.put(line) {
                     cx.transfers += 1;
                 }
             }
@@ -643,7 +642,7 @@ fn run_gemv(
             let mut gth = Gather::new(batch, sl);
             for src in residual {
                 for line in &src.lines {
-                    if gth.put(line, 0) {
+                    if gth.put(line) {
                         cx.transfers += 1;
                     }
                 }
@@ -826,7 +825,7 @@ fn run_attention(
         for line in &src.lines {
             for gs in gathers.iter_mut() {
                 for g in gs.iter_mut() {
-                    if g.put(line, 0) {
+                    if g.put(line) {
                         cx.transfers += 1;
                     }
                 }
@@ -923,4 +922,51 @@ fn run_attention(
         kv.caches.insert(name, c);
     }
     Ok(RegionOut { lines, tensors: value.outputs.clone() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merged_partial_softmax_states_equal_one_softmax() {
+        // Scores 0.5, 2.0 | -1.0, 3.0 | (empty), values 1..=4 in one dimension.
+        let (sc, vals) = ([0.5f32, 2.0, -1.0, 3.0], [1.0f32, 2.0, 3.0, 4.0]);
+        let part = |idx: &[usize]| {
+            let mut s = AttnState::empty(1, 1, 1);
+            if let Some(m) = idx.iter().map(|&i| sc[i]).reduce(f32::max) {
+                s.m[[0, 0]] = m;
+                for &i in idx {
+                    s.l[[0, 0]] += (sc[i] - m).exp();
+                    s.acc[[0, 0, 0]] += (sc[i] - m).exp() * vals[i];
+                }
+            }
+            s
+        };
+        let (mut a, b, c) = (part(&[0, 1]), part(&[2, 3]), part(&[]));
+        a.merge(&c);
+        a.merge(&b);
+        let m = 3.0f32;
+        let den: f32 = sc.iter().map(|s| (s - m).exp()).sum();
+        let num: f32 = sc.iter().zip(vals).map(|(s, v)| (s - m).exp() * v).sum();
+        assert!((a.acc[[0, 0, 0]] / a.l[[0, 0]] - num / den).abs() < 1e-6);
+    }
+
+    #[test]
+    fn a_gather_rejects_missing_and_doubled_elements() {
+        let piece = |lo: u64, hi: u64| Piece { lo, hi, v: Array2::from_elem((1, (hi - lo) as usize), lo as f32) };
+        let mut g = Gather::new(1, (2, 6));
+        assert!(g.put(&piece(0, 4)));
+        assert!(!g.put(&piece(6, 9)));
+        let e = g.finish().unwrap_err();
+        assert!(e.contains("element 4") && e.contains("never arrived"), "{e}");
+        let mut g = Gather::new(1, (2, 6));
+        g.put(&piece(0, 5));
+        g.put(&piece(4, 6));
+        assert!(g.finish().unwrap_err().contains("arrived 2 times"));
+        let mut g = Gather::new(1, (2, 6));
+        g.put(&piece(0, 4));
+        g.put(&piece(4, 8));
+        assert_eq!(g.finish().unwrap().row(0).to_vec(), vec![0.0, 0.0, 4.0, 4.0]);
+    }
 }
