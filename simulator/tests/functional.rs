@@ -1,6 +1,7 @@
 //! Functional engine vs the dense reference: tiny llama (GQA) and gpt2 models
-//! on small meshes, several decode steps with a growing KV cache, and
-//! deliberately broken partitions that must be caught.
+//! on small meshes — hand-mapped and compiled by `wafer_compiler::compile` —
+//! over six decode steps with a growing KV cache, and deliberately broken
+//! partitions that must be caught.
 
 use ndarray::Array2;
 use std::collections::BTreeMap;
@@ -27,9 +28,11 @@ fn graph(cfg: &ModelConfig, context: u64, batch: u64) -> Graph {
 /// Grid shape and reduce shape a hand-built region gets: (rows, cols, reduce).
 type Shape = (u32, u32, Reduce);
 
-/// A small stand-in for the compiler (until it lands on `main`): fuses the
-/// graph by the compiler's conventions and tiles each Gemv over the grid
-/// `shape(region index, n, k)` picks, regions side by side on row 0.
+/// A hand mapping, independent of the compiler: fuses the graph by the
+/// compiler's conventions and tiles each Gemv over the grid `shape(region
+/// index, n, k)` picks (uneven edge tiles, chain / tree / two-level reduces,
+/// several rows per attention head — shapes the compiler's search may not
+/// pick), regions side by side on row 0.
 fn hand_compile(g: &Graph, shape: &dyn Fn(usize, u64, u64) -> Shape, attn_cols: u32, rows_per_head: u32) -> Program {
     // 1. Fusion groups, in graph order.
     #[derive(PartialEq, Clone, Copy)]
@@ -375,4 +378,54 @@ fn broken_partitions_are_caught() {
 
 fn fmt_errs(errs: &[f64]) -> String {
     errs.iter().map(|e| format!("{e:.2e}")).collect::<Vec<_>>().join(" ")
+}
+
+// ---- compiled by wafer_compiler::compile ----
+
+/// A `mesh:WxH` machine with `usable` bytes of SRAM per PE after a 1 KiB code
+/// reserve, so the tiny models' matrices must be tiled over many PEs.
+fn small_mesh(w: u32, h: u32, usable: u64) -> wafer_ir::ArchSpec {
+    let mut a = arch_preset(&format!("mesh:{w}x{h}")).unwrap();
+    a.pe.sram_reserved_bytes = 1024;
+    a.pe.sram_bytes = 1024 + usable;
+    a
+}
+
+fn compiled(arch: &wafer_ir::ArchSpec, g: &Graph) -> Program {
+    let c =
+        wafer_compiler::compile(g, arch, &wafer_compiler::CompileOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+    c.program
+}
+
+/// Gemv regions tiled over several PEs in both directions.
+fn tiled_both_ways(p: &Program) -> usize {
+    p.regions.iter().filter(|r| matches!(r.work, Work::Gemv { .. }) && r.rect.w > 1 && r.rect.h > 1).count()
+}
+
+#[test]
+fn compiled_tiny_llama_matches_reference() {
+    let cfg = model(LLAMA, "tiny-llama");
+    for (w, h, usable) in [(24, 24, 768), (32, 16, 512)] {
+        let arch = small_mesh(w, h, usable);
+        let c = |g: &Graph| compiled(&arch, g);
+        let p = c(&graph(&cfg, 4, 1));
+        assert!(tiled_both_ways(&p) >= 3, "{} Gemv regions tiled both ways", tiled_both_ways(&p));
+        let errs = compare(&cfg, 1, 6, &c, &|_, _| {}).unwrap_or_else(|e| panic!("{e}"));
+        println!("tiny llama on mesh:{w}x{h} ({usable} B/PE): max rel err per step {}", fmt_errs(&errs));
+        assert!(errs.iter().all(|&e| e <= 1e-4), "{errs:?}");
+    }
+}
+
+#[test]
+fn compiled_tiny_gpt2_matches_reference() {
+    let cfg = model(GPT2, "tiny-gpt2");
+    for (w, h, usable) in [(24, 24, 768), (32, 16, 512)] {
+        let arch = small_mesh(w, h, usable);
+        let c = |g: &Graph| compiled(&arch, g);
+        let p = c(&graph(&cfg, 4, 1));
+        assert!(tiled_both_ways(&p) >= 3, "{} Gemv regions tiled both ways", tiled_both_ways(&p));
+        let errs = compare(&cfg, 1, 6, &c, &|_, _| {}).unwrap_or_else(|e| panic!("{e}"));
+        println!("tiny gpt2 on mesh:{w}x{h} ({usable} B/PE): max rel err per step {}", fmt_errs(&errs));
+        assert!(errs.iter().all(|&e| e <= 1e-4), "{errs:?}");
+    }
 }
