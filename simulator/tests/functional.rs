@@ -413,6 +413,14 @@ fn compiled_tiny_llama_matches_reference() {
         let errs = compare(&cfg, 1, 6, &c, &|_, _| {}).unwrap_or_else(|e| panic!("{e}"));
         println!("tiny llama on mesh:{w}x{h} ({usable} B/PE): max rel err per step {}", fmt_errs(&errs));
         assert!(errs.iter().all(|&e| e <= 1e-4), "{errs:?}");
+        // The same compiled program with q and k rows stacked the wrong way round.
+        let swap_qk = |_: u64, p: &mut Program| {
+            let r = region_with(p, "l1.attn.q_proj");
+            p.regions[r].ops.swap(1, 2);
+        };
+        let bad = compare(&cfg, 1, 4, &c, &swap_qk).unwrap_or_else(|e| panic!("{e}"));
+        println!("  compiled, q/k rows swapped: {}", fmt_errs(&bad));
+        assert!(bad[1..].iter().all(|&e| e > 1e-2), "{bad:?}");
     }
 }
 
