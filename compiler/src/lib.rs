@@ -67,7 +67,7 @@ pub enum CompileError {
     #[error(
         "{model} does not fit on {wafers} wafer(s) of {arch}: it needs {need} bytes of weights and KV cache in SRAM, \
          {wafers} wafer(s) offer {have} usable bytes ({usable_per_pe} bytes per PE after the code reserve, {fill:.0}% packable); \
-         {short} bytes do not fit. {advice}"
+         {why}. {advice}"
     )]
     DoesNotFit {
         model: String,
@@ -76,6 +76,7 @@ pub enum CompileError {
         need: u64,
         have: u64,
         short: u64,
+        why: String,
         usable_per_pe: u64,
         fill: f64,
         advice: String,
@@ -138,7 +139,7 @@ fn groups_to_program(g: &Graph, arch: &ArchSpec, groups: &[Group], wafers: u32) 
         .iter()
         .map(|gr| {
             let (work, h) = match gr.kind {
-                GroupKind::Gemv { n, k, glu, norm, argmax, epilogue_ops } => (
+                GroupKind::Gemv { n, k, glu, norm, argmax, epilogue_ops, .. } => (
                     Work::Gemv { n, k, tile_n: n, tile_k: k, reduce: Reduce::Tree, glu, norm, argmax, epilogue_ops },
                     1,
                 ),
@@ -322,11 +323,34 @@ fn plan(g: &Graph, ctx: &Ctx, groups: &[Group], wafers: Wafers) -> Result<Plan, 
     let min_area: u64 = groups.iter().map(|gr| ctx.min_pes(gr)).sum();
     let per_wafer = (arch.pes() as f64 * partition::FILL) as u64;
     let first = min_area.div_ceil(per_wafer.max(1)).max(1) as u32;
+    // The fewest wafers from `from` on that partition: gallop up, then bisect
+    // back (packing is a heuristic, so feasibility is only roughly monotone).
     let search = |from: u32| -> Option<Plan> {
-        (from..from.saturating_add(8).min(4096)).find_map(|w| partition::partition(ctx, groups, w).ok())
+        let try_n = |w: u32| partition::partition(ctx, groups, w).ok();
+        let (mut lo, mut w, mut step) = (from.saturating_sub(1), from, 1u32);
+        let mut found = loop {
+            if let Some(p) = try_n(w) {
+                break p;
+            }
+            lo = w;
+            w = w.checked_add(step).filter(|&x| x <= 4096)?;
+            step *= 2;
+        };
+        let mut hi = w;
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            match try_n(mid) {
+                Some(p) => {
+                    hi = mid;
+                    found = p;
+                }
+                None => lo = mid,
+            }
+        }
+        Some(found)
     };
     match wafers {
-        Wafers::Auto => search(first).ok_or(CompileError::Packing { wafers: first + 7 }),
+        Wafers::Auto => search(first).ok_or(CompileError::Packing { wafers: 4096 }),
         Wafers::Fixed(n) => {
             if n >= first {
                 if let Ok(p) = partition::partition(ctx, groups, n) {
@@ -351,20 +375,20 @@ fn plan(g: &Graph, ctx: &Ctx, groups: &[Group], wafers: Wafers) -> Result<Plan, 
                     _ => None,
                 })
                 .sum();
-            if kv > 0 && weights_area + attn_min < per_wafer * n as u64 {
-                let fits = |c: u64| -> bool {
-                    let scaled: Vec<Group> = groups
-                        .iter()
-                        .map(|gr| {
-                            let mut x = gr.clone();
-                            if let GroupKind::Attention { positions, .. } = &mut x.kind {
-                                *positions = (*positions).min(c);
-                            }
-                            x
-                        })
-                        .collect();
-                    partition::partition(ctx, &scaled, n).is_ok()
-                };
+            let fits = |c: u64| -> bool {
+                let scaled: Vec<Group> = groups
+                    .iter()
+                    .map(|gr| {
+                        let mut x = gr.clone();
+                        if let GroupKind::Attention { positions, .. } = &mut x.kind {
+                            *positions = (*positions).min(c);
+                        }
+                        x
+                    })
+                    .collect();
+                partition::partition(ctx, &scaled, n).is_ok()
+            };
+            if kv > 0 && weights_area + attn_min < per_wafer * n as u64 && fits(1) {
                 // Feasibility is not monotone in the context near the edge (packing is a
                 // heuristic), so grow from 1 by doubling, then bisect below the first failure:
                 // every too-long context gets the same answer.
@@ -399,6 +423,11 @@ fn plan(g: &Graph, ctx: &Ctx, groups: &[Group], wafers: Wafers) -> Result<Plan, 
                 need,
                 have,
                 short: need.saturating_sub(have),
+                why: if need > have {
+                    format!("{} bytes do not fit", need - have)
+                } else {
+                    "the bytes would fit, but the regions' tiles do not pack into the strips".into()
+                },
                 usable_per_pe: arch.usable_sram(),
                 fill: partition::FILL * 100.0,
                 advice: match would {
