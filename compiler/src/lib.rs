@@ -64,23 +64,8 @@ impl Default for CompileOptions {
 pub enum CompileError {
     #[error("op `{op}` cannot be mapped: {why}")]
     Unsupported { op: String, why: String },
-    #[error(
-        "{model} does not fit on {wafers} wafer(s) of {arch}: it needs {need} bytes of weights and KV cache in SRAM, \
-         {wafers} wafer(s) offer {have} usable bytes ({usable_per_pe} bytes per PE after the code reserve, {fill:.0}% packable); \
-         {why}. {advice}"
-    )]
-    DoesNotFit {
-        model: String,
-        arch: String,
-        wafers: u32,
-        need: u64,
-        have: u64,
-        short: u64,
-        why: String,
-        usable_per_pe: u64,
-        fill: f64,
-        advice: String,
-    },
+    #[error("{0}")]
+    DoesNotFit(Box<DoesNotFit>),
     #[error(
         "context {context} is too long for {wafers} wafer(s) of {arch}: the KV cache needs {kv_bytes} bytes; the largest context that fits is {max_context}"
     )]
@@ -93,6 +78,26 @@ pub enum CompileError {
     Verify { pass: String, errors: ProgramErrors },
     #[error("unknown pass `{0}`; passes are fuse, partition, place, route, alloc, schedule")]
     UnknownPass(String),
+}
+
+/// A model that does not fit on the wafers given, with the numbers.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error(
+    "{model} does not fit on {wafers} wafer(s) of {arch}: it needs {need} bytes of weights and KV cache in SRAM, \
+     {wafers} wafer(s) offer {have} usable bytes ({usable_per_pe} bytes per PE after the code reserve, {fill:.0}% packable); \
+     {why}. {advice}"
+)]
+pub struct DoesNotFit {
+    pub model: String,
+    pub arch: String,
+    pub wafers: u32,
+    pub need: u64,
+    pub have: u64,
+    pub short: u64,
+    pub why: String,
+    pub usable_per_pe: u64,
+    pub fill: f64,
+    pub advice: String,
 }
 
 /// Figures a user wants after compiling.
@@ -416,7 +421,7 @@ fn plan(g: &Graph, ctx: &Ctx, groups: &[Group], wafers: Wafers) -> Result<Plan, 
             }
             let would = search(first.max(n + 1)).map(|p| p.wafers);
             let have = capacity(arch, n);
-            Err(CompileError::DoesNotFit {
+            Err(CompileError::DoesNotFit(Box::new(DoesNotFit {
                 model: g.name.clone(),
                 arch: arch.name.clone(),
                 wafers: n,
@@ -434,7 +439,7 @@ fn plan(g: &Graph, ctx: &Ctx, groups: &[Group], wafers: Wafers) -> Result<Plan, 
                     Some(w) => format!("{w} wafers would (--wafers {w}, or --wafers auto)."),
                     None => "No wafer count up to 4096 would.".into(),
                 },
-            })
+            })))
         }
     }
 }

@@ -37,8 +37,8 @@ fn llama_3_1_70b_picks_its_wafer_count_and_too_few_is_an_error_with_numbers() {
     let n = auto.stats.wafers;
     assert!((5..=10).contains(&n), "{n} wafers");
     let e = compile_on(&g, "wse3", Wafers::Fixed(2)).unwrap_err();
-    let CompileError::DoesNotFit { need, have, short, .. } = &e else { panic!("{e}") };
-    assert_eq!(*short, need - have);
+    let CompileError::DoesNotFit(d) = &e else { panic!("{e}") };
+    assert_eq!(d.short, d.need - d.have);
     let msg = e.to_string();
     assert!(msg.contains("do not fit") && msg.contains(&format!("{n} wafers would")), "{msg}");
 }
