@@ -31,6 +31,12 @@ enum Command {
     Gpu(cmd::gpu::Args),
     /// Compile a model onto a wafer-scale machine and report the mapping.
     Compile(cmd::compile::Args),
+    /// Time a compiled program (textual spatial IR from `wafer compile -o`).
+    Simulate(cmd::simulate::Args),
+    /// The wafer and a GPU baseline side by side.
+    Compare(cmd::compare::Args),
+    /// List the machine presets with their key figures.
+    Archs(cmd::archs::Args),
 }
 
 /// An error already rendered for the user, with the exit code to leave with.
@@ -54,6 +60,9 @@ fn main() -> ExitCode {
         Command::Graph(a) => cmd::graph::run(a),
         Command::Gpu(a) => cmd::gpu::run(a),
         Command::Compile(a) => cmd::compile::run(a),
+        Command::Simulate(a) => cmd::simulate::run(a),
+        Command::Compare(a) => cmd::compare::run(a),
+        Command::Archs(a) => cmd::archs::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

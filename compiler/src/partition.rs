@@ -189,7 +189,7 @@ fn candidates(c: &Ctx, probe: &Program, g: &GroupKind, ws: u32, mh: u32) -> Vec<
                 for rph in 1..=(mh as u64 / kv_heads) as u32 {
                     let pos_per_pe = positions.div_ceil(rph as u64 * w as u64);
                     if (rph > 1 || w > 1) && pos_per_pe * (rph as u64 * w as u64 - 1) >= positions {
-                        break; // more PEs would leave the last one empty
+                        continue; // the last PE would be empty; a taller block may not be
                     }
                     for reduce in reduce_candidates(w) {
                         let work = Work::Attention {
