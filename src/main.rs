@@ -52,7 +52,20 @@ impl<E: std::fmt::Display> From<E> for Exit {
     }
 }
 
+/// `wafer … | head` should end quietly like other Unix tools: take the
+/// default SIGPIPE action (the Rust runtime ignores it, so writes would fail
+/// and `print!` would panic).
+fn quiet_broken_pipes() {
+    #[cfg(unix)]
+    // SAFETY: setting a signal disposition to its default before any thread
+    // starts; no handler code runs.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
+    quiet_broken_pipes();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(a) => cmd::run::run(a),
