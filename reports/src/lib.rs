@@ -9,5 +9,5 @@
 pub mod run;
 pub mod table;
 
-pub use run::{Comparison, RunInputs, RunReport, SCHEMA_VERSION};
+pub use run::{Comparison, RunInputs, RunReport, Timings, SCHEMA_VERSION};
 pub use table::{bytes, si, thousands, Table};

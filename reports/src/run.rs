@@ -39,6 +39,14 @@ pub struct Comparison {
     pub gpu_bound: String,
 }
 
+/// Wall-clock time of the run's stages, reported only when asked for
+/// (`--timings`): it differs between runs, the rest of the report does not.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Timings {
+    pub compile_ms: f64,
+    pub simulate_ms: f64,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct RunReport {
     pub schema_version: u32,
@@ -55,6 +63,8 @@ pub struct RunReport {
     pub simulation: SimResult,
     pub gpu: Option<GpuEstimate>,
     pub comparison: Option<Comparison>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timings: Option<Timings>,
 }
 
 /// Where the time of a simulated step goes: totals, then per op kind.
@@ -135,6 +145,7 @@ impl RunReport {
             simulation: sim,
             gpu,
             comparison,
+            timings: None,
         }
     }
 
@@ -183,6 +194,9 @@ impl RunReport {
                 if c.speedup >= 1.0 { c.speedup } else { 1.0 / c.speedup },
                 if c.speedup >= 1.0 { "faster" } else { "slower" }
             );
+        }
+        if let Some(t) = &self.timings {
+            out += &format!("\nwall clock: compile {:.1} ms, simulate {:.1} ms\n", t.compile_ms, t.simulate_ms);
         }
         out
     }

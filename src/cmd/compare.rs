@@ -26,7 +26,8 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<(), Exit> {
-    let r = run_report(&a.step, &a.machine, &a.gpu, false, a.engine)?;
+    let mut r = run_report(&a.step, &a.machine, &a.gpu, false, a.engine)?;
+    r.timings = None;
     if a.format == Format::Json {
         print!("{}", to_json(&r));
         return Ok(());

@@ -78,6 +78,9 @@ pub struct Args {
     /// Decode steps the functional engine checks (contexts 1..=steps).
     #[arg(long, default_value_t = 4)]
     pub steps: u64,
+    /// Also report wall-clock time of compiling and simulating (not reproducible).
+    #[arg(long)]
+    pub timings: bool,
 }
 
 /// Compiles, simulates and (unless `no_gpu`) estimates the GPU side.
@@ -88,12 +91,18 @@ pub fn run_report(
     no_gpu: bool,
     engine: Engine,
 ) -> Result<RunReport, Exit> {
+    let t0 = std::time::Instant::now();
     let c = compile_step(step, machine, CompileOptions::default())?;
+    let t1 = std::time::Instant::now();
     let sim: SimResult = match engine {
         Engine::Analytical => simulate_analytical(&c.program, &c.info),
         Engine::Functional => {
             return Err(Exit { code: 2, message: "the functional engine checks numbers, not time".into() })
         }
+    };
+    let timings = wafer_reports::Timings {
+        compile_ms: (t1 - t0).as_secs_f64() * 1e3,
+        simulate_ms: t1.elapsed().as_secs_f64() * 1e3,
     };
     let gpu_est = if no_gpu {
         None
@@ -116,7 +125,9 @@ pub fn run_report(
         gpu: gpu_est.as_ref().map(|g| g.gpu.clone()),
         gpus: gpu_est.as_ref().map(|g| g.n_gpus),
     };
-    Ok(RunReport::new(inputs, c.stats, sim, gpu_est))
+    let mut r = RunReport::new(inputs, c.stats, sim, gpu_est);
+    r.timings = Some(timings);
+    Ok(r)
 }
 
 /// One checked step of the functional engine.
@@ -203,7 +214,10 @@ pub fn run(a: Args) -> Result<(), Exit> {
             })
         };
     }
-    let r = run_report(&a.step, &a.machine, &a.gpu, a.no_gpu, a.engine)?;
+    let mut r = run_report(&a.step, &a.machine, &a.gpu, a.no_gpu, a.engine)?;
+    if !a.timings {
+        r.timings = None;
+    }
     match a.format {
         Format::Json => print!("{}", to_json(&r)),
         Format::Text => print!("{}", r.to_text()),
