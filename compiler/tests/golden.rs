@@ -140,3 +140,23 @@ fn tree_and_chain_rounds_have_closed_forms() {
         }
     }
 }
+
+#[test]
+fn without_multicast_each_pe_gets_its_own_copy() {
+    let mut p = tiny(vec![]).program;
+    let fwd = p
+        .routes
+        .iter()
+        .position(|r| r.kind == RouteKind::Forward && matches!(p.region(r.dst).work, wafer_ir::Work::Gemv { .. }))
+        .unwrap();
+    let dst = p.region(p.routes[fwd].dst).rect;
+    let multicast = route_messages(&p, RouteId(fwd as u32));
+    p.arch.router.multicast = false;
+    let unicast = route_messages(&p, RouteId(fwd as u32));
+    assert_eq!(unicast.len(), multicast.len() * dst.h as usize);
+    assert!(unicast.iter().all(|m| m.fan_rows == 0 && m.fan_cols == 0));
+    assert_eq!(
+        unicast.iter().map(|m| m.bytes).sum::<u64>(),
+        dst.h as u64 * multicast.iter().map(|m| m.bytes).sum::<u64>()
+    );
+}

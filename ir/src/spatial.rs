@@ -433,7 +433,8 @@ fn overlap(a: (u64, u64), b: (u64, u64)) -> u64 {
     a.1.min(b.1).saturating_sub(a.0.max(b.0))
 }
 
-/// The messages `route` sends, in a deterministic order. Collectives list
+/// The messages `route` sends, in a deterministic order. On routers without
+/// multicast, each multicast tail becomes one unicast message per PE it reached. Collectives list
 /// every line's transfers (rows of the region for `reduce`, row 0 for `norm`,
 /// column 0 for `argmax`), round by round.
 pub fn route_messages(p: &Program, id: RouteId) -> Vec<Message> {
@@ -571,7 +572,22 @@ pub fn route_messages(p: &Program, id: RouteId) -> Vec<Message> {
             }
         }
     }
-    out
+    if p.arch.router.multicast {
+        return out;
+    }
+    // Without multicast, every PE a tail would reach gets its own copy from the source.
+    out.into_iter()
+        .flat_map(|m| {
+            (0..=m.fan_rows).flat_map(move |dy| {
+                (0..=m.fan_cols).map(move |dx| Message {
+                    to: Pe { x: m.to.x + dx, y: m.to.y + dy },
+                    fan_cols: 0,
+                    fan_rows: 0,
+                    ..m
+                })
+            })
+        })
+        .collect()
 }
 
 /// The SRAM a region's PEs need (the largest PE), from its work and the
