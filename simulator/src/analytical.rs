@@ -183,7 +183,12 @@ pub fn simulate_analytical(p: &Program, info: &ProgramInfo) -> SimResult {
     for (i, r) in p.regions.iter().enumerate() {
         let (c, rc, ri) = own[i];
         let bd = if on_path[i] {
-            Breakdown { compute: c.compute + c.reduce_compute, comm: c.prologue_comm + c.reduce_comm + rc, inter_wafer: ri, wait: 0.0 }
+            Breakdown {
+                compute: c.compute + c.reduce_compute,
+                comm: c.prologue_comm + c.reduce_comm + rc,
+                inter_wafer: ri,
+                wait: 0.0,
+            }
         } else {
             Breakdown::default()
         };
