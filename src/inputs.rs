@@ -42,3 +42,24 @@ pub fn load_gpu(spec: &str) -> Result<wafer_gpu::GpuSpec, Exit> {
     }
     Ok(wafer_gpu::gpu_preset(spec)?)
 }
+
+/// An arch preset (`wse2`, `wse3`, `mesh:WxH`) or a path to a TOML arch spec.
+pub fn load_arch(spec: &str) -> Result<wafer_ir::ArchSpec, Exit> {
+    if spec.ends_with(".toml") || spec.contains('/') || spec.contains('\\') {
+        let text = std::fs::read_to_string(spec)
+            .map_err(|e| Exit { code: 2, message: format!("cannot read arch spec {spec}: {e}") })?;
+        return Ok(wafer_ir::ArchSpec::from_toml(&text, spec)?);
+    }
+    Ok(wafer_ir::arch_preset(spec)?)
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file beside it, then a rename,
+/// so a reader never sees half a file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Exit> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let fail = |e: std::io::Error| Exit { code: 2, message: format!("cannot write {}: {e}", path.display()) };
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(fail)?;
+    std::io::Write::write_all(&mut tmp, bytes).map_err(fail)?;
+    tmp.persist(path).map_err(|e| fail(e.error))?;
+    Ok(())
+}

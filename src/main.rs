@@ -21,12 +21,16 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Compile and simulate a decode step, and compare with GPUs (the main job).
+    Run(cmd::run::Args),
     /// List the built-in model presets with their sizes.
     Models(cmd::models::Args),
     /// Build the decode-step graph of a model and report its costs.
     Graph(cmd::graph::Args),
     /// GPU baseline: per-token latency on N GPUs, its calibration error, the GPU presets.
     Gpu(cmd::gpu::Args),
+    /// Compile a model onto a wafer-scale machine and report the mapping.
+    Compile(cmd::compile::Args),
 }
 
 /// An error already rendered for the user, with the exit code to leave with.
@@ -45,9 +49,11 @@ impl<E: std::fmt::Display> From<E> for Exit {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Run(a) => cmd::run::run(a),
         Command::Models(a) => cmd::models::run(a),
         Command::Graph(a) => cmd::graph::run(a),
         Command::Gpu(a) => cmd::gpu::run(a),
+        Command::Compile(a) => cmd::compile::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,1 +1,411 @@
-//! placeholder
+//! wafer-compiler: lowers a decode-step graph onto a mesh of PEs.
+//!
+//! The pipeline is an explicit sequence of named passes ([`PASSES`]), each a
+//! plain function; the spatial IR can be printed after any of them
+//! (`dump_after`) and verified after each (`verify_each`, with the rules that
+//! hold at that stage). The mapping search scores candidates with the
+//! simulator's analytical closed form, so the compiler optimises exactly
+//! what the analytical engine reports.
+//!
+//! Architecture invariant: no I/O; errors are typed and carry the numbers
+//! (bytes that do not fit, wafers that would, the largest context that fits).
+
+pub mod fuse;
+pub mod partition;
+pub mod place;
+pub mod route;
+
+use fuse::{Group, GroupKind};
+use partition::{Ctx, Plan};
+use serde::Serialize;
+use wafer_ir::{
+    print_program, sram_need, verify_program_checks, ArchSpec, Checks, Graph, Program, ProgramErrors, ProgramInfo,
+    Rect, Reduce, Region, RegionId, RouteKind, Sram, Step, Work,
+};
+
+/// The passes, in order, with what each does.
+pub const PASSES: [(&str, &str); 6] = [
+    (
+        "fuse",
+        "group graph ops into regions: fused GEMVs with norm prologues and element-wise epilogues, attention blocks",
+    ),
+    ("partition", "choose wafers, PE areas and each region's tiling and reduction shape (searched on the cost model)"),
+    ("place", "give every region a rectangle: strips in execution order, snaking across each wafer"),
+    ("route", "add forward, residual and collective routes and assign colors, reusing them on disjoint paths"),
+    ("alloc", "allocate per-PE SRAM: code reserve, weights, KV cache, buffers"),
+    ("schedule", "write each region's per-PE task template: receive, collectives, compute, send"),
+];
+
+/// How many wafers to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wafers {
+    /// The fewest that hold the model.
+    Auto,
+    Fixed(u32),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompileOptions {
+    pub wafers: Wafers,
+    /// Run the verifier after every pass (with the rules that hold by then).
+    pub verify_each: bool,
+    /// Print the spatial IR after these passes.
+    pub dump_after: Vec<String>,
+}
+
+impl Default for CompileOptions {
+    fn default() -> Self {
+        CompileOptions { wafers: Wafers::Auto, verify_each: false, dump_after: Vec::new() }
+    }
+}
+
+/// Why a graph cannot be compiled.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CompileError {
+    #[error("op `{op}` cannot be mapped: {why}")]
+    Unsupported { op: String, why: String },
+    #[error(
+        "{model} does not fit on {wafers} wafer(s) of {arch}: it needs {need} bytes of weights and KV cache in SRAM, \
+         {wafers} wafer(s) offer {have} usable bytes ({usable_per_pe} bytes per PE after the code reserve, {fill:.0}% packable); \
+         {short} bytes do not fit. {advice}"
+    )]
+    DoesNotFit {
+        model: String,
+        arch: String,
+        wafers: u32,
+        need: u64,
+        have: u64,
+        short: u64,
+        usable_per_pe: u64,
+        fill: f64,
+        advice: String,
+    },
+    #[error(
+        "context {context} is too long for {wafers} wafer(s) of {arch}: the KV cache needs {kv_bytes} bytes; the largest context that fits is {max_context}"
+    )]
+    ContextTooLong { context: u64, max_context: u64, wafers: u32, arch: String, kv_bytes: u64 },
+    #[error("the regions could not be packed onto {wafers} wafer(s)")]
+    Packing { wafers: u32 },
+    #[error("route {route} finds no free color among the {available} available to programs")]
+    Colors { route: String, available: u32 },
+    #[error("after pass `{pass}`: {errors}")]
+    Verify { pass: String, errors: ProgramErrors },
+    #[error("unknown pass `{0}`; passes are fuse, partition, place, route, alloc, schedule")]
+    UnknownPass(String),
+}
+
+/// Figures a user wants after compiling.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CompileStats {
+    pub wafers: u32,
+    pub pes_used: u64,
+    pub pes_available: u64,
+    pub regions: usize,
+    pub routes: usize,
+    pub messages: u64,
+    pub sram_mean_bytes: f64,
+    pub sram_max_bytes: u64,
+    pub sram_code_bytes: u64,
+    pub sram_weight_bytes: u64,
+    pub sram_kv_bytes: u64,
+    pub sram_buffer_bytes: u64,
+    pub colors_max_per_router: u32,
+    pub colors_available: u32,
+    pub longest_route_hops: u32,
+    /// The analytical engine's per-token latency.
+    pub estimate_cycles: f64,
+    pub estimate_us: f64,
+    /// Strip width per wafer chosen by the search.
+    pub strip_widths: Vec<u32>,
+    /// Σ region costs of the searched mapping and of a fixed one (squares with
+    /// trees) on the same areas: the search's gain on the cost model.
+    pub searched_region_cycles: f64,
+    pub fixed_square_region_cycles: f64,
+}
+
+/// A compiled program with its verifier witness.
+#[derive(Debug, Clone)]
+pub struct Compiled {
+    pub program: Program,
+    pub info: ProgramInfo,
+    pub stats: CompileStats,
+    /// (pass, textual IR) for each pass named in `dump_after`.
+    pub dumps: Vec<(String, String)>,
+}
+
+fn groups_to_program(g: &Graph, arch: &ArchSpec, groups: &[Group], wafers: u32) -> Program {
+    let regions = groups
+        .iter()
+        .map(|gr| {
+            let (work, h) = match gr.kind {
+                GroupKind::Gemv { n, k, glu, norm, argmax, epilogue_ops } => (
+                    Work::Gemv { n, k, tile_n: n, tile_k: k, reduce: Reduce::Tree, glu, norm, argmax, epilogue_ops },
+                    1,
+                ),
+                GroupKind::Attention { kv_heads, group, head_dim, positions, slot } => (
+                    Work::Attention {
+                        kv_heads,
+                        group,
+                        head_dim,
+                        positions,
+                        slot,
+                        rows_per_head: 1,
+                        pos_per_pe: positions,
+                        reduce: Reduce::Tree,
+                    },
+                    kv_heads as u32,
+                ),
+                GroupKind::Embedding { vocab, hidden } => {
+                    (Work::Embedding { vocab, hidden, rows_per_pe: vocab, token: vocab / 2 }, 1)
+                }
+            };
+            Region {
+                name: gr.name.clone(),
+                layer: gr.layer,
+                wafer: 0,
+                rect: Rect { x: 0, y: 0, w: 1, h },
+                active: gr.active,
+                ops: gr.ops.iter().map(|&o| g.op(o).name.clone()).collect(),
+                work,
+                sram: Sram::default(),
+                steps: vec![],
+            }
+        })
+        .collect();
+    Program {
+        model: g.name.clone(),
+        batch: g.batch,
+        context: g.context,
+        weight_dtype: g.weight_dtype,
+        act_dtype: g.act_dtype,
+        kv_dtype: g.kv_dtype,
+        wafers,
+        arch: arch.clone(),
+        regions,
+        routes: vec![],
+    }
+}
+
+/// Pass `alloc`.
+fn alloc(p: &mut Program) {
+    for i in 0..p.regions.len() {
+        p.regions[i].sram = sram_need(p, &p.regions[i].work);
+    }
+}
+
+/// Pass `schedule`.
+fn schedule(p: &mut Program) {
+    let mut steps: Vec<Vec<Step>> = vec![Vec::new(); p.regions.len()];
+    for (i, st) in steps.iter_mut().enumerate() {
+        let me = RegionId(i as u32);
+        let of = |kind: RouteKind, to_me: bool| {
+            p.routes
+                .iter()
+                .enumerate()
+                .filter(move |(_, r)| r.kind == kind && if to_me { r.dst == me } else { r.src == me })
+        };
+        for (j, r) in of(RouteKind::Forward, true) {
+            st.push(Step::Recv { route: wafer_ir::RouteId(j as u32), bytes: r.bytes });
+        }
+        for (j, _) in of(RouteKind::Norm, false) {
+            st.push(Step::Collective { route: wafer_ir::RouteId(j as u32) });
+        }
+        st.push(Step::Compute);
+        for (j, _) in of(RouteKind::Reduce, false) {
+            st.push(Step::Collective { route: wafer_ir::RouteId(j as u32) });
+        }
+        for (j, r) in of(RouteKind::Residual, true) {
+            st.push(Step::Recv { route: wafer_ir::RouteId(j as u32), bytes: r.bytes });
+        }
+        for (j, _) in of(RouteKind::Argmax, false) {
+            st.push(Step::Collective { route: wafer_ir::RouteId(j as u32) });
+        }
+        for (j, r) in p.routes.iter().enumerate().filter(|(_, r)| r.src == me && !r.kind.is_collective()) {
+            st.push(Step::Send { route: wafer_ir::RouteId(j as u32), bytes: r.bytes });
+        }
+    }
+    for (r, st) in p.regions.iter_mut().zip(steps) {
+        r.steps = st;
+    }
+}
+
+fn checks_after(pass: &str) -> Option<Checks> {
+    match pass {
+        "fuse" => None,
+        "partition" => Some(Checks::TILING),
+        "place" => Some(Checks { geometry: true, ..Checks::TILING }),
+        "route" => Some(Checks { geometry: true, routes: true, ..Checks::TILING }),
+        "alloc" => Some(Checks { geometry: true, routes: true, sram: true, steps: false }),
+        _ => Some(Checks::ALL),
+    }
+}
+
+/// Bytes a wafer count offers, as partitioning counts them.
+fn capacity(arch: &ArchSpec, wafers: u32) -> u64 {
+    (arch.usable_sram() as f64 * arch.pes() as f64 * partition::FILL) as u64 * wafers as u64
+}
+
+/// Compiles `g` for `arch`. The graph must have passed `verify_graph`.
+pub fn compile(g: &Graph, arch: &ArchSpec, opts: &CompileOptions) -> Result<Compiled, CompileError> {
+    for d in &opts.dump_after {
+        if !PASSES.iter().any(|(n, _)| n == d) {
+            return Err(CompileError::UnknownPass(d.clone()));
+        }
+    }
+    let mut dumps = Vec::new();
+    let mut after = |pass: &str, p: &Program| -> Result<(), CompileError> {
+        if opts.dump_after.iter().any(|d| d == pass) {
+            dumps.push((pass.to_string(), print_program(p)));
+        }
+        if opts.verify_each {
+            if let Some(c) = checks_after(pass) {
+                verify_program_checks(p, c).map_err(|errors| CompileError::Verify { pass: pass.into(), errors })?;
+            }
+        }
+        Ok(())
+    };
+    let groups = fuse::fuse(g)?;
+    after("fuse", &groups_to_program(g, arch, &groups, 1))?;
+    let ctx = Ctx { arch, batch: g.batch, weight: g.weight_dtype, act: g.act_dtype, kv: g.kv_dtype };
+    let plan = plan(g, &ctx, &groups, opts.wafers)?;
+    let mut p = groups_to_program(g, arch, &groups, plan.wafers);
+    for (r, s) in p.regions.iter_mut().zip(&plan.shapes) {
+        r.wafer = s.wafer;
+        r.rect = Rect { x: 0, y: 0, w: s.w, h: s.h };
+        r.work = s.work.clone();
+    }
+    after("partition", &p)?;
+    for (r, (wafer, rect)) in p.regions.iter_mut().zip(place::place(arch, &plan)?) {
+        r.wafer = wafer;
+        r.rect = rect;
+    }
+    after("place", &p)?;
+    route::route(&mut p, &groups)?;
+    after("route", &p)?;
+    alloc(&mut p);
+    after("alloc", &p)?;
+    schedule(&mut p);
+    after("schedule", &p)?;
+    let info = verify_program_checks(&p, Checks::ALL)
+        .map_err(|errors| CompileError::Verify { pass: "schedule".into(), errors })?;
+    let est = wafer_simulator::simulate_analytical(&p, &info);
+    let (searched, fixed) = partition::fixed_square_cost(&ctx, &groups, &plan);
+    let stats = CompileStats {
+        wafers: p.wafers,
+        pes_used: info.pes_used,
+        pes_available: arch.pes() * p.wafers as u64,
+        regions: p.regions.len(),
+        routes: p.routes.len(),
+        messages: info.messages,
+        sram_mean_bytes: info.sram_mean,
+        sram_max_bytes: info.sram_max,
+        sram_code_bytes: info.sram_code,
+        sram_weight_bytes: info.sram_weights,
+        sram_kv_bytes: info.sram_kv,
+        sram_buffer_bytes: info.sram_buffers,
+        colors_max_per_router: info.colors_max,
+        colors_available: arch.program_colors(),
+        longest_route_hops: info.longest_route_hops,
+        estimate_cycles: est.cycles,
+        estimate_us: est.tpot_us,
+        strip_widths: plan.strip.clone(),
+        searched_region_cycles: searched,
+        fixed_square_region_cycles: fixed,
+    };
+    Ok(Compiled { program: p, info, stats, dumps })
+}
+
+/// Wafer count and partitioning, with the capacity errors users need.
+fn plan(g: &Graph, ctx: &Ctx, groups: &[Group], wafers: Wafers) -> Result<Plan, CompileError> {
+    let arch = ctx.arch;
+    let need: u64 = groups.iter().map(|gr| ctx.resident_bytes(gr)).sum();
+    let min_area: u64 = groups.iter().map(|gr| ctx.min_pes(gr)).sum();
+    let per_wafer = (arch.pes() as f64 * partition::FILL) as u64;
+    let first = min_area.div_ceil(per_wafer.max(1)).max(1) as u32;
+    let search = |from: u32| -> Option<Plan> {
+        (from..from.saturating_add(8).min(4096)).find_map(|w| partition::partition(ctx, groups, w).ok())
+    };
+    match wafers {
+        Wafers::Auto => search(first).ok_or(CompileError::Packing { wafers: first + 7 }),
+        Wafers::Fixed(n) => {
+            if n >= first {
+                if let Ok(p) = partition::partition(ctx, groups, n) {
+                    return Ok(p);
+                }
+            }
+            // Does it fail for the KV cache alone? Then say which context fits.
+            let kv: u64 = groups
+                .iter()
+                .filter(|gr| matches!(gr.kind, GroupKind::Attention { .. }))
+                .map(|gr| ctx.resident_bytes(gr))
+                .sum();
+            let weights_area: u64 = groups
+                .iter()
+                .filter(|gr| !matches!(gr.kind, GroupKind::Attention { .. }))
+                .map(|gr| ctx.min_pes(gr))
+                .sum();
+            let attn_min: u64 = groups
+                .iter()
+                .filter_map(|gr| match gr.kind {
+                    GroupKind::Attention { kv_heads, .. } => Some(kv_heads),
+                    _ => None,
+                })
+                .sum();
+            if kv > 0 && weights_area + attn_min < per_wafer * n as u64 {
+                let fits = |c: u64| -> bool {
+                    let scaled: Vec<Group> = groups
+                        .iter()
+                        .map(|gr| {
+                            let mut x = gr.clone();
+                            if let GroupKind::Attention { positions, .. } = &mut x.kind {
+                                *positions = (*positions).min(c);
+                            }
+                            x
+                        })
+                        .collect();
+                    partition::partition(ctx, &scaled, n).is_ok()
+                };
+                // Feasibility is not monotone in the context near the edge (packing is a
+                // heuristic), so grow from 1 by doubling, then bisect below the first failure:
+                // every too-long context gets the same answer.
+                let (mut lo, mut hi) = (0u64, 1u64);
+                while hi < g.context && fits(hi) {
+                    lo = hi;
+                    hi *= 2;
+                }
+                hi = hi.min(g.context) - 1;
+                while lo < hi {
+                    let mid = (lo + hi).div_ceil(2);
+                    if fits(mid) {
+                        lo = mid;
+                    } else {
+                        hi = mid - 1;
+                    }
+                }
+                return Err(CompileError::ContextTooLong {
+                    context: g.context,
+                    max_context: lo,
+                    wafers: n,
+                    arch: arch.name.clone(),
+                    kv_bytes: kv,
+                });
+            }
+            let would = search(first.max(n + 1)).map(|p| p.wafers);
+            let have = capacity(arch, n);
+            Err(CompileError::DoesNotFit {
+                model: g.name.clone(),
+                arch: arch.name.clone(),
+                wafers: n,
+                need,
+                have,
+                short: need.saturating_sub(have),
+                usable_per_pe: arch.usable_sram(),
+                fill: partition::FILL * 100.0,
+                advice: match would {
+                    Some(w) => format!("{w} wafers would (--wafers {w}, or --wafers auto)."),
+                    None => "No wafer count up to 4096 would.".into(),
+                },
+            })
+        }
+    }
+}

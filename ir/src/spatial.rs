@@ -601,3 +601,23 @@ pub fn sram_need(p: &Program, work: &Work) -> Sram {
         }
     }
 }
+
+/// Where a route's messages can run, per wafer: the bounding box of its
+/// source and destination regions when both are on one wafer (dimension-ordered
+/// paths between two rectangles stay inside it); for a route between wafers,
+/// each end's region on its own wafer (the system link joins them).
+pub fn route_footprint(p: &Program, rt: &Route) -> Vec<(u32, Rect)> {
+    let (s, t) = (p.region(rt.src), p.region(rt.dst));
+    if s.wafer != t.wafer {
+        return vec![(s.wafer, s.rect), (t.wafer, t.rect)];
+    }
+    let (a, b) = (s.rect, t.rect);
+    let (x0, y0) = (a.x.min(b.x), a.y.min(b.y));
+    let (x1, y1) = ((a.x + a.w).max(b.x + b.w), (a.y + a.h).max(b.y + b.h));
+    vec![(s.wafer, Rect { x: x0, y: y0, w: x1 - x0, h: y1 - y0 })]
+}
+
+/// True when two routes' footprints share a router.
+pub fn footprints_meet(a: &[(u32, Rect)], b: &[(u32, Rect)]) -> bool {
+    a.iter().any(|(wa, ra)| b.iter().any(|(wb, rb)| wa == wb && ra.overlaps(rb)))
+}

@@ -63,8 +63,29 @@ pub struct ProgramInfo {
     pub messages: u64,
 }
 
-/// Checks `p`; `Ok` carries the witness the simulators require.
+/// Which groups of rules to check: a program under construction satisfies
+/// more of them after each compiler pass (`Checks::ALL` for a finished one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checks {
+    /// Rects inside the mesh, on existing wafers, not overlapping.
+    pub geometry: bool,
+    pub routes: bool,
+    pub sram: bool,
+    pub steps: bool,
+}
+
+impl Checks {
+    pub const ALL: Checks = Checks { geometry: true, routes: true, sram: true, steps: true };
+    pub const TILING: Checks = Checks { geometry: false, routes: false, sram: false, steps: false };
+}
+
+/// Checks `p` completely; `Ok` carries the witness the simulators require.
 pub fn verify_program(p: &Program) -> Result<ProgramInfo, ProgramErrors> {
+    verify_program_checks(p, Checks::ALL)
+}
+
+/// Checks the tilings always, and the groups of rules `checks` selects.
+pub fn verify_program_checks(p: &Program, checks: Checks) -> Result<ProgramInfo, ProgramErrors> {
     let mut d = Vec::new();
     let a = &p.arch;
     if let Err(e) = a.validate("program arch") {
@@ -101,7 +122,7 @@ pub fn verify_program(p: &Program) -> Result<ProgramInfo, ProgramErrors> {
             ));
             continue;
         }
-        if r.wafer >= p.wafers {
+        if checks.geometry && r.wafer >= p.wafers {
             d.push(reg_err(i, format!("is on wafer {} of {}", r.wafer, p.wafers)));
         }
         let (w, h) = (rc.w as u64, rc.h as u64);
@@ -148,6 +169,9 @@ pub fn verify_program(p: &Program) -> Result<ProgramInfo, ProgramErrors> {
             d.push(reg_err(i, m));
         }
         let need = sram_need(p, &r.work);
+        if !checks.sram {
+            continue;
+        }
         if r.sram.weights < need.weights
             || r.sram.kv < need.kv
             || r.sram.buffers < need.buffers
@@ -176,7 +200,7 @@ pub fn verify_program(p: &Program) -> Result<ProgramInfo, ProgramErrors> {
     // Overlaps, per wafer (sorted sweep on x).
     let mut order: Vec<usize> = (0..p.regions.len()).collect();
     order.sort_by_key(|&i| (p.regions[i].wafer, p.regions[i].rect.x, i));
-    for (oi, &i) in order.iter().enumerate() {
+    for (oi, &i) in order.iter().enumerate().filter(|_| checks.geometry) {
         let ri = &p.regions[i];
         for &j in &order[oi + 1..] {
             let rj = &p.regions[j];
@@ -200,7 +224,7 @@ pub fn verify_program(p: &Program) -> Result<ProgramInfo, ProgramErrors> {
     let avail = a.program_colors();
     let mut longest = 0u32;
     let mut messages = 0u64;
-    for (ri, rt) in p.routes.iter().enumerate() {
+    for (ri, rt) in p.routes.iter().enumerate().filter(|_| checks.routes) {
         let id = RouteId(ri as u32);
         let rerr = |msg: String| ProgramDiag::Route { route: id, msg };
         if rt.src.0 >= nreg || rt.dst.0 >= nreg {
@@ -237,14 +261,14 @@ pub fn verify_program(p: &Program) -> Result<ProgramInfo, ProgramErrors> {
         longest = longest.max(msgs.iter().map(Message::hops).max().unwrap_or(0));
     }
     // Same-colored routes must not share a router.
-    let bbox = |rt: &Route| -> Rect {
-        let (s, t) = (p.region(rt.src).rect, p.region(rt.dst).rect);
-        let (x0, y0) = (s.x.min(t.x), s.y.min(t.y));
-        let (x1, y1) = ((s.x + s.w).max(t.x + t.w), (s.y + s.h).max(t.y + t.h));
-        Rect { x: x0, y: y0, w: x1 - x0, h: y1 - y0 }
-    };
-    let valid: Vec<usize> =
-        (0..p.routes.len()).filter(|&i| p.routes[i].src.0 < nreg && p.routes[i].dst.0 < nreg).collect();
+    let valid: Vec<usize> = (0..p.routes.len())
+        .filter(|&i| checks.routes && p.routes[i].src.0 < nreg && p.routes[i].dst.0 < nreg)
+        .collect();
+    let feet: Vec<Vec<(u32, Rect)>> = p
+        .routes
+        .iter()
+        .map(|rt| if rt.src.0 < nreg && rt.dst.0 < nreg { route_footprint(p, rt) } else { vec![] })
+        .collect();
     let mut by_color: Vec<Vec<usize>> = vec![Vec::new(); (avail + 64) as usize];
     for &i in &valid {
         let rt = &p.routes[i];
@@ -255,10 +279,7 @@ pub fn verify_program(p: &Program) -> Result<ProgramInfo, ProgramErrors> {
     for (c, list) in by_color.iter().enumerate() {
         for (x, &i) in list.iter().enumerate() {
             for &j in &list[x + 1..] {
-                let (ri, rj) = (&p.routes[i], &p.routes[j]);
-                let same_wafer = p.region(ri.src).wafer == p.region(rj.src).wafer
-                    || p.region(ri.dst).wafer == p.region(rj.dst).wafer;
-                if same_wafer && bbox(ri).overlaps(&bbox(rj)) {
+                if footprints_meet(&feet[i], &feet[j]) {
                     d.push(ProgramDiag::Route {
                         route: RouteId(j as u32),
                         msg: format!("shares color {c} with route {} on overlapping paths", RouteId(i as u32)),
@@ -267,25 +288,25 @@ pub fn verify_program(p: &Program) -> Result<ProgramInfo, ProgramErrors> {
             }
         }
     }
-    // Colors per router: routes' bounding boxes stacked on a per-wafer grid.
+    // Colors per router: routes' footprints stacked on a per-wafer grid.
     let (w, h) = (a.mesh_width as usize, a.mesh_height as usize);
     let mut colors_max = 0u32;
     for wafer in 0..p.wafers {
         let mut diff = vec![0i32; (w + 1) * (h + 1)];
         let mut any = false;
         for &i in &valid {
-            let rt = &p.routes[i];
-            if p.region(rt.src).wafer != wafer && p.region(rt.dst).wafer != wafer {
-                continue;
+            for &(fw, b) in &feet[i] {
+                if fw != wafer {
+                    continue;
+                }
+                any = true;
+                let (x0, y0, x1, y1) = (b.x as usize, b.y as usize, (b.x + b.w) as usize, (b.y + b.h) as usize);
+                let c = p.routes[i].colors as i32;
+                diff[y0 * (w + 1) + x0] += c;
+                diff[y0 * (w + 1) + x1] -= c;
+                diff[y1 * (w + 1) + x0] -= c;
+                diff[y1 * (w + 1) + x1] += c;
             }
-            any = true;
-            let b = bbox(rt);
-            let (x0, y0, x1, y1) = (b.x as usize, b.y as usize, (b.x + b.w) as usize, (b.y + b.h) as usize);
-            let c = rt.colors as i32;
-            diff[y0 * (w + 1) + x0] += c;
-            diff[y0 * (w + 1) + x1] -= c;
-            diff[y1 * (w + 1) + x0] -= c;
-            diff[y1 * (w + 1) + x1] += c;
         }
         if !any {
             continue;
@@ -312,7 +333,7 @@ pub fn verify_program(p: &Program) -> Result<ProgramInfo, ProgramErrors> {
         }
     }
     // Steps: every receive matched by a send of the same size.
-    for (i, r) in p.regions.iter().enumerate() {
+    for (i, r) in p.regions.iter().enumerate().filter(|_| checks.steps) {
         let me = RegionId(i as u32);
         for st in &r.steps {
             match *st {

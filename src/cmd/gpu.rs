@@ -37,7 +37,7 @@ pub fn run(a: Args) -> Result<(), Exit> {
     if a.calibration {
         return calibration(a.format);
     }
-    let (cfg, p) = a.step.load()?;
+    let (cfg, p) = a.step.load(super::graph::LATENCY_CONTEXT)?;
     let g = decode_graph(&cfg, &p)?;
     verify_graph(&g)?;
     let gpu = load_gpu(&a.gpu)?;

@@ -18,9 +18,10 @@ pub struct StepArgs {
     /// Sequences decoded together.
     #[arg(long, short, default_value_t = 1)]
     pub batch: u64,
-    /// Positions each new token attends over, itself included.
-    #[arg(long, short, default_value_t = 1)]
-    pub context: u64,
+    /// Positions each new token attends over, itself included
+    /// [default: 1 for `graph`, 4096 for the latency commands].
+    #[arg(long, short)]
+    pub context: Option<u64>,
     /// Weight storage format: fp32, bf16, fp16, fp8, int8, int4.
     #[arg(long, default_value = "bf16")]
     pub weight_dtype: DType,
@@ -32,18 +33,26 @@ pub struct StepArgs {
     pub kv_dtype: DType,
 }
 
+/// Context the latency commands (run, compile, compare, gpu) use when none is given.
+pub const LATENCY_CONTEXT: u64 = 4096;
+
 impl StepArgs {
-    pub fn params(&self) -> DecodeParams {
+    pub fn params(&self, default_context: u64) -> DecodeParams {
         DecodeParams {
             batch: self.batch,
-            context: self.context,
+            context: self.context.unwrap_or(default_context),
             weight_dtype: self.weight_dtype,
             act_dtype: self.act_dtype,
             kv_dtype: self.kv_dtype,
         }
     }
-    pub fn load(&self) -> Result<(ModelConfig, DecodeParams), Exit> {
-        Ok((load_model(&self.model)?, self.params()))
+    /// The model and the step's parameters, `default_context` where `--context` is
+    /// absent (capped at the positions a model with learned positions knows).
+    pub fn load(&self, default_context: u64) -> Result<(ModelConfig, DecodeParams), Exit> {
+        let cfg = load_model(&self.model)?;
+        let default = if cfg.learned_positions { default_context.min(cfg.max_positions) } else { default_context };
+        let p = self.params(default);
+        Ok((cfg, p))
     }
 }
 
@@ -78,7 +87,7 @@ struct GraphReport<'a> {
 }
 
 pub fn run(a: Args) -> Result<(), Exit> {
-    let (cfg, p) = a.step.load()?;
+    let (cfg, p) = a.step.load(1)?;
     let g = decode_graph(&cfg, &p)?;
     verify_graph(&g)?;
     if a.dump {

@@ -1,8 +1,10 @@
 //! One module per subcommand: its flags (`Args`) and its `run`.
 
+pub mod compile;
 pub mod gpu;
 pub mod graph;
 pub mod models;
+pub mod run;
 
 /// Output format shared by the commands that print results.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]

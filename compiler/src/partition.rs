@@ -1,0 +1,427 @@
+//! Pass `partition`: how many PEs each region gets, on which wafer, and how
+//! its work is tiled over them — the mapping search.
+//!
+//! Owns: (1) minimal SRAM-feasible areas and the wafer count; (2) cutting the
+//! layers into contiguous pipeline stages, one per wafer; (3) per wafer, a
+//! search over the strip width (the placement grid, see `place`) and, per
+//! region, its height and width, reduction shape and attention rows-per-head,
+//! scored by the analytical engine's closed form — the same cost model the
+//! simulator reports. Each distinct region kind gets the Pareto front of
+//! (height, cost) shapes; a Lagrange multiplier on height, bisected, picks one
+//! shape per region so that together they fill the strips (minimising Σ cost
+//! under the strip-height budget). Strip widths are searched in parallel
+//! (rayon) and ties break by candidate order, so the answer is the same for
+//! any thread count. Must not: pick coordinates.
+
+use crate::fuse::{Group, GroupKind};
+use crate::CompileError;
+use rayon::prelude::*;
+use wafer_ir::{sram_need, ArchSpec, DType, Program, Rect, Reduce, Work};
+use wafer_simulator::region_cost;
+
+/// Share of a wafer's PEs the budgets may claim; the rest absorbs shelf packing waste.
+pub const FILL: f64 = 0.88;
+
+/// What partitioning decided for one group.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Shape {
+    pub wafer: u32,
+    /// PEs rows and columns of the region.
+    pub h: u32,
+    pub w: u32,
+    pub work: Work,
+    /// Estimated cycles of the region (closed form) plus streaming its input and output.
+    pub cost: f64,
+}
+
+/// The partitioning of a whole program.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub wafers: u32,
+    /// Strip width per wafer.
+    pub strip: Vec<u32>,
+    pub shapes: Vec<Shape>,
+}
+
+/// Dtypes and batch of the step, with the machine.
+#[derive(Debug, Clone, Copy)]
+pub struct Ctx<'a> {
+    pub arch: &'a ArchSpec,
+    pub batch: u64,
+    pub weight: DType,
+    pub act: DType,
+    pub kv: DType,
+}
+
+impl Ctx<'_> {
+    fn probe(&self) -> Program {
+        Program {
+            model: String::new(),
+            batch: self.batch,
+            context: 1,
+            weight_dtype: self.weight,
+            act_dtype: self.act,
+            kv_dtype: self.kv,
+            wafers: 1,
+            arch: self.arch.clone(),
+            regions: vec![],
+            routes: vec![],
+        }
+    }
+
+    fn fits(&self, probe: &Program, work: &Work) -> bool {
+        sram_need(probe, work).total() <= self.arch.pe.sram_bytes
+    }
+
+    /// SRAM bytes the group must hold (weights and KV cache), whatever its tiling.
+    pub fn resident_bytes(&self, g: &Group) -> u64 {
+        match g.kind {
+            GroupKind::Attention { kv_heads, head_dim, positions, .. } => {
+                2 * self.kv.bytes_for(kv_heads * positions * head_dim * self.batch)
+            }
+            _ => g.weight_bytes,
+        }
+    }
+
+    /// Smallest PE count whose tiles fit SRAM (a lower bound; square-ish tiles).
+    pub fn min_pes(&self, g: &Group) -> u64 {
+        let usable = self.arch.usable_sram().max(1) as f64;
+        let base = (self.resident_bytes(g) as f64 / (usable * 0.8)).ceil() as u64;
+        match g.kind {
+            GroupKind::Attention { kv_heads, .. } => base.max(kv_heads),
+            _ => base.max(1),
+        }
+    }
+}
+
+/// Reduction shapes tried for a line of `w` PEs.
+fn reduce_candidates(w: u32) -> Vec<Reduce> {
+    let mut v = vec![Reduce::Tree, Reduce::Chain];
+    for g in [4, 8, 16, 32] {
+        if g < w {
+            v.push(Reduce::TwoLevel { group: g });
+        }
+    }
+    v
+}
+
+/// Cycles to stream a region's input slice into one column head and its
+/// output slice out of one row root: what its routes add on top of the region
+/// cost, whatever its neighbours (the analytical engine charges the larger of
+/// the two ends' backlogs per route).
+fn io_cycles(c: &Ctx, work: &Work) -> f64 {
+    let (inp, out) = match *work {
+        Work::Gemv { tile_n, tile_k, glu, .. } => (tile_k, if glu { tile_n / 2 } else { tile_n }),
+        Work::Attention { group, head_dim, .. } => (group * head_dim, group * head_dim),
+        Work::Embedding { hidden, .. } => (0, hidden),
+    };
+    let ser = |e: u64| wafer_simulator::timing::serialization(c.arch, c.act.bytes_for(e * c.batch)) as f64;
+    ser(inp) + ser(out)
+}
+
+/// One way to run a group: its rect's size, tiling and closed-form cost.
+#[derive(Debug, Clone)]
+struct Cand {
+    h: u32,
+    w: u32,
+    work: Work,
+    cost: f64,
+}
+
+/// Heights tried: a geometric ladder (ratio ~1.25) from 1 to `mh`.
+fn height_ladder(mh: u32) -> Vec<u32> {
+    let mut v = Vec::new();
+    let mut h = 1.0f64;
+    while (h as u32) <= mh {
+        v.push(h as u32);
+        h = (h * 1.25).max(h + 1.0);
+    }
+    v.push(mh);
+    v.dedup();
+    v
+}
+
+/// Every SRAM-feasible shape of `g` no wider than the strip `ws`, pruned to
+/// the Pareto front of (height, cost): taller only where it is cheaper.
+fn candidates(c: &Ctx, probe: &Program, g: &GroupKind, ws: u32, mh: u32) -> Vec<Cand> {
+    let mut all: Vec<Cand> = Vec::new();
+    let mut push = |h: u32, w: u32, work: Work| {
+        if h == 0 || h > mh || !c.fits(probe, &work) {
+            return;
+        }
+        let cost = region_cost(c.arch, &work, Rect { x: 0, y: 0, w, h }, c.batch, c.weight, c.kv).total()
+            + io_cycles(c, &work);
+        all.push(Cand { h, w, work, cost });
+    };
+    let mut widths = Vec::new();
+    let mut w = ws;
+    loop {
+        widths.push(w);
+        if w == 1 {
+            break;
+        }
+        w = w.div_ceil(2);
+    }
+    let ladder = height_ladder(mh);
+    match *g {
+        GroupKind::Gemv { n, k, glu, norm, argmax, epilogue_ops } => {
+            for &w in &widths {
+                let tile_k = k.div_ceil(w as u64);
+                if k.div_ceil(tile_k) as u32 != w {
+                    continue;
+                }
+                let mut last_h = 0;
+                for &hl in &ladder {
+                    let mut tile_n = n.div_ceil(hl as u64);
+                    if glu {
+                        tile_n += tile_n % 2;
+                    }
+                    let h = n.div_ceil(tile_n) as u32;
+                    if h == last_h {
+                        continue;
+                    }
+                    last_h = h;
+                    for reduce in reduce_candidates(w) {
+                        push(h, w, Work::Gemv { n, k, tile_n, tile_k, reduce, glu, norm, argmax, epilogue_ops });
+                    }
+                }
+            }
+        }
+        GroupKind::Attention { kv_heads, group, head_dim, positions, slot } => {
+            for &w in &widths {
+                for rph in 1..=(mh as u64 / kv_heads) as u32 {
+                    let pos_per_pe = positions.div_ceil(rph as u64 * w as u64);
+                    if (rph > 1 || w > 1) && pos_per_pe * (rph as u64 * w as u64 - 1) >= positions {
+                        break; // more PEs would leave the last one empty
+                    }
+                    for reduce in reduce_candidates(w) {
+                        let work = Work::Attention {
+                            kv_heads,
+                            group,
+                            head_dim,
+                            positions,
+                            slot,
+                            rows_per_head: rph,
+                            pos_per_pe,
+                            reduce,
+                        };
+                        push(kv_heads as u32 * rph, w, work);
+                    }
+                }
+            }
+        }
+        GroupKind::Embedding { vocab, hidden } => {
+            for &hl in &ladder {
+                let rows_per_pe = vocab.div_ceil(hl as u64 * ws as u64);
+                let h = vocab.div_ceil(rows_per_pe * ws as u64) as u32;
+                push(h, ws, Work::Embedding { vocab, hidden, rows_per_pe, token: vocab / 2 });
+            }
+        }
+    }
+    // Pareto front: sort by (h, cost, candidate order) and keep strictly cheaper ones.
+    let mut idx: Vec<usize> = (0..all.len()).collect();
+    idx.sort_by(|&a, &b| all[a].h.cmp(&all[b].h).then(all[a].cost.total_cmp(&all[b].cost)).then(a.cmp(&b)));
+    let mut front: Vec<Cand> = Vec::new();
+    for i in idx {
+        if front.last().is_none_or(|f| all[i].cost < f.cost) {
+            front.push(all[i].clone());
+        }
+    }
+    front
+}
+
+/// Strip widths worth trying on a mesh `mw` wide: `mw / k` (no columns left
+/// over) for up to 48 strips, then a few narrow ones.
+fn strip_candidates(mw: u32) -> Vec<u32> {
+    let mut v: Vec<u32> = (1..=48).map(|k| mw / k).collect();
+    v.extend([1, 2, 4, 8, 12]);
+    v.retain(|&w| w >= 1 && w <= mw);
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// Strip packing of regions (heights, in order) into strips of height `mh`: strips used.
+pub fn strips_needed(heights: &[u32], mh: u32) -> u32 {
+    let (mut strips, mut used) = (1u32, 0u32);
+    for &h in heights {
+        if used + h > mh {
+            strips += 1;
+            used = 0;
+        }
+        used += h;
+    }
+    strips
+}
+
+/// Picks one candidate per group minimising Σ cost subject to Σ height ≤
+/// `budget`: each group takes argmin(cost + μ·height) and μ is bisected.
+fn choose(fronts: &[&[Cand]], active: &[bool], budget: u64) -> Option<Vec<usize>> {
+    let pick = |mu: f64| -> Vec<usize> {
+        fronts
+            .iter()
+            .zip(active)
+            .map(|(f, &a)| {
+                let score = |c: &Cand| if a { c.cost } else { 0.0 } + mu * c.h as f64;
+                (0..f.len()).min_by(|&x, &y| score(&f[x]).total_cmp(&score(&f[y])).then(x.cmp(&y))).unwrap_or(0)
+            })
+            .collect()
+    };
+    let height = |sel: &[usize]| -> u64 { sel.iter().zip(fronts).map(|(&i, f)| f[i].h as u64).sum() };
+    let (mut lo, mut hi) = (0.0f64, 1.0f64);
+    if height(&pick(lo)) <= budget {
+        return Some(pick(lo));
+    }
+    while height(&pick(hi)) > budget {
+        hi *= 4.0;
+        if hi > 1e15 {
+            return None;
+        }
+    }
+    for _ in 0..50 {
+        let mid = 0.5 * (lo + hi);
+        if height(&pick(mid)) <= budget {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    Some(pick(hi))
+}
+
+/// Shapes for the groups of one wafer, searching the strip width.
+fn plan_wafer(c: &Ctx, groups: &[&Group], wafer: u32) -> Option<(u32, Vec<Shape>)> {
+    let (mw, mh) = (c.arch.mesh_width, c.arch.mesh_height);
+    let probe = c.probe();
+    let active: Vec<bool> = groups.iter().map(|g| g.active).collect();
+    // Layers repeat: tile each distinct kind once.
+    let mut kinds: Vec<&GroupKind> = Vec::new();
+    let kind_of: Vec<usize> = groups
+        .iter()
+        .map(|g| match kinds.iter().position(|k| **k == g.kind) {
+            Some(i) => i,
+            None => {
+                kinds.push(&g.kind);
+                kinds.len() - 1
+            }
+        })
+        .collect();
+    let results: Vec<Option<(f64, u32, Vec<Shape>)>> = strip_candidates(mw)
+        .par_iter()
+        .map(|&ws| {
+            let fronts_by_kind: Vec<Vec<Cand>> = kinds.iter().map(|k| candidates(c, &probe, k, ws, mh)).collect();
+            if fronts_by_kind.iter().any(|f| f.is_empty()) {
+                return None;
+            }
+            let fronts: Vec<&[Cand]> = kind_of.iter().map(|&k| fronts_by_kind[k].as_slice()).collect();
+            let strips = (mw / ws) as u64;
+            let mut budget = strips * mh as u64;
+            for _ in 0..12 {
+                let sel = choose(&fronts, &active, budget)?;
+                let heights: Vec<u32> = sel.iter().zip(&fronts).map(|(&i, f)| f[i].h).collect();
+                if strips_needed(&heights, mh) as u64 <= strips {
+                    let mut total = 0.0;
+                    let shapes = sel
+                        .iter()
+                        .zip(&fronts)
+                        .zip(&active)
+                        .map(|((&i, f), &a)| {
+                            let cd = &f[i];
+                            total += if a { cd.cost } else { 0.0 };
+                            Shape { wafer, h: cd.h, w: cd.w, work: cd.work.clone(), cost: cd.cost }
+                        })
+                        .collect();
+                    return Some((total, ws, shapes));
+                }
+                // Strip ends waste height: ask for a little less and retry.
+                budget = budget * 97 / 100;
+            }
+            None
+        })
+        .collect();
+    results.into_iter().flatten().min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1))).map(|(_, ws, s)| (ws, s))
+}
+
+/// Cuts groups into `wafers` contiguous stages at layer boundaries, balancing
+/// their minimal areas; `None` when some stage cannot hold its share.
+fn assign_wafers(c: &Ctx, groups: &[Group], wafers: u32) -> Option<Vec<u32>> {
+    let per = c.arch.pes() as f64 * FILL;
+    let mins: Vec<f64> = groups.iter().map(|g| c.min_pes(g) as f64).collect();
+    let total: f64 = mins.iter().sum();
+    let target = total / wafers as f64;
+    let mut out = Vec::with_capacity(groups.len());
+    let (mut w, mut acc) = (0u32, 0.0f64);
+    for (i, g) in groups.iter().enumerate() {
+        let boundary = i > 0 && g.layer != groups[i - 1].layer;
+        // Area of this group's whole layer from here on (do not split a layer).
+        let layer_area: f64 = if boundary {
+            groups[i..].iter().zip(&mins[i..]).take_while(|(x, _)| x.layer == g.layer).map(|(_, m)| m).sum()
+        } else {
+            0.0
+        };
+        if boundary && w + 1 < wafers && (acc >= target || acc + layer_area > per) {
+            w += 1;
+            acc = 0.0;
+        }
+        acc += mins[i];
+        if acc > per {
+            return None;
+        }
+        out.push(w);
+    }
+    Some(out)
+}
+
+/// Partitions every group for `wafers` wafers, or says why it cannot.
+pub fn partition(c: &Ctx, groups: &[Group], wafers: u32) -> Result<Plan, CompileError> {
+    let assignment = assign_wafers(c, groups, wafers).ok_or(CompileError::Packing { wafers })?;
+    let mut shapes = Vec::with_capacity(groups.len());
+    let mut strip = Vec::with_capacity(wafers as usize);
+    for wafer in 0..wafers {
+        let members: Vec<&Group> =
+            groups.iter().zip(&assignment).filter(|(_, &w)| w == wafer).map(|(g, _)| g).collect();
+        if members.is_empty() {
+            strip.push(1);
+            continue;
+        }
+        let planned = plan_wafer(c, &members, wafer).ok_or(CompileError::Packing { wafers })?;
+        strip.push(planned.0);
+        shapes.extend(planned.1);
+    }
+    Ok(Plan { wafers, strip, shapes })
+}
+
+/// The searched mapping's total against a fixed one — each region a square of
+/// the same area with a binary tree — on the same cost model: (searched, fixed) cycles.
+pub fn fixed_square_cost(c: &Ctx, groups: &[Group], plan: &Plan) -> (f64, f64) {
+    let (mut searched, mut fixed) = (0.0, 0.0);
+    for (g, s) in groups.iter().zip(&plan.shapes).filter(|(g, _)| g.active) {
+        searched += s.cost;
+        let area = s.h as u64 * s.w as u64;
+        let side = ((area as f64).sqrt().floor() as u32).max(1);
+        let work = match g.kind {
+            GroupKind::Gemv { n, k, glu, norm, argmax, epilogue_ops } => {
+                let mut tile_n = n.div_ceil(side as u64);
+                if glu {
+                    tile_n += tile_n % 2;
+                }
+                Work::Gemv {
+                    n,
+                    k,
+                    tile_n,
+                    tile_k: k.div_ceil(side as u64),
+                    reduce: Reduce::Tree,
+                    glu,
+                    norm,
+                    argmax,
+                    epilogue_ops,
+                }
+            }
+            _ => s.work.clone(),
+        };
+        let (h, w) = if matches!(g.kind, GroupKind::Gemv { .. }) { (side, side) } else { (s.h, s.w) };
+        fixed += region_cost(c.arch, &work, Rect { x: 0, y: 0, w, h }, c.batch, c.weight, c.kv).total()
+            + io_cycles(c, &work);
+    }
+    (searched, fixed)
+}

@@ -1,0 +1,165 @@
+//! The run report: what `wafer run` and `wafer compare` print and save.
+//!
+//! Owns: `RunReport` — the versioned JSON source of truth (inputs, the
+//! compiled mapping's stats, the simulation, the GPU baseline and the
+//! comparison) — and its text rendering. Must not: compute results.
+
+use crate::table::{si, Table};
+use serde::Serialize;
+use wafer_compiler::CompileStats;
+use wafer_gpu::GpuEstimate;
+use wafer_simulator::{Breakdown, SimResult};
+
+/// Bumped whenever a field changes meaning or disappears.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// What was asked.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunInputs {
+    pub model: String,
+    pub arch: String,
+    pub wafers: u32,
+    pub context: u64,
+    pub batch: u64,
+    pub weight_dtype: String,
+    pub kv_dtype: String,
+    pub engine: String,
+    pub gpu: Option<String>,
+    pub gpus: Option<u32>,
+}
+
+/// Wafer against GPU.
+#[derive(Debug, Clone, Serialize)]
+pub struct Comparison {
+    pub wafer_tpot_us: f64,
+    pub gpu_tpot_us: f64,
+    /// GPU time per token over wafer time per token.
+    pub speedup: f64,
+    pub wafer_bound: String,
+    pub gpu_bound: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub schema_version: u32,
+    pub inputs: RunInputs,
+    // Headline figures at the top level, for scripts and CI.
+    pub tpot_us: f64,
+    pub tokens_per_s: f64,
+    pub cycles: f64,
+    pub clock_ghz: f64,
+    pub wafers: u32,
+    pub engine: String,
+    pub breakdown: Breakdown,
+    pub compile: CompileStats,
+    pub simulation: SimResult,
+    pub gpu: Option<GpuEstimate>,
+    pub comparison: Option<Comparison>,
+}
+
+/// What dominates a breakdown.
+pub fn wafer_bound(b: &Breakdown) -> &'static str {
+    let parts = [
+        (b.compute, "compute"),
+        (b.comm, "on-wafer communication"),
+        (b.inter_wafer, "inter-wafer links"),
+        (b.wait, "contention"),
+    ];
+    parts.iter().max_by(|a, b| a.0.total_cmp(&b.0)).map_or("compute", |p| p.1)
+}
+
+impl RunReport {
+    pub fn new(inputs: RunInputs, compile: CompileStats, sim: SimResult, gpu: Option<GpuEstimate>) -> RunReport {
+        let comparison = gpu.as_ref().map(|g| Comparison {
+            wafer_tpot_us: sim.tpot_us,
+            gpu_tpot_us: g.tpot_ms * 1e3,
+            speedup: g.tpot_ms * 1e3 / sim.tpot_us.max(1e-12),
+            wafer_bound: wafer_bound(&sim.breakdown).into(),
+            gpu_bound: g.bound.name().into(),
+        });
+        RunReport {
+            schema_version: SCHEMA_VERSION,
+            tpot_us: sim.tpot_us,
+            tokens_per_s: sim.tokens_per_s,
+            cycles: sim.cycles,
+            clock_ghz: sim.clock_ghz,
+            wafers: sim.wafers,
+            engine: sim.engine.clone(),
+            breakdown: sim.breakdown,
+            inputs,
+            compile,
+            simulation: sim,
+            gpu,
+            comparison,
+        }
+    }
+
+    /// The human summary: headline, where the time goes, and the GPU side by side.
+    pub fn to_text(&self) -> String {
+        let s = &self.simulation;
+        let i = &self.inputs;
+        let mut out = format!(
+            "{} on {} x {} — context {}, batch {}, weights {}, KV {} ({} engine)\n",
+            i.model, s.wafers, i.arch, i.context, i.batch, i.weight_dtype, i.kv_dtype, s.engine
+        );
+        out += &format!(
+            "per-token latency {:.1} us  ·  {:.0} tokens/s  ·  {} cycles at {} GHz\n",
+            s.tpot_us,
+            s.tokens_per_s,
+            si(s.cycles, "").trim_end(),
+            s.clock_ghz
+        );
+        out += &format!(
+            "mapping: {} regions on {} of {} PEs; SRAM mean {:.1} KiB per PE; at most {} colors per router\n\n",
+            self.compile.regions,
+            self.compile.pes_used,
+            self.compile.pes_available,
+            self.compile.sram_mean_bytes / 1024.0,
+            self.compile.colors_max_per_router
+        );
+        let total = s.breakdown.total().max(1e-9);
+        let us = |c: f64| format!("{:.1}", c / (s.clock_ghz * 1e3));
+        let pct = |c: f64| format!("{:.1}%", 100.0 * c / total);
+        let mut t = Table::new(&["where the time goes", ">us", ">share"]);
+        for (name, v) in [
+            ("compute", s.breakdown.compute),
+            ("on-wafer communication", s.breakdown.comm),
+            ("inter-wafer links", s.breakdown.inter_wafer),
+            ("waiting (contention)", s.breakdown.wait),
+        ] {
+            t.row([name.to_string(), us(v), pct(v)]);
+        }
+        out += &t.to_text();
+        out += "\n";
+        let mut k = Table::new(&["op kind", ">compute us", ">comm us", ">inter-wafer us", ">wait us", ">share"]);
+        let mut kinds: Vec<_> = s.by_kind.iter().collect();
+        kinds.sort_by(|a, b| b.1.total().total_cmp(&a.1.total()).then(a.0.cmp(b.0)));
+        for (name, b) in kinds.into_iter().filter(|(_, b)| b.total() > 0.0) {
+            k.row([name.clone(), us(b.compute), us(b.comm), us(b.inter_wafer), us(b.wait), pct(b.total())]);
+        }
+        out += &k.to_text();
+        if let (Some(g), Some(c)) = (&self.gpu, &self.comparison) {
+            out += "\n";
+            let mut cmp = Table::new(&["", ">per-token latency", ">tokens/s", "bound by"]);
+            cmp.row([
+                format!("wafer: {} x {}", s.wafers, i.arch),
+                format!("{:.1} us", c.wafer_tpot_us),
+                format!("{:.0}", s.tokens_per_s),
+                c.wafer_bound.clone(),
+            ]);
+            cmp.row([
+                format!("GPU: {} x {}", g.n_gpus, g.gpu),
+                format!("{:.1} us", c.gpu_tpot_us),
+                format!("{:.0}", g.tokens_per_s),
+                c.gpu_bound.clone(),
+            ]);
+            out += &cmp.to_text();
+            out += &format!(
+                "wafer is {:.2}x {} than the GPU baseline per token\n",
+                if c.speedup >= 1.0 { c.speedup } else { 1.0 / c.speedup },
+                if c.speedup >= 1.0 { "faster" } else { "slower" }
+            );
+        }
+        out
+    }
+}
