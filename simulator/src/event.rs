@@ -68,7 +68,9 @@ pub fn simulate_event_with_stats(p: &Program, info: &ProgramInfo, limits: &Event
     sim.start();
     let outcome = sim.run(limits);
     let res = sim.result(info, outcome, limits);
-    (res, sim.stats)
+    let mut stats = sim.stats;
+    stats.link_crossings = sim.fabric.crossings;
+    (res, stats)
 }
 
 const NONE: u32 = u32::MAX;
@@ -599,6 +601,14 @@ impl<'p> Sim<'p> {
             }
             let msgs = route_messages(p, RouteId(ri as u32));
             let (src, dst) = (self.regs[si].r, self.regs[di].r);
+            // Per-route shape facts: rounds along rows, how many of them chain, norm tree rounds.
+            let (row_rounds, row_chain, norm_rounds) = match (rt.kind, &src.work) {
+                (RouteKind::Reduce, &Work::Gemv { reduce, .. } | &Work::Attention { reduce, .. }) => {
+                    (reduce.rounds(src.rect.w).len(), chain_rounds(reduce, src.rect.w), 0)
+                }
+                (RouteKind::Norm, _) => (0, 0, Reduce::Tree.rounds(src.rect.w).len()),
+                _ => (0, 0, 0),
+            };
             for m in msgs {
                 let id = self.msgs.len() as u32;
                 let dest = match rt.kind {
@@ -640,18 +650,18 @@ impl<'p> Sim<'p> {
                         let row_node = |pe: Pe| g.pe_base + (pe.y - y0) * w + (pe.x - x0);
                         let round = m.round as usize;
                         let (from_n, to_n, chain) = match (rt.kind, &src.work) {
-                            (RouteKind::Reduce, &Work::Gemv { reduce, .. }) => {
-                                (row_node(m.from), row_node(m.to), round < chain_rounds(reduce, w))
+                            (RouteKind::Reduce, Work::Gemv { .. }) => {
+                                (row_node(m.from), row_node(m.to), round < row_chain)
                             }
-                            (RouteKind::Reduce, &Work::Attention { reduce, .. }) => {
-                                if round < reduce.rounds(w).len() {
-                                    (row_node(m.from), row_node(m.to), round < chain_rounds(reduce, w))
+                            (RouteKind::Reduce, Work::Attention { .. }) => {
+                                if round < row_rounds {
+                                    (row_node(m.from), row_node(m.to), round < row_chain)
                                 } else {
                                     (g.col_node_base + (m.from.y - y0), g.col_node_base + (m.to.y - y0), true)
                                 }
                             }
                             (RouteKind::Norm, Work::Gemv { norm: true, .. }) => {
-                                if round >= Reduce::Tree.rounds(w).len() {
+                                if round >= norm_rounds {
                                     (NONE, NONE, false)
                                 } else {
                                     (g.norm_base + (m.from.x - x0), g.norm_base + (m.to.x - x0), false)
