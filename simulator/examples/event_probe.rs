@@ -13,10 +13,21 @@ fn main() {
     let context: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(4096);
     let wafers = args.get(3).and_then(|s| s.parse().ok()).map_or(Wafers::Auto, Wafers::Fixed);
     let cfg = preset(model).expect("preset");
-    let g = decode_graph(&cfg, &DecodeParams { context, ..Default::default() }).expect("graph");
+    let g = match decode_graph(&cfg, &DecodeParams { context, ..Default::default() }) {
+        Ok(g) => g,
+        Err(e) => {
+            println!("{model} ctx {context}: no decode graph: {e}");
+            return;
+        }
+    };
     let t = Instant::now();
-    let c =
-        compile(&g, &arch_preset("wse3").unwrap(), &CompileOptions { wafers, ..Default::default() }).expect("compile");
+    let c = match compile(&g, &arch_preset("wse3").unwrap(), &CompileOptions { wafers, ..Default::default() }) {
+        Ok(c) => c,
+        Err(e) => {
+            println!("{model} ctx {context}: does not compile: {e}");
+            return;
+        }
+    };
     eprintln!("compile {:.2} s", t.elapsed().as_secs_f64());
     let t = Instant::now();
     let (e, st) = simulate_event_with_stats(&c.program, &c.info, &EventLimits::default());
@@ -48,6 +59,9 @@ fn main() {
                 ra.end,
                 ra.end - ra.start
             );
+            if re.breakdown.total() > 0.0 {
+                println!("    critical: {:?}", re.breakdown);
+            }
         }
     }
 }
