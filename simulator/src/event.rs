@@ -79,9 +79,10 @@ const NONE: u32 = u32::MAX;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Stamp {
     t: u64,
-    compute: u64,
-    comm: u64,
-    inter: u64,
+    // Components as u32 (saturating): a step of 2^32 cycles is ~4 s of simulated time.
+    compute: u32,
+    comm: u32,
+    inter: u32,
     /// Global output line whose departure this path went through last (`NONE`: none).
     from: u32,
 }
@@ -99,17 +100,17 @@ impl Stamp {
     }
     fn compute(mut self, c: u64) -> Stamp {
         self.t += c;
-        self.compute += c;
+        self.compute = self.compute.saturating_add(c as u32);
         self
     }
     fn comm(mut self, c: u64) -> Stamp {
         self.t += c;
-        self.comm += c;
+        self.comm = self.comm.saturating_add(c as u32);
         self
     }
     fn inter(mut self, c: u64) -> Stamp {
         self.t += c;
-        self.inter += c;
+        self.inter = self.inter.saturating_add(c as u32);
         self
     }
     /// Waits (contention) until `t`.
@@ -120,19 +121,19 @@ impl Stamp {
     /// Waits until `t`, counted as communication (a PE's own messages serializing).
     fn comm_until(mut self, t: u64) -> Stamp {
         if t > self.t {
-            self.comm += t - self.t;
+            self.comm = self.comm.saturating_add((t - self.t) as u32);
             self.t = t;
         }
         self
     }
     fn wait(&self) -> u64 {
-        self.t - self.compute - self.comm - self.inter
+        self.t - self.compute as u64 - self.comm as u64 - self.inter as u64
     }
     fn breakdown_since(&self, earlier: &Stamp) -> Breakdown {
         Breakdown {
-            compute: (self.compute - earlier.compute) as f64,
-            comm: (self.comm - earlier.comm) as f64,
-            inter_wafer: (self.inter - earlier.inter) as f64,
+            compute: self.compute.saturating_sub(earlier.compute) as f64,
+            comm: self.comm.saturating_sub(earlier.comm) as f64,
+            inter_wafer: self.inter.saturating_sub(earlier.inter) as f64,
             wait: (self.wait() - earlier.wait()) as f64,
         }
     }
@@ -162,11 +163,8 @@ struct Msg {
     bytes: u64,
     fan_cols: u32,
     fan_rows: u32,
-    src_wafer: u32,
-    dst_wafer: u32,
     inter: bool,
     route: u32,
-    dst_reg: u32,
     /// Global PE index of the sender (its output port).
     port: u32,
     dest: Dest,
@@ -183,10 +181,12 @@ enum Role {
     Unused,
 }
 
+/// 12 bytes: a full mesh has 3.5 M links per wafer.
 #[derive(Debug, Clone, Copy, Default)]
+#[repr(C, packed(4))]
 struct Link {
     free: u64,
-    busy: u64,
+    busy: u32,
 }
 
 /// The mesh links of every wafer: per direction, E/W row-major and N/S
@@ -244,9 +244,9 @@ impl Fabric {
             Dir::N => &mut self.north[plane + x * self.h + y],
             Dir::S => &mut self.south[plane + x * self.h + y],
         };
-        let e = head.max(l.free);
-        l.free = e + ser;
-        l.busy += ser;
+        let (free, busy) = (l.free, l.busy);
+        let e = head.max(free);
+        *l = Link { free: e + ser, busy: busy.saturating_add(ser as u32) };
         self.crossings += 1;
         e + self.hop
     }
@@ -306,9 +306,10 @@ impl Fabric {
     fn load(&self) -> (u64, u64, u64) {
         let (mut max, mut sum, mut used) = (0u64, 0u64, 0u64);
         for l in self.east.iter().chain(&self.west).chain(&self.north).chain(&self.south) {
-            if l.busy > 0 {
-                max = max.max(l.busy);
-                sum += l.busy;
+            let busy = l.busy as u64;
+            if busy > 0 {
+                max = max.max(busy);
+                sum += busy;
                 used += 1;
             }
         }
@@ -364,9 +365,8 @@ struct Sim<'p> {
     n_slot_off: Vec<u32>,
     n_send: Vec<u32>,
     n_chain: Vec<bool>,
-    n_add: Vec<u64>,
+    n_add: Vec<u32>,
     n_role: Vec<Role>,
-    n_orphans: Vec<u32>,
     slot_arr: Vec<Stamp>,
     slot_msg: Vec<u32>,
     // Output lines (global index).
@@ -488,7 +488,6 @@ impl<'p> Sim<'p> {
             n_chain: vec![false; nodes as usize],
             n_add: vec![0; nodes as usize],
             n_role: vec![Role::Unused; nodes as usize],
-            n_orphans: vec![0; nodes as usize],
             slot_arr: Vec::new(),
             slot_msg: Vec::new(),
             line_reg,
@@ -531,21 +530,21 @@ impl<'p> Sim<'p> {
                         for c in 0..w {
                             let n = (g.pe_base + r * w + c) as usize;
                             self.n_role[n] = Role::GemvRow { reg, row: r };
-                            self.n_add[n] = add;
+                            self.n_add[n] = add as u32;
                         }
                     }
                     if norm {
                         for c in 0..w {
                             let n = (g.norm_base + c) as usize;
                             self.n_role[n] = Role::Norm { reg };
-                            self.n_add[n] = timing::add_partial(a, b);
+                            self.n_add[n] = timing::add_partial(a, b) as u32;
                         }
                     }
                     if argmax {
                         for r in 0..h {
                             let n = (g.argmax_base + r) as usize;
                             self.n_role[n] = Role::Argmax { reg };
-                            self.n_add[n] = timing::add_partial(a, b);
+                            self.n_add[n] = timing::add_partial(a, b) as u32;
                         }
                     }
                 }
@@ -555,11 +554,11 @@ impl<'p> Sim<'p> {
                         for c in 0..w {
                             let n = (g.pe_base + r * w + c) as usize;
                             self.n_role[n] = Role::AttnRow { reg, row: r };
-                            self.n_add[n] = add;
+                            self.n_add[n] = add as u32;
                         }
                         let n = (g.col_node_base + r) as usize;
                         self.n_role[n] = Role::AttnCol { reg, block: r / rows_per_head.max(1) };
-                        self.n_add[n] = add;
+                        self.n_add[n] = add as u32;
                     }
                 }
                 Work::Embedding { .. } => {}
@@ -689,7 +688,7 @@ impl<'p> Sim<'p> {
                     }
                 };
                 let port = self.pe_idx(si, m.from);
-                self.push_msg(&m, rt.src.0, rt.dst.0, ri as u32, port, dest);
+                self.push_msg(&m, ri as u32, port, dest);
             }
         }
         // Receive slots, in message (= round) order per node.
@@ -737,18 +736,15 @@ impl<'p> Sim<'p> {
         self.mark_orphans();
     }
 
-    fn push_msg(&mut self, m: &wafer_ir::Message, src: u32, dst: u32, route: u32, port: u32, dest: Dest) {
+    fn push_msg(&mut self, m: &wafer_ir::Message, route: u32, port: u32, dest: Dest) {
         self.msgs.push(Msg {
             from: m.from,
             to: m.to,
             bytes: m.bytes,
             fan_cols: m.fan_cols,
             fan_rows: m.fan_rows,
-            src_wafer: self.p.regions[src as usize].wafer,
-            dst_wafer: self.p.regions[dst as usize].wafer,
             inter: m.inter_wafer,
             route,
-            dst_reg: dst,
             port,
             dest,
         });
@@ -805,7 +801,6 @@ impl<'p> Sim<'p> {
             // The stranded partial goes nowhere; its line's root never completes.
             self.n_role[node as usize] = Role::Unused;
             self.n_pending[root as usize] += 1;
-            self.n_orphans[root as usize] += 1;
             let g = &mut self.regs[ri];
             if g.stuck.len() < 4 {
                 g.stuck.push(format!("{why} (no collective route delivers it)"));
@@ -899,6 +894,8 @@ impl<'p> Sim<'p> {
     fn depart(&mut self, id: u32) {
         let m = self.msgs[id as usize];
         let st = self.dep[id as usize];
+        let rt = &self.p.routes[m.route as usize];
+        let (src_wafer, dst_wafer) = (self.p.region(rt.src).wafer, self.p.region(rt.dst).wafer);
         let a = &self.p.arch;
         let ser = timing::serialization(a, m.bytes);
         let mut reach = std::mem::take(&mut self.scratch);
@@ -908,15 +905,15 @@ impl<'p> Sim<'p> {
             let cost = timing::inter_wafer(a, m.bytes);
             let occ = (m.bytes as f64 / a.inter_wafer_bytes_per_cycle()).ceil() as u64;
             let wafers = self.p.wafers.max(1) as usize;
-            let k = (m.src_wafer as usize).min(wafers - 1) * wafers + (m.dst_wafer as usize).min(wafers - 1);
+            let k = (src_wafer as usize).min(wafers - 1) * wafers + (dst_wafer as usize).min(wafers - 1);
             let start = st.t.max(self.sys_free[k]);
             self.sys_free[k] = start + occ;
             let body = ser.min(cost);
             let at_to = st.wait_until(start).inter(cost - body);
-            self.fabric.walk(m.dst_wafer, m.to, m.to, m.fan_cols, m.fan_rows, at_to.t, body, &mut reach);
+            self.fabric.walk(dst_wafer, m.to, m.to, m.fan_cols, m.fan_rows, at_to.t, body, &mut reach);
             (at_to, body)
         } else {
-            self.fabric.walk(m.src_wafer, m.from, m.to, m.fan_cols, m.fan_rows, st.t, ser, &mut reach);
+            self.fabric.walk(src_wafer, m.from, m.to, m.fan_cols, m.fan_rows, st.t, ser, &mut reach);
             (st, ser)
         };
         self.delivered[id as usize] = true;
@@ -1137,7 +1134,7 @@ impl<'p> Sim<'p> {
     fn node_fire(&mut self, n: u32) {
         let ni = n as usize;
         let (lo, hi) = (self.n_slot_off[ni] as usize, self.n_slot_off[ni + 1] as usize);
-        let add = self.n_add[ni];
+        let add = self.n_add[ni] as u64;
         let send = self.n_send[ni];
         let base = self.n_base[ni];
         let reg = match self.n_role[ni] {
@@ -1155,7 +1152,7 @@ impl<'p> Sim<'p> {
             let ser = timing::serialization(&self.p.arch, self.msgs[self.slot_msg[lo] as usize].bytes);
             let mut head = arr;
             head.t -= ser;
-            head.comm = head.comm.saturating_sub(ser);
+            head.comm = head.comm.saturating_sub(ser as u32);
             base.later(head.compute(self.task + self.vec_ovh))
         } else {
             let mut part = base;
@@ -1245,7 +1242,7 @@ impl<'p> Sim<'p> {
             // Routes into (or within) it with undelivered messages, and skipped routes.
             let mut waits: BTreeSet<u32> = BTreeSet::new();
             for (k, m) in self.msgs.iter().enumerate() {
-                if m.dst_reg == ri as u32 && !self.delivered[k] {
+                if p.routes[m.route as usize].dst.0 == ri as u32 && !self.delivered[k] {
                     waits.insert(m.route);
                 }
             }
