@@ -758,9 +758,9 @@ impl<'p> Sim<'p> {
                 continue;
             }
             let (w, h) = (g.r.rect.w, g.r.rect.h);
-            let line = |base: u32, stride: u32, n: u32, what: &str, marks: &mut Vec<(usize, u32, u32, String)>| {
+            let line = |base: u32, n: u32, what: &str, marks: &mut Vec<(usize, u32, u32, String)>| {
                 for i in 1..n {
-                    let node = base + i * stride;
+                    let node = base + i;
                     if self.n_send[node as usize] == NONE {
                         marks.push((ri, base, node, format!("{what}: no transfer leaves index {i}")));
                     }
@@ -770,24 +770,23 @@ impl<'p> Sim<'p> {
                 Work::Gemv { norm, argmax, .. } => {
                     for r in 0..h {
                         if len(g.r.rows_of(r)) > 0 {
-                            line(g.pe_base + r * w, 1, w, &format!("reduce of row {r}"), &mut marks);
+                            line(g.pe_base + r * w, w, &format!("reduce of row {r}"), &mut marks);
                         }
                     }
                     if norm {
-                        line(g.norm_base, 1, w, "norm all-reduce", &mut marks);
+                        line(g.norm_base, w, "norm all-reduce", &mut marks);
                     }
                     if argmax {
-                        line(g.argmax_base, 1, h, "argmax reduction", &mut marks);
+                        line(g.argmax_base, h, "argmax reduction", &mut marks);
                     }
                 }
                 Work::Attention { rows_per_head, .. } => {
                     for r in 0..h {
-                        line(g.pe_base + r * w, 1, w, &format!("combine of row {r}"), &mut marks);
+                        line(g.pe_base + r * w, w, &format!("combine of row {r}"), &mut marks);
                     }
                     for b in 0..h / rows_per_head.max(1) {
                         line(
                             g.col_node_base + b * rows_per_head,
-                            1,
                             rows_per_head,
                             &format!("chain of block {b}"),
                             &mut marks,
@@ -1235,17 +1234,18 @@ impl<'p> Sim<'p> {
     fn blocked(&self) -> Vec<String> {
         let p = self.p;
         let mut out = Vec::new();
+        // Routes with undelivered messages, by the region they deliver to.
+        let mut undelivered: Vec<BTreeSet<u32>> = vec![BTreeSet::new(); self.regs.len()];
+        for (k, m) in self.msgs.iter().enumerate() {
+            if !self.delivered[k] {
+                undelivered[p.routes[m.route as usize].dst.0 as usize].insert(m.route);
+            }
+        }
         for (ri, g) in self.regs.iter().enumerate() {
             if !g.active || g.done {
                 continue;
             }
-            // Routes into (or within) it with undelivered messages, and skipped routes.
-            let mut waits: BTreeSet<u32> = BTreeSet::new();
-            for (k, m) in self.msgs.iter().enumerate() {
-                if p.routes[m.route as usize].dst.0 == ri as u32 && !self.delivered[k] {
-                    waits.insert(m.route);
-                }
-            }
+            let waits = &undelivered[ri];
             let mut skipped = Vec::new();
             for (k, rt) in p.routes.iter().enumerate() {
                 if rt.dst.0 as usize == ri && rt.src.0 as usize != ri && !p.region(rt.src).active {
