@@ -15,7 +15,7 @@
 //! * **Gemv** `y = x Wᵀ` (`W` is `[n, k]`): PE `(r, c)` holds `W[r·tile_n.., c·tile_k..]`
 //!   (edge tiles smaller). The input slice `c` arrives at the column head `(c, 0)`
 //!   and is multicast down the column. With `norm`, the column heads first
-//!   all-reduce one fp32 sum of squares along row 0 (route kind `norm`). Each PE
+//!   all-reduce two fp32 statistics (sum and sum of squares) along row 0 (route kind `norm`). Each PE
 //!   computes its partial `tile_n` sums (fp32); partials are reduced along each row
 //!   to the row root `(r, 0)` with the region's [`Reduce`] shape (route kind `reduce`).
 //!   The root runs the fused epilogue (`epilogue_ops` element-wise ops per output
@@ -551,16 +551,16 @@ pub fn route_messages(p: &Program, id: RouteId) -> Vec<Message> {
             Work::Embedding { .. } => {}
         },
         RouteKind::Norm => {
-            // All-reduce of one fp32 per batch row along row 0: tree up, then broadcast back.
+            // All-reduce of two fp32 statistics per batch row along row 0: tree up, then broadcast back.
             let rounds = Reduce::Tree.rounds(src.rect.w);
             let n = rounds.len();
             for (i, pairs) in rounds.iter().enumerate() {
                 for &(a, z) in pairs {
-                    out.push(msg(src.rect.pe(0, a), src.rect.pe(0, z), 4 * b, 0, 0, i as u32));
+                    out.push(msg(src.rect.pe(0, a), src.rect.pe(0, z), 8 * b, 0, 0, i as u32));
                 }
             }
             if src.rect.w > 1 {
-                out.push(msg(src.rect.pe(0, 0), src.rect.pe(0, 1), 4 * b, src.rect.w - 2, 0, n as u32));
+                out.push(msg(src.rect.pe(0, 0), src.rect.pe(0, 1), 8 * b, src.rect.w - 2, 0, n as u32));
             }
         }
         RouteKind::Argmax => {

@@ -57,6 +57,50 @@ pub struct RunReport {
     pub comparison: Option<Comparison>,
 }
 
+/// Where the time of a simulated step goes: totals, then per op kind.
+pub fn breakdown_text(s: &SimResult) -> String {
+    let mut out = String::new();
+    let total = s.breakdown.total().max(1e-9);
+    let us = |c: f64| format!("{:.1}", c / (s.clock_ghz * 1e3));
+    let pct = |c: f64| format!("{:.1}%", 100.0 * c / total);
+    let mut t = Table::new(&["where the time goes", ">us", ">share"]);
+    for (name, v) in [
+        ("compute", s.breakdown.compute),
+        ("on-wafer communication", s.breakdown.comm),
+        ("inter-wafer links", s.breakdown.inter_wafer),
+        ("waiting (contention)", s.breakdown.wait),
+    ] {
+        t.row([name.to_string(), us(v), pct(v)]);
+    }
+    out += &t.to_text();
+    out += "\n";
+    let mut k = Table::new(&["op kind", ">compute us", ">comm us", ">inter-wafer us", ">wait us", ">share"]);
+    let mut kinds: Vec<_> = s.by_kind.iter().collect();
+    kinds.sort_by(|a, b| b.1.total().total_cmp(&a.1.total()).then(a.0.cmp(b.0)));
+    for (name, b) in kinds.into_iter().filter(|(_, b)| b.total() > 0.0) {
+        k.row([name.clone(), us(b.compute), us(b.comm), us(b.inter_wafer), us(b.wait), pct(b.total())]);
+    }
+    out += &k.to_text();
+    out
+}
+
+/// A simulation on its own (`wafer simulate`): headline and breakdown.
+pub fn sim_text(s: &SimResult) -> String {
+    let mut out = format!(
+        "{} on {} x {} — context {}, batch {} ({} engine)\n",
+        s.model, s.wafers, s.arch, s.context, s.batch, s.engine
+    );
+    out += &format!(
+        "per-token latency {:.1} us  ·  {:.0} tokens/s  ·  {} cycles at {} GHz\n\n",
+        s.tpot_us,
+        s.tokens_per_s,
+        si(s.cycles, "").trim_end(),
+        s.clock_ghz
+    );
+    out += &breakdown_text(s);
+    out
+}
+
 /// What dominates a breakdown.
 pub fn wafer_bound(b: &Breakdown) -> &'static str {
     let parts = [
@@ -117,27 +161,7 @@ impl RunReport {
             self.compile.sram_mean_bytes / 1024.0,
             self.compile.colors_max_per_router
         );
-        let total = s.breakdown.total().max(1e-9);
-        let us = |c: f64| format!("{:.1}", c / (s.clock_ghz * 1e3));
-        let pct = |c: f64| format!("{:.1}%", 100.0 * c / total);
-        let mut t = Table::new(&["where the time goes", ">us", ">share"]);
-        for (name, v) in [
-            ("compute", s.breakdown.compute),
-            ("on-wafer communication", s.breakdown.comm),
-            ("inter-wafer links", s.breakdown.inter_wafer),
-            ("waiting (contention)", s.breakdown.wait),
-        ] {
-            t.row([name.to_string(), us(v), pct(v)]);
-        }
-        out += &t.to_text();
-        out += "\n";
-        let mut k = Table::new(&["op kind", ">compute us", ">comm us", ">inter-wafer us", ">wait us", ">share"]);
-        let mut kinds: Vec<_> = s.by_kind.iter().collect();
-        kinds.sort_by(|a, b| b.1.total().total_cmp(&a.1.total()).then(a.0.cmp(b.0)));
-        for (name, b) in kinds.into_iter().filter(|(_, b)| b.total() > 0.0) {
-            k.row([name.clone(), us(b.compute), us(b.comm), us(b.inter_wafer), us(b.wait), pct(b.total())]);
-        }
-        out += &k.to_text();
+        out += &breakdown_text(s);
         if let (Some(g), Some(c)) = (&self.gpu, &self.comparison) {
             out += "\n";
             let mut cmp = Table::new(&["", ">per-token latency", ">tokens/s", "bound by"]);

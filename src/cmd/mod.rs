@@ -1,10 +1,13 @@
 //! One module per subcommand: its flags (`Args`) and its `run`.
 
+pub mod archs;
+pub mod compare;
 pub mod compile;
 pub mod gpu;
 pub mod graph;
 pub mod models;
 pub mod run;
+pub mod simulate;
 
 /// Output format shared by the commands that print results.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
