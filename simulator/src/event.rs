@@ -537,7 +537,8 @@ impl<'p> Sim<'p> {
                         for c in 0..w {
                             let n = (g.norm_base + c) as usize;
                             self.n_role[n] = Role::Norm { reg };
-                            self.n_add[n] = timing::add_partial(a, b) as u32;
+                            // Two statistics (sum, sum of squares) per batch row.
+                            self.n_add[n] = timing::add_partial(a, 2 * b) as u32;
                         }
                     }
                     if argmax {
