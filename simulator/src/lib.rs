@@ -9,12 +9,14 @@
 //! runs only verified programs (engines take the verifier's `ProgramInfo`).
 
 pub mod analytical;
+pub mod event;
 pub mod functional;
 pub mod reference;
 pub mod result;
 pub mod timing;
 
 pub use analytical::{region_cost, simulate_analytical, RegionCost};
+pub use event::{simulate_event, simulate_event_with_stats, EventLimits, EventStats};
 pub use result::{role_of, Breakdown, LayerTiming, LinkLoad, Outcome, RegionTiming, SimResult};
 
 pub use functional::{run_functional, FunctionalError, FunctionalOutput};
