@@ -37,6 +37,12 @@ enum Command {
     Merge(cmd::merge::Args),
     /// CI gate: re-run the cases of a baseline file and fail on figures beyond tolerance.
     Check(cmd::check::Args),
+    /// Time a compiled program (textual spatial IR from `wafer compile -o`).
+    Simulate(cmd::simulate::Args),
+    /// The wafer and a GPU baseline side by side.
+    Compare(cmd::compare::Args),
+    /// List the machine presets with their key figures.
+    Archs(cmd::archs::Args),
 }
 
 /// An error already rendered for the user, with the exit code to leave with.
@@ -52,7 +58,20 @@ impl<E: std::fmt::Display> From<E> for Exit {
     }
 }
 
+/// `wafer … | head` should end quietly like other Unix tools: take the
+/// default SIGPIPE action (the Rust runtime ignores it, so writes would fail
+/// and `print!` would panic).
+fn quiet_broken_pipes() {
+    #[cfg(unix)]
+    // SAFETY: setting a signal disposition to its default before any thread
+    // starts; no handler code runs.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
+    quiet_broken_pipes();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(a) => cmd::run::run(a),
@@ -63,6 +82,9 @@ fn main() -> ExitCode {
         Command::Sweep(a) => cmd::sweep::run(a),
         Command::Merge(a) => cmd::merge::run(a),
         Command::Check(a) => cmd::check::run(a),
+        Command::Simulate(a) => cmd::simulate::run(a),
+        Command::Compare(a) => cmd::compare::run(a),
+        Command::Archs(a) => cmd::archs::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -161,3 +161,19 @@ fn unknown_preset_lists_the_presets() {
     let err = stderr(&o);
     assert!(err.contains("unknown model `llama-9`") && err.contains("llama-3.1-8b"), "{err}");
 }
+
+#[test]
+fn a_closed_pipe_ends_output_quietly() {
+    use std::io::Read;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wafer"))
+        .args(["graph", "--model", "llama-3.1-70b", "--dump"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 16];
+    child.stdout.as_mut().unwrap().read_exact(&mut first).unwrap();
+    drop(child.stdout.take()); // the reader goes away, like `| head`
+    let out = child.wait_with_output().unwrap();
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+}

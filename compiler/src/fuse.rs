@@ -16,9 +16,28 @@ use wafer_ir::{ActFn, Elementwise, Graph, NormKind, OpId, OpKind, TensorId, Tens
 /// What a group computes, before tiling.
 #[derive(Debug, Clone, PartialEq)]
 pub enum GroupKind {
-    Embedding { vocab: u64, hidden: u64 },
-    Gemv { n: u64, k: u64, glu: bool, norm: bool, argmax: bool, epilogue_ops: u32 },
-    Attention { kv_heads: u64, group: u64, head_dim: u64, positions: u64, slot: u64 },
+    Embedding {
+        vocab: u64,
+        hidden: u64,
+    },
+    /// `align`: rows per PE row must be a multiple of it (2 for GLU pairs; the
+    /// head size when the epilogue works per head: RoPE pairs, q/k norms).
+    Gemv {
+        n: u64,
+        k: u64,
+        glu: bool,
+        norm: bool,
+        argmax: bool,
+        epilogue_ops: u32,
+        align: u64,
+    },
+    Attention {
+        kv_heads: u64,
+        group: u64,
+        head_dim: u64,
+        positions: u64,
+        slot: u64,
+    },
 }
 
 /// A future region: its ops and where its inputs come from.
@@ -63,6 +82,16 @@ fn role(g: &Graph, op: OpId) -> String {
         "down_proj" | "fc_out" => "mlp_down".into(),
         other => other.to_string(),
     }
+}
+
+fn lcm(a: u64, b: u64) -> u64 {
+    let gcd = |mut x: u64, mut y: u64| {
+        while y != 0 {
+            (x, y) = (y, x % y);
+        }
+        x
+    };
+    a / gcd(a, b) * b
 }
 
 /// Groups `g`'s ops. The graph must have passed the verifier.
@@ -156,7 +185,15 @@ pub fn fuse(g: &Graph) -> Result<Vec<Group>, CompileError> {
                     name,
                     layer,
                     ops,
-                    kind: GroupKind::Gemv { n, k, glu, norm: norm_op.is_some(), argmax: false, epilogue_ops: epi },
+                    kind: GroupKind::Gemv {
+                        n,
+                        k,
+                        glu,
+                        norm: norm_op.is_some(),
+                        argmax: false,
+                        epilogue_ops: epi,
+                        align: if glu { 2 } else { 1 },
+                    },
                     input: prod(&producer, src),
                     residuals: vec![],
                     active: true,
@@ -195,6 +232,7 @@ pub fn fuse(g: &Graph) -> Result<Vec<Group>, CompileError> {
                             norm: norm_op.is_some(),
                             argmax: false,
                             epilogue_ops: 5,
+                            align: 2,
                         },
                         input: prod(&producer, src),
                         residuals: vec![],
@@ -213,6 +251,7 @@ pub fn fuse(g: &Graph) -> Result<Vec<Group>, CompileError> {
                             norm: false,
                             argmax: false,
                             epilogue_ops: 2,
+                            align: 1,
                         },
                         input: Some(up),
                         residuals: if ex < k_act { vec![prev_down] } else { vec![] },
@@ -286,7 +325,14 @@ pub fn fuse(g: &Graph) -> Result<Vec<Group>, CompileError> {
                     groups[gi].weight_bytes += op.inputs[1..].iter().map(|&w| g.tensor(w).bytes()).sum::<u64>();
                 }
                 let ew = ew_ops(&op.kind);
-                if let GroupKind::Gemv { epilogue_ops, argmax, .. } = &mut groups[gi].kind {
+                // Per-head epilogues need whole heads on each row.
+                let head = match op.kind {
+                    OpKind::Rope { head_dim, .. } => head_dim,
+                    OpKind::Norm { groups, .. } if groups > 1 => g.tensor(op.inputs[1]).shape[0],
+                    _ => 1,
+                };
+                if let GroupKind::Gemv { epilogue_ops, argmax, align, .. } = &mut groups[gi].kind {
+                    *align = lcm(*align, head);
                     *epilogue_ops += ew;
                     if matches!(op.kind, OpKind::Sample) {
                         *argmax = true;

@@ -64,22 +64,8 @@ impl Default for CompileOptions {
 pub enum CompileError {
     #[error("op `{op}` cannot be mapped: {why}")]
     Unsupported { op: String, why: String },
-    #[error(
-        "{model} does not fit on {wafers} wafer(s) of {arch}: it needs {need} bytes of weights and KV cache in SRAM, \
-         {wafers} wafer(s) offer {have} usable bytes ({usable_per_pe} bytes per PE after the code reserve, {fill:.0}% packable); \
-         {short} bytes do not fit. {advice}"
-    )]
-    DoesNotFit {
-        model: String,
-        arch: String,
-        wafers: u32,
-        need: u64,
-        have: u64,
-        short: u64,
-        usable_per_pe: u64,
-        fill: f64,
-        advice: String,
-    },
+    #[error("{0}")]
+    DoesNotFit(Box<DoesNotFit>),
     #[error(
         "context {context} is too long for {wafers} wafer(s) of {arch}: the KV cache needs {kv_bytes} bytes; the largest context that fits is {max_context}"
     )]
@@ -92,6 +78,26 @@ pub enum CompileError {
     Verify { pass: String, errors: ProgramErrors },
     #[error("unknown pass `{0}`; passes are fuse, partition, place, route, alloc, schedule")]
     UnknownPass(String),
+}
+
+/// A model that does not fit on the wafers given, with the numbers.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error(
+    "{model} does not fit on {wafers} wafer(s) of {arch}: it needs {need} bytes of weights and KV cache in SRAM, \
+     {wafers} wafer(s) offer {have} usable bytes ({usable_per_pe} bytes per PE after the code reserve, {fill:.0}% packable); \
+     {why}. {advice}"
+)]
+pub struct DoesNotFit {
+    pub model: String,
+    pub arch: String,
+    pub wafers: u32,
+    pub need: u64,
+    pub have: u64,
+    pub short: u64,
+    pub why: String,
+    pub usable_per_pe: u64,
+    pub fill: f64,
+    pub advice: String,
 }
 
 /// Figures a user wants after compiling.
@@ -138,7 +144,7 @@ fn groups_to_program(g: &Graph, arch: &ArchSpec, groups: &[Group], wafers: u32) 
         .iter()
         .map(|gr| {
             let (work, h) = match gr.kind {
-                GroupKind::Gemv { n, k, glu, norm, argmax, epilogue_ops } => (
+                GroupKind::Gemv { n, k, glu, norm, argmax, epilogue_ops, .. } => (
                     Work::Gemv { n, k, tile_n: n, tile_k: k, reduce: Reduce::Tree, glu, norm, argmax, epilogue_ops },
                     1,
                 ),
@@ -322,11 +328,34 @@ fn plan(g: &Graph, ctx: &Ctx, groups: &[Group], wafers: Wafers) -> Result<Plan, 
     let min_area: u64 = groups.iter().map(|gr| ctx.min_pes(gr)).sum();
     let per_wafer = (arch.pes() as f64 * partition::FILL) as u64;
     let first = min_area.div_ceil(per_wafer.max(1)).max(1) as u32;
+    // The fewest wafers from `from` on that partition: gallop up, then bisect
+    // back (packing is a heuristic, so feasibility is only roughly monotone).
     let search = |from: u32| -> Option<Plan> {
-        (from..from.saturating_add(8).min(4096)).find_map(|w| partition::partition(ctx, groups, w).ok())
+        let try_n = |w: u32| partition::partition(ctx, groups, w).ok();
+        let (mut lo, mut w, mut step) = (from.saturating_sub(1), from, 1u32);
+        let mut found = loop {
+            if let Some(p) = try_n(w) {
+                break p;
+            }
+            lo = w;
+            w = w.checked_add(step).filter(|&x| x <= 4096)?;
+            step *= 2;
+        };
+        let mut hi = w;
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            match try_n(mid) {
+                Some(p) => {
+                    hi = mid;
+                    found = p;
+                }
+                None => lo = mid,
+            }
+        }
+        Some(found)
     };
     match wafers {
-        Wafers::Auto => search(first).ok_or(CompileError::Packing { wafers: first + 7 }),
+        Wafers::Auto => search(first).ok_or(CompileError::Packing { wafers: 4096 }),
         Wafers::Fixed(n) => {
             if n >= first {
                 if let Ok(p) = partition::partition(ctx, groups, n) {
@@ -351,20 +380,20 @@ fn plan(g: &Graph, ctx: &Ctx, groups: &[Group], wafers: Wafers) -> Result<Plan, 
                     _ => None,
                 })
                 .sum();
-            if kv > 0 && weights_area + attn_min < per_wafer * n as u64 {
-                let fits = |c: u64| -> bool {
-                    let scaled: Vec<Group> = groups
-                        .iter()
-                        .map(|gr| {
-                            let mut x = gr.clone();
-                            if let GroupKind::Attention { positions, .. } = &mut x.kind {
-                                *positions = (*positions).min(c);
-                            }
-                            x
-                        })
-                        .collect();
-                    partition::partition(ctx, &scaled, n).is_ok()
-                };
+            let fits = |c: u64| -> bool {
+                let scaled: Vec<Group> = groups
+                    .iter()
+                    .map(|gr| {
+                        let mut x = gr.clone();
+                        if let GroupKind::Attention { positions, .. } = &mut x.kind {
+                            *positions = (*positions).min(c);
+                        }
+                        x
+                    })
+                    .collect();
+                partition::partition(ctx, &scaled, n).is_ok()
+            };
+            if kv > 0 && weights_area + attn_min < per_wafer * n as u64 && fits(1) {
                 // Feasibility is not monotone in the context near the edge (packing is a
                 // heuristic), so grow from 1 by doubling, then bisect below the first failure:
                 // every too-long context gets the same answer.
@@ -392,20 +421,25 @@ fn plan(g: &Graph, ctx: &Ctx, groups: &[Group], wafers: Wafers) -> Result<Plan, 
             }
             let would = search(first.max(n + 1)).map(|p| p.wafers);
             let have = capacity(arch, n);
-            Err(CompileError::DoesNotFit {
+            Err(CompileError::DoesNotFit(Box::new(DoesNotFit {
                 model: g.name.clone(),
                 arch: arch.name.clone(),
                 wafers: n,
                 need,
                 have,
                 short: need.saturating_sub(have),
+                why: if need > have {
+                    format!("{} bytes do not fit", need - have)
+                } else {
+                    "the bytes would fit, but the regions' tiles do not pack into the strips".into()
+                },
                 usable_per_pe: arch.usable_sram(),
                 fill: partition::FILL * 100.0,
                 advice: match would {
                     Some(w) => format!("{w} wafers would (--wafers {w}, or --wafers auto)."),
                     None => "No wafer count up to 4096 would.".into(),
                 },
-            })
+            })))
         }
     }
 }

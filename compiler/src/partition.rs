@@ -164,7 +164,7 @@ fn candidates(c: &Ctx, probe: &Program, g: &GroupKind, ws: u32, mh: u32) -> Vec<
     }
     let ladder = height_ladder(mh);
     match *g {
-        GroupKind::Gemv { n, k, glu, norm, argmax, epilogue_ops } => {
+        GroupKind::Gemv { n, k, glu, norm, argmax, epilogue_ops, align } => {
             for &w in &widths {
                 let tile_k = k.div_ceil(w as u64);
                 if k.div_ceil(tile_k) as u32 != w {
@@ -172,10 +172,7 @@ fn candidates(c: &Ctx, probe: &Program, g: &GroupKind, ws: u32, mh: u32) -> Vec<
                 }
                 let mut last_h = 0;
                 for &hl in &ladder {
-                    let mut tile_n = n.div_ceil(hl as u64);
-                    if glu {
-                        tile_n += tile_n % 2;
-                    }
+                    let tile_n = n.div_ceil(hl as u64).next_multiple_of(align);
                     let h = n.div_ceil(tile_n) as u32;
                     if h == last_h {
                         continue;
@@ -192,7 +189,7 @@ fn candidates(c: &Ctx, probe: &Program, g: &GroupKind, ws: u32, mh: u32) -> Vec<
                 for rph in 1..=(mh as u64 / kv_heads) as u32 {
                     let pos_per_pe = positions.div_ceil(rph as u64 * w as u64);
                     if (rph > 1 || w > 1) && pos_per_pe * (rph as u64 * w as u64 - 1) >= positions {
-                        break; // more PEs would leave the last one empty
+                        continue; // the last PE would be empty; a taller block may not be
                     }
                     for reduce in reduce_candidates(w) {
                         let work = Work::Attention {
@@ -400,11 +397,8 @@ pub fn fixed_square_cost(c: &Ctx, groups: &[Group], plan: &Plan) -> (f64, f64) {
         let area = s.h as u64 * s.w as u64;
         let side = ((area as f64).sqrt().floor() as u32).max(1);
         let work = match g.kind {
-            GroupKind::Gemv { n, k, glu, norm, argmax, epilogue_ops } => {
-                let mut tile_n = n.div_ceil(side as u64);
-                if glu {
-                    tile_n += tile_n % 2;
-                }
+            GroupKind::Gemv { n, k, glu, norm, argmax, epilogue_ops, align } => {
+                let tile_n = n.div_ceil(side as u64).next_multiple_of(align);
                 Work::Gemv {
                     n,
                     k,

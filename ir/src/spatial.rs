@@ -15,7 +15,7 @@
 //! * **Gemv** `y = x Wᵀ` (`W` is `[n, k]`): PE `(r, c)` holds `W[r·tile_n.., c·tile_k..]`
 //!   (edge tiles smaller). The input slice `c` arrives at the column head `(c, 0)`
 //!   and is multicast down the column. With `norm`, the column heads first
-//!   all-reduce one fp32 sum of squares along row 0 (route kind `norm`). Each PE
+//!   all-reduce two fp32 statistics (sum and sum of squares) along row 0 (route kind `norm`). Each PE
 //!   computes its partial `tile_n` sums (fp32); partials are reduced along each row
 //!   to the row root `(r, 0)` with the region's [`Reduce`] shape (route kind `reduce`).
 //!   The root runs the fused epilogue (`epilogue_ops` element-wise ops per output
@@ -433,7 +433,8 @@ fn overlap(a: (u64, u64), b: (u64, u64)) -> u64 {
     a.1.min(b.1).saturating_sub(a.0.max(b.0))
 }
 
-/// The messages `route` sends, in a deterministic order. Collectives list
+/// The messages `route` sends, in a deterministic order. On routers without
+/// multicast, each multicast tail becomes one unicast message per PE it reached. Collectives list
 /// every line's transfers (rows of the region for `reduce`, row 0 for `norm`,
 /// column 0 for `argmax`), round by round.
 pub fn route_messages(p: &Program, id: RouteId) -> Vec<Message> {
@@ -551,16 +552,16 @@ pub fn route_messages(p: &Program, id: RouteId) -> Vec<Message> {
             Work::Embedding { .. } => {}
         },
         RouteKind::Norm => {
-            // All-reduce of one fp32 per batch row along row 0: tree up, then broadcast back.
+            // All-reduce of two fp32 statistics per batch row along row 0: tree up, then broadcast back.
             let rounds = Reduce::Tree.rounds(src.rect.w);
             let n = rounds.len();
             for (i, pairs) in rounds.iter().enumerate() {
                 for &(a, z) in pairs {
-                    out.push(msg(src.rect.pe(0, a), src.rect.pe(0, z), 4 * b, 0, 0, i as u32));
+                    out.push(msg(src.rect.pe(0, a), src.rect.pe(0, z), 8 * b, 0, 0, i as u32));
                 }
             }
             if src.rect.w > 1 {
-                out.push(msg(src.rect.pe(0, 0), src.rect.pe(0, 1), 4 * b, src.rect.w - 2, 0, n as u32));
+                out.push(msg(src.rect.pe(0, 0), src.rect.pe(0, 1), 8 * b, src.rect.w - 2, 0, n as u32));
             }
         }
         RouteKind::Argmax => {
@@ -571,7 +572,22 @@ pub fn route_messages(p: &Program, id: RouteId) -> Vec<Message> {
             }
         }
     }
-    out
+    if p.arch.router.multicast {
+        return out;
+    }
+    // Without multicast, every PE a tail would reach gets its own copy from the source.
+    out.into_iter()
+        .flat_map(|m| {
+            (0..=m.fan_rows).flat_map(move |dy| {
+                (0..=m.fan_cols).map(move |dx| Message {
+                    to: Pe { x: m.to.x + dx, y: m.to.y + dy },
+                    fan_cols: 0,
+                    fan_rows: 0,
+                    ..m
+                })
+            })
+        })
+        .collect()
 }
 
 /// The SRAM a region's PEs need (the largest PE), from its work and the

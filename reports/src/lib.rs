@@ -25,7 +25,7 @@ pub mod table;
 pub mod trace;
 
 pub use folder::{run_folder, OutFile};
-pub use run::{Comparison, RunInputs, RunReport, SCHEMA_VERSION};
+pub use run::{Comparison, RunInputs, RunReport, Timings, SCHEMA_VERSION};
 pub use table::{bytes, si, thousands, Table};
 
 /// What can go wrong while rendering or reading report inputs.

@@ -39,6 +39,14 @@ pub struct Comparison {
     pub gpu_bound: String,
 }
 
+/// Wall-clock time of the run's stages, reported only when asked for
+/// (`--timings`): it differs between runs, the rest of the report does not.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Timings {
+    pub compile_ms: f64,
+    pub simulate_ms: f64,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct RunReport {
     pub schema_version: u32,
@@ -55,6 +63,52 @@ pub struct RunReport {
     pub simulation: SimResult,
     pub gpu: Option<GpuEstimate>,
     pub comparison: Option<Comparison>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timings: Option<Timings>,
+}
+
+/// Where the time of a simulated step goes: totals, then per op kind.
+pub fn breakdown_text(s: &SimResult) -> String {
+    let mut out = String::new();
+    let total = s.breakdown.total().max(1e-9);
+    let us = |c: f64| format!("{:.1}", c / (s.clock_ghz * 1e3));
+    let pct = |c: f64| format!("{:.1}%", 100.0 * c / total);
+    let mut t = Table::new(&["where the time goes", ">us", ">share"]);
+    for (name, v) in [
+        ("compute", s.breakdown.compute),
+        ("on-wafer communication", s.breakdown.comm),
+        ("inter-wafer links", s.breakdown.inter_wafer),
+        ("waiting (contention)", s.breakdown.wait),
+    ] {
+        t.row([name.to_string(), us(v), pct(v)]);
+    }
+    out += &t.to_text();
+    out += "\n";
+    let mut k = Table::new(&["op kind", ">compute us", ">comm us", ">inter-wafer us", ">wait us", ">share"]);
+    let mut kinds: Vec<_> = s.by_kind.iter().collect();
+    kinds.sort_by(|a, b| b.1.total().total_cmp(&a.1.total()).then(a.0.cmp(b.0)));
+    for (name, b) in kinds.into_iter().filter(|(_, b)| b.total() > 0.0) {
+        k.row([name.clone(), us(b.compute), us(b.comm), us(b.inter_wafer), us(b.wait), pct(b.total())]);
+    }
+    out += &k.to_text();
+    out
+}
+
+/// A simulation on its own (`wafer simulate`): headline and breakdown.
+pub fn sim_text(s: &SimResult) -> String {
+    let mut out = format!(
+        "{} on {} x {} — context {}, batch {} ({} engine)\n",
+        s.model, s.wafers, s.arch, s.context, s.batch, s.engine
+    );
+    out += &format!(
+        "per-token latency {:.1} us  ·  {:.0} tokens/s  ·  {} cycles at {} GHz\n\n",
+        s.tpot_us,
+        s.tokens_per_s,
+        si(s.cycles, "").trim_end(),
+        s.clock_ghz
+    );
+    out += &breakdown_text(s);
+    out
 }
 
 /// What dominates a breakdown.
@@ -91,6 +145,7 @@ impl RunReport {
             simulation: sim,
             gpu,
             comparison,
+            timings: None,
         }
     }
 
@@ -117,27 +172,7 @@ impl RunReport {
             self.compile.sram_mean_bytes / 1024.0,
             self.compile.colors_max_per_router
         );
-        let total = s.breakdown.total().max(1e-9);
-        let us = |c: f64| format!("{:.1}", c / (s.clock_ghz * 1e3));
-        let pct = |c: f64| format!("{:.1}%", 100.0 * c / total);
-        let mut t = Table::new(&["where the time goes", ">us", ">share"]);
-        for (name, v) in [
-            ("compute", s.breakdown.compute),
-            ("on-wafer communication", s.breakdown.comm),
-            ("inter-wafer links", s.breakdown.inter_wafer),
-            ("waiting (contention)", s.breakdown.wait),
-        ] {
-            t.row([name.to_string(), us(v), pct(v)]);
-        }
-        out += &t.to_text();
-        out += "\n";
-        let mut k = Table::new(&["op kind", ">compute us", ">comm us", ">inter-wafer us", ">wait us", ">share"]);
-        let mut kinds: Vec<_> = s.by_kind.iter().collect();
-        kinds.sort_by(|a, b| b.1.total().total_cmp(&a.1.total()).then(a.0.cmp(b.0)));
-        for (name, b) in kinds.into_iter().filter(|(_, b)| b.total() > 0.0) {
-            k.row([name.clone(), us(b.compute), us(b.comm), us(b.inter_wafer), us(b.wait), pct(b.total())]);
-        }
-        out += &k.to_text();
+        out += &breakdown_text(s);
         if let (Some(g), Some(c)) = (&self.gpu, &self.comparison) {
             out += "\n";
             let mut cmp = Table::new(&["", ">per-token latency", ">tokens/s", "bound by"]);
@@ -159,6 +194,9 @@ impl RunReport {
                 if c.speedup >= 1.0 { c.speedup } else { 1.0 / c.speedup },
                 if c.speedup >= 1.0 { "faster" } else { "slower" }
             );
+        }
+        if let Some(t) = &self.timings {
+            out += &format!("\nwall clock: compile {:.1} ms, simulate {:.1} ms\n", t.compile_ms, t.simulate_ms);
         }
         out
     }

@@ -74,8 +74,8 @@ pub fn region_cost(arch: &ArchSpec, work: &Work, rect: Rect, batch: u64, weight:
         Work::Gemv { tile_n, tile_k, reduce, glu, norm, argmax, epilogue_ops, .. } => {
             let mut c = RegionCost::default();
             if norm {
-                let (comm, comp) = reduce_cost(arch, Reduce::Tree, rect.w, 4 * batch, add_partial(arch, batch));
-                c.prologue_comm += comm + comp + message(arch, rect.w.saturating_sub(1), 4 * batch) as f64;
+                let (comm, comp) = reduce_cost(arch, Reduce::Tree, rect.w, 8 * batch, add_partial(arch, 2 * batch));
+                c.prologue_comm += comm + comp + message(arch, rect.w.saturating_sub(1), 8 * batch) as f64;
             }
             // Multicast down the columns reaches the last row (rect.h - 1) hops after the head.
             c.prologue_comm += (rect.h as f64 - 1.0) * hop;

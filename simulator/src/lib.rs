@@ -2,13 +2,22 @@
 //!
 //! * [`timing`]: the micro-timing model every engine (and the compiler's search) shares.
 //! * [`result`]: `SimResult`, what every engine reports.
+//! * [`reference`] and [`functional`]: real numbers — a dense interpreter of the graph IR, and the
+//!   compiled program run as partitioned, compared with it to prove the lowering right.
 //!
 //! Architecture invariant: depends on `ir` only — never on the compiler — and
 //! runs only verified programs (engines take the verifier's `ProgramInfo`).
 
 pub mod analytical;
+pub mod event;
+pub mod functional;
+pub mod reference;
 pub mod result;
 pub mod timing;
 
 pub use analytical::{region_cost, simulate_analytical, RegionCost};
+pub use event::{simulate_event, simulate_event_with_stats, EventLimits, EventStats};
 pub use result::{role_of, Breakdown, LayerTiming, LinkLoad, Outcome, RegionTiming, SimResult};
+
+pub use functional::{run_functional, FunctionalError, FunctionalOutput};
+pub use reference::{run_reference, KvState, ReferenceError, StepOutput, Weights};

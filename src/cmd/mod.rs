@@ -1,6 +1,8 @@
 //! One module per subcommand: its flags (`Args`) and its `run`.
 
+pub mod archs;
 pub mod check;
+pub mod compare;
 pub mod compile;
 pub mod gpu;
 pub mod graph;
@@ -8,6 +10,7 @@ pub mod merge;
 pub mod models;
 pub mod report_out;
 pub mod run;
+pub mod simulate;
 pub mod sweep;
 
 /// Output format shared by the commands that print results.

@@ -18,12 +18,17 @@ pub enum Engine {
     /// Closed form per region along the critical path: fast, for sweeps.
     #[default]
     Analytical,
+    /// Run the compiled program with real numbers (seeded random weights) for
+    /// several steps and compare with a dense reference forward pass. For
+    /// small models and meshes: it checks the mapping, it does not time it.
+    Functional,
 }
 
 impl Engine {
     pub fn name(self) -> &'static str {
         match self {
             Engine::Analytical => "analytical",
+            Engine::Functional => "functional",
         }
     }
 }
@@ -70,6 +75,12 @@ pub struct Args {
     pub engine: Engine,
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
+    /// Decode steps the functional engine checks (contexts 1..=steps).
+    #[arg(long, default_value_t = 4)]
+    pub steps: u64,
+    /// Also report wall-clock time of compiling and simulating (not reproducible).
+    #[arg(long)]
+    pub timings: bool,
     #[command(flatten)]
     pub out: super::report_out::OutArgs,
 }
@@ -78,6 +89,9 @@ pub struct Args {
 pub fn simulate(engine: Engine, c: &wafer_compiler::Compiled) -> Result<SimResult, Exit> {
     Ok(match engine {
         Engine::Analytical => simulate_analytical(&c.program, &c.info),
+        Engine::Functional => {
+            return Err(Exit { code: 2, message: "the functional engine checks numbers, not time".into() })
+        }
     })
 }
 
@@ -101,8 +115,14 @@ pub fn run_report_and_program(
     no_gpu: bool,
     engine: Engine,
 ) -> Result<(RunReport, wafer_ir::Program), Exit> {
+    let t0 = std::time::Instant::now();
     let c = compile_step(step, machine, CompileOptions::default())?;
+    let t1 = std::time::Instant::now();
     let sim = simulate(engine, &c)?;
+    let timings = wafer_reports::Timings {
+        compile_ms: (t1 - t0).as_secs_f64() * 1e3,
+        simulate_ms: t1.elapsed().as_secs_f64() * 1e3,
+    };
     let gpu_est = if no_gpu {
         None
     } else {
@@ -124,14 +144,102 @@ pub fn run_report_and_program(
         gpu: gpu_est.as_ref().map(|g| g.gpu.clone()),
         gpus: gpu_est.as_ref().map(|g| g.n_gpus),
     };
-    Ok((RunReport::new(inputs, c.stats, sim, gpu_est), c.program))
+    let mut r = RunReport::new(inputs, c.stats, sim, gpu_est);
+    r.timings = Some(timings);
+    Ok((r, c.program))
+}
+
+/// One checked step of the functional engine.
+#[derive(serde::Serialize)]
+struct FunctionalStep {
+    context: u64,
+    max_rel_err: f64,
+    tokens_match: bool,
+}
+
+#[derive(serde::Serialize)]
+struct FunctionalReport {
+    engine: &'static str,
+    model: String,
+    arch: String,
+    batch: u64,
+    steps: Vec<FunctionalStep>,
+    max_rel_err: f64,
+}
+
+/// Runs the compiled program of each step 1..=steps with seeded weights and a
+/// growing KV cache, against the dense reference.
+fn functional(a: &Args) -> Result<FunctionalReport, Exit> {
+    let cfg = crate::inputs::load_model(&a.step.model)?;
+    let (arch, wafers) = a.machine.load()?;
+    let mut steps = Vec::new();
+    let mut weights = None;
+    let (mut kv_ref, mut kv_fun) = (wafer_simulator::KvState::new(), wafer_simulator::KvState::new());
+    for t in 1..=a.steps.max(1) {
+        let p = wafer_workloads::DecodeParams { context: t, ..a.step.params(t) };
+        let g = decode_graph(&cfg, &p)?;
+        verify_graph(&g)?;
+        let w = weights.get_or_insert_with(|| wafer_simulator::Weights::random(&g, 42));
+        let c = wafer_compiler::compile(&g, &arch, &CompileOptions { wafers, ..Default::default() })?;
+        let tokens: Vec<u64> = (0..p.batch).map(|b| (7 * t + 13 * b + 3) % cfg.vocab).collect();
+        let want = wafer_simulator::run_reference(&g, w, &tokens, &mut kv_ref)?;
+        let got = wafer_simulator::run_functional(&c.program, &c.info, &g, w, &tokens, &mut kv_fun)?;
+        let scale = want.logits.iter().fold(0f32, |m, x| m.max(x.abs())).max(f32::MIN_POSITIVE);
+        let diff = got.logits.iter().zip(want.logits.iter()).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        steps.push(FunctionalStep {
+            context: t,
+            max_rel_err: (diff / scale) as f64,
+            tokens_match: got.sampled == want.sampled,
+        });
+    }
+    Ok(FunctionalReport {
+        engine: "functional",
+        model: cfg.name.clone(),
+        arch: arch.name.clone(),
+        batch: a.step.batch,
+        max_rel_err: steps.iter().map(|s| s.max_rel_err).fold(0.0, f64::max),
+        steps,
+    })
 }
 
 pub fn run(a: Args) -> Result<(), Exit> {
+    if a.engine == Engine::Functional {
+        let f = functional(&a)?;
+        match a.format {
+            Format::Json => print!("{}", to_json(&f)),
+            Format::Text => {
+                println!("{} on {}: compiled program vs dense reference (fp32, seeded weights)", f.model, f.arch);
+                let mut t = wafer_reports::Table::new(&[">context", ">max rel. error", "sampled tokens"]);
+                for s in &f.steps {
+                    t.row([
+                        s.context.to_string(),
+                        format!("{:.2e}", s.max_rel_err),
+                        (if s.tokens_match { "match" } else { "DIFFER" }).to_string(),
+                    ]);
+                }
+                print!("{}", t.to_text());
+            }
+        }
+        let ok = f.steps.iter().all(|s| s.max_rel_err <= 1e-4 && s.tokens_match);
+        return if ok {
+            Ok(())
+        } else {
+            Err(Exit {
+                code: 1,
+                message: format!(
+                    "the compiled program disagrees with the reference (max rel. error {:.2e})",
+                    f.max_rel_err
+                ),
+            })
+        };
+    }
     if let Some(dir) = &a.out.out {
         super::report_out::check_target(dir, a.out.force)?;
     }
-    let (r, program) = run_report_and_program(&a.step, &a.machine, &a.gpu, a.no_gpu, a.engine)?;
+    let (mut r, program) = run_report_and_program(&a.step, &a.machine, &a.gpu, a.no_gpu, a.engine)?;
+    if !a.timings {
+        r.timings = None;
+    }
     if let Some(dir) = &a.out.out {
         super::report_out::write_folder(dir, &wafer_reports::run_folder(&r, &program)?, a.out.force)?;
         eprintln!("wrote {}", dir.display());

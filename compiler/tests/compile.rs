@@ -1,0 +1,171 @@
+//! Specification of the compiler: what fits where, with which errors, and
+//! that every program it emits verifies and round-trips through its text.
+
+use wafer_compiler::{compile, CompileError, CompileOptions, Compiled, Wafers, PASSES};
+use wafer_ir::{arch_preset, parse_program, print_program, verify_graph, verify_program, ArchSpec, Graph, Work};
+use wafer_workloads::{decode_graph, parse_hf_config, preset, preset_names, DecodeParams};
+
+fn graph(model: &str, context: u64) -> Graph {
+    let cfg = preset(model).unwrap();
+    let g = decode_graph(&cfg, &DecodeParams { context, ..Default::default() }).unwrap();
+    verify_graph(&g).unwrap();
+    g
+}
+
+fn compile_on(g: &Graph, arch: &str, wafers: Wafers) -> Result<Compiled, CompileError> {
+    compile(g, &arch_preset(arch).unwrap(), &CompileOptions { wafers, ..Default::default() })
+}
+
+#[test]
+fn llama_3_1_8b_fits_one_wse3_at_context_4096() {
+    let c = compile_on(&graph("llama-3.1-8b", 4096), "wse3", Wafers::Fixed(1)).unwrap();
+    assert_eq!(c.stats.wafers, 1);
+    assert!(c.stats.pes_used <= 883_350);
+    assert!(c.stats.sram_max_bytes <= 48 * 1024);
+    assert!(c.stats.colors_max_per_router <= c.stats.colors_available);
+    // Every weight byte is resident: SRAM weights >= the model's bf16 weights.
+    assert!(c.stats.sram_weight_bytes >= 2 * 8_030_261_248, "{}", c.stats.sram_weight_bytes);
+    // And the KV cache for 4096 positions: 131072 B per position.
+    assert!(c.stats.sram_kv_bytes >= 4096 * 131_072);
+    assert!(c.stats.estimate_us > 0.0);
+}
+
+#[test]
+fn llama_3_1_70b_picks_its_wafer_count_and_too_few_is_an_error_with_numbers() {
+    let g = graph("llama-3.1-70b", 4096);
+    let auto = compile_on(&g, "wse3", Wafers::Auto).unwrap();
+    let n = auto.stats.wafers;
+    assert!((5..=10).contains(&n), "{n} wafers");
+    let e = compile_on(&g, "wse3", Wafers::Fixed(2)).unwrap_err();
+    let CompileError::DoesNotFit(d) = &e else { panic!("{e}") };
+    assert_eq!(d.short, d.need - d.have);
+    let msg = e.to_string();
+    assert!(msg.contains("do not fit") && msg.contains(&format!("{n} wafers would")), "{msg}");
+}
+
+#[test]
+fn a_context_too_long_names_the_largest_that_fits() {
+    let g = graph("llama-3.1-8b", 2_000_000);
+    let e = compile_on(&g, "wse3", Wafers::Fixed(1)).unwrap_err();
+    let CompileError::ContextTooLong { max_context, .. } = e else { panic!("{e}") };
+    assert!((4096..2_000_000).contains(&max_context), "{max_context}");
+    // The named context does fit, and a much longer one gets the same answer.
+    compile_on(&graph("llama-3.1-8b", max_context), "wse3", Wafers::Fixed(1)).unwrap();
+    let again = compile_on(&graph("llama-3.1-8b", 200_000), "wse3", Wafers::Fixed(1)).unwrap_err();
+    assert!(matches!(again, CompileError::ContextTooLong { max_context: m, .. } if m == max_context));
+}
+
+#[test]
+fn every_preset_program_verifies_and_round_trips_through_text() {
+    for name in preset_names() {
+        let g = graph(name, 1024);
+        let c = compile_on(&g, "wse3", Wafers::Auto).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let text = print_program(&c.program);
+        let back = parse_program(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(back, c.program, "{name}: parse(print(p)) != p");
+        assert_eq!(print_program(&back), text);
+        verify_program(&back).unwrap();
+    }
+}
+
+#[test]
+fn printing_a_full_wafer_program_is_compact_and_fast() {
+    let c = compile_on(&graph("llama-3.1-8b", 4096), "wse3", Wafers::Fixed(1)).unwrap();
+    let t = std::time::Instant::now();
+    let text = print_program(&c.program);
+    let secs = t.elapsed().as_secs_f64();
+    // One line per region and route, whatever the region sizes.
+    assert_eq!(text.lines().count(), 2 + c.program.regions.len() + c.program.routes.len());
+    assert!(text.len() < 400_000, "{} bytes", text.len());
+    assert!(secs < 1.0, "{secs} s");
+}
+
+#[test]
+fn the_searched_mapping_beats_one_square_per_matrix_on_the_cost_model() {
+    // (model, wafers): the search chooses aspect ratio, reduction shape and attention layout;
+    // the fixed mapping gives every GEMV a square of the same area and a binary tree.
+    for (model, wafers) in
+        [("llama-2-7b", Wafers::Fixed(1)), ("mixtral-8x7b", Wafers::Auto), ("llama-3.1-8b", Wafers::Fixed(1))]
+    {
+        let c = compile_on(&graph(model, 4096), "wse3", wafers).unwrap();
+        let gain = c.stats.fixed_square_region_cycles / c.stats.searched_region_cycles;
+        println!("{model}: searched mapping {gain:.3}x faster than squares on the cost model");
+        assert!(gain > 1.0, "{model}: {gain}");
+    }
+}
+
+#[test]
+fn latency_estimate_rises_with_context() {
+    let est = |ctx| compile_on(&graph("llama-3.2-1b", ctx), "wse3", Wafers::Fixed(1)).unwrap().stats.estimate_us;
+    let (a, b, c) = (est(512), est(4096), est(16384));
+    assert!(a < b && b < c, "{a} {b} {c}");
+}
+
+#[test]
+fn compiling_is_deterministic_for_any_thread_count() {
+    let g = graph("qwen2.5-7b", 2048);
+    let arch = arch_preset("wse3").unwrap();
+    let run = |threads| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            print_program(
+                &compile(&g, &arch, &CompileOptions { wafers: Wafers::Fixed(1), ..Default::default() })
+                    .unwrap()
+                    .program,
+            )
+        })
+    };
+    assert_eq!(run(1), run(2));
+}
+
+#[test]
+fn verify_each_runs_after_every_pass_and_dump_after_names_passes() {
+    let g = graph("llama-3.2-1b", 64);
+    let all: Vec<String> = PASSES.iter().map(|p| p.0.to_string()).collect();
+    let opts = CompileOptions { wafers: Wafers::Fixed(1), verify_each: true, dump_after: all.clone() };
+    let c = compile(&g, &arch_preset("wse3").unwrap(), &opts).unwrap();
+    assert_eq!(c.dumps.iter().map(|d| d.0.clone()).collect::<Vec<_>>(), all);
+    let bad = CompileOptions { dump_after: vec!["inline".into()], ..opts };
+    assert!(
+        matches!(compile(&g, &arch_preset("wse3").unwrap(), &bad), Err(CompileError::UnknownPass(p)) if p == "inline")
+    );
+}
+
+/// A small arch with tight SRAM, so tiny models must split matrices.
+fn tiny_arch(w: u32, h: u32, sram: u64) -> ArchSpec {
+    let mut a = arch_preset(&format!("mesh:{w}x{h}")).unwrap();
+    a.pe.sram_bytes = sram;
+    a.pe.sram_reserved_bytes = 256;
+    a
+}
+
+#[test]
+fn tiny_models_on_small_meshes_split_matrices_over_several_pes() {
+    let cfg = parse_hf_config(
+        r#"{"model_type":"llama","hidden_size":32,"intermediate_size":64,"num_hidden_layers":2,
+            "num_attention_heads":4,"num_key_value_heads":2,"vocab_size":64}"#,
+        "tiny",
+        "tiny",
+    )
+    .unwrap();
+    let g = decode_graph(
+        &cfg,
+        &DecodeParams {
+            context: 8,
+            weight_dtype: wafer_ir::DType::F32,
+            act_dtype: wafer_ir::DType::F32,
+            kv_dtype: wafer_ir::DType::F32,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let c = compile(&g, &tiny_arch(24, 24, 2048), &CompileOptions { wafers: Wafers::Fixed(1), ..Default::default() })
+        .unwrap();
+    let split = c
+        .program
+        .regions
+        .iter()
+        .filter(|r| matches!(r.work, Work::Gemv { .. }) && r.rect.w > 1 && r.rect.h > 1)
+        .count();
+    assert!(split >= 4, "{split} GEMV regions split both ways\n{}", print_program(&c.program));
+}

@@ -1,0 +1,39 @@
+//! `wafer simulate FILE`: time a compiled program (the textual spatial IR).
+
+use super::run::Engine;
+use super::{to_json, Format};
+use crate::Exit;
+use wafer_ir::{parse_program, verify_program};
+use wafer_reports::run::sim_text;
+use wafer_simulator::simulate_analytical;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// A program written by `wafer compile -o FILE`.
+    file: std::path::PathBuf,
+    #[arg(long, value_enum, default_value_t)]
+    engine: Engine,
+    #[arg(long, value_enum, default_value_t)]
+    format: Format,
+}
+
+pub fn run(a: Args) -> Result<(), Exit> {
+    let text = std::fs::read_to_string(&a.file)
+        .map_err(|e| Exit { code: 2, message: format!("cannot read {}: {e}", a.file.display()) })?;
+    let p = parse_program(&text).map_err(|e| Exit { code: 2, message: format!("{}: {e}", a.file.display()) })?;
+    let info = verify_program(&p).map_err(|e| Exit { code: 2, message: format!("{}: {e}", a.file.display()) })?;
+    let sim = match a.engine {
+        Engine::Analytical => simulate_analytical(&p, &info),
+        Engine::Functional => {
+            return Err(Exit {
+                code: 2,
+                message: "the functional engine needs the model's weights and every step's program: use `wafer run --engine functional`".into(),
+            })
+        }
+    };
+    match a.format {
+        Format::Json => print!("{}", to_json(&sim)),
+        Format::Text => print!("{}", sim_text(&sim)),
+    }
+    Ok(())
+}

@@ -1,0 +1,136 @@
+//! `wafer run`, `compile`, `simulate`, `compare`, `archs`: the main job's
+//! contract (JSON fields, determinism) and its errors.
+
+use std::process::{Command, Output};
+
+fn wafer(args: &[&str], threads: Option<&str>) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_wafer"));
+    c.args(args);
+    if let Some(t) = threads {
+        c.env("RAYON_NUM_THREADS", t);
+    }
+    c.output().expect("run wafer")
+}
+
+fn ok(o: &Output) -> String {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn run_on_defaults_reports_latency_breakdown_and_the_gpu_comparison() {
+    let out = ok(&wafer(&["run"], None));
+    assert!(out.contains("llama-3.1-8b on 1 x wse3"), "{out}");
+    assert!(
+        out.contains("per-token latency") && out.contains("where the time goes") && out.contains("H100-SXM"),
+        "{out}"
+    );
+    let v: serde_json::Value = serde_json::from_str(&ok(&wafer(&["run", "--format", "json"], None))).unwrap();
+    for key in ["tpot_us", "tokens_per_s", "cycles", "clock_ghz", "wafers"] {
+        assert!(v[key].is_number(), "{key}: {}", v[key]);
+    }
+    assert_eq!(v["engine"], "analytical");
+    assert!(v["breakdown"]["compute"].is_number() && v["breakdown"]["comm"].is_number());
+    assert!(v["simulation"]["by_kind"]["attention"].is_object());
+    assert!(v["comparison"]["speedup"].as_f64().unwrap() > 0.0);
+    assert_eq!(v["schema_version"], 1);
+}
+
+#[test]
+fn run_json_is_byte_identical_for_any_thread_count() {
+    let args = ["run", "--model", "qwen2.5-7b", "--context", "8192", "--format", "json"];
+    let one = wafer(&args, Some("1"));
+    let two = wafer(&args, Some("2"));
+    assert_eq!(ok(&one), ok(&two));
+}
+
+#[test]
+fn latency_rises_with_context() {
+    let tpot = |ctx: &str| -> f64 {
+        let v: serde_json::Value = serde_json::from_str(&ok(&wafer(
+            &["run", "--no-gpu", "--wafers", "auto", "--context", ctx, "--format", "json"],
+            None,
+        )))
+        .unwrap();
+        v["tpot_us"].as_f64().unwrap()
+    };
+    let (a, b, c) = (tpot("1024"), tpot("8192"), tpot("32768"));
+    assert!(a < b && b < c, "{a} {b} {c}");
+}
+
+#[test]
+fn compile_writes_a_program_that_simulate_reads_back_to_the_same_figures() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("p.wafer");
+    let c: serde_json::Value = serde_json::from_str(&ok(&wafer(
+        &["compile", "--model", "llama-3.2-1b", "-o", file.to_str().unwrap(), "--format", "json"],
+        None,
+    )))
+    .unwrap();
+    assert!(c["wafers"].is_u64() && c["pes_used"].is_u64());
+    let s: serde_json::Value =
+        serde_json::from_str(&ok(&wafer(&["simulate", file.to_str().unwrap(), "--format", "json"], None))).unwrap();
+    assert_eq!(s["cycles"].as_f64().unwrap(), c["estimate_cycles"].as_f64().unwrap());
+    // A damaged file is a clear error.
+    std::fs::write(&file, "program \"x\" batch=1\n").unwrap();
+    let o = wafer(&["simulate", file.to_str().unwrap()], None);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("p.wafer"));
+}
+
+#[test]
+fn functional_engine_checks_a_compiled_tiny_model_against_the_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.json");
+    std::fs::write(
+        &cfg,
+        r#"{"model_type":"llama","hidden_size":32,"intermediate_size":64,"num_hidden_layers":2,
+            "num_attention_heads":4,"num_key_value_heads":2,"vocab_size":64}"#,
+    )
+    .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&ok(&wafer(
+        &[
+            "run",
+            "--engine",
+            "functional",
+            "--model",
+            cfg.to_str().unwrap(),
+            "--arch",
+            "mesh:24x24",
+            "--format",
+            "json",
+        ],
+        None,
+    )))
+    .unwrap();
+    assert_eq!(v["steps"].as_array().unwrap().len(), 4);
+    assert!(v["max_rel_err"].as_f64().unwrap() <= 1e-4);
+}
+
+#[test]
+fn compare_and_archs_print_tables() {
+    let out =
+        ok(&wafer(&["compare", "--model", "llama-3.1-8b", "--arch", "wse3", "--gpu", "H100-SXM", "--gpus", "1"], None));
+    for row in ["per-token latency", "tokens/s", "bound by", "faster per token"] {
+        assert!(out.contains(row), "{row}: {out}");
+    }
+    let out = ok(&wafer(&["archs"], None));
+    assert!(out.contains("wse2") && out.contains("883,350"));
+}
+
+#[test]
+fn machine_errors_are_clear() {
+    for (args, needle) in [
+        (vec!["run", "--arch", "tpu"], "unknown arch `tpu`"),
+        (vec!["run", "--wafers", "zero"], "--wafers is `zero`"),
+        (vec!["run", "--model", "llama-3.1-70b"], "1 wafer(s) of wse3"),
+        (vec!["run", "--arch", "mesh:0x3"], "mesh"),
+        (vec!["run", "--arch", "/nonexistent/arch.toml"], "cannot read arch spec"),
+        (vec!["compile", "--dump-after", "inline"], "unknown pass `inline`"),
+    ] {
+        let o = wafer(&args, None);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(needle) && !err.contains("panicked"), "{args:?}: {err}");
+    }
+}
