@@ -138,7 +138,11 @@ fn run_out_writes_a_complete_self_contained_report_folder() {
     let again = tmp.path().join("again");
     ok(&wafer(&["run", "--out", p(&again)]));
     for f in ["report.json", "summary.md", "report.html", "trace.json", "heatmap-links.svg", "latency.png"] {
-        assert_eq!(std::fs::read(dir.join(f)).unwrap(), std::fs::read(again.join(f)).unwrap(), "{f} differs between runs");
+        assert_eq!(
+            std::fs::read(dir.join(f)).unwrap(),
+            std::fs::read(again.join(f)).unwrap(),
+            "{f} differs between runs"
+        );
     }
     let o = wafer(&["run", "--out", p(&dir)]);
     assert_eq!(o.status.code(), Some(2));
@@ -158,7 +162,18 @@ fn run_out_writes_a_complete_self_contained_report_folder() {
 fn multi_wafer_runs_draw_one_heatmap_panel_per_wafer() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("r");
-    ok(&wafer(&["run", "--model", "llama-3.2-1b", "--arch", "mesh:256x256", "--wafers", "auto", "--no-gpu", "--out", p(&dir)]));
+    ok(&wafer(&[
+        "run",
+        "--model",
+        "llama-3.2-1b",
+        "--arch",
+        "mesh:256x256",
+        "--wafers",
+        "auto",
+        "--no-gpu",
+        "--out",
+        p(&dir),
+    ]));
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("report.json")).unwrap()).unwrap();
     let wafers = v["wafers"].as_u64().unwrap();
     assert!(wafers > 1, "expected several wafers, got {wafers}");
@@ -168,8 +183,13 @@ fn multi_wafer_runs_draw_one_heatmap_panel_per_wafer() {
     assert!(v["gpu"].is_null() && v["comparison"].is_null());
     assert_charts(&dir, 5);
     let t: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("trace.json")).unwrap()).unwrap();
-    let pids: std::collections::BTreeSet<u64> =
-        t["traceEvents"].as_array().unwrap().iter().filter(|e| e["ph"] == "X").map(|e| e["pid"].as_u64().unwrap()).collect();
+    let pids: std::collections::BTreeSet<u64> = t["traceEvents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["ph"] == "X")
+        .map(|e| e["pid"].as_u64().unwrap())
+        .collect();
     assert_eq!(pids.len() as u64, wafers + 1, "a process per wafer plus the critical path");
 }
 
@@ -224,7 +244,9 @@ fn a_3x3_sweep_sharded_and_merged_equals_the_unsharded_run() {
     }
     let csv = std::fs::read_to_string(all.join("sweep.csv")).unwrap();
     assert_eq!(csv.lines().count(), 10);
-    assert!(csv.starts_with("index,model,arch,context,batch,wafers,gpu,pe.sram_bytes,router.link_bytes_per_cycle,engine,status,tpot_us"));
+    assert!(csv.starts_with(
+        "index,model,arch,context,batch,wafers,gpu,pe.sram_bytes,router.link_bytes_per_cycle,engine,status,tpot_us"
+    ));
     assert_charts(&all, 2);
 
     let (s0, s1, merged) = (tmp.path().join("s0"), tmp.path().join("s1"), tmp.path().join("merged"));

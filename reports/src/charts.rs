@@ -112,7 +112,7 @@ fn title_font() -> TextStyle<'static> {
 
 /// A round upper bound for an axis holding `max`, with headroom for labels.
 fn nice_max(max: f64) -> f64 {
-    if !(max > 0.0) || !max.is_finite() {
+    if max <= 0.0 || !max.is_finite() {
         return 1.0;
     }
     let m = max * 1.12;
@@ -155,9 +155,12 @@ fn trim_zeros(s: String) -> String {
     }
 }
 
-
 /// A legend drawn in its own area (beside the plot, so it never hides data).
-fn draw_legend<DB: DrawingBackend>(area: &Area<DB>, items: &[(String, RGBColor)], line: bool) -> Result<(), ReportError> {
+fn draw_legend<DB: DrawingBackend>(
+    area: &Area<DB>,
+    items: &[(String, RGBColor)],
+    line: bool,
+) -> Result<(), ReportError> {
     let font = ("sans-serif", 12).into_font();
     let mut y = 60;
     for (i, (name, c)) in items.iter().enumerate() {
@@ -183,7 +186,12 @@ fn legend_height(items: &[String]) -> u32 {
 
 /// Series `i`'s marker: a circle, square, triangle or cross (then again), so
 /// series that share a colour (more than the palette holds) stay apart.
-fn draw_marker<DB: DrawingBackend>(area: &Area<DB>, i: usize, (x, y): (i32, i32), c: RGBColor) -> Result<(), ReportError> {
+fn draw_marker<DB: DrawingBackend>(
+    area: &Area<DB>,
+    i: usize,
+    (x, y): (i32, i32),
+    c: RGBColor,
+) -> Result<(), ReportError> {
     match (i / PALETTE.len()) % 4 {
         0 => area.draw(&Circle::new((x, y), 4, c.filled())),
         1 => area.draw(&Rectangle::new([(x - 4, y - 4), (x + 4, y + 4)], c.filled())),
@@ -297,13 +305,10 @@ impl StackedBars {
         }
         for (i, note) in self.notes.iter().enumerate().filter(|(_, s)| !s.is_empty()) {
             let top: f64 = self.bars.get(i).map_or(0.0, |b| b.1.iter().sum());
-            let style = ("sans-serif", TICK)
-                .into_font()
-                .color(&BLACK)
-                .pos(plotters::style::text_anchor::Pos::new(
-                    plotters::style::text_anchor::HPos::Center,
-                    plotters::style::text_anchor::VPos::Bottom,
-                ));
+            let style = ("sans-serif", TICK).into_font().color(&BLACK).pos(plotters::style::text_anchor::Pos::new(
+                plotters::style::text_anchor::HPos::Center,
+                plotters::style::text_anchor::VPos::Bottom,
+            ));
             chart
                 .draw_series(std::iter::once(Text::new(note.clone(), (i as f64, top + ymax * 0.01), style)))
                 .map_err(err)?;
@@ -336,7 +341,8 @@ impl Curves {
     fn draw<DB: DrawingBackend>(&self, root: &Area<DB>) -> Result<(), ReportError> {
         let (w, _) = root.dim_in_pixel();
         let (root, legend) = root.split_horizontally(w.saturating_sub(LEGEND_W));
-        let items: Vec<(String, RGBColor)> = self.series.iter().enumerate().map(|(i, s)| (s.0.clone(), color(i))).collect();
+        let items: Vec<(String, RGBColor)> =
+            self.series.iter().enumerate().map(|(i, s)| (s.0.clone(), color(i))).collect();
         draw_legend(&legend, &items, true)?;
         let root = &root;
         let pts = || self.series.iter().flat_map(|s| s.1.iter().copied());
@@ -354,7 +360,10 @@ impl Curves {
                 .margin(16)
                 .x_label_area_size(50)
                 .y_label_area_size(80)
-                .build_cartesian_2d((x0 / 1.15..x1 * 1.15).log_scale().base(if self.pow2() { 2.0 } else { 10.0 }), 0f64..ymax)
+                .build_cartesian_2d(
+                    (x0 / 1.15..x1 * 1.15).log_scale().base(if self.pow2() { 2.0 } else { 10.0 }),
+                    0f64..ymax,
+                )
                 .map_err(err)?;
             chart
                 .configure_mesh()
@@ -365,7 +374,7 @@ impl Curves {
                 .x_label_formatter(&|x| short(*x))
                 .y_label_formatter(&|y| short(*y))
                 .light_line_style(RGBColor(238, 238, 238))
-            .max_light_lines(1)
+                .max_light_lines(1)
                 .bold_line_style(RGBColor(215, 215, 215))
                 .draw()
                 .map_err(err)?;
@@ -388,7 +397,7 @@ impl Curves {
                 .x_label_formatter(&|x| short(*x))
                 .y_label_formatter(&|y| short(*y))
                 .light_line_style(RGBColor(238, 238, 238))
-            .max_light_lines(1)
+                .max_light_lines(1)
                 .bold_line_style(RGBColor(215, 215, 215))
                 .draw()
                 .map_err(err)?;
@@ -414,9 +423,13 @@ impl Curves {
             let style = c.filled();
             match (i / PALETTE.len()) % 4 {
                 0 => chart.draw_series(pts.iter().map(|&p| EmptyElement::at(p) + Circle::new((0, 0), 4, style))),
-                1 => chart.draw_series(pts.iter().map(|&p| EmptyElement::at(p) + Rectangle::new([(-4, -4), (4, 4)], style))),
-                2 => chart.draw_series(pts.iter().map(|&p| EmptyElement::at(p) + TriangleMarker::new((0, 0), 5, style))),
-                _ => chart.draw_series(pts.iter().map(|&p| EmptyElement::at(p) + Cross::new((0, 0), 4, c.stroke_width(2)))),
+                1 => chart
+                    .draw_series(pts.iter().map(|&p| EmptyElement::at(p) + Rectangle::new([(-4, -4), (4, 4)], style))),
+                2 => {
+                    chart.draw_series(pts.iter().map(|&p| EmptyElement::at(p) + TriangleMarker::new((0, 0), 5, style)))
+                }
+                _ => chart
+                    .draw_series(pts.iter().map(|&p| EmptyElement::at(p) + Cross::new((0, 0), 4, c.stroke_width(2)))),
             }
             .map_err(err)?;
         }
@@ -599,8 +612,7 @@ impl Heatmap {
                     while e < g.cols && self.level(g.get(e, r)) == lv {
                         e += 1;
                     }
-                    let color =
-                        if lv < 0 { EMPTY } else { colormap(lv as f64 / (LEVELS - 1.0)) };
+                    let color = if lv < 0 { EMPTY } else { colormap(lv as f64 / (LEVELS - 1.0)) };
                     let (x0, x1) = (c as f64 * cell, (e as f64 * cell).min(mw));
                     let (y0, y1) = (r as f64 * cell, ((r + 1) as f64 * cell).min(mh));
                     rects.push(Rectangle::new([(x0, y0), (x1, y1)], color.filled()));
@@ -617,7 +629,10 @@ impl Heatmap {
             .margin_right(70)
             .y_label_area_size(0)
             .right_y_label_area_size(50)
-            .build_cartesian_2d(0f64..1f64, self.min * self.label_factor..self.max.max(self.min + 1e-12) * self.label_factor)
+            .build_cartesian_2d(
+                0f64..1f64,
+                self.min * self.label_factor..self.max.max(self.min + 1e-12) * self.label_factor,
+            )
             .map_err(err)?;
         cb.configure_mesh()
             .disable_mesh()
@@ -663,7 +678,9 @@ pub fn base64(data: &[u8]) -> String {
 mod tests {
     #[test]
     fn base64_matches_the_rfc_examples() {
-        for (i, o) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg=="), ("fooba", "Zm9vYmE=")] {
+        for (i, o) in
+            [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg=="), ("fooba", "Zm9vYmE=")]
+        {
             assert_eq!(super::base64(i.as_bytes()), o);
         }
     }

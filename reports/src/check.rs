@@ -121,8 +121,8 @@ impl Case {
 
 impl Baseline {
     pub fn from_toml(text: &str, source: &str) -> Result<Baseline, ReportError> {
-        let b: Baseline =
-            toml::from_str(text).map_err(|e| bad(source, format!("not a valid baseline: {}", e.to_string().trim_end())))?;
+        let b: Baseline = toml::from_str(text)
+            .map_err(|e| bad(source, format!("not a valid baseline: {}", e.to_string().trim_end())))?;
         if let Some(t) = b.tolerance_pct {
             if !(t.is_finite() && (0.0..=100.0).contains(&t)) {
                 return Err(bad(source, format!("field `tolerance_pct` is {t}; allowed: 0..=100")));
@@ -141,17 +141,26 @@ impl Baseline {
             }
             match &c.wafers {
                 WafersSpec::Count(n) if !(1..=4096).contains(n) => {
-                    return Err(bad(source, format!("{} is {n}; allowed: 1..=4096, \"auto\" or \"arch\"", at("wafers"))))
+                    return Err(bad(
+                        source,
+                        format!("{} is {n}; allowed: 1..=4096, \"auto\" or \"arch\"", at("wafers")),
+                    ))
                 }
                 WafersSpec::Word(w) if w != "auto" && w != "arch" => {
-                    return Err(bad(source, format!("{} is \"{w}\"; allowed: 1..=4096, \"auto\" or \"arch\"", at("wafers"))))
+                    return Err(bad(
+                        source,
+                        format!("{} is \"{w}\"; allowed: 1..=4096, \"auto\" or \"arch\"", at("wafers")),
+                    ))
                 }
                 _ => {}
             }
             if c.expect.list().is_empty() {
                 return Err(bad(
                     source,
-                    format!("{} records no figure; give tpot_us, tokens_per_s, cycles, pes_used or wafers_used", at("expect")),
+                    format!(
+                        "{} records no figure; give tpot_us, tokens_per_s, cycles, pes_used or wafers_used",
+                        at("expect")
+                    ),
                 ));
             }
             if let Some((f, v)) = c.expect.list().into_iter().find(|(_, v)| !v.is_finite() || *v < 0.0) {
@@ -278,7 +287,15 @@ pub fn diff_markdown(diffs: &[Diff], tolerance_pct: f64, source: &str) -> String
         format!("### wafer check: {failing} of {} figures outside {tolerance_pct}% of `{source}`\n\n", diffs.len())
     };
     let mut t = Table::new(&["case", "figure", ">baseline", ">current", ">change", "verdict"]);
-    let fmt = |x: Option<f64>| x.map_or("-".to_string(), |v| if v.fract() == 0.0 && v.abs() < 1e15 { format!("{v:.0}") } else { format!("{v:.3}") });
+    let fmt = |x: Option<f64>| {
+        x.map_or("-".to_string(), |v| {
+            if v.fract() == 0.0 && v.abs() < 1e15 {
+                format!("{v:.0}")
+            } else {
+                format!("{v:.3}")
+            }
+        })
+    };
     for d in diffs {
         t.row([
             d.case.clone(),
@@ -309,7 +326,13 @@ pes_used = 50
 "#;
 
     fn figs(tpot: f64, pes: u64) -> Figures {
-        Figures { tpot_us: Some(tpot), tokens_per_s: Some(1e6 / tpot), cycles: Some(1.0), pes_used: Some(pes), wafers_used: Some(1) }
+        Figures {
+            tpot_us: Some(tpot),
+            tokens_per_s: Some(1e6 / tpot),
+            cycles: Some(1.0),
+            pes_used: Some(pes),
+            wafers_used: Some(1),
+        }
     }
 
     #[test]
@@ -337,7 +360,10 @@ pes_used = 50
             ("[[case]]\nmodel = \"gpt2\"\ncontext = 1\n[case.expect]\n", "expect"),
             ("[[case]]\nmodel = \"gpt2\"\ncontext = 0\n[case.expect]\ntpot_us = 1.0\n", "context"),
             ("[[case]]\nmodel = \"gpt2\"\ncontext = 5\n[case.expect]\ntpot_us = \"fast\"\n", "tpot_us"),
-            ("tolerance_pct = -1\n[[case]]\nmodel = \"gpt2\"\ncontext = 5\n[case.expect]\ntpot_us = 1.0\n", "tolerance_pct"),
+            (
+                "tolerance_pct = -1\n[[case]]\nmodel = \"gpt2\"\ncontext = 5\n[case.expect]\ntpot_us = 1.0\n",
+                "tolerance_pct",
+            ),
             ("", "case"),
         ] {
             let e = Baseline::from_toml(text, "base.toml").unwrap_err().to_string();

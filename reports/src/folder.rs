@@ -36,7 +36,8 @@ const WAFER_PARTS: [&str; 4] = ["compute", "on-wafer communication", "inter-wafe
 pub fn run_charts(r: &RunReport, p: &Program) -> Result<Vec<Chart>, ReportError> {
     let s = &r.simulation;
     let to_us = |c: f64| c / (s.clock_ghz * 1e3);
-    let parts = |b: &wafer_simulator::Breakdown| vec![to_us(b.compute), to_us(b.comm), to_us(b.inter_wafer), to_us(b.wait)];
+    let parts =
+        |b: &wafer_simulator::Breakdown| vec![to_us(b.compute), to_us(b.comm), to_us(b.inter_wafer), to_us(b.wait)];
     let mut charts = Vec::new();
 
     // Wafer vs GPU.
@@ -65,7 +66,9 @@ pub fn run_charts(r: &RunReport, p: &Program) -> Result<Vec<Chart>, ReportError>
         bars.push((format!("wafer: {} × {}", s.wafers, r.inputs.arch), wafer_bar));
     }
     let title = match &r.comparison {
-        Some(c) if c.speedup >= 1.0 => format!("{}: wafer {:.2}× faster than the GPU baseline", r.inputs.model, c.speedup),
+        Some(c) if c.speedup >= 1.0 => {
+            format!("{}: wafer {:.2}× faster than the GPU baseline", r.inputs.model, c.speedup)
+        }
         Some(c) => format!("{}: wafer {:.2}× slower than the GPU baseline", r.inputs.model, 1.0 / c.speedup),
         None => format!("{}: per-token latency on the wafer", r.inputs.model),
     };
@@ -227,7 +230,9 @@ pub fn run_doc(r: &RunReport, p: &Program, charts: Vec<Chart>) -> Doc {
     let us = |c: f64| format!("{:.1}", c / (s.clock_ghz * 1e3));
     let pct = |c: f64| format!("{:.1}%", 100.0 * c / total);
     let mut t = Table::new(&["critical path", ">µs", ">share"]);
-    for (name, v) in WAFER_PARTS.iter().zip([s.breakdown.compute, s.breakdown.comm, s.breakdown.inter_wafer, s.breakdown.wait]) {
+    for (name, v) in
+        WAFER_PARTS.iter().zip([s.breakdown.compute, s.breakdown.comm, s.breakdown.inter_wafer, s.breakdown.wait])
+    {
         t.row([name.to_string(), us(v), pct(v)]);
     }
     d.table(t);
@@ -257,7 +262,12 @@ pub fn run_doc(r: &RunReport, p: &Program, charts: Vec<Chart>) -> Doc {
     m.row(["regions / routes".to_string(), format!("{} / {}", cs.regions, cs.routes)]);
     m.row([
         "SRAM per PE (mean / max)".to_string(),
-        format!("{} / {} of {}", bytes(cs.sram_mean_bytes as u64), bytes(cs.sram_max_bytes), bytes(p.arch.pe.sram_bytes)),
+        format!(
+            "{} / {} of {}",
+            bytes(cs.sram_mean_bytes as u64),
+            bytes(cs.sram_max_bytes),
+            bytes(p.arch.pe.sram_bytes)
+        ),
     ]);
     m.row(["colors per router (max)".to_string(), format!("{} of {}", cs.colors_max_per_router, cs.colors_available)]);
     m.row(["longest route".to_string(), format!("{} hops", cs.longest_route_hops)]);
@@ -283,7 +293,12 @@ pub fn run_folder(r: &RunReport, p: &Program) -> Result<Vec<OutFile>, ReportErro
     let mut files = vec![OutFile::new("report.json", crate::to_json_pretty(r))];
     let chart_files: Vec<OutFile> = charts
         .iter()
-        .flat_map(|c| [OutFile::new(format!("{}.svg", c.name), c.svg.clone()), OutFile::new(format!("{}.png", c.name), c.png.clone())])
+        .flat_map(|c| {
+            [
+                OutFile::new(format!("{}.svg", c.name), c.svg.clone()),
+                OutFile::new(format!("{}.png", c.name), c.png.clone()),
+            ]
+        })
         .collect();
     let doc = run_doc(r, p, charts);
     files.push(OutFile::new("summary.md", doc.to_markdown()));

@@ -162,11 +162,7 @@ pub fn wafer_maps(p: &Program, sim: &SimResult) -> WaferMaps {
     let finish = |v: Vec<Acc>, scale: f64, per_used: bool| {
         v.into_iter().enumerate().map(|(w, a)| a.finish(&g, w as u32, scale, per_used)).collect::<Vec<_>>()
     };
-    WaferMaps {
-        sram: finish(sram, 1.0, true),
-        busy: finish(busy, 1.0, true),
-        link: finish(link, link_scale, false),
-    }
+    WaferMaps { sram: finish(sram, 1.0, true), busy: finish(busy, 1.0, true), link: finish(link, link_scale, false) }
 }
 
 #[cfg(test)]

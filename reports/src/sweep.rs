@@ -146,7 +146,8 @@ fn spec_err(source: &str, message: impl Into<String>) -> ReportError {
 impl SweepSpec {
     /// Parses and checks a spec; `source` names it in errors.
     pub fn from_toml(text: &str, source: &str) -> Result<SweepSpec, ReportError> {
-        let s: SweepSpec = toml::from_str(text).map_err(|e| spec_err(source, format!("not a valid sweep spec: {e}")))?;
+        let s: SweepSpec =
+            toml::from_str(text).map_err(|e| spec_err(source, format!("not a valid sweep spec: {e}")))?;
         for (field, empty) in [
             ("models", s.models.is_empty()),
             ("archs", s.archs.is_empty()),
@@ -167,10 +168,16 @@ impl SweepSpec {
         for w in &s.wafers {
             match w {
                 WafersSpec::Count(n) if !(1..=4096).contains(n) => {
-                    return Err(spec_err(source, format!("field `wafers` holds {n}; allowed: 1..=4096, \"auto\" or \"arch\"")))
+                    return Err(spec_err(
+                        source,
+                        format!("field `wafers` holds {n}; allowed: 1..=4096, \"auto\" or \"arch\""),
+                    ))
                 }
                 WafersSpec::Word(x) if x != "auto" && x != "arch" => {
-                    return Err(spec_err(source, format!("field `wafers` holds \"{x}\"; allowed: 1..=4096, \"auto\" or \"arch\"")))
+                    return Err(spec_err(
+                        source,
+                        format!("field `wafers` holds \"{x}\"; allowed: 1..=4096, \"auto\" or \"arch\""),
+                    ))
                 }
                 _ => {}
             }
@@ -180,7 +187,10 @@ impl SweepSpec {
                 return Err(spec_err(source, format!("field `arch.\"{k}\"` is empty; give at least one value")));
             }
             if v.iter().any(|x| !(x.is_integer() || x.is_float() || x.is_bool() || x.is_str())) {
-                return Err(spec_err(source, format!("field `arch.\"{k}\"`: values must be numbers, booleans or strings")));
+                return Err(spec_err(
+                    source,
+                    format!("field `arch.\"{k}\"`: values must be numbers, booleans or strings"),
+                ));
             }
         }
         if let Some(x) = s.plot.as_ref().and_then(|p| p.x.as_ref()) {
@@ -193,7 +203,10 @@ impl SweepSpec {
         }
         for y in s.plot.iter().flat_map(|p| &p.y) {
             if !Figures::NAMES.contains(&y.as_str()) {
-                return Err(spec_err(source, format!("field `plot.y` holds `{y}`; allowed: {}", Figures::NAMES.join(", "))));
+                return Err(spec_err(
+                    source,
+                    format!("field `plot.y` holds `{y}`; allowed: {}", Figures::NAMES.join(", ")),
+                ));
             }
         }
         Ok(s)
@@ -255,7 +268,11 @@ pub fn apply_overrides(base: &ArchSpec, params: &[(String, toml::Value)]) -> Res
     }
     let mut t: toml::Table = toml::from_str(&base.to_toml()).map_err(|e| e.to_string())?;
     for (path, v) in params {
-        let missing = || format!("arch field `{path}` does not exist (see the arch TOML, e.g. `wafer compile` inputs, for field names)");
+        let missing = || {
+            format!(
+                "arch field `{path}` does not exist (see the arch TOML, e.g. `wafer compile` inputs, for field names)"
+            )
+        };
         let parts: Vec<&str> = path.split('.').collect();
         let (last, parents) = parts.split_last().ok_or_else(missing)?;
         let mut cur = &mut t;
@@ -449,7 +466,10 @@ pub fn merge(parts: &[(String, SweepOutput)]) -> Result<SweepOutput, ReportError
             }
             if let Some(prev) = rows.insert(r.index, r.clone()) {
                 if &prev != r {
-                    return Err(ReportError::Merge(format!("{name}: point {} appears twice with different results", r.index)));
+                    return Err(ReportError::Merge(format!(
+                        "{name}: point {} appears twice with different results",
+                        r.index
+                    )));
                 }
             }
         }
@@ -678,7 +698,11 @@ pub fn curves(o: &SweepOutput) -> Result<Vec<crate::charts::Chart>, ReportError>
         }
         let xs: Vec<f64> = series.iter().flat_map(|s| s.1.iter().map(|p| p.0)).collect();
         let (lo, hi) = xs.iter().fold((f64::INFINITY, 0f64), |a, &v| (a.0.min(v), a.1.max(v)));
-        let title = if o.name.is_empty() { format!("{} vs {x}", y_desc(&y)) } else { format!("{}: {} vs {x}", o.name, y_desc(&y)) };
+        let title = if o.name.is_empty() {
+            format!("{} vs {x}", y_desc(&y))
+        } else {
+            format!("{}: {} vs {x}", o.name, y_desc(&y))
+        };
         out.push(
             Curves {
                 name: format!("curve-{y}"),
@@ -715,11 +739,18 @@ pub fn sweep_files(o: &SweepOutput) -> Result<Vec<OutFile>, ReportError> {
     let mut files = vec![OutFile::new("sweep.json", crate::to_json_pretty(o)), OutFile::new("sweep.csv", to_csv(o))];
     let chart_files: Vec<OutFile> = charts
         .iter()
-        .flat_map(|c| [OutFile::new(format!("{}.svg", c.name), c.svg.clone()), OutFile::new(format!("{}.png", c.name), c.png.clone())])
+        .flat_map(|c| {
+            [
+                OutFile::new(format!("{}.svg", c.name), c.svg.clone()),
+                OutFile::new(format!("{}.png", c.name), c.png.clone()),
+            ]
+        })
         .collect();
     let mut d = Doc::new(if o.name.is_empty() { "Sweep".to_string() } else { format!("Sweep: {}", o.name) });
     let ok = o.rows.iter().filter(|r| r.figures.is_some()).count();
-    let shard = o.shard.map_or(String::new(), |s| format!(" This is shard {}/{}; merge the shards with `wafer merge`.", s.index, s.count));
+    let shard = o.shard.map_or(String::new(), |s| {
+        format!(" This is shard {}/{}; merge the shards with `wafer merge`.", s.index, s.count)
+    });
     d.p(format!(
         "{} of {} points ({} engine): {} with results, {} that do not fit or failed.{}",
         o.rows.len(),
@@ -734,15 +765,32 @@ pub fn sweep_files(o: &SweepOutput) -> Result<Vec<OutFile>, ReportError> {
     }
     d.h("Points");
     let keys: Vec<&String> = o.spec.arch.keys().collect();
-    let mut cols: Vec<String> = vec!["#".into(), "model".into(), "arch".into(), ">context".into(), ">batch".into(), "wafers".into()];
+    let mut cols: Vec<String> =
+        vec!["#".into(), "model".into(), "arch".into(), ">context".into(), ">batch".into(), "wafers".into()];
     cols.extend(keys.iter().map(|k| format!(">{k}")));
-    cols.extend([">µs/token".into(), ">tokens/s".into(), ">wafers used".into(), "bound".into(), ">GPU µs/token".into(), ">speed-up".into()]);
+    cols.extend([
+        ">µs/token".into(),
+        ">tokens/s".into(),
+        ">wafers used".into(),
+        "bound".into(),
+        ">GPU µs/token".into(),
+        ">speed-up".into(),
+    ]);
     let cols_ref: Vec<&str> = cols.iter().map(String::as_str).collect();
     let mut t = Table::new(&cols_ref);
     let mut errors = Table::new(&["#", "error"]);
     for r in &o.rows {
-        let mut c = vec![r.index.to_string(), r.model.clone(), r.arch.clone(), r.context.to_string(), r.batch.to_string(), r.wafers.clone()];
-        c.extend(keys.iter().map(|k| r.params.get(*k).map_or(String::new(), |v| v.as_str().map_or_else(|| v.to_string(), str::to_string))));
+        let mut c = vec![
+            r.index.to_string(),
+            r.model.clone(),
+            r.arch.clone(),
+            r.context.to_string(),
+            r.batch.to_string(),
+            r.wafers.clone(),
+        ];
+        c.extend(keys.iter().map(|k| {
+            r.params.get(*k).map_or(String::new(), |v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
+        }));
         match &r.figures {
             Some(f) => c.extend([
                 format!("{:.1}", f.tpot_us),
@@ -753,7 +801,14 @@ pub fn sweep_files(o: &SweepOutput) -> Result<Vec<OutFile>, ReportError> {
                 f.speedup.map_or("-".into(), |x| format!("{x:.2}×")),
             ]),
             None => {
-                c.extend(["does not fit / failed".to_string(), "-".into(), "-".into(), "-".into(), "-".into(), "-".into()]);
+                c.extend([
+                    "does not fit / failed".to_string(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                ]);
                 errors.row([r.index.to_string(), r.error.clone().unwrap_or_default()]);
             }
         }
@@ -868,12 +923,14 @@ wafers = [1, "auto"]
     fn merge_needs_every_point_once_from_one_spec() {
         let s = SweepSpec::from_toml("contexts = [1, 2, 3]", "s").unwrap();
         let all = SweepOutput::new(&s, "analytical", None, (0..3).map(|i| row(i, 10.0 + i as f64)).collect());
-        let a = SweepOutput::new(&s, "analytical", Some(Shard { index: 0, count: 2 }), vec![row(0, 10.0), row(2, 12.0)]);
+        let a =
+            SweepOutput::new(&s, "analytical", Some(Shard { index: 0, count: 2 }), vec![row(0, 10.0), row(2, 12.0)]);
         let b = SweepOutput::new(&s, "analytical", Some(Shard { index: 1, count: 2 }), vec![row(1, 11.0)]);
         let m = merge(&[("b".into(), b.clone()), ("a".into(), a.clone())]).unwrap();
         assert_eq!(m, all);
         assert!(merge(&[("a".into(), a.clone())]).unwrap_err().to_string().contains("missing"));
-        let other = SweepOutput::new(&SweepSpec::from_toml("contexts = [1, 2, 4]", "s").unwrap(), "analytical", None, vec![]);
+        let other =
+            SweepOutput::new(&SweepSpec::from_toml("contexts = [1, 2, 4]", "s").unwrap(), "analytical", None, vec![]);
         assert!(merge(&[("a".into(), a), ("o".into(), other)]).unwrap_err().to_string().contains("same sweep"));
         let csv = to_csv(&all);
         assert_eq!(csv.lines().count(), 4);

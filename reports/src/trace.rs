@@ -90,7 +90,15 @@ pub fn chrome_trace(p: &Program, sim: &SimResult) -> String {
                 ("reduce + epilogue", c.reduce_comm + c.reduce_compute),
             ] {
                 if len > 0.0 {
-                    ev.push(slice(name.into(), "phase", r.wafer, tid, t(at), t(at + len) - t(at), json!({ "cycles": len })));
+                    ev.push(slice(
+                        name.into(),
+                        "phase",
+                        r.wafer,
+                        tid,
+                        t(at),
+                        t(at + len) - t(at),
+                        json!({ "cycles": len }),
+                    ));
                 }
                 at += len;
             }

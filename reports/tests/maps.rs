@@ -62,8 +62,7 @@ fn trace_has_a_track_per_region_and_the_critical_path() {
     let phases: Vec<_> = ev.iter().filter(|e| e["cat"] == "phase").collect();
     assert!(!phases.is_empty());
     for e in phases {
-        let parent =
-            ev.iter().find(|r| r["cat"] == "region" && r["pid"] == e["pid"] && r["tid"] == e["tid"]).unwrap();
+        let parent = ev.iter().find(|r| r["cat"] == "region" && r["pid"] == e["pid"] && r["tid"] == e["tid"]).unwrap();
         let (ps, pd) = (parent["ts"].as_f64().unwrap(), parent["dur"].as_f64().unwrap());
         let (s, d) = (e["ts"].as_f64().unwrap(), e["dur"].as_f64().unwrap());
         assert!(s >= ps - 1e-3 && s + d <= ps + pd + 1e-3, "{e}");

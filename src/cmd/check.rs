@@ -77,8 +77,10 @@ pub fn run(a: Args) -> Result<(), Exit> {
             ),
         })?;
         engines.push(e);
-        load_model(&c.model).map_err(|e| Exit { code: 2, message: format!("{source}: case[{i}] field `model`: {}", e.message) })?;
-        load_arch(&c.arch).map_err(|e| Exit { code: 2, message: format!("{source}: case[{i}] field `arch`: {}", e.message) })?;
+        load_model(&c.model)
+            .map_err(|e| Exit { code: 2, message: format!("{source}: case[{i}] field `model`: {}", e.message) })?;
+        load_arch(&c.arch)
+            .map_err(|e| Exit { code: 2, message: format!("{source}: case[{i}] field `arch`: {}", e.message) })?;
     }
     let current: Vec<Result<Figures, String>> =
         b.case.par_iter().zip(engines.par_iter()).map(|(c, e)| run_case(c, *e)).collect();
@@ -94,11 +96,10 @@ pub fn run(a: Args) -> Result<(), Exit> {
     if let Ok(path) = std::env::var("GITHUB_STEP_SUMMARY") {
         if !path.is_empty() {
             use std::io::Write;
-            let mut f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .map_err(|e| Exit { code: 2, message: format!("cannot append to $GITHUB_STEP_SUMMARY ({path}): {e}") })?;
+            let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|e| Exit {
+                code: 2,
+                message: format!("cannot append to $GITHUB_STEP_SUMMARY ({path}): {e}"),
+            })?;
             writeln!(f, "{md}").map_err(|e| Exit { code: 2, message: format!("cannot append to {path}: {e}") })?;
         }
     }

@@ -45,7 +45,10 @@ pub fn write_folder(dir: &Path, files: &[OutFile], force: bool) -> Result<(), Ex
     let parent = dir.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(io("create", parent))?;
     let stem = dir.file_name().and_then(|s| s.to_str()).unwrap_or("report");
-    let tmp = tempfile::Builder::new().prefix(&format!(".{stem}.tmp-")).tempdir_in(parent).map_err(io("create a folder in", parent))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".{stem}.tmp-"))
+        .tempdir_in(parent)
+        .map_err(io("create a folder in", parent))?;
     for f in files {
         let path = tmp.path().join(&f.name);
         std::fs::write(&path, &f.bytes).map_err(io("write", &path))?;
@@ -56,7 +59,10 @@ pub fn write_folder(dir: &Path, files: &[OutFile], force: bool) -> Result<(), Ex
             std::fs::remove_dir(dir).map_err(io("replace", dir))?;
         } else {
             // force: swap the old folder aside, the new one in, then delete the old.
-            let old = tempfile::Builder::new().prefix(&format!(".{stem}.old-")).tempdir_in(parent).map_err(io("create a folder in", parent))?;
+            let old = tempfile::Builder::new()
+                .prefix(&format!(".{stem}.old-"))
+                .tempdir_in(parent)
+                .map_err(io("create a folder in", parent))?;
             let aside = old.path().join("previous");
             std::fs::rename(dir, &aside).map_err(io("move aside", dir))?;
             std::fs::rename(tmp.path(), dir).map_err(io("create", dir))?;

@@ -10,7 +10,9 @@ use rayon::prelude::*;
 use std::collections::BTreeMap;
 use wafer_compiler::{compile, CompileOptions, Wafers};
 use wafer_ir::{verify_graph, ArchSpec, DType};
-use wafer_reports::sweep::{apply_overrides, sweep_files, Figures, Point, Row, Shard, SweepOutput, SweepSpec, WafersSpec};
+use wafer_reports::sweep::{
+    apply_overrides, sweep_files, Figures, Point, Row, Shard, SweepOutput, SweepSpec, WafersSpec,
+};
 use wafer_workloads::{decode_graph, DecodeParams, ModelConfig};
 
 #[derive(clap::Args, Debug)]
@@ -39,10 +41,11 @@ pub struct Inputs {
 fn split_gpu(s: &str) -> Result<(&str, Option<u32>), Exit> {
     match s.rsplit_once(':') {
         Some((name, n)) if !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()) => {
-            let k: u32 = n.parse().ok().filter(|k| (1..=1024).contains(k)).ok_or_else(|| Exit {
-                code: 2,
-                message: format!("GPU `{s}`: the count after `:` must be 1..=1024"),
-            })?;
+            let k: u32 = n
+                .parse()
+                .ok()
+                .filter(|k| (1..=1024).contains(k))
+                .ok_or_else(|| Exit { code: 2, message: format!("GPU `{s}`: the count after `:` must be 1..=1024") })?;
             Ok((name, Some(k)))
         }
         _ => Ok((s, None)),
@@ -185,7 +188,13 @@ pub fn run(a: Args) -> Result<(), Exit> {
     let out = SweepOutput::new(&spec, engine.name(), a.shard, rows);
     let files = sweep_files(&out)?;
     let ok = out.rows.iter().filter(|r| r.figures.is_some()).count();
-    print!("{}", files.iter().find(|f| f.name == "summary.md").map_or(String::new(), |f| String::from_utf8_lossy(&f.bytes).into_owned()));
+    print!(
+        "{}",
+        files
+            .iter()
+            .find(|f| f.name == "summary.md")
+            .map_or(String::new(), |f| String::from_utf8_lossy(&f.bytes).into_owned())
+    );
     if let Some(dir) = &a.out.out {
         write_folder(dir, &files, a.out.force)?;
         eprintln!("wrote {} ({} points, {} with results)", dir.display(), out.rows.len(), ok);
