@@ -7,7 +7,7 @@
 //! with the event engine up to contention and per-PE detail. Must not: play
 //! individual messages on links.
 
-use crate::result::{role_of, Breakdown, LinkLoad, Outcome, RegionTiming, SimResult};
+use crate::result::{role_of, Breakdown, RegionTiming, SimResult};
 use crate::timing::*;
 use wafer_ir::{route_messages, ArchSpec, DType, Program, ProgramInfo, Rect, Reduce, RouteKind, Step, Work};
 
@@ -255,27 +255,12 @@ pub fn simulate_analytical(p: &Program, info: &ProgramInfo) -> SimResult {
         });
     }
     // Links: each route's bytes spread over its messages' hops (a lower bound on load).
-    let mut res = SimResult {
-        engine: "analytical".into(),
-        model: p.model.clone(),
-        arch: p.arch.name.clone(),
-        wafers: p.wafers,
-        batch: p.batch,
-        context: p.context,
-        outcome: Outcome::Finished,
+    SimResult {
         cycles,
-        clock_ghz: p.arch.clock_ghz,
-        tpot_us: 0.0,
-        tokens_per_s: 0.0,
-        breakdown: Breakdown::default(),
-        by_layer: Vec::new(),
-        by_kind: Default::default(),
         critical_path: path,
         pe_busy_mean: if info.pes_used > 0 { busy_sum / info.pes_used as f64 } else { 0.0 },
-        link_load: LinkLoad::default(),
         regions: timings,
-    };
-    res.aggregate();
-    res.derive_rates();
-    res
+        ..SimResult::for_program("analytical", p)
+    }
+    .finish()
 }
