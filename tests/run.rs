@@ -29,7 +29,7 @@ fn run_on_defaults_reports_latency_breakdown_and_the_gpu_comparison() {
     for key in ["tpot_us", "tokens_per_s", "cycles", "clock_ghz", "wafers"] {
         assert!(v[key].is_number(), "{key}: {}", v[key]);
     }
-    assert_eq!(v["engine"], "analytical");
+    assert_eq!(v["engine"], "event");
     assert!(v["breakdown"]["compute"].is_number() && v["breakdown"]["comm"].is_number());
     assert!(v["simulation"]["by_kind"]["attention"].is_object());
     assert!(v["comparison"]["speedup"].as_f64().unwrap() > 0.0);
@@ -68,8 +68,11 @@ fn compile_writes_a_program_that_simulate_reads_back_to_the_same_figures() {
     )))
     .unwrap();
     assert!(c["wafers"].is_u64() && c["pes_used"].is_u64());
-    let s: serde_json::Value =
-        serde_json::from_str(&ok(&wafer(&["simulate", file.to_str().unwrap(), "--format", "json"], None))).unwrap();
+    let s: serde_json::Value = serde_json::from_str(&ok(&wafer(
+        &["simulate", file.to_str().unwrap(), "--engine", "analytical", "--format", "json"],
+        None,
+    )))
+    .unwrap();
     assert_eq!(s["cycles"].as_f64().unwrap(), c["estimate_cycles"].as_f64().unwrap());
     // A damaged file is a clear error.
     std::fs::write(&file, "program \"x\" batch=1\n").unwrap();

@@ -41,7 +41,7 @@ pub struct PlotSpec {
 pub struct SweepSpec {
     #[serde(default)]
     pub name: String,
-    /// `analytical` (default) or another engine `wafer run --engine` knows; `--engine` overrides.
+    /// `analytical` (the sweep default) or another engine `wafer run --engine` knows; `--engine` overrides.
     #[serde(default)]
     pub engine: Option<String>,
     #[serde(default = "default_models")]

@@ -2,7 +2,7 @@
 //!
 //! Owns: the layout of the trace — one process per wafer with one thread per
 //! region (a slice from its input being ready to its output, with its phases
-//! nested inside when the engine's region times are the closed form), a
+//! nested inside for the analytical engine, whose region times are that closed form), a
 //! "critical path" process whose single track alternates transfers and
 //! regions, and a counter of PEs computing over time. Region-level, so a full
 //! wafer stays a few hundred kilobytes. Must not: time anything itself.
@@ -82,7 +82,7 @@ pub fn chrome_trace(p: &Program, sim: &SimResult) -> String {
         ev.push(slice(rt.role.clone(), "region", r.wafer, tid, ts, (te - ts).max(0.0), args));
         // Phases, when the engine's region time is the closed form (the analytical engine).
         let c = region_cost(&p.arch, &r.work, r.rect, p.batch, p.weight_dtype, p.kv_dtype);
-        if (c.total() - (rt.end - rt.start)).abs() <= 1e-6 * c.total().max(1.0) {
+        if sim.engine == "analytical" && (c.total() - (rt.end - rt.start)).abs() <= 1e-6 * c.total().max(1.0) {
             let mut at = rt.start;
             for (name, len) in [
                 ("prologue: norm + multicast", c.prologue_comm),

@@ -7,7 +7,7 @@
 //! with the event engine up to contention and per-PE detail. Must not: play
 //! individual messages on links.
 
-use crate::result::{role_of, Breakdown, LinkLoad, Outcome, RegionTiming, SimResult};
+use crate::result::{role_of, Breakdown, RegionTiming, SimResult};
 use crate::timing::*;
 use wafer_ir::{route_messages, ArchSpec, DType, Program, ProgramInfo, Rect, Reduce, RouteKind, Step, Work};
 
@@ -107,9 +107,50 @@ pub fn region_cost(arch: &ArchSpec, work: &Work, rect: Rect, batch: u64, weight:
     }
 }
 
-/// Contention-free time of a route from its source's output to its last
-/// delivery (multicast tails excluded: the destination's prologue counts them),
-/// split into (on-wafer, inter-wafer) cycles.
+/// Cycles the busiest mesh link of these messages must carry: each message's
+/// dimension-ordered path (X along its source row, then Y along its
+/// destination column, tails excluded) loads every link it crosses for its
+/// serialization time; links carry one message at a time.
+fn busiest_link(a: &ArchSpec, msgs: &[wafer_ir::Message]) -> u64 {
+    /// (axis, line, direction), then the span [from, to) and the cycles it holds each link.
+    type Segment = ((u8, u32, bool), u32, u32, u64);
+    let mut segs: Vec<Segment> = Vec::with_capacity(2 * msgs.len());
+    for m in msgs {
+        let ser = serialization(a, m.bytes);
+        if m.from.x != m.to.x {
+            let (lo, hi) = (m.from.x.min(m.to.x), m.from.x.max(m.to.x));
+            segs.push(((0, m.from.y, m.to.x > m.from.x), lo, hi, ser));
+        }
+        if m.from.y != m.to.y {
+            let (lo, hi) = (m.from.y.min(m.to.y), m.from.y.max(m.to.y));
+            segs.push(((1, m.to.x, m.to.y > m.from.y), lo, hi, ser));
+        }
+    }
+    segs.sort_unstable();
+    let mut best = 0u64;
+    let mut i = 0;
+    while i < segs.len() {
+        let key = segs[i].0;
+        let mut events: Vec<(u32, i64)> = Vec::new();
+        while i < segs.len() && segs[i].0 == key {
+            events.push((segs[i].1, segs[i].3 as i64));
+            events.push((segs[i].2, -(segs[i].3 as i64)));
+            i += 1;
+        }
+        events.sort_unstable_by_key(|e| (e.0, e.1));
+        let mut load = 0i64;
+        for (_, d) in events {
+            load += d;
+            best = best.max(load.max(0) as u64);
+        }
+    }
+    best
+}
+
+/// Time of a route from its source's output to its last delivery (multicast
+/// tails excluded: the destination's prologue counts them), split into
+/// (on-wafer, inter-wafer) cycles: the longest path's hops plus the largest
+/// serialised load on one port or one link (a lower bound on contention).
 fn route_time(p: &Program, id: wafer_ir::RouteId) -> (f64, f64) {
     let a = &p.arch;
     let msgs = route_messages(p, id);
@@ -129,7 +170,9 @@ fn route_time(p: &Program, id: wafer_ir::RouteId) -> (f64, f64) {
         return (0.0, inter_wafer(a, bytes) as f64);
     }
     let backlog = per_src.values().chain(per_dst.values()).copied().max().unwrap_or(0);
-    ((a.pe.task_overhead_cycles as u64 + worst_hops as u64 * a.router.hop_latency_cycles as u64 + backlog) as f64, 0.0)
+    let busiest = if msgs.len() > 1 { busiest_link(a, &msgs) } else { 0 };
+    let hops = worst_hops as u64 * a.router.hop_latency_cycles as u64;
+    ((a.pe.task_overhead_cycles as u64 + (hops + backlog).max(busiest)) as f64, 0.0)
 }
 
 /// Simulates `p` in closed form.
@@ -183,12 +226,18 @@ pub fn simulate_analytical(p: &Program, info: &ProgramInfo) -> SimResult {
     for (i, r) in p.regions.iter().enumerate() {
         let (c, rc, ri) = own[i];
         let bd = if on_path[i] {
-            Breakdown {
+            // The region's share of the critical path is end - end(predecessor); when
+            // its critical input was a residual (needed only by the epilogue), part of
+            // its own work overlapped the predecessor, so scale the phases to that share.
+            let share = end[i] - crit_pred[i].map_or(0.0, |j| end[j]);
+            let b = Breakdown {
                 compute: c.compute + c.reduce_compute,
                 comm: c.prologue_comm + c.reduce_comm + rc,
                 inter_wafer: ri,
                 wait: 0.0,
-            }
+            };
+            let k = if b.total() > share && b.total() > 0.0 { share / b.total() } else { 1.0 };
+            Breakdown { compute: b.compute * k, comm: b.comm * k, inter_wafer: b.inter_wafer * k, wait: 0.0 }
         } else {
             Breakdown::default()
         };
@@ -206,27 +255,12 @@ pub fn simulate_analytical(p: &Program, info: &ProgramInfo) -> SimResult {
         });
     }
     // Links: each route's bytes spread over its messages' hops (a lower bound on load).
-    let mut res = SimResult {
-        engine: "analytical".into(),
-        model: p.model.clone(),
-        arch: p.arch.name.clone(),
-        wafers: p.wafers,
-        batch: p.batch,
-        context: p.context,
-        outcome: Outcome::Finished,
+    SimResult {
         cycles,
-        clock_ghz: p.arch.clock_ghz,
-        tpot_us: 0.0,
-        tokens_per_s: 0.0,
-        breakdown: Breakdown::default(),
-        by_layer: Vec::new(),
-        by_kind: Default::default(),
         critical_path: path,
         pe_busy_mean: if info.pes_used > 0 { busy_sum / info.pes_used as f64 } else { 0.0 },
-        link_load: LinkLoad::default(),
         regions: timings,
-    };
-    res.aggregate();
-    res.derive_rates();
-    res
+        ..SimResult::for_program("analytical", p)
+    }
+    .finish()
 }

@@ -1361,21 +1361,9 @@ impl<'p> Sim<'p> {
             });
         }
         let (lmax, lsum, used) = self.fabric.load();
-        let mut res = SimResult {
-            engine: "event".into(),
-            model: p.model.clone(),
-            arch: p.arch.name.clone(),
-            wafers: p.wafers,
-            batch: p.batch,
-            context: p.context,
+        SimResult {
             outcome,
             cycles: cycles as f64,
-            clock_ghz: p.arch.clock_ghz,
-            tpot_us: 0.0,
-            tokens_per_s: 0.0,
-            breakdown: Breakdown::default(),
-            by_layer: Vec::new(),
-            by_kind: Default::default(),
             critical_path: path,
             pe_busy_mean: if info.pes_used > 0 { busy_sum as f64 / (info.pes_used as f64 * total) } else { 0.0 },
             link_load: LinkLoad {
@@ -1384,9 +1372,8 @@ impl<'p> Sim<'p> {
                 links_used: used,
             },
             regions,
-        };
-        res.aggregate();
-        res.derive_rates();
-        res
+            ..SimResult::for_program("event", p)
+        }
+        .finish()
     }
 }

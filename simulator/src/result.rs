@@ -107,6 +107,38 @@ pub struct SimResult {
 }
 
 impl SimResult {
+    /// An empty result for `p` from `engine`: identity fields from the program,
+    /// figures zero until the engine fills them and calls [`SimResult::finish`].
+    pub fn for_program(engine: &str, p: &wafer_ir::Program) -> SimResult {
+        SimResult {
+            engine: engine.into(),
+            model: p.model.clone(),
+            arch: p.arch.name.clone(),
+            wafers: p.wafers,
+            batch: p.batch,
+            context: p.context,
+            outcome: Outcome::Finished,
+            cycles: 0.0,
+            clock_ghz: p.arch.clock_ghz,
+            tpot_us: 0.0,
+            tokens_per_s: 0.0,
+            breakdown: Breakdown::default(),
+            by_layer: Vec::new(),
+            by_kind: BTreeMap::new(),
+            critical_path: Vec::new(),
+            pe_busy_mean: 0.0,
+            link_load: LinkLoad::default(),
+            regions: Vec::new(),
+        }
+    }
+
+    /// Derives the totals (per layer, per kind, overall) and the rates.
+    pub fn finish(mut self) -> SimResult {
+        self.aggregate();
+        self.derive_rates();
+        self
+    }
+
     /// Fills `tpot_us` and `tokens_per_s` from `cycles`, `clock_ghz` and `batch`.
     pub fn derive_rates(&mut self) {
         self.tpot_us = self.cycles / (self.clock_ghz * 1e3);

@@ -45,3 +45,51 @@ fn a_compiled_model_simulates_identically_twice() {
     let b = simulate_event(&c.program, &c.info, &EventLimits::default());
     assert_eq!(serde_json::to_string(&a).unwrap(), serde_json::to_string(&b).unwrap());
 }
+
+/// Issue 4's acceptance: every preset that fits on up to 8 WSE-3 wafers, at
+/// contexts 1k, 8k and 32k (within the model's positions), event and
+/// analytical within 10%. Prints the distribution of event / analytical.
+#[test]
+fn every_preset_on_up_to_8_wafers_agrees_within_ten_percent() {
+    let arch = wafer_ir::arch_preset("wse3").unwrap();
+    let mut ratios: Vec<(f64, String)> = Vec::new();
+    for model in wafer_workloads::preset_names() {
+        if model == "llama-3-8b" || model == "llama-3.3-70b" {
+            continue; // aliases: same shapes as llama-3.1-8b / -70b
+        }
+        let cfg = preset(model).unwrap();
+        for context in [1024u64, 8192, 32768] {
+            let Ok(g) = decode_graph(&cfg, &DecodeParams { context, ..Default::default() }) else { continue };
+            let Ok(c) = wafer_compiler::compile(&g, &arch, &wafer_compiler::CompileOptions::default()) else {
+                continue;
+            };
+            if c.program.wafers > 8 {
+                continue;
+            }
+            let e = wafer_simulator::simulate_event(&c.program, &c.info, &wafer_simulator::EventLimits::default());
+            let a = wafer_simulator::simulate_analytical(&c.program, &c.info);
+            assert_eq!(e.outcome, wafer_simulator::Outcome::Finished, "{model} at {context}");
+            ratios.push((e.cycles / a.cycles, format!("{model} @ {context} ({} wafers)", c.program.wafers)));
+        }
+    }
+    ratios.sort_by(|a, b| a.0.total_cmp(&b.0));
+    for (r, what) in &ratios {
+        println!("{what:40} event/analytical {r:.3}");
+    }
+    let dev: Vec<f64> = ratios.iter().map(|r| (r.0 - 1.0).abs()).collect();
+    let mut sorted = dev.clone();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted[sorted.len() / 2];
+    let within5 = dev.iter().filter(|d| **d <= 0.05).count();
+    println!(
+        "{} points: median |deviation| {:.1}%, max {:.1}%, {} within 5%",
+        dev.len(),
+        100.0 * median,
+        100.0 * sorted[sorted.len() - 1],
+        within5
+    );
+    assert!(ratios.len() >= 30, "{} points", ratios.len());
+    for (r, what) in &ratios {
+        assert!((r - 1.0).abs() <= 0.10, "{what}: event/analytical = {r:.3}");
+    }
+}

@@ -54,6 +54,9 @@ pub struct Args {
     /// Print the spatial IR after this pass (fuse, partition, place, route, alloc, schedule); repeatable.
     #[arg(long)]
     pub dump_after: Vec<String>,
+    /// List the compiler's passes with what each does, and exit.
+    #[arg(long)]
+    pub passes: bool,
 }
 
 /// Compiles the step the flags describe.
@@ -76,6 +79,12 @@ struct Report<'a> {
 }
 
 pub fn run(a: Args) -> Result<(), Exit> {
+    if a.passes {
+        for (name, what) in wafer_compiler::PASSES {
+            println!("{name:10} {what}");
+        }
+        return Ok(());
+    }
     let opts = CompileOptions { verify_each: a.verify_each, dump_after: a.dump_after.clone(), ..Default::default() };
     let c = compile_step(&a.step, &a.machine, opts)?;
     for (pass, text) in &c.dumps {

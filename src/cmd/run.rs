@@ -9,14 +9,16 @@ use crate::Exit;
 use wafer_compiler::CompileOptions;
 use wafer_ir::{verify_graph, Graph};
 use wafer_reports::{RunInputs, RunReport};
-use wafer_simulator::{simulate_analytical, SimResult};
+use wafer_simulator::{simulate_analytical, simulate_event, EventLimits, SimResult};
 use wafer_workloads::decode_graph;
 
 /// Which engine times the step.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Engine {
-    /// Closed form per region along the critical path: fast, for sweeps.
+    /// Discrete-event: every message on every link, with contention (the reference).
     #[default]
+    Event,
+    /// Closed form per region along the critical path: fast, for sweeps.
     Analytical,
     /// Run the compiled program with real numbers (seeded random weights) for
     /// several steps and compare with a dense reference forward pass. For
@@ -27,6 +29,7 @@ pub enum Engine {
 impl Engine {
     pub fn name(self) -> &'static str {
         match self {
+            Engine::Event => "event",
             Engine::Analytical => "analytical",
             Engine::Functional => "functional",
         }
@@ -88,6 +91,7 @@ pub struct Args {
 /// Times a compiled program with `engine`.
 pub fn simulate(engine: Engine, c: &wafer_compiler::Compiled) -> Result<SimResult, Exit> {
     Ok(match engine {
+        Engine::Event => simulate_event(&c.program, &c.info, &EventLimits::default()),
         Engine::Analytical => simulate_analytical(&c.program, &c.info),
         Engine::Functional => {
             return Err(Exit { code: 2, message: "the functional engine checks numbers, not time".into() })

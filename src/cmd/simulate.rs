@@ -23,6 +23,7 @@ pub fn run(a: Args) -> Result<(), Exit> {
     let p = parse_program(&text).map_err(|e| Exit { code: 2, message: format!("{}: {e}", a.file.display()) })?;
     let info = verify_program(&p).map_err(|e| Exit { code: 2, message: format!("{}: {e}", a.file.display()) })?;
     let sim = match a.engine {
+        Engine::Event => wafer_simulator::simulate_event(&p, &info, &wafer_simulator::EventLimits::default()),
         Engine::Analytical => simulate_analytical(&p, &info),
         Engine::Functional => {
             return Err(Exit {

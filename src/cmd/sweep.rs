@@ -22,7 +22,7 @@ pub struct Args {
     /// Compute only the points whose index is I mod N (e.g. `--shard $SLURM_ARRAY_TASK_ID/8`).
     #[arg(long, value_name = "I/N")]
     pub shard: Option<Shard>,
-    /// Engine for every point [default: the spec's `engine`, else analytical].
+    /// Engine for every point [default: the spec's `engine`, else analytical, the fast one].
     #[arg(long, value_enum)]
     pub engine: Option<Engine>,
     #[command(flatten)]
@@ -177,7 +177,8 @@ pub fn run(a: Args) -> Result<(), Exit> {
             code: 2,
             message: format!("{}: field `engine` is `{name}`; allowed: {}", a.spec.display(), engine_names()),
         })?,
-        (None, None) => Engine::default(),
+        // Sweeps are many points: the closed form unless asked otherwise.
+        (None, None) => Engine::Analytical,
     };
     if let Some(dir) = &a.out.out {
         check_target(dir, a.out.force)?;
