@@ -16,7 +16,7 @@ pub mod place;
 pub mod route;
 
 use fuse::{Group, GroupKind};
-use partition::{Ctx, Plan};
+use partition::{Ctx, Packing, Plan};
 use serde::Serialize;
 use wafer_ir::{
     print_program, sram_need, verify_program_checks, ArchSpec, Checks, Graph, Program, ProgramErrors, ProgramInfo,
@@ -273,21 +273,30 @@ pub fn compile(g: &Graph, arch: &ArchSpec, opts: &CompileOptions) -> Result<Comp
     let groups = fuse::fuse(g)?;
     after("fuse", &groups_to_program(g, arch, &groups, 1))?;
     let ctx = Ctx { arch, batch: g.batch, weight: g.weight_dtype, act: g.act_dtype, kv: g.kv_dtype };
-    let plan = plan(g, &ctx, &groups, opts.wafers)?;
-    let mut p = groups_to_program(g, arch, &groups, plan.wafers);
-    for (r, s) in p.regions.iter_mut().zip(&plan.shapes) {
-        r.wafer = s.wafer;
-        r.rect = Rect { x: 0, y: 0, w: s.w, h: s.h };
-        r.work = s.work.clone();
-    }
-    after("partition", &p)?;
-    for (r, (wafer, rect)) in p.regions.iter_mut().zip(place::place(arch, &plan)?) {
-        r.wafer = wafer;
-        r.rect = rect;
-    }
-    after("place", &p)?;
-    route::route(&mut p, &groups)?;
-    after("route", &p)?;
+    // Dense first-fit packing first; if its crossing routes need more colors
+    // than the routers have, pack in execution order instead.
+    let attempt = |packing: Packing, after: &mut dyn FnMut(&str, &Program) -> Result<(), CompileError>| {
+        let plan = plan(g, &ctx, &groups, opts.wafers, packing)?;
+        let mut p = groups_to_program(g, arch, &groups, plan.wafers);
+        for (r, s) in p.regions.iter_mut().zip(&plan.shapes) {
+            r.wafer = s.wafer;
+            r.rect = Rect { x: 0, y: 0, w: s.w, h: s.h };
+            r.work = s.work.clone();
+        }
+        after("partition", &p)?;
+        for (r, (wafer, rect)) in p.regions.iter_mut().zip(place::place(arch, &plan)?) {
+            r.wafer = wafer;
+            r.rect = rect;
+        }
+        after("place", &p)?;
+        route::route(&mut p, &groups)?;
+        after("route", &p)?;
+        Ok::<_, CompileError>((plan, p))
+    };
+    let (plan, mut p) = match attempt(Packing::FirstFit, &mut after) {
+        Err(CompileError::Colors { .. }) => attempt(Packing::InOrder, &mut after)?,
+        other => other?,
+    };
     alloc(&mut p);
     after("alloc", &p)?;
     schedule(&mut p);
@@ -322,7 +331,7 @@ pub fn compile(g: &Graph, arch: &ArchSpec, opts: &CompileOptions) -> Result<Comp
 }
 
 /// Wafer count and partitioning, with the capacity errors users need.
-fn plan(g: &Graph, ctx: &Ctx, groups: &[Group], wafers: Wafers) -> Result<Plan, CompileError> {
+fn plan(g: &Graph, ctx: &Ctx, groups: &[Group], wafers: Wafers, packing: Packing) -> Result<Plan, CompileError> {
     let arch = ctx.arch;
     let need: u64 = groups.iter().map(|gr| ctx.resident_bytes(gr)).sum();
     let min_area: u64 = groups.iter().map(|gr| ctx.min_pes(gr)).sum();
@@ -331,7 +340,7 @@ fn plan(g: &Graph, ctx: &Ctx, groups: &[Group], wafers: Wafers) -> Result<Plan, 
     // The fewest wafers from `from` on that partition: gallop up, then bisect
     // back (packing is a heuristic, so feasibility is only roughly monotone).
     let search = |from: u32| -> Option<Plan> {
-        let try_n = |w: u32| partition::partition(ctx, groups, w).ok();
+        let try_n = |w: u32| partition::partition(ctx, groups, w, packing).ok();
         let (mut lo, mut w, mut step) = (from.saturating_sub(1), from, 1u32);
         let mut found = loop {
             if let Some(p) = try_n(w) {
@@ -358,7 +367,7 @@ fn plan(g: &Graph, ctx: &Ctx, groups: &[Group], wafers: Wafers) -> Result<Plan, 
         Wafers::Auto => search(first).ok_or(CompileError::Packing { wafers: 4096 }),
         Wafers::Fixed(n) => {
             if n >= first {
-                if let Ok(p) = partition::partition(ctx, groups, n) {
+                if let Ok(p) = partition::partition(ctx, groups, n, packing) {
                     return Ok(p);
                 }
             }
@@ -391,7 +400,7 @@ fn plan(g: &Graph, ctx: &Ctx, groups: &[Group], wafers: Wafers) -> Result<Plan, 
                         x
                     })
                     .collect();
-                partition::partition(ctx, &scaled, n).is_ok()
+                partition::partition(ctx, &scaled, n, packing).is_ok()
             };
             if kv > 0 && weights_area + attn_min < per_wafer * n as u64 && fits(1) {
                 // Feasibility is not monotone in the context near the edge (packing is a

@@ -40,6 +40,7 @@ pub struct Plan {
     pub wafers: u32,
     /// Strip width per wafer.
     pub strip: Vec<u32>,
+    pub packing: Packing,
     pub shapes: Vec<Shape>,
 }
 
@@ -238,17 +239,37 @@ fn strip_candidates(mw: u32) -> Vec<u32> {
     v
 }
 
-/// Strip packing of regions (heights, in order) into strips of height `mh`: strips used.
-pub fn strips_needed(heights: &[u32], mh: u32) -> u32 {
-    let (mut strips, mut used) = (1u32, 0u32);
-    for &h in heights {
-        if used + h > mh {
-            strips += 1;
-            used = 0;
-        }
-        used += h;
-    }
-    strips
+/// How regions fill the strips.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Packing {
+    /// Each region goes to the first strip with room, so a small region can
+    /// fill the gap a tall one left at the end of an earlier strip (its routes
+    /// pay the extra distance, which the engines price). Packs densest.
+    FirstFit,
+    /// Strictly in execution order: a region that does not fit opens the next
+    /// strip. Routes stay shortest and cross least (fewer colors per router).
+    InOrder,
+}
+
+/// Packs regions (heights, in execution order) into `strips` strips of height
+/// `mh`. Returns each region's (strip, offset from the strip's start), or
+/// `None` if one does not fit.
+pub fn pack_strips(heights: &[u32], mh: u32, strips: u32, packing: Packing) -> Option<Vec<(u32, u32)>> {
+    let mut used = vec![0u32; strips as usize];
+    let mut first_open = 0usize;
+    heights
+        .iter()
+        .map(|&h| {
+            let s = (first_open..used.len()).find(|&s| used[s] + h <= mh)?;
+            let at = (s as u32, used[s]);
+            used[s] += h;
+            first_open = match packing {
+                Packing::InOrder => s,
+                Packing::FirstFit => (first_open..used.len()).find(|&x| used[x] < mh).unwrap_or(used.len()),
+            };
+            Some(at)
+        })
+        .collect()
 }
 
 /// Picks one candidate per group minimising Σ cost subject to Σ height ≤
@@ -287,7 +308,7 @@ fn choose(fronts: &[&[Cand]], active: &[bool], budget: u64) -> Option<Vec<usize>
 }
 
 /// Shapes for the groups of one wafer, searching the strip width.
-fn plan_wafer(c: &Ctx, groups: &[&Group], wafer: u32) -> Option<(u32, Vec<Shape>)> {
+fn plan_wafer(c: &Ctx, groups: &[&Group], wafer: u32, packing: Packing) -> Option<(u32, Vec<Shape>)> {
     let (mw, mh) = (c.arch.mesh_width, c.arch.mesh_height);
     let probe = c.probe();
     let active: Vec<bool> = groups.iter().map(|g| g.active).collect();
@@ -316,7 +337,7 @@ fn plan_wafer(c: &Ctx, groups: &[&Group], wafer: u32) -> Option<(u32, Vec<Shape>
             for _ in 0..12 {
                 let sel = choose(&fronts, &active, budget)?;
                 let heights: Vec<u32> = sel.iter().zip(&fronts).map(|(&i, f)| f[i].h).collect();
-                if strips_needed(&heights, mh) as u64 <= strips {
+                if pack_strips(&heights, mh, strips as u32, packing).is_some() {
                     let mut total = 0.0;
                     let shapes = sel
                         .iter()
@@ -370,7 +391,7 @@ fn assign_wafers(c: &Ctx, groups: &[Group], wafers: u32) -> Option<Vec<u32>> {
 }
 
 /// Partitions every group for `wafers` wafers, or says why it cannot.
-pub fn partition(c: &Ctx, groups: &[Group], wafers: u32) -> Result<Plan, CompileError> {
+pub fn partition(c: &Ctx, groups: &[Group], wafers: u32, packing: Packing) -> Result<Plan, CompileError> {
     let assignment = assign_wafers(c, groups, wafers).ok_or(CompileError::Packing { wafers })?;
     let mut shapes = Vec::with_capacity(groups.len());
     let mut strip = Vec::with_capacity(wafers as usize);
@@ -381,11 +402,11 @@ pub fn partition(c: &Ctx, groups: &[Group], wafers: u32) -> Result<Plan, Compile
             strip.push(1);
             continue;
         }
-        let planned = plan_wafer(c, &members, wafer).ok_or(CompileError::Packing { wafers })?;
+        let planned = plan_wafer(c, &members, wafer, packing).ok_or(CompileError::Packing { wafers })?;
         strip.push(planned.0);
         shapes.extend(planned.1);
     }
-    Ok(Plan { wafers, strip, shapes })
+    Ok(Plan { wafers, strip, shapes, packing })
 }
 
 /// The searched mapping's total against a fixed one — each region a square of
