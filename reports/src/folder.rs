@@ -199,27 +199,10 @@ pub fn run_doc(r: &RunReport, p: &Program, charts: Vec<Chart>) -> Doc {
         thousands(s.cycles.round() as u64),
         s.clock_ghz
     ));
-    if let (Some(g), Some(c)) = (&r.gpu, &r.comparison) {
+    if let Some((t, verdict)) = r.comparison_table() {
         d.h("Wafer against GPU");
-        let mut t = Table::new(&["", ">per-token latency", ">tokens/s", "bound by"]);
-        t.row([
-            format!("wafer: {} × {}", s.wafers, i.arch),
-            format!("{:.1} µs", c.wafer_tpot_us),
-            format!("{:.0}", s.tokens_per_s),
-            c.wafer_bound.clone(),
-        ]);
-        t.row([
-            format!("GPU: {} × {}", g.n_gpus, g.gpu),
-            format!("{:.1} µs", c.gpu_tpot_us),
-            format!("{:.0}", g.tokens_per_s),
-            c.gpu_bound.clone(),
-        ]);
         d.table(t);
-        d.p(format!(
-            "The wafer is {:.2}× {} than the GPU baseline per token.",
-            if c.speedup >= 1.0 { c.speedup } else { 1.0 / c.speedup },
-            if c.speedup >= 1.0 { "faster" } else { "slower" }
-        ));
+        d.p(verdict);
     }
     let mut charts = charts.into_iter();
     if let Some(c) = charts.next() {

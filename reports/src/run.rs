@@ -149,6 +149,31 @@ impl RunReport {
         }
     }
 
+    /// Wafer and GPU side by side, and the verdict sentence; `None` without a GPU.
+    pub fn comparison_table(&self) -> Option<(Table, String)> {
+        let (Some(g), Some(c)) = (&self.gpu, &self.comparison) else { return None };
+        let s = &self.simulation;
+        let mut t = Table::new(&["", ">per-token latency", ">tokens/s", "bound by"]);
+        t.row([
+            format!("wafer: {} × {}", s.wafers, self.inputs.arch),
+            format!("{:.1} µs", c.wafer_tpot_us),
+            format!("{:.0}", s.tokens_per_s),
+            c.wafer_bound.clone(),
+        ]);
+        t.row([
+            format!("GPU: {} × {}", g.n_gpus, g.gpu),
+            format!("{:.1} µs", c.gpu_tpot_us),
+            format!("{:.0}", g.tokens_per_s),
+            c.gpu_bound.clone(),
+        ]);
+        let verdict = format!(
+            "The wafer is {:.2}× {} than the GPU baseline per token.",
+            if c.speedup >= 1.0 { c.speedup } else { 1.0 / c.speedup },
+            if c.speedup >= 1.0 { "faster" } else { "slower" }
+        );
+        Some((t, verdict))
+    }
+
     /// The human summary: headline, where the time goes, and the GPU side by side.
     pub fn to_text(&self) -> String {
         let s = &self.simulation;
@@ -173,27 +198,11 @@ impl RunReport {
             self.compile.colors_max_per_router
         );
         out += &breakdown_text(s);
-        if let (Some(g), Some(c)) = (&self.gpu, &self.comparison) {
+        if let Some((table, verdict)) = self.comparison_table() {
             out += "\n";
-            let mut cmp = Table::new(&["", ">per-token latency", ">tokens/s", "bound by"]);
-            cmp.row([
-                format!("wafer: {} x {}", s.wafers, i.arch),
-                format!("{:.1} us", c.wafer_tpot_us),
-                format!("{:.0}", s.tokens_per_s),
-                c.wafer_bound.clone(),
-            ]);
-            cmp.row([
-                format!("GPU: {} x {}", g.n_gpus, g.gpu),
-                format!("{:.1} us", c.gpu_tpot_us),
-                format!("{:.0}", g.tokens_per_s),
-                c.gpu_bound.clone(),
-            ]);
-            out += &cmp.to_text();
-            out += &format!(
-                "wafer is {:.2}x {} than the GPU baseline per token\n",
-                if c.speedup >= 1.0 { c.speedup } else { 1.0 / c.speedup },
-                if c.speedup >= 1.0 { "faster" } else { "slower" }
-            );
+            out += &table.to_text();
+            out += &verdict;
+            out += "\n";
         }
         if let Some(t) = &self.timings {
             out += &format!("\nwall clock: compile {:.1} ms, simulate {:.1} ms\n", t.compile_ms, t.simulate_ms);
