@@ -19,8 +19,16 @@ use rayon::prelude::*;
 use wafer_ir::{sram_need, ArchSpec, DType, Program, Rect, Reduce, Work};
 use wafer_simulator::region_cost;
 
-/// Share of a wafer's PEs the budgets may claim; the rest absorbs shelf packing waste.
+/// Share of a wafer's PEs that regions' minimal areas may claim when the
+/// layers are cut into per-wafer stages (and in capacity messages); the rest
+/// absorbs strip-packing waste. A heuristic, not fitted: too high and stages
+/// fail to pack (the auto search then adds wafers), too low and wafers go idle.
 pub const FILL: f64 = 0.88;
+
+/// Share of a PE's usable SRAM that resident bytes can fill once tiles are
+/// rounded up and I/O buffers added: a heuristic for the minimal-area estimate
+/// only; the search checks every candidate's exact SRAM need.
+const SRAM_EFFICIENCY: f64 = 0.8;
 
 /// What partitioning decided for one group.
 #[derive(Debug, Clone, PartialEq)]
@@ -84,10 +92,10 @@ impl Ctx<'_> {
         }
     }
 
-    /// Smallest PE count whose tiles fit SRAM (a lower bound; square-ish tiles).
+    /// About the smallest PE count whose tiles fit SRAM (see `SRAM_EFFICIENCY`).
     pub fn min_pes(&self, g: &Group) -> u64 {
         let usable = self.arch.usable_sram().max(1) as f64;
-        let base = (self.resident_bytes(g) as f64 / (usable * 0.8)).ceil() as u64;
+        let base = (self.resident_bytes(g) as f64 / (usable * SRAM_EFFICIENCY)).ceil() as u64;
         match g.kind {
             GroupKind::Attention { kv_heads, .. } => base.max(kv_heads),
             _ => base.max(1),
