@@ -43,6 +43,8 @@ enum Command {
     Compare(cmd::compare::Args),
     /// List the machine presets with their key figures.
     Archs(cmd::archs::Args),
+    /// Write a Perfetto timeline (trace-event JSON) of one decode step.
+    Trace(cmd::trace::Args),
 }
 
 /// An error already rendered for the user, with the exit code to leave with.
@@ -85,6 +87,7 @@ fn main() -> ExitCode {
         Command::Simulate(a) => cmd::simulate::run(a),
         Command::Compare(a) => cmd::compare::run(a),
         Command::Archs(a) => cmd::archs::run(a),
+        Command::Trace(a) => cmd::trace::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

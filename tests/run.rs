@@ -137,3 +137,16 @@ fn machine_errors_are_clear() {
         assert!(err.contains(needle) && !err.contains("panicked"), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn trace_writes_perfetto_json_with_a_track_per_region() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("t.json");
+    ok(&wafer(&["trace", "--model", "gpt2", "--context", "128", "-o", file.to_str().unwrap()], None));
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let events = v["traceEvents"].as_array().or_else(|| v.as_array()).unwrap();
+    let tracks: std::collections::BTreeSet<(u64, u64)> =
+        events.iter().filter_map(|e| Some((e["pid"].as_u64()?, e["tid"].as_u64()?))).collect();
+    assert!(tracks.len() > 20, "{} tracks", tracks.len());
+    assert!(events.iter().any(|e| e["ph"] == "X" && e["dur"].as_f64().is_some_and(|d| d > 0.0)));
+}

@@ -12,6 +12,7 @@ pub mod report_out;
 pub mod run;
 pub mod simulate;
 pub mod sweep;
+pub mod trace;
 
 /// Output format shared by the commands that print results.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
