@@ -70,6 +70,12 @@ pub enum CompileError {
         "context {context} is too long for {wafers} wafer(s) of {arch}: the KV cache needs {kv_bytes} bytes; the largest context that fits is {max_context}"
     )]
     ContextTooLong { context: u64, max_context: u64, wafers: u32, arch: String, kv_bytes: u64 },
+    #[error(
+        "region `{region}` cannot be mapped on any number of wafers: even its smallest tile needs {need} bytes per PE \
+         ({what}), more than the {sram} bytes of SRAM a PE has; use a smaller batch (now {batch}), a narrower \
+         activation or KV dtype, or a PE with more SRAM"
+    )]
+    Untileable { region: String, need: u64, sram: u64, what: String, batch: u64 },
     #[error("the regions could not be packed onto {wafers} wafer(s)")]
     Packing { wafers: u32 },
     #[error("route {route} finds no free color among the {available} available to programs")]
@@ -333,6 +339,15 @@ pub fn compile(g: &Graph, arch: &ArchSpec, opts: &CompileOptions) -> Result<Comp
 /// Wafer count and partitioning, with the capacity errors users need.
 fn plan(g: &Graph, ctx: &Ctx, groups: &[Group], wafers: Wafers, packing: Packing) -> Result<Plan, CompileError> {
     let arch = ctx.arch;
+    if let Some((gr, (need, what))) = groups.iter().find_map(|gr| Some((gr, partition::untileable(ctx, gr)?))) {
+        return Err(CompileError::Untileable {
+            region: gr.name.clone(),
+            need,
+            sram: arch.pe.sram_bytes,
+            what: what.into(),
+            batch: g.batch,
+        });
+    }
     let need: u64 = groups.iter().map(|gr| ctx.resident_bytes(gr)).sum();
     let min_area: u64 = groups.iter().map(|gr| ctx.min_pes(gr)).sum();
     let per_wafer = (arch.pes() as f64 * partition::FILL) as u64;

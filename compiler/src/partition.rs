@@ -236,6 +236,29 @@ fn candidates(c: &Ctx, probe: &Program, g: &GroupKind, ws: u32, mh: u32) -> Vec<
     front
 }
 
+/// The smallest per-PE SRAM any tiling of `g` needs (one output row by one
+/// input column; one cached position), with what dominates it, when even that
+/// exceeds a PE's SRAM — the group cannot be mapped whatever the wafer count.
+pub fn untileable(c: &Ctx, g: &Group) -> Option<(u64, &'static str)> {
+    let probe = c.probe();
+    let (work, what) = match g.kind {
+        GroupKind::Gemv { n, k, glu, norm, argmax, epilogue_ops, align } => (
+            Work::Gemv { n, k, tile_n: align.max(1), tile_k: 1, reduce: Reduce::Tree, glu, norm, argmax, epilogue_ops },
+            "a one-column tile with its input and partial-sum buffers for the whole batch",
+        ),
+        GroupKind::Attention { kv_heads, group, head_dim, positions, slot } => (
+            Work::Attention { kv_heads, group, head_dim, positions, slot, rows_per_head: 1, pos_per_pe: 1, reduce: Reduce::Tree },
+            "one cached position per sequence plus the query and the partial softmax states of every sequence in the batch",
+        ),
+        GroupKind::Embedding { vocab, hidden } => (
+            Work::Embedding { vocab, hidden, rows_per_pe: 1, token: 0 },
+            "one embedding row",
+        ),
+    };
+    let need = sram_need(&probe, &work).total();
+    (need > c.arch.pe.sram_bytes).then_some((need, what))
+}
+
 /// Strip widths worth trying on a mesh `mw` wide: `mw / k` (no columns left
 /// over) for up to 48 strips, then a few narrow ones.
 fn strip_candidates(mw: u32) -> Vec<u32> {

@@ -169,3 +169,15 @@ fn tiny_models_on_small_meshes_split_matrices_over_several_pes() {
         .count();
     assert!(split >= 4, "{split} GEMV regions split both ways\n{}", print_program(&c.program));
 }
+
+#[test]
+fn a_region_no_pe_can_hold_is_named_with_its_bytes() {
+    // Batch 8: one PE would hold the partial softmax state of 8 sequences x 4 query heads.
+    let cfg = preset("llama-3.1-8b").unwrap();
+    let g = decode_graph(&cfg, &DecodeParams { context: 8192, batch: 8, ..Default::default() }).unwrap();
+    let e = compile_on(&g, "wse3", Wafers::Auto).unwrap_err();
+    let CompileError::Untileable { region, need, sram, .. } = &e else { panic!("{e}") };
+    assert_eq!(region, "l0.attention");
+    assert!(need > sram, "{need} {sram}");
+    assert!(e.to_string().contains("smaller batch"), "{e}");
+}

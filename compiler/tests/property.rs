@@ -64,7 +64,11 @@ proptest! {
                 verify_program(&c.program).unwrap();
                 prop_assert_eq!(parse_program(&print_program(&c.program)).unwrap(), c.program);
             }
-            Err(e @ (CompileError::DoesNotFit(_) | CompileError::ContextTooLong { .. } | CompileError::Packing { .. } | CompileError::Colors { .. })) => {
+            Err(e @ (CompileError::DoesNotFit(_)
+                | CompileError::ContextTooLong { .. }
+                | CompileError::Untileable { .. }
+                | CompileError::Packing { .. }
+                | CompileError::Colors { .. })) => {
                 prop_assert!(!e.to_string().is_empty());
             }
             Err(e) => prop_assert!(false, "unexpected error: {e}"),
