@@ -1,30 +1,45 @@
 //! Charts: every picture wafer draws, each as SVG text and PNG bytes.
 //!
-//! Owns: the drawing (plotters, pure Rust: SVG needs no font file; PNG text is
-//! rasterised by `ab_glyph` from the bundled DejaVu Sans, registered once before
-//! any drawing), the palette, and PNG encoding of the bitmap. Must not: decide
-//! what a figure means (callers pass plain series) or write files.
+//! Owns: the drawing (plotters' SVG backend: every chart is drawn once, as
+//! SVG), the PNG of each chart (the final SVG rasterised by `resvg` with the
+//! bundled DejaVu Sans, so PNG and SVG are the same picture and glyphs sit
+//! where the font says — plotters' own bitmap text drops each glyph's side
+//! bearing), the palette, and PNG encoding. Must not: decide what a figure
+//! means (callers pass plain series) or write files.
 
 use crate::ReportError;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
-use std::sync::Once;
+use resvg::{tiny_skia, usvg};
+use std::sync::OnceLock;
 
 /// DejaVu Sans (Bitstream Vera licence, `reports/fonts/LICENSE-DejaVu.txt`).
 static FONT: &[u8] = include_bytes!("../fonts/DejaVuSans.ttf");
-static REGISTER: Once = Once::new();
 
-/// Registers the bundled font under plotters' `sans-serif` family for every style.
-fn register_font() {
-    REGISTER.call_once(|| {
-        for style in [FontStyle::Normal, FontStyle::Bold, FontStyle::Italic, FontStyle::Oblique] {
-            // The font is a fixed, valid file; a failure here is a build defect.
-            if plotters::style::register_font("sans-serif", style, FONT).is_err() {
-                panic!("the bundled font does not parse");
-            }
-        }
-    });
+/// SVG parsing options with the bundled font as every generic family, built once.
+fn svg_options() -> &'static usvg::Options<'static> {
+    static OPTIONS: OnceLock<usvg::Options<'static>> = OnceLock::new();
+    OPTIONS.get_or_init(|| {
+        let mut o = usvg::Options::default();
+        let db = o.fontdb_mut();
+        db.load_font_data(FONT.to_vec());
+        db.set_sans_serif_family("DejaVu Sans");
+        db.set_serif_family("DejaVu Sans");
+        db.set_monospace_family("DejaVu Sans");
+        o
+    })
+}
+
+/// Rasterises an SVG document (as drawn by [`render`]) to PNG bytes.
+pub fn rasterize(svg: &str) -> Result<Vec<u8>, ReportError> {
+    let tree = usvg::Tree::from_str(svg, svg_options()).map_err(err)?;
+    let size = tree.size().to_int_size();
+    let mut pixmap = tiny_skia::Pixmap::new(size.width(), size.height())
+        .ok_or_else(|| ReportError::Draw(format!("empty canvas {}x{}", size.width(), size.height())))?;
+    pixmap.fill(tiny_skia::Color::WHITE);
+    resvg::render(&tree, tiny_skia::Transform::identity(), &mut pixmap.as_mut());
+    pixmap.encode_png().map_err(err)
 }
 
 /// One rendered chart.
@@ -43,31 +58,35 @@ fn err<E: std::fmt::Debug>(e: E) -> ReportError {
 
 type Area<DB> = DrawingArea<DB, Shift>;
 
-/// Draws with `svg` into an SVG string and with `bitmap` into a PNG. The two
-/// closures are the same generic function instantiated for each backend.
-fn render(
-    name: &str,
-    title: &str,
+/// Draws with `draw` into an SVG document of `size` pixels.
+fn render_svg(
     size: (u32, u32),
-    svg: impl Fn(&Area<SVGBackend>) -> Result<(), ReportError>,
-    bitmap: impl Fn(&Area<BitMapBackend>) -> Result<(), ReportError>,
-) -> Result<Chart, ReportError> {
-    register_font();
+    draw: impl Fn(&Area<SVGBackend>) -> Result<(), ReportError>,
+) -> Result<String, ReportError> {
     let mut text = String::new();
     {
         let root = SVGBackend::with_string(&mut text, size).into_drawing_area();
         root.fill(&WHITE).map_err(err)?;
-        svg(&root)?;
+        draw(&root)?;
         root.present().map_err(err)?;
     }
-    let mut buf = vec![0u8; size.0 as usize * size.1 as usize * 3];
-    {
-        let root = BitMapBackend::with_buffer(&mut buf, size).into_drawing_area();
-        root.fill(&WHITE).map_err(err)?;
-        bitmap(&root)?;
-        root.present().map_err(err)?;
-    }
-    Ok(Chart { name: name.into(), title: title.into(), svg: text, png: encode_png(&buf, size)? })
+    Ok(text)
+}
+
+/// A chart from its SVG: the PNG is the same document rasterised.
+fn chart(name: &str, title: &str, svg: String) -> Result<Chart, ReportError> {
+    let png = rasterize(&svg)?;
+    Ok(Chart { name: name.into(), title: title.into(), svg, png })
+}
+
+/// Draws with `draw` and returns the chart (SVG and PNG).
+fn render(
+    name: &str,
+    title: &str,
+    size: (u32, u32),
+    draw: impl Fn(&Area<SVGBackend>) -> Result<(), ReportError>,
+) -> Result<Chart, ReportError> {
+    chart(name, title, render_svg(size, draw)?)
 }
 
 /// RGB8 pixels to PNG bytes.
@@ -246,7 +265,7 @@ impl StackedBars {
     pub fn render(&self) -> Result<Chart, ReportError> {
         let n = self.bars.len().max(1);
         let width = LEGEND_W + if self.numeric_x { 1000 } else { (240 + 110 * n as u32).clamp(640, 1100) };
-        render(&self.name, &self.title, (width, 560), |a| self.draw(a), |a| self.draw(a))
+        render(&self.name, &self.title, (width, 560), |a| self.draw(a))
     }
 
     fn draw<DB: DrawingBackend>(&self, root: &Area<DB>) -> Result<(), ReportError> {
@@ -335,7 +354,7 @@ impl Curves {
     pub fn render(&self) -> Result<Chart, ReportError> {
         let names: Vec<String> = self.series.iter().map(|s| s.0.clone()).collect();
         let h = legend_height(&names).max(600);
-        render(&self.name, &self.title, (960 + LEGEND_W, h), |a| self.draw(a), |a| self.draw(a))
+        render(&self.name, &self.title, (960 + LEGEND_W, h), |a| self.draw(a))
     }
 
     fn draw<DB: DrawingBackend>(&self, root: &Area<DB>) -> Result<(), ReportError> {
@@ -512,16 +531,10 @@ impl Heatmap {
         let panel_h = 560u32;
         let panel_w = ((panel_h as f64 * mw as f64 / mh.max(1) as f64) as u32 + 90).clamp(260, 760);
         let width = (panel_w * n + 150).max(560);
-        // SVG: axes as vectors, each panel's cells as one embedded PNG (a data URI),
-        // so a full wafer stays small; PNG: cells as rectangles.
+        // Axes as vectors, each panel's cells as one embedded PNG (a data URI),
+        // so a full wafer stays small.
         let placed = std::cell::RefCell::new(Vec::new());
-        let mut chart = render(
-            &self.name,
-            &self.title,
-            (width, panel_h + 130),
-            |a| self.draw(a, Some(&placed)),
-            |a| self.draw(a, None),
-        )?;
+        let mut svg = render_svg((width, panel_h + 130), |a| self.draw(a, &placed))?;
         let mut images = String::new();
         for (i, (x, y)) in placed.into_inner() {
             let g = &self.grids[i];
@@ -544,10 +557,10 @@ impl Heatmap {
                 base64(&png)
             );
         }
-        if let Some(at) = chart.svg.rfind("</svg>") {
-            chart.svg.insert_str(at, &images);
+        if let Some(at) = svg.rfind("</svg>") {
+            svg.insert_str(at, &images);
         }
-        Ok(chart)
+        chart(&self.name, &self.title, svg)
     }
 
     fn level(&self, v: f64) -> i32 {
@@ -558,13 +571,13 @@ impl Heatmap {
         (((v - self.min) / span).clamp(0.0, 1.0) * (LEVELS - 1.0)).round() as i32
     }
 
-    /// With `placed`, records each panel's plotting area instead of painting
-    /// its cells (the SVG path embeds them as an image).
+    /// Draws titles, axes and the colour bar, and records each panel's plotting
+    /// area in `placed` (its cells are embedded afterwards as one image).
     #[allow(clippy::type_complexity)]
     fn draw<DB: DrawingBackend>(
         &self,
         root: &Area<DB>,
-        placed: Option<&std::cell::RefCell<Vec<(usize, (std::ops::Range<i32>, std::ops::Range<i32>))>>>,
+        placed: &std::cell::RefCell<Vec<(usize, (std::ops::Range<i32>, std::ops::Range<i32>))>>,
     ) -> Result<(), ReportError> {
         let root = root.titled(&self.title, title_font()).map_err(err)?;
         let (w, _) = root.dim_in_pixel();
@@ -598,28 +611,7 @@ impl Heatmap {
                 .y_label_formatter(&|y| format!("{y:.0}"))
                 .draw()
                 .map_err(err)?;
-            if let Some(placed) = placed {
-                placed.borrow_mut().push((gi, chart.plotting_area().get_pixel_range()));
-                continue;
-            }
-            let cell = g.cell as f64;
-            let mut rects = Vec::new();
-            for r in 0..g.rows {
-                let mut c = 0;
-                while c < g.cols {
-                    let lv = self.level(g.get(c, r));
-                    let mut e = c + 1;
-                    while e < g.cols && self.level(g.get(e, r)) == lv {
-                        e += 1;
-                    }
-                    let color = if lv < 0 { EMPTY } else { colormap(lv as f64 / (LEVELS - 1.0)) };
-                    let (x0, x1) = (c as f64 * cell, (e as f64 * cell).min(mw));
-                    let (y0, y1) = (r as f64 * cell, ((r + 1) as f64 * cell).min(mh));
-                    rects.push(Rectangle::new([(x0, y0), (x1, y1)], color.filled()));
-                    c = e;
-                }
-            }
-            chart.draw_series(rects).map_err(err)?;
+            placed.borrow_mut().push((gi, chart.plotting_area().get_pixel_range()));
         }
         // Colour bar.
         let mut cb = ChartBuilder::on(&bar)
