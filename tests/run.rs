@@ -150,3 +150,14 @@ fn trace_writes_perfetto_json_with_a_track_per_region() {
     assert!(tracks.len() > 20, "{} tracks", tracks.len());
     assert!(events.iter().any(|e| e["ph"] == "X" && e["dur"].as_f64().is_some_and(|d| d > 0.0)));
 }
+
+#[test]
+fn more_wafers_than_stages_use_only_the_wafers_that_hold_regions() {
+    let v: serde_json::Value = serde_json::from_str(&ok(&wafer(
+        &["run", "--model", "gpt2", "--context", "128", "--wafers", "4096", "--no-gpu", "--format", "json"],
+        None,
+    )))
+    .unwrap();
+    let w = v["wafers"].as_u64().unwrap();
+    assert!((2..=14).contains(&w), "{w} wafers");
+}

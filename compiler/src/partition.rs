@@ -437,7 +437,11 @@ pub fn partition(c: &Ctx, groups: &[Group], wafers: u32, packing: Packing) -> Re
         strip.push(planned.0);
         shapes.extend(planned.1);
     }
-    Ok(Plan { wafers, strip, shapes, packing })
+    // More wafers than layer stages leaves some empty: the program uses only
+    // those that hold regions (stages are contiguous from wafer 0).
+    let used = shapes.iter().map(|s| s.wafer + 1).max().unwrap_or(1);
+    strip.truncate(used as usize);
+    Ok(Plan { wafers: used, strip, shapes, packing })
 }
 
 /// The searched mapping's total against a fixed one — each region a square of

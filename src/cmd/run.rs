@@ -183,8 +183,9 @@ fn functional(a: &Args) -> Result<FunctionalReport, Exit> {
         let p = wafer_workloads::DecodeParams { context: t, ..a.step.params(t) };
         let g = decode_graph(&cfg, &p)?;
         verify_graph(&g)?;
-        let w = weights.get_or_insert_with(|| wafer_simulator::Weights::random(&g, 42));
+        // Compile first: a model that does not fit fails before its weights are drawn.
         let c = wafer_compiler::compile(&g, &arch, &CompileOptions { wafers, ..Default::default() })?;
+        let w = weights.get_or_insert_with(|| wafer_simulator::Weights::random(&g, 42));
         let tokens: Vec<u64> = (0..p.batch).map(|b| (7 * t + 13 * b + 3) % cfg.vocab).collect();
         let want = wafer_simulator::run_reference(&g, w, &tokens, &mut kv_ref)?;
         let got = wafer_simulator::run_functional(&c.program, &c.info, &g, w, &tokens, &mut kv_fun)?;
