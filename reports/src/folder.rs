@@ -269,12 +269,9 @@ pub fn run_doc(r: &RunReport, p: &Program, charts: Vec<Chart>) -> Doc {
     d
 }
 
-/// All files of the run folder, in a fixed order: report.json, summary.md,
-/// report.html, trace.json, then each chart as .svg and .png.
-pub fn run_folder(r: &RunReport, p: &Program) -> Result<Vec<OutFile>, ReportError> {
-    let charts = run_charts(r, p)?;
-    let mut files = vec![OutFile::new("report.json", crate::to_json_pretty(r))];
-    let chart_files: Vec<OutFile> = charts
+/// Each chart as `NAME.svg` and `NAME.png`, in chart order.
+pub fn chart_files(charts: &[Chart]) -> Vec<OutFile> {
+    charts
         .iter()
         .flat_map(|c| {
             [
@@ -282,7 +279,15 @@ pub fn run_folder(r: &RunReport, p: &Program) -> Result<Vec<OutFile>, ReportErro
                 OutFile::new(format!("{}.png", c.name), c.png.clone()),
             ]
         })
-        .collect();
+        .collect()
+}
+
+/// All files of the run folder, in a fixed order: report.json, summary.md,
+/// report.html, trace.json, then each chart as .svg and .png.
+pub fn run_folder(r: &RunReport, p: &Program) -> Result<Vec<OutFile>, ReportError> {
+    let charts = run_charts(r, p)?;
+    let mut files = vec![OutFile::new("report.json", crate::to_json_pretty(r))];
+    let chart_files = chart_files(&charts);
     let doc = run_doc(r, p, charts);
     files.push(OutFile::new("summary.md", doc.to_markdown()));
     files.push(OutFile::new("report.html", doc.to_html()));

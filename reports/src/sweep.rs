@@ -737,15 +737,7 @@ fn x_desc(x: &str) -> String {
 pub fn sweep_files(o: &SweepOutput) -> Result<Vec<OutFile>, ReportError> {
     let charts = curves(o)?;
     let mut files = vec![OutFile::new("sweep.json", crate::to_json_pretty(o)), OutFile::new("sweep.csv", to_csv(o))];
-    let chart_files: Vec<OutFile> = charts
-        .iter()
-        .flat_map(|c| {
-            [
-                OutFile::new(format!("{}.svg", c.name), c.svg.clone()),
-                OutFile::new(format!("{}.png", c.name), c.png.clone()),
-            ]
-        })
-        .collect();
+    let chart_files = crate::folder::chart_files(&charts);
     let mut d = Doc::new(if o.name.is_empty() { "Sweep".to_string() } else { format!("Sweep: {}", o.name) });
     let ok = o.rows.iter().filter(|r| r.figures.is_some()).count();
     let shard = o.shard.map_or(String::new(), |s| {

@@ -6,7 +6,7 @@ use crate::inputs::{load_arch, write_atomic};
 use crate::Exit;
 use serde::Serialize;
 use wafer_compiler::{compile, CompileOptions, CompileStats, Compiled, Wafers};
-use wafer_ir::{print_program, verify_graph, ArchSpec};
+use wafer_ir::{print_program, verify_graph, ArchSpec, Graph};
 use wafer_reports::{bytes, thousands};
 use wafer_workloads::decode_graph;
 
@@ -59,13 +59,14 @@ pub struct Args {
     pub passes: bool,
 }
 
-/// Compiles the step the flags describe.
-pub fn compile_step(step: &StepArgs, machine: &MachineArgs, opts: CompileOptions) -> Result<Compiled, Exit> {
+/// Compiles the step the flags describe; also returns its (verified) graph.
+pub fn compile_step(step: &StepArgs, machine: &MachineArgs, opts: CompileOptions) -> Result<(Graph, Compiled), Exit> {
     let (cfg, p) = step.load(LATENCY_CONTEXT)?;
     let (arch, wafers) = machine.load()?;
     let g = decode_graph(&cfg, &p)?;
     verify_graph(&g)?;
-    Ok(compile(&g, &arch, &CompileOptions { wafers, ..opts })?)
+    let c = compile(&g, &arch, &CompileOptions { wafers, ..opts })?;
+    Ok((g, c))
 }
 
 #[derive(Serialize)]
@@ -86,7 +87,7 @@ pub fn run(a: Args) -> Result<(), Exit> {
         return Ok(());
     }
     let opts = CompileOptions { verify_each: a.verify_each, dump_after: a.dump_after.clone(), ..Default::default() };
-    let c = compile_step(&a.step, &a.machine, opts)?;
+    let (_, c) = compile_step(&a.step, &a.machine, opts)?;
     for (pass, text) in &c.dumps {
         println!("; after pass {pass}");
         print!("{text}");

@@ -2,7 +2,7 @@
 //! With no flags: Llama-3.1-8B at context 4096 on one WSE-3, against H100-SXM.
 
 use super::compile::{compile_step, MachineArgs};
-use super::graph::{StepArgs, LATENCY_CONTEXT};
+use super::graph::StepArgs;
 use super::{to_json, Format};
 use crate::inputs::load_gpu;
 use crate::Exit;
@@ -120,21 +120,14 @@ pub fn run_report_and_program(
     engine: Engine,
 ) -> Result<(RunReport, wafer_ir::Program), Exit> {
     let t0 = std::time::Instant::now();
-    let c = compile_step(step, machine, CompileOptions::default())?;
+    let (g, c) = compile_step(step, machine, CompileOptions::default())?;
     let t1 = std::time::Instant::now();
     let sim = simulate(engine, &c)?;
     let timings = wafer_reports::Timings {
         compile_ms: (t1 - t0).as_secs_f64() * 1e3,
         simulate_ms: t1.elapsed().as_secs_f64() * 1e3,
     };
-    let gpu_est = if no_gpu {
-        None
-    } else {
-        let (cfg, p) = step.load(LATENCY_CONTEXT)?;
-        let g = decode_graph(&cfg, &p)?;
-        verify_graph(&g)?;
-        Some(gpu_estimate(&g, gpu)?)
-    };
+    let gpu_est = if no_gpu { None } else { Some(gpu_estimate(&g, gpu)?) };
     let p = &c.program;
     let inputs = RunInputs {
         model: p.model.clone(),

@@ -22,7 +22,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<(), Exit> {
-    let c = compile_step(&a.step, &a.machine, CompileOptions::default())?;
+    let (_, c) = compile_step(&a.step, &a.machine, CompileOptions::default())?;
     let sim = simulate(a.engine, &c)?;
     write_atomic(&a.output, wafer_reports::trace::chrome_trace(&c.program, &sim).as_bytes())?;
     println!(
