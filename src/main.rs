@@ -45,6 +45,8 @@ enum Command {
     Archs(cmd::archs::Args),
     /// Write a Perfetto timeline (trace-event JSON) of one decode step.
     Trace(cmd::trace::Args),
+    /// Build a published wafer kernel (MeshGEMV) as a program and time it; `--calibration` replays the silicon rows.
+    Kernel(cmd::kernel::Args),
 }
 
 /// An error already rendered for the user, with the exit code to leave with.
@@ -88,6 +90,7 @@ fn main() -> ExitCode {
         Command::Compare(a) => cmd::compare::run(a),
         Command::Archs(a) => cmd::archs::run(a),
         Command::Trace(a) => cmd::trace::run(a),
+        Command::Kernel(a) => cmd::kernel::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -19,8 +19,8 @@ use fuse::{Group, GroupKind};
 use partition::{Ctx, Packing, Plan};
 use serde::Serialize;
 use wafer_ir::{
-    print_program, sram_need, verify_program_checks, ArchSpec, Checks, Graph, Program, ProgramErrors, ProgramInfo,
-    Rect, Reduce, Region, RegionId, RouteKind, Sram, Step, Work,
+    print_program, sram_need, verify_program_checks, ArchSpec, Checks, DType, Graph, Program, ProgramErrors,
+    ProgramInfo, Rect, Reduce, Region, RegionId, RouteKind, Sram, Step, Work,
 };
 
 /// The passes, in order, with what each does.
@@ -151,7 +151,19 @@ fn groups_to_program(g: &Graph, arch: &ArchSpec, groups: &[Group], wafers: u32) 
         .map(|gr| {
             let (work, h) = match gr.kind {
                 GroupKind::Gemv { n, k, glu, norm, argmax, epilogue_ops, .. } => (
-                    Work::Gemv { n, k, tile_n: n, tile_k: k, reduce: Reduce::Tree, glu, norm, argmax, epilogue_ops },
+                    Work::Gemv {
+                        n,
+                        k,
+                        tile_n: n,
+                        tile_k: k,
+                        reduce: Reduce::Tree,
+                        glu,
+                        norm,
+                        argmax,
+                        epilogue_ops,
+                        acc: DType::F32,
+                        mac: true,
+                    },
                     1,
                 ),
                 GroupKind::Attention { kv_heads, group, head_dim, positions, slot } => (

@@ -114,6 +114,15 @@ fn reduce_candidates(w: u32) -> Vec<Reduce> {
     v
 }
 
+/// MeshGEMV's two-chain shape (Gemv rows only: attention combines towards column 0):
+/// one group (two chains meeting in the middle of the row) or groups of 8, 16, 32.
+fn meet_candidates(w: u32) -> Vec<Reduce> {
+    if w < 3 {
+        return Vec::new();
+    }
+    std::iter::once(w).chain([8, 16, 32].into_iter().filter(|&g| g < w)).map(|group| Reduce::Meet { group }).collect()
+}
+
 /// Cycles to stream a region's input slice into one column head and its
 /// output slice out of one row root: what its routes add on top of the region
 /// cost, whatever its neighbours (the analytical engine charges the larger of
@@ -187,8 +196,24 @@ fn candidates(c: &Ctx, probe: &Program, g: &GroupKind, ws: u32, mh: u32) -> Vec<
                         continue;
                     }
                     last_h = h;
-                    for reduce in reduce_candidates(w) {
-                        push(h, w, Work::Gemv { n, k, tile_n, tile_k, reduce, glu, norm, argmax, epilogue_ops });
+                    for reduce in reduce_candidates(w).into_iter().chain(meet_candidates(w)) {
+                        push(
+                            h,
+                            w,
+                            Work::Gemv {
+                                n,
+                                k,
+                                tile_n,
+                                tile_k,
+                                reduce,
+                                glu,
+                                norm,
+                                argmax,
+                                epilogue_ops,
+                                acc: DType::F32,
+                                mac: true,
+                            },
+                        );
                     }
                 }
             }
@@ -243,7 +268,19 @@ pub fn untileable(c: &Ctx, g: &Group) -> Option<(u64, &'static str)> {
     let probe = c.probe();
     let (work, what) = match g.kind {
         GroupKind::Gemv { n, k, glu, norm, argmax, epilogue_ops, align } => (
-            Work::Gemv { n, k, tile_n: align.max(1), tile_k: 1, reduce: Reduce::Tree, glu, norm, argmax, epilogue_ops },
+            Work::Gemv {
+                n,
+                k,
+                tile_n: align.max(1),
+                tile_k: 1,
+                reduce: Reduce::Tree,
+                glu,
+                norm,
+                argmax,
+                epilogue_ops,
+                acc: DType::F32,
+                mac: true,
+            },
             "a one-column tile with its input and partial-sum buffers for the whole batch",
         ),
         GroupKind::Attention { kv_heads, group, head_dim, positions, slot } => (
@@ -465,6 +502,8 @@ pub fn fixed_square_cost(c: &Ctx, groups: &[Group], plan: &Plan) -> (f64, f64) {
                     norm,
                     argmax,
                     epilogue_ops,
+                    acc: DType::F32,
+                    mac: true,
                 }
             }
             _ => s.work.clone(),

@@ -8,7 +8,8 @@
 //!
 //! Sources are tagged as in `shared/reference/hardware.md`: [DOC] vendor
 //! documentation, [V] vendor claim, [M] third-party measurement, [CODE] value
-//! in public code, [I] arithmetic from those, [A] our assumption (no public figure).
+//! in public code, [I] arithmetic from those, [A] our assumption (no public figure),
+//! [FIT] fitted to measured kernel rows (the fit is re-run in a test).
 
 use serde::{Deserialize, Serialize};
 
@@ -52,8 +53,21 @@ pub struct PeSpec {
 pub struct RouterSpec {
     /// Bytes per cycle per link per direction: one 32-bit wavelet [DOC].
     pub link_bytes_per_cycle: u32,
-    /// Cycles per hop: ~1, inferred from clock-skew correction code [CODE WaferLLM, I].
+    /// Cycles per hop: ~1, inferred from clock-skew correction code [CODE WaferLLM, I];
+    /// the WSE collective model of Luczynski et al. (HPDC 2024) also charges one
+    /// cycle per hop of distance [M].
     pub hop_latency_cycles: u32,
+    /// Cycles between a PE's router and its compute engine, each way (the
+    /// "ramp"): a message leaving memory pays it once, a message landing in
+    /// memory once, and a PE that adds a streamed partial and passes it on
+    /// (a pipelined chain step) pays `2·ramp + 1` on top of the hop — the
+    /// per-step structure of Luczynski et al.'s model (`(2·T_R + 1)` per
+    /// dependent step) [M]. Not published as a number: **fitted** to the 192
+    /// MeshGEMV rows measured on a CS-3 (`kernels/data/meshgemv_wse3.csv`; the
+    /// fit is re-run by `kernels` tests and `wafer kernel --calibration`),
+    /// which pin `2·ramp + 1` through the growth of the two-chain all-reduce
+    /// with the column length [FIT]. WSE-2 is assumed to share it [A].
+    pub ramp_latency_cycles: u32,
     /// Routable colors (virtual channels): 24 [DOC].
     pub colors: u32,
     /// Colors the runtime keeps for itself: about 6 [DOC].
@@ -102,6 +116,10 @@ pub enum ArchError {
     #[error("unknown arch `{name}`: presets are {presets}, `mesh:WxH` (e.g. mesh:8x8), or a path to a TOML file")]
     Unknown { name: String, presets: String },
 }
+
+/// The fitted router-to-compute ramp latency of the presets, cycles (see
+/// [`RouterSpec::ramp_latency_cycles`]; `kernels::fit_ramp` re-runs the fit).
+pub const RAMP_LATENCY_CYCLES: u32 = 14;
 
 /// Largest PE count we accept in one wafer (a guard against typos such as a
 /// mesh of a billion PEs): 4 Mi PEs, four times a WSE-3.
@@ -184,6 +202,9 @@ impl ArchSpec {
         if self.router.hop_latency_cycles > 1000 {
             return bad("router.hop_latency_cycles", self.router.hop_latency_cycles.to_string(), "0..=1000");
         }
+        if self.router.ramp_latency_cycles > 1000 {
+            return bad("router.ramp_latency_cycles", self.router.ramp_latency_cycles.to_string(), "0..=1000");
+        }
         if self.router.colors == 0 || self.router.colors > 256 {
             return bad("router.colors", self.router.colors.to_string(), "1..=256");
         }
@@ -247,6 +268,7 @@ fn wse(name: &str, w: u32, h: u32, simd_mixed: u32, simd_elementwise: u32) -> Ar
         router: RouterSpec {
             link_bytes_per_cycle: 4,
             hop_latency_cycles: 1,
+            ramp_latency_cycles: RAMP_LATENCY_CYCLES,
             colors: 24,
             reserved_colors: 6,
             multicast: true,

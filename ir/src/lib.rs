@@ -20,7 +20,7 @@ pub mod spatial_verify;
 pub mod text;
 pub mod verify;
 
-pub use arch::{arch_preset, ArchError, ArchSpec, ARCH_PRESETS};
+pub use arch::{arch_preset, ArchError, ArchSpec, ARCH_PRESETS, RAMP_LATENCY_CYCLES};
 pub use cost::{graph_stats, op_cost, GraphStats, OpCost};
 pub use dtype::DType;
 pub use graph::{ActFn, Elementwise, Graph, GraphBuilder, NormKind, Op, OpId, OpKind, Tensor, TensorId, TensorKind};

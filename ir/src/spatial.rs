@@ -16,13 +16,16 @@
 //!   (edge tiles smaller). The input slice `c` arrives at the column head `(c, 0)`
 //!   and is multicast down the column. With `norm`, the column heads first
 //!   all-reduce two fp32 statistics (sum and sum of squares) along row 0 (route kind `norm`). Each PE
-//!   computes its partial `tile_n` sums (fp32); partials are reduced along each row
-//!   to the row root `(r, 0)` with the region's [`Reduce`] shape (route kind `reduce`).
+//!   computes its partial `tile_n` sums (in its `acc` dtype: fp32 or fp16); partials
+//!   are reduced along each row to the row root `(r, Reduce::root(w))` — column 0
+//!   except for `Meet` — with the region's [`Reduce`] shape (route kind `reduce`).
 //!   The root runs the fused epilogue (`epilogue_ops` element-wise ops per output
 //!   element: bias, RoPE, activation, residual add). With `glu`, rows hold gate and
 //!   up rows interleaved, so the root of row `r` emits `tile_n / 2` outputs
 //!   `act(gate) · up`. With `argmax`, row roots reduce (value, index) pairs down
-//!   column 0 to `(0, 0)` (route kind `argmax`): the sampled token.
+//!   column 0 to `(0, 0)` (route kind `argmax`): the sampled token. With a `bcast`
+//!   route, each row root then multicasts its finished output back along its row
+//!   (east and west), so every PE of row `r` holds it (an all-reduce, as MeshGEMV).
 //! * **Attention**: rows `[h·rows_per_head, (h+1)·rows_per_head)` serve KV head `h`
 //!   and its `group` query heads. The head's `positions` cached positions are laid
 //!   row-major over its block, `pos_per_pe` per PE (for each of the `batch`
@@ -108,6 +111,12 @@ pub enum Reduce {
     /// Chains within groups of `group` consecutive PEs to each group's first PE,
     /// then a binary tree over the group leaders.
     TwoLevel { group: u32 },
+    /// MeshGEMV's two-level shape (WaferLLM, OSDI 2025): the line splits into
+    /// groups of `group` consecutive PEs; in each, two pipelined chains, one
+    /// from each end, meet at the group's middle PE (local index `len / 2`);
+    /// then two chains over the group roots meet at the root of group
+    /// `groups / 2`, which is the line's root ([`Reduce::root`]), not index 0.
+    Meet { group: u32 },
 }
 
 impl Reduce {
@@ -116,7 +125,50 @@ impl Reduce {
     pub fn colors(&self) -> u32 {
         match self {
             Reduce::Chain => 1,
-            Reduce::Tree | Reduce::TwoLevel { .. } => 2,
+            Reduce::Tree | Reduce::TwoLevel { .. } | Reduce::Meet { .. } => 2,
+        }
+    }
+
+    /// Index of the PE that ends up with the reduced value on a line of `n`.
+    pub fn root(&self, n: u32) -> u32 {
+        match *self {
+            Reduce::Chain | Reduce::Tree | Reduce::TwoLevel { .. } => 0,
+            Reduce::Meet { group } => {
+                let groups = meet_groups(n, group);
+                groups.get(groups.len() / 2).map_or(0, |g| g.root)
+            }
+        }
+    }
+
+    /// True when PE `idx` of a line of `n` is a pipelined relay: it adds the
+    /// partial streaming in from its chain predecessor (its last receive) to its
+    /// own and passes the sum on as it arrives, without first landing it in
+    /// memory. Its other receives (a Meet group root's phase-one partials) are
+    /// added first.
+    pub fn relays(&self, n: u32, idx: u32) -> bool {
+        if idx >= n {
+            return false;
+        }
+        match *self {
+            Reduce::Chain => idx > 0 && idx + 1 < n,
+            Reduce::Tree => false,
+            Reduce::TwoLevel { group } => {
+                let g = group.max(1);
+                let s = idx - idx % g;
+                let last = (s + g).min(n) - 1;
+                idx != s && idx != last
+            }
+            Reduce::Meet { group } => {
+                let groups = meet_groups(n, group);
+                let gi = (idx / group.clamp(1, n)) as usize;
+                let Some(g) = groups.get(gi) else { return false };
+                let center = groups.len() / 2;
+                if idx == g.root {
+                    gi != center && gi != 0 && gi + 1 != groups.len()
+                } else {
+                    idx != g.start && idx != g.end
+                }
+            }
         }
     }
 
@@ -154,8 +206,66 @@ impl Reduce {
                 out.extend(tree(&leaders));
                 out
             }
+            Reduce::Meet { group } => {
+                let groups = meet_groups(n, group);
+                let mut out: Vec<Vec<(u32, u32)>> = Vec::new();
+                // Phase one: in every group, both ends step towards the group root.
+                let depth = groups.iter().map(|g| (g.root - g.start).max(g.end - g.root)).max().unwrap_or(0);
+                for j in 0..depth {
+                    let mut round = Vec::new();
+                    for g in &groups {
+                        if g.start + j < g.root {
+                            round.push((g.start + j, g.start + j + 1));
+                        }
+                        if g.end > g.root + j {
+                            round.push((g.end - j, g.end - j - 1));
+                        }
+                    }
+                    out.push(round);
+                }
+                // Phase two: the same over the group roots, towards the centre group's root.
+                let c = groups.len() / 2;
+                let last = groups.len().saturating_sub(1);
+                for j in 0..c.max(last - c) {
+                    let mut round = Vec::new();
+                    if j < c {
+                        round.push((groups[j].root, groups[j + 1].root));
+                    }
+                    if last > c + j {
+                        round.push((groups[last - j].root, groups[last - j - 1].root));
+                    }
+                    out.push(round);
+                }
+                out
+            }
         }
     }
+}
+
+/// One group of a [`Reduce::Meet`] line: PEs `start..=end`, reduced to `root`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct MeetGroup {
+    start: u32,
+    end: u32,
+    root: u32,
+}
+
+fn meet_groups(n: u32, group: u32) -> Vec<MeetGroup> {
+    let g = group.clamp(1, n.max(1));
+    (0..n)
+        .step_by(g as usize)
+        .map(|start| {
+            let len = g.min(n - start);
+            MeetGroup { start, end: start + len - 1, root: start + len / 2 }
+        })
+        .collect()
+}
+
+fn default_acc() -> DType {
+    DType::F32
+}
+fn default_true() -> bool {
+    true
 }
 
 /// What a region computes, with its tiling.
@@ -172,6 +282,18 @@ pub enum Work {
         norm: bool,
         argmax: bool,
         epilogue_ops: u32,
+        /// Accumulator of the partial sums, what the reduction carries and adds:
+        /// `fp32` (`@fmachs`, the default) or `fp16` (`@fmach`, twice the SIMD
+        /// rate and half the bytes on the fabric, as MeshGEMV does; error bound
+        /// in `wafer_simulator::functional`).
+        #[serde(default = "default_acc")]
+        acc: DType,
+        /// The PEs run the local multiply-accumulate. `false` only replays a
+        /// measurement harness that skips it (the published MeshGEMV source has
+        /// it commented out): the PEs zero their partials and go straight to the
+        /// reduction. Such a region computes nothing the functional engine can check.
+        #[serde(default = "default_true")]
+        mac: bool,
     },
     Attention {
         kv_heads: u64,
@@ -330,7 +452,7 @@ impl Region {
     pub fn out_pe(&self, r: u32) -> Pe {
         match self.work {
             Work::Gemv { argmax: true, .. } => self.rect.pe(0, 0),
-            Work::Gemv { .. } => self.rect.pe(r, 0),
+            Work::Gemv { reduce, .. } => self.rect.pe(r, reduce.root(self.rect.w)),
             Work::Attention { rows_per_head, .. } => self.rect.pe(r * rows_per_head, 0),
             Work::Embedding { rows_per_pe, token, .. } => {
                 let i = (token / rows_per_pe.max(1)) as u32;
@@ -349,6 +471,9 @@ pub enum RouteKind {
     Reduce,
     Norm,
     Argmax,
+    /// A Gemv's row roots send their finished output back along their row, so
+    /// every PE of the row ends up holding it (MeshGEMV's all-reduce).
+    Bcast,
 }
 
 impl RouteKind {
@@ -359,10 +484,11 @@ impl RouteKind {
             RouteKind::Reduce => "reduce",
             RouteKind::Norm => "norm",
             RouteKind::Argmax => "argmax",
+            RouteKind::Bcast => "bcast",
         }
     }
     pub fn is_collective(self) -> bool {
-        matches!(self, RouteKind::Reduce | RouteKind::Norm | RouteKind::Argmax)
+        matches!(self, RouteKind::Reduce | RouteKind::Norm | RouteKind::Argmax | RouteKind::Bcast)
     }
 }
 
@@ -407,7 +533,8 @@ impl Program {
 
 /// One point-to-point transfer of a route, with an optional multicast tail:
 /// after reaching `to`, the payload continues to `fan_cols` further PEs to the
-/// east and then `fan_rows` further rows south of every PE it reached.
+/// east (to the west when `west`) and then `fan_rows` further rows south of
+/// every PE it reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Message {
     pub from: Pe,
@@ -415,6 +542,8 @@ pub struct Message {
     pub bytes: u64,
     pub fan_cols: u32,
     pub fan_rows: u32,
+    /// The column tail runs west of `to` instead of east.
+    pub west: bool,
     /// Round of a collective (messages of round `i+1` start after round `i`
     /// delivered to their sender); 0 for non-collective routes.
     pub round: u32,
@@ -451,6 +580,7 @@ pub fn route_messages(p: &Program, id: RouteId) -> Vec<Message> {
         bytes,
         fan_cols,
         fan_rows,
+        west: false,
         round,
         inter_wafer: inter,
     };
@@ -507,11 +637,11 @@ pub fn route_messages(p: &Program, id: RouteId) -> Vec<Message> {
             }
         }
         RouteKind::Reduce => match src.work {
-            Work::Gemv { reduce, .. } => {
+            Work::Gemv { reduce, acc, .. } => {
                 for (round, pairs) in reduce.rounds(src.rect.w).iter().enumerate() {
                     for r in 0..src.rect.h {
                         let (lo, hi) = src.rows_of(r);
-                        let bytes = 4 * (hi - lo) * b;
+                        let bytes = acc.bytes_for((hi - lo) * b);
                         if bytes == 0 {
                             continue;
                         }
@@ -564,6 +694,30 @@ pub fn route_messages(p: &Program, id: RouteId) -> Vec<Message> {
                 out.push(msg(src.rect.pe(0, 0), src.rect.pe(0, 1), 8 * b, src.rect.w - 2, 0, n as u32));
             }
         }
+        RouteKind::Bcast => {
+            // Each row root multicasts its output segment east and west along its row.
+            if let Work::Gemv { .. } = src.work {
+                let w = src.rect.w;
+                for r in 0..src.out_lines() {
+                    let (lo, hi) = src.out_slice(r);
+                    if lo >= hi || w < 2 {
+                        continue;
+                    }
+                    let root = src.out_pe(r);
+                    let bytes = act.bytes_for((hi - lo) * b);
+                    let c = root.x - src.rect.x;
+                    if c + 1 < w {
+                        out.push(msg(root, Pe { x: root.x + 1, y: root.y }, bytes, w - c - 2, 0, 0));
+                    }
+                    if c > 0 {
+                        out.push(Message {
+                            west: true,
+                            ..msg(root, Pe { x: root.x - 1, y: root.y }, bytes, c - 1, 0, 0)
+                        });
+                    }
+                }
+            }
+        }
         RouteKind::Argmax => {
             for (i, pairs) in Reduce::Tree.rounds(src.rect.h).iter().enumerate() {
                 for &(a, z) in pairs {
@@ -580,9 +734,10 @@ pub fn route_messages(p: &Program, id: RouteId) -> Vec<Message> {
         .flat_map(|m| {
             (0..=m.fan_rows).flat_map(move |dy| {
                 (0..=m.fan_cols).map(move |dx| Message {
-                    to: Pe { x: m.to.x + dx, y: m.to.y + dy },
+                    to: Pe { x: if m.west { m.to.x - dx } else { m.to.x + dx }, y: m.to.y + dy },
                     fan_cols: 0,
                     fan_rows: 0,
+                    west: false,
                     ..m
                 })
             })
@@ -598,11 +753,11 @@ pub fn sram_need(p: &Program, work: &Work) -> Sram {
     let (wd, ad, kd) = (p.weight_dtype, p.act_dtype, p.kv_dtype);
     let code = p.arch.pe.sram_reserved_bytes;
     match *work {
-        Work::Gemv { tile_n, tile_k, .. } => Sram {
+        Work::Gemv { tile_n, tile_k, acc, .. } => Sram {
             code,
             weights: wd.bytes_for(tile_n * tile_k) + wd.bytes_for(tile_n),
             kv: 0,
-            buffers: ad.bytes_for(tile_k * b) + 2 * 4 * tile_n * b,
+            buffers: ad.bytes_for(tile_k * b) + 2 * acc.bytes_for(tile_n * b),
         },
         Work::Attention { group, head_dim, pos_per_pe, .. } => Sram {
             code,
@@ -636,4 +791,64 @@ pub fn route_footprint(p: &Program, rt: &Route) -> Vec<(u32, Rect)> {
 /// True when two routes' footprints share a router.
 pub fn footprints_meet(a: &[(u32, Rect)], b: &[(u32, Rect)]) -> bool {
     a.iter().any(|(wa, ra)| b.iter().any(|(wb, rb)| wa == wb && ra.overlaps(rb)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every PE but the root sends exactly once, and everything reaches the root.
+    fn reaches_root(shape: Reduce, n: u32) {
+        let mut sent = vec![0u32; n as usize];
+        let mut holds: Vec<u64> = (0..n).map(|i| 1u64 << (i % 64)).collect();
+        let mut count: Vec<u32> = vec![1; n as usize];
+        for round in shape.rounds(n) {
+            for (a, z) in round {
+                sent[a as usize] += 1;
+                holds[z as usize] |= holds[a as usize];
+                count[z as usize] += count[a as usize];
+            }
+        }
+        let root = shape.root(n);
+        assert_eq!(count[root as usize], n, "{shape:?} over {n}");
+        for i in 0..n {
+            assert_eq!(sent[i as usize], (i != root) as u32, "{shape:?} over {n}: PE {i}");
+        }
+    }
+
+    #[test]
+    fn every_shape_reduces_a_line_to_its_root() {
+        for n in [1, 2, 3, 7, 16, 90, 720] {
+            for shape in [
+                Reduce::Chain,
+                Reduce::Tree,
+                Reduce::TwoLevel { group: 8 },
+                Reduce::Meet { group: 1 },
+                Reduce::Meet { group: 2 },
+                Reduce::Meet { group: 7 },
+                Reduce::Meet { group: n.max(1) },
+            ] {
+                reaches_root(shape, n);
+            }
+        }
+    }
+
+    #[test]
+    fn meshgemv_groups_meet_in_the_middle_as_the_published_launcher_places_them() {
+        // P = 720, group_num = 8: 90 PEs per group, group roots at 45 + 90·i,
+        // the line's root at (8 / 2)·90 + 45 = 405 (run_device.sh's root_2nd_phase).
+        let m = Reduce::Meet { group: 90 };
+        assert_eq!(m.root(720), 405);
+        let rounds = m.rounds(720);
+        // Phase one: 45 steps (0 -> 45 is the longer chain), phase two: 4 (45 -> 405).
+        assert_eq!(rounds.len(), 45 + 4);
+        assert!(rounds[0].contains(&(0, 1)) && rounds[0].contains(&(89, 88)));
+        assert_eq!(rounds[45], vec![(45, 135), (675, 585)]);
+        // Relays: the chain interiors and the intermediate group roots, not the ends or the roots.
+        assert!(m.relays(720, 1) && m.relays(720, 44) && m.relays(720, 46) && m.relays(720, 88));
+        assert!(!m.relays(720, 0) && !m.relays(720, 89) && !m.relays(720, 45) && !m.relays(720, 405));
+        assert!(m.relays(720, 135) && m.relays(720, 585) && !m.relays(720, 675));
+        assert_eq!(Reduce::Chain.root(9), 0);
+        assert!(Reduce::Chain.relays(9, 4) && !Reduce::Chain.relays(9, 8));
+    }
 }

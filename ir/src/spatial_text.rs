@@ -19,6 +19,7 @@ fn reduce_str(r: Reduce) -> String {
         Reduce::Chain => "chain".into(),
         Reduce::Tree => "tree".into(),
         Reduce::TwoLevel { group } => format!("two_level:{group}"),
+        Reduce::Meet { group } => format!("meet:{group}"),
     }
 }
 
@@ -43,7 +44,7 @@ pub fn print_program(p: &Program) -> String {
     let a = &p.arch;
     let _ = writeln!(
         s,
-        "arch {} mesh={}x{} clock_ghz={} sram={} reserved={} rd={} wr={} f32={} mixed={} ew={} vec_ovh={} task_ovh={} link={} hop={} colors={} reserved_colors={} multicast={} sys_wafers={} iw_bytes_per_s={} iw_latency_ns={}",
+        "arch {} mesh={}x{} clock_ghz={} sram={} reserved={} rd={} wr={} f32={} mixed={} ew={} vec_ovh={} task_ovh={} link={} hop={} ramp={} colors={} reserved_colors={} multicast={} sys_wafers={} iw_bytes_per_s={} iw_latency_ns={}",
         q(&a.name),
         a.mesh_width,
         a.mesh_height,
@@ -59,6 +60,7 @@ pub fn print_program(p: &Program) -> String {
         a.pe.task_overhead_cycles,
         a.router.link_bytes_per_cycle,
         a.router.hop_latency_cycles,
+        a.router.ramp_latency_cycles,
         a.router.colors,
         a.router.reserved_colors,
         a.router.multicast as u8,
@@ -68,12 +70,15 @@ pub fn print_program(p: &Program) -> String {
     );
     for (i, r) in p.regions.iter().enumerate() {
         let work = match &r.work {
-            Work::Gemv { n, k, tile_n, tile_k, reduce, glu, norm, argmax, epilogue_ops } => format!(
-                "gemv n={n} k={k} tile_n={tile_n} tile_k={tile_k} reduce={} glu={} norm={} argmax={} epilogue_ops={epilogue_ops}",
+            Work::Gemv { n, k, tile_n, tile_k, reduce, glu, norm, argmax, epilogue_ops, acc, mac } => format!(
+                "gemv n={n} k={k} tile_n={tile_n} tile_k={tile_k} reduce={} glu={} norm={} argmax={} epilogue_ops={epilogue_ops}{}{}",
                 reduce_str(*reduce),
                 *glu as u8,
                 *norm as u8,
-                *argmax as u8
+                *argmax as u8,
+                // Printed only when not the default, so older programs read and print unchanged.
+                if *acc == crate::DType::F32 { String::new() } else { format!(" acc={acc}") },
+                if *mac { "" } else { " mac=0" }
             ),
             Work::Attention { kv_heads, group, head_dim, positions, slot, rows_per_head, pos_per_pe, reduce } => format!(
                 "attention kv_heads={kv_heads} group={group} head_dim={head_dim} positions={positions} slot={slot} rows_per_head={rows_per_head} pos_per_pe={pos_per_pe} reduce={}",
@@ -220,10 +225,15 @@ fn parse_reduce(l: &Line, v: &str) -> Result<Reduce, ParseError> {
     match v {
         "chain" => Ok(Reduce::Chain),
         "tree" => Ok(Reduce::Tree),
-        _ => match v.strip_prefix("two_level:").and_then(|g| g.parse().ok()) {
-            Some(group) => Ok(Reduce::TwoLevel { group }),
-            None => Err(l.err(format!("unknown reduce shape `{v}`"))),
-        },
+        _ => {
+            if let Some(group) = v.strip_prefix("two_level:").and_then(|g| g.parse().ok()) {
+                Ok(Reduce::TwoLevel { group })
+            } else if let Some(group) = v.strip_prefix("meet:").and_then(|g| g.parse().ok()) {
+                Ok(Reduce::Meet { group })
+            } else {
+                Err(l.err(format!("unknown reduce shape `{v}` (chain, tree, two_level:G, meet:G)")))
+            }
+        }
     }
 }
 
@@ -264,6 +274,7 @@ pub fn parse_program(text: &str) -> Result<Program, ParseError> {
         router: RouterSpec {
             link_bytes_per_cycle: a.num("link")?,
             hop_latency_cycles: a.num("hop")?,
+            ramp_latency_cycles: a.num("ramp")?,
             colors: a.num("colors")?,
             reserved_colors: a.num("reserved_colors")?,
             multicast: a.flag("multicast")?,
@@ -303,6 +314,7 @@ pub fn parse_program(text: &str) -> Result<Program, ParseError> {
                 "reduce" => RouteKind::Reduce,
                 "norm" => RouteKind::Norm,
                 "argmax" => RouteKind::Argmax,
+                "bcast" => RouteKind::Bcast,
                 k => return Err(l.err(format!("unknown route kind `{k}`"))),
             };
             p.routes.push(Route {
@@ -331,6 +343,14 @@ pub fn parse_program(text: &str) -> Result<Program, ParseError> {
                     norm: l.flag("norm")?,
                     argmax: l.flag("argmax")?,
                     epilogue_ops: l.num("epilogue_ops")?,
+                    acc: match l.kv.get("acc") {
+                        Some(_) => l.dtype("acc")?,
+                        None => crate::DType::F32,
+                    },
+                    mac: match l.kv.get("mac") {
+                        Some(_) => l.flag("mac")?,
+                        None => true,
+                    },
                 },
                 "attention" => Work::Attention {
                     kv_heads: l.num("kv_heads")?,

@@ -127,14 +127,19 @@ pub fn verify_program_checks(p: &Program, checks: Checks) -> Result<ProgramInfo,
         }
         let (w, h) = (rc.w as u64, rc.h as u64);
         let tiling = match r.work {
-            Work::Gemv { n, k, tile_n, tile_k, glu, .. } => {
+            Work::Gemv { n, k, tile_n, tile_k, glu, acc, .. } => {
                 if tile_n == 0 || tile_k == 0 || tile_n * h < n || tile_k * w < k {
                     Some(format!("tiles {tile_n}x{tile_k} on {h}x{w} PEs do not cover the {n}x{k} matrix"))
                 } else if glu && (tile_n % 2 != 0 || n % 2 != 0) {
                     Some("a GLU region needs even n and tile_n (gate/up pairs per row)".into())
+                } else if !matches!(acc, crate::DType::F32 | crate::DType::F16) {
+                    Some(format!("accumulator `acc={acc}` is not fp32 or fp16"))
                 } else {
                     None
                 }
+            }
+            Work::Attention { reduce: crate::Reduce::Meet { .. }, .. } => {
+                Some("attention regions reduce to column 0: `meet` is for gemv regions only".into())
             }
             Work::Attention { kv_heads, positions, slot, rows_per_head, pos_per_pe, group, head_dim, .. } => {
                 if kv_heads == 0

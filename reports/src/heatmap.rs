@@ -149,11 +149,14 @@ pub fn wafer_maps(p: &Program, sim: &SimResult) -> WaferMaps {
                 let y = if ty > fy { fy } else { ty + 1 };
                 add(Rect { x: tx, y, w: 1, h: fy.abs_diff(ty) });
             }
+            // The tail: along the row (east, or west when `west`), then down every reached column.
+            let x0 = if m.west { tx - m.fan_cols } else { tx };
             if m.fan_cols > 0 {
-                add(Rect { x: tx, y: ty, w: m.fan_cols, h: 1 });
+                let x = if m.west { x0 + 1 } else { tx };
+                add(Rect { x, y: ty, w: m.fan_cols, h: 1 });
             }
             if m.fan_rows > 0 {
-                add(Rect { x: tx, y: ty, w: m.fan_cols + 1, h: m.fan_rows });
+                add(Rect { x: x0, y: ty, w: m.fan_cols + 1, h: m.fan_rows });
             }
         }
     }

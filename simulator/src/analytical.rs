@@ -35,14 +35,17 @@ pub fn reduce_cost(arch: &ArchSpec, shape: Reduce, n: u32, bytes: u64, add: u64)
     if n <= 1 {
         return (0.0, 0.0);
     }
-    let chain = |len: u32| -> (f64, f64) {
+    let hop = arch.router.hop_latency_cycles as u64;
+    // A chain over `len` PEs `stride` hops apart: the far end sends from memory,
+    // `len - 2` relays pass the stream on, the last message lands and is added.
+    let chain_over = |len: u32, stride: u32| -> (f64, f64) {
         if len <= 1 {
             return (0.0, 0.0);
         }
-        // (len-2) pipelined steps, then the last message and add in full.
-        let steps = (len as u64 - 2) * chain_step(arch);
-        (steps as f64 + message(arch, 1, bytes) as f64, add as f64)
+        let steps = (len as u64 - 2) * (stride as u64 * hop + relay(arch));
+        (steps as f64 + message(arch, stride, bytes) as f64, add as f64)
     };
+    let chain = |len: u32| chain_over(len, 1);
     let tree = |len: u32, stride: u32| -> (f64, f64) {
         let (mut comm, mut comp) = (0.0, 0.0);
         let mut step = 1u32;
@@ -62,6 +65,17 @@ pub fn reduce_cost(arch: &ArchSpec, shape: Reduce, n: u32, bytes: u64, add: u64)
             let (c2, a2) = tree(n.div_ceil(g), g);
             (c1 + c2, a1 + a2)
         }
+        Reduce::Meet { group } => {
+            // Phase one: the longer of a group's two chains into its middle PE
+            // (which adds both); phase two: the same over the group roots.
+            let g = group.max(1).min(n);
+            let both = |(c, a): (f64, f64), len: u32| if len > 1 { (c, a + add as f64) } else { (c, a) };
+            let groups = n.div_ceil(g);
+            let p1 = both(chain(g / 2 + 1), g);
+            let centre = groups / 2;
+            let p2 = both(chain_over(centre.max(groups - 1 - centre) + 1, g), groups);
+            (p1.0 + p2.0, p1.1 + p2.1)
+        }
     }
 }
 
@@ -71,21 +85,28 @@ pub fn region_cost(arch: &ArchSpec, work: &Work, rect: Rect, batch: u64, weight:
     let hop = arch.router.hop_latency_cycles as f64;
     let task = arch.pe.task_overhead_cycles as f64;
     match *work {
-        Work::Gemv { tile_n, tile_k, reduce, glu, norm, argmax, epilogue_ops, .. } => {
+        Work::Gemv { tile_n, tile_k, reduce, glu, norm, argmax, epilogue_ops, acc, mac, .. } => {
             let mut c = RegionCost::default();
             if norm {
-                let (comm, comp) = reduce_cost(arch, Reduce::Tree, rect.w, 8 * batch, add_partial(arch, 2 * batch));
+                let add = add_partial(arch, 2 * batch, DType::F32);
+                let (comm, comp) = reduce_cost(arch, Reduce::Tree, rect.w, 8 * batch, add);
                 c.prologue_comm += comm + comp + message(arch, rect.w.saturating_sub(1), 8 * batch) as f64;
             }
             // Multicast down the columns reaches the last row (rect.h - 1) hops after the head.
             c.prologue_comm += (rect.h as f64 - 1.0) * hop;
-            c.compute = gemv_compute(arch, tile_n, tile_k, batch, weight) as f64;
-            let (comm, comp) = reduce_cost(arch, reduce, rect.w, 4 * tile_n * batch, add_partial(arch, tile_n * batch));
+            c.compute = if mac {
+                gemv_compute(arch, tile_n, tile_k, batch, weight, acc)
+            } else {
+                gemv_zero(arch, tile_n, batch, acc)
+            } as f64;
+            let part = acc.bytes_for(tile_n * batch);
+            let (comm, comp) = reduce_cost(arch, reduce, rect.w, part, add_partial(arch, tile_n * batch, acc));
             c.reduce_comm = comm;
             let out = if glu { tile_n / 2 } else { tile_n };
             c.reduce_compute = comp + elementwise(arch, out * batch, epilogue_ops) as f64;
             if argmax {
-                let (comm, comp) = reduce_cost(arch, Reduce::Tree, rect.h, 8 * batch, add_partial(arch, batch));
+                let add = add_partial(arch, batch, DType::F32);
+                let (comm, comp) = reduce_cost(arch, Reduce::Tree, rect.h, 8 * batch, add);
                 c.reduce_comm += comm;
                 c.reduce_compute += comp;
             }
@@ -172,7 +193,22 @@ fn route_time(p: &Program, id: wafer_ir::RouteId) -> (f64, f64) {
     let backlog = per_src.values().chain(per_dst.values()).copied().max().unwrap_or(0);
     let busiest = if msgs.len() > 1 { busiest_link(a, &msgs) } else { 0 };
     let hops = worst_hops as u64 * a.router.hop_latency_cycles as u64;
-    ((a.pe.task_overhead_cycles as u64 + (hops + backlog).max(busiest)) as f64, 0.0)
+    ((a.pe.task_overhead_cycles as u64 + 2 * ramp(a) + (hops + backlog).max(busiest)) as f64, 0.0)
+}
+
+/// The broadcast of region `i`'s row outputs back along its rows (a `bcast`
+/// route): from the row root to the farther end of the row.
+fn row_bcast(p: &Program, i: usize) -> f64 {
+    let r = &p.regions[i];
+    let has = p.routes.iter().any(|rt| rt.kind == RouteKind::Bcast && rt.src.0 as usize == i);
+    match r.work {
+        Work::Gemv { reduce, glu, tile_n, .. } if has && r.rect.w > 1 => {
+            let c = reduce.root(r.rect.w);
+            let out = if glu { tile_n / 2 } else { tile_n };
+            message(&p.arch, c.max(r.rect.w - 1 - c), p.act_dtype.bytes_for(out * p.batch)) as f64
+        }
+        _ => 0.0,
+    }
 }
 
 /// Simulates `p` in closed form.
@@ -184,7 +220,15 @@ pub fn simulate_analytical(p: &Program, info: &ProgramInfo) -> SimResult {
     let mut timings = Vec::with_capacity(n);
     let mut own: Vec<(RegionCost, f64, f64)> = Vec::with_capacity(n); // cost, route on-wafer, route inter-wafer
     for (i, r) in p.regions.iter().enumerate() {
-        let cost = region_cost(&p.arch, &r.work, r.rect, p.batch, p.weight_dtype, p.kv_dtype);
+        let mut cost = region_cost(&p.arch, &r.work, r.rect, p.batch, p.weight_dtype, p.kv_dtype);
+        cost.reduce_comm += row_bcast(p, i);
+        let fed = p.routes.iter().any(|rt| rt.kind == RouteKind::Forward && rt.dst.0 as usize == i);
+        if !fed {
+            // No input to multicast down the columns: every PE starts with its data.
+            if let Work::Gemv { .. } = r.work {
+                cost.prologue_comm -= (r.rect.h as f64 - 1.0) * p.arch.router.hop_latency_cycles as f64;
+            }
+        }
         let (mut ready, mut via, mut rc, mut ri) = (0.0f64, None, 0.0, 0.0);
         if r.active {
             for st in &r.steps {

@@ -30,7 +30,7 @@ use crate::result::{role_of, Breakdown, LinkLoad, Outcome, RegionTiming, SimResu
 use crate::timing;
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap};
-use wafer_ir::{route_messages, Pe, Program, ProgramInfo, Reduce, Region, RouteId, RouteKind, Work};
+use wafer_ir::{route_messages, DType, Pe, Program, ProgramInfo, Reduce, Region, RouteId, RouteKind, Work};
 
 /// Limits of one run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,6 +154,8 @@ enum Dest {
     Node { node: u32, slot: u32 },
     /// The norm's broadcast back along row 0.
     NormBcast { reg: u32 },
+    /// A Gemv row root's output broadcast back along row `line` (region-local).
+    RowBcast { reg: u32, line: u32 },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -163,6 +165,7 @@ struct Msg {
     bytes: u64,
     fan_cols: u32,
     fan_rows: u32,
+    west: bool,
     inter: bool,
     route: u32,
     /// Global PE index of the sender (its output port).
@@ -261,6 +264,7 @@ impl Fabric {
         to: Pe,
         fan_cols: u32,
         fan_rows: u32,
+        west: bool,
         dep: u64,
         ser: u64,
         out: &mut Vec<Reach>,
@@ -289,8 +293,13 @@ impl Fabric {
         let row0 = out.len();
         out.push(Reach { x, y, head, dist: d });
         for j in 0..fan_cols {
-            head = self.cross(Dir::E, wafer, x + j, y, head, ser);
-            out.push(Reach { x: x + j + 1, y, head, dist: d + j + 1 });
+            if west {
+                head = self.cross(Dir::W, wafer, x - j, y, head, ser);
+                out.push(Reach { x: x - j - 1, y, head, dist: d + j + 1 });
+            } else {
+                head = self.cross(Dir::E, wafer, x + j, y, head, ser);
+                out.push(Reach { x: x + j + 1, y, head, dist: d + j + 1 });
+            }
         }
         for j in 0..=fan_cols as usize {
             let r = out[row0 + j];
@@ -349,8 +358,7 @@ struct Sim<'p> {
     p: &'p Program,
     batch: u64,
     hop: u64,
-    task: u64,
-    vec_ovh: u64,
+    ramp: u64,
     regs: Vec<Reg<'p>>,
     // Messages.
     msgs: Vec<Msg>,
@@ -382,6 +390,11 @@ struct Sim<'p> {
     kv_stamp: Vec<Stamp>,
     out_off: Vec<u32>,
     out_msgs: Vec<u32>,
+    // Row broadcasts per output line (offsets into `bc_msgs`), deliveries outstanding, latest arrival.
+    bc_off: Vec<u32>,
+    bc_msgs: Vec<u32>,
+    bc_pending: Vec<u32>,
+    bc_stamp: Vec<Stamp>,
     // Links.
     fabric: Fabric,
     sys_free: Vec<u64>,
@@ -391,16 +404,6 @@ struct Sim<'p> {
     now: u64,
     scratch: Vec<Reach>,
     stats: EventStats,
-}
-
-/// Rounds of `shape` over `n` PEs that are chain (pipelined) rounds, at the front.
-fn chain_rounds(shape: Reduce, n: u32) -> usize {
-    let all = shape.rounds(n).len();
-    match shape {
-        Reduce::Chain => all,
-        Reduce::Tree => 0,
-        Reduce::TwoLevel { group } => all - Reduce::Tree.rounds(n.div_ceil(group.max(1))).len(),
-    }
 }
 
 fn len(s: (u64, u64)) -> u64 {
@@ -473,8 +476,7 @@ impl<'p> Sim<'p> {
             p,
             batch: p.batch,
             hop: a.router.hop_latency_cycles as u64,
-            task: a.pe.task_overhead_cycles as u64,
-            vec_ovh: a.pe.vector_op_overhead_cycles as u64,
+            ramp: a.router.ramp_latency_cycles as u64,
             regs,
             msgs: Vec::new(),
             dep: Vec::new(),
@@ -502,6 +504,10 @@ impl<'p> Sim<'p> {
             kv_stamp: vec![Stamp::ZERO; nl],
             out_off: Vec::new(),
             out_msgs: Vec::new(),
+            bc_off: Vec::new(),
+            bc_msgs: Vec::new(),
+            bc_pending: vec![0; nl],
+            bc_stamp: vec![Stamp::ZERO; nl],
             fabric: Fabric::new(a.mesh_width, a.mesh_height, p.wafers.max(1), a.router.hop_latency_cycles as u64),
             sys_free: vec![0; (p.wafers.max(1) as usize).pow(2)],
             heap: BinaryHeap::new(),
@@ -524,9 +530,9 @@ impl<'p> Sim<'p> {
             let reg = ri as u32;
             let (w, h) = (g.r.rect.w, g.r.rect.h);
             match g.r.work {
-                Work::Gemv { norm, argmax, .. } => {
+                Work::Gemv { norm, argmax, acc, .. } => {
                     for r in 0..h {
-                        let add = timing::add_partial(a, len(g.r.rows_of(r)) * b);
+                        let add = timing::add_partial(a, len(g.r.rows_of(r)) * b, acc);
                         for c in 0..w {
                             let n = (g.pe_base + r * w + c) as usize;
                             self.n_role[n] = Role::GemvRow { reg, row: r };
@@ -538,14 +544,14 @@ impl<'p> Sim<'p> {
                             let n = (g.norm_base + c) as usize;
                             self.n_role[n] = Role::Norm { reg };
                             // Two statistics (sum, sum of squares) per batch row.
-                            self.n_add[n] = timing::add_partial(a, 2 * b) as u32;
+                            self.n_add[n] = timing::add_partial(a, 2 * b, DType::F32) as u32;
                         }
                     }
                     if argmax {
                         for r in 0..h {
                             let n = (g.argmax_base + r) as usize;
                             self.n_role[n] = Role::Argmax { reg };
-                            self.n_add[n] = timing::add_partial(a, b) as u32;
+                            self.n_add[n] = timing::add_partial(a, b, DType::F32) as u32;
                         }
                     }
                 }
@@ -591,6 +597,7 @@ impl<'p> Sim<'p> {
         let mut line_sends: Vec<(u32, u32)> = Vec::new(); // (global line, msg)
         let mut recv_count = vec![0u32; self.n_base.len()];
         let mut node_recvs: Vec<(u32, u32)> = Vec::new(); // (node, msg), in message order
+        let mut bcast_sends: Vec<(u32, u32)> = Vec::new(); // (global line, msg)
         for (ri, rt) in p.routes.iter().enumerate() {
             let (si, di) = (rt.src.0 as usize, rt.dst.0 as usize);
             if rt.kind == RouteKind::Forward {
@@ -601,13 +608,13 @@ impl<'p> Sim<'p> {
             }
             let msgs = route_messages(p, RouteId(ri as u32));
             let (src, dst) = (self.regs[si].r, self.regs[di].r);
-            // Per-route shape facts: rounds along rows, how many of them chain, norm tree rounds.
-            let (row_rounds, row_chain, norm_rounds) = match (rt.kind, &src.work) {
+            // Per-route shape facts: the row shape and its rounds, norm tree rounds.
+            let (row_shape, row_rounds, norm_rounds) = match (rt.kind, &src.work) {
                 (RouteKind::Reduce, &Work::Gemv { reduce, .. } | &Work::Attention { reduce, .. }) => {
-                    (reduce.rounds(src.rect.w).len(), chain_rounds(reduce, src.rect.w), 0)
+                    (reduce, reduce.rounds(src.rect.w).len(), 0)
                 }
-                (RouteKind::Norm, _) => (0, 0, Reduce::Tree.rounds(src.rect.w).len()),
-                _ => (0, 0, 0),
+                (RouteKind::Norm, _) => (Reduce::Tree, 0, Reduce::Tree.rounds(src.rect.w).len()),
+                _ => (Reduce::Tree, 0, 0),
             };
             for m in msgs {
                 let id = self.msgs.len() as u32;
@@ -644,6 +651,14 @@ impl<'p> Sim<'p> {
                             }
                         }
                     }
+                    RouteKind::Bcast => {
+                        let Work::Gemv { .. } = src.work else { continue };
+                        let l = self.line_of(si, m.from);
+                        let gl = self.regs[si].line_base + l;
+                        bcast_sends.push((gl, id));
+                        self.bc_pending[gl as usize] += 1;
+                        Dest::RowBcast { reg: si as u32, line: l }
+                    }
                     RouteKind::Reduce | RouteKind::Norm | RouteKind::Argmax => {
                         let g = &self.regs[si];
                         let (x0, y0, w) = (src.rect.x, src.rect.y, src.rect.w);
@@ -651,13 +666,15 @@ impl<'p> Sim<'p> {
                         let round = m.round as usize;
                         let (from_n, to_n, chain) = match (rt.kind, &src.work) {
                             (RouteKind::Reduce, Work::Gemv { .. }) => {
-                                (row_node(m.from), row_node(m.to), round < row_chain)
+                                (row_node(m.from), row_node(m.to), row_shape.relays(w, m.from.x - x0))
                             }
-                            (RouteKind::Reduce, Work::Attention { .. }) => {
+                            (RouteKind::Reduce, Work::Attention { rows_per_head, .. }) => {
                                 if round < row_rounds {
-                                    (row_node(m.from), row_node(m.to), round < row_chain)
+                                    (row_node(m.from), row_node(m.to), row_shape.relays(w, m.from.x - x0))
                                 } else {
-                                    (g.col_node_base + (m.from.y - y0), g.col_node_base + (m.to.y - y0), true)
+                                    let rph = (*rows_per_head).max(1);
+                                    let relays = Reduce::Chain.relays(rph, (m.from.y - y0) % rph);
+                                    (g.col_node_base + (m.from.y - y0), g.col_node_base + (m.to.y - y0), relays)
                                 }
                             }
                             (RouteKind::Norm, Work::Gemv { norm: true, .. }) => {
@@ -731,6 +748,20 @@ impl<'p> Sim<'p> {
             fill[l as usize] += 1;
         }
         self.out_off = cnt;
+        let mut cnt = vec![0u32; nl + 1];
+        for &(l, _) in &bcast_sends {
+            cnt[l as usize + 1] += 1;
+        }
+        for i in 0..nl {
+            cnt[i + 1] += cnt[i];
+        }
+        let mut fill = cnt.clone();
+        self.bc_msgs = vec![0; bcast_sends.len()];
+        for (l, id) in bcast_sends {
+            self.bc_msgs[fill[l as usize] as usize] = id;
+            fill[l as usize] += 1;
+        }
+        self.bc_off = cnt;
         self.dep = vec![Stamp::ZERO; self.msgs.len()];
         self.delivered = vec![false; self.msgs.len()];
         self.stats.messages = self.msgs.len() as u64;
@@ -744,6 +775,7 @@ impl<'p> Sim<'p> {
             bytes: m.bytes,
             fan_cols: m.fan_cols,
             fan_rows: m.fan_rows,
+            west: m.west,
             inter: m.inter_wafer,
             route,
             port,
@@ -759,36 +791,38 @@ impl<'p> Sim<'p> {
                 continue;
             }
             let (w, h) = (g.r.rect.w, g.r.rect.h);
-            let line = |base: u32, n: u32, what: &str, marks: &mut Vec<(usize, u32, u32, String)>| {
-                for i in 1..n {
+            let line = |base: u32, n: u32, root: u32, what: &str, marks: &mut Vec<(usize, u32, u32, String)>| {
+                for i in (0..n).filter(|&i| i != root) {
                     let node = base + i;
                     if self.n_send[node as usize] == NONE {
-                        marks.push((ri, base, node, format!("{what}: no transfer leaves index {i}")));
+                        marks.push((ri, base + root, node, format!("{what}: no transfer leaves index {i}")));
                     }
                 }
             };
             match g.r.work {
-                Work::Gemv { norm, argmax, .. } => {
+                Work::Gemv { norm, argmax, reduce, .. } => {
+                    let root = reduce.root(w);
                     for r in 0..h {
                         if len(g.r.rows_of(r)) > 0 {
-                            line(g.pe_base + r * w, w, &format!("reduce of row {r}"), &mut marks);
+                            line(g.pe_base + r * w, w, root, &format!("reduce of row {r}"), &mut marks);
                         }
                     }
                     if norm {
-                        line(g.norm_base, w, "norm all-reduce", &mut marks);
+                        line(g.norm_base, w, 0, "norm all-reduce", &mut marks);
                     }
                     if argmax {
-                        line(g.argmax_base, h, "argmax reduction", &mut marks);
+                        line(g.argmax_base, h, 0, "argmax reduction", &mut marks);
                     }
                 }
                 Work::Attention { rows_per_head, .. } => {
                     for r in 0..h {
-                        line(g.pe_base + r * w, w, &format!("combine of row {r}"), &mut marks);
+                        line(g.pe_base + r * w, w, 0, &format!("combine of row {r}"), &mut marks);
                     }
                     for b in 0..h / rows_per_head.max(1) {
                         line(
                             g.col_node_base + b * rows_per_head,
                             rows_per_head,
+                            0,
                             &format!("chain of block {b}"),
                             &mut marks,
                         );
@@ -823,7 +857,8 @@ impl<'p> Sim<'p> {
         let ser = timing::serialization(&self.p.arch, m.bytes);
         let st = ready.comm_until(self.port[port]);
         self.port[port] = st.t + ser;
-        self.schedule(id, st);
+        // Up the ramp to the router.
+        self.schedule(id, st.comm(self.ramp));
     }
 
     fn start(&mut self) {
@@ -834,8 +869,9 @@ impl<'p> Sim<'p> {
             let r: &'p Region = self.regs[ri].r;
             match r.work {
                 Work::Embedding { .. } => {
-                    let st = Stamp::ZERO.compute(self.task);
-                    self.regs[ri].busy += self.task;
+                    let task = self.p.arch.pe.task_overhead_cycles as u64;
+                    let st = Stamp::ZERO.compute(task);
+                    self.regs[ri].busy += task;
                     self.regs[ri].start = 0;
                     self.line_ready(ri, 0, st);
                 }
@@ -910,19 +946,20 @@ impl<'p> Sim<'p> {
             self.sys_free[k] = start + occ;
             let body = ser.min(cost);
             let at_to = st.wait_until(start).inter(cost - body);
-            self.fabric.walk(dst_wafer, m.to, m.to, m.fan_cols, m.fan_rows, at_to.t, body, &mut reach);
+            self.fabric.walk(dst_wafer, m.to, m.to, m.fan_cols, m.fan_rows, m.west, at_to.t, body, &mut reach);
             (at_to, body)
         } else {
-            self.fabric.walk(src_wafer, m.from, m.to, m.fan_cols, m.fan_rows, st.t, ser, &mut reach);
+            self.fabric.walk(src_wafer, m.from, m.to, m.fan_cols, m.fan_rows, m.west, st.t, ser, &mut reach);
             (st, ser)
         };
         self.delivered[id as usize] = true;
-        let hop = self.hop;
+        let (hop, ramp) = (self.hop, self.ramp);
         let arrive = |r: &Reach| -> Stamp {
-            // No-contention arrival: dist hops then the body; anything later is waiting.
+            // No-contention arrival: dist hops then the body; anything later is
+            // waiting; then down the ramp into the PE.
             let s = base.comm(r.dist as u64 * hop);
             let s = if m.inter { s.inter(body) } else { s.comm(body) };
-            s.wait_until(r.head + body)
+            s.wait_until(r.head + body).comm(ramp)
         };
         match m.dest {
             Dest::GemvCol { reg, col } => {
@@ -980,6 +1017,18 @@ impl<'p> Sim<'p> {
                 self.slot_arr[slot as usize] = s;
                 self.node_dec(node);
             }
+            Dest::RowBcast { reg, line } => {
+                let reg = reg as usize;
+                let gl = (self.regs[reg].line_base + line) as usize;
+                for r in &reach {
+                    self.bc_stamp[gl] = self.bc_stamp[gl].later(arrive(r));
+                }
+                self.bc_pending[gl] -= 1;
+                if self.bc_pending[gl] == 0 {
+                    let st = self.bc_stamp[gl];
+                    self.line_ready(reg, line, st);
+                }
+            }
             Dest::NormBcast { reg } => {
                 let reg = reg as usize;
                 let x0 = self.regs[reg].r.rect.x;
@@ -1014,14 +1063,19 @@ impl<'p> Sim<'p> {
 
     fn gemv_pe(&mut self, reg: usize, r: u32, c: u32, ready: Stamp) {
         let g = &self.regs[reg];
-        let Work::Gemv { .. } = g.r.work else { return };
-        let cost = timing::gemv_compute(
-            &self.p.arch,
-            len(g.r.rows_of(r)),
-            len(g.r.cols_of(c)),
-            self.batch,
-            self.p.weight_dtype,
-        );
+        let Work::Gemv { acc, mac, .. } = g.r.work else { return };
+        let cost = if mac {
+            timing::gemv_compute(
+                &self.p.arch,
+                len(g.r.rows_of(r)),
+                len(g.r.cols_of(c)),
+                self.batch,
+                self.p.weight_dtype,
+                acc,
+            )
+        } else {
+            timing::gemv_zero(&self.p.arch, len(g.r.rows_of(r)), self.batch, acc)
+        };
         let node = g.pe_base + r * g.r.rect.w + c;
         self.regs[reg].busy += cost;
         self.node_base(node, ready.compute(cost));
@@ -1147,13 +1201,19 @@ impl<'p> Sim<'p> {
         };
         self.regs[reg].busy += add * (hi - lo) as u64;
         let out = if send != NONE && self.n_chain[ni] && hi > lo {
-            // Pipelined chain: forward once the incoming head is here and the add has started.
-            let arr = self.slot_arr[lo];
-            let ser = timing::serialization(&self.p.arch, self.msgs[self.slot_msg[lo] as usize].bytes);
+            // A relay: earlier receives are added first; the last one streams
+            // through the adder, its head passing on once it is down the ramp
+            // (`arrive`) and through the adder (the ramp back up is the send's).
+            let mut part = base;
+            for s in lo..hi - 1 {
+                part = part.later(self.slot_arr[s]).compute(add);
+            }
+            let arr = self.slot_arr[hi - 1];
+            let ser = timing::serialization(&self.p.arch, self.msgs[self.slot_msg[hi - 1] as usize].bytes);
             let mut head = arr;
             head.t -= ser;
             head.comm = head.comm.saturating_sub(ser as u32);
-            base.later(head.compute(self.task + self.vec_ovh))
+            part.later(head.compute(timing::adder_pass(&self.p.arch)))
         } else {
             let mut part = base;
             for s in lo..hi {
@@ -1200,6 +1260,12 @@ impl<'p> Sim<'p> {
                 if argmax {
                     let n = self.regs[reg].argmax_base + l;
                     self.node_base(n, end);
+                } else if self.bc_off[gl] < self.bc_off[gl + 1] {
+                    // Broadcast the finished segment back along the row first.
+                    for k in self.bc_off[gl]..self.bc_off[gl + 1] {
+                        let id = self.bc_msgs[k as usize];
+                        self.send(id, end);
+                    }
                 } else {
                     self.line_ready(reg, l, end);
                 }

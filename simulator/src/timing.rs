@@ -8,15 +8,24 @@
 //! Must not: walk programs.
 //!
 //! Conventions (all in cycles; `arch` supplies the parameters and their sources):
-//! * A vector instruction over `n` elements at `r` elements/cycle costs
+//! * A vector instruction over `n` elements of memory at `r` elements/cycle costs
 //!   `ceil(n / r) + vector_op_overhead_cycles`.
 //! * A task (a PE reacting to data or starting a phase) costs `task_overhead_cycles`.
-//! * A message of `bytes` over `hops` links costs `hops·hop_latency + ceil(bytes / link_bytes_per_cycle)`
+//! * Data crosses the **ramp** between a PE's router and its compute engine in
+//!   `ramp_latency_cycles`, each way. A message from memory to memory over `hops`
+//!   links costs `ramp + hops·hop_latency + ceil(bytes / link_bytes_per_cycle) + ramp`
 //!   (cut-through: the head pays the hops, the body streams behind it).
+//! * A fabric-sourced DSD op (adding an incoming partial into memory) streams:
+//!   it costs `ceil(n / r)` after the data lands, without the memory-operand
+//!   vector overhead. A **relay** (a pipelined chain step: add the streamed partial
+//!   to the local one and pass it on) sends the head on `2·ramp + 1` cycles after
+//!   it reached the PE's router: down the ramp, one pass through the adder, up
+//!   the ramp. This is the per-step structure of Luczynski et al.'s WSE collective
+//!   model; the ramp itself is fitted to MeshGEMV silicon rows (`wafer-kernels`).
 //! * GEMV partial products are AXPYs (one per input element and batch row) over
-//!   the PE's `tile_n` output rows, with fp32 accumulators in SRAM: each element
-//!   reads a weight and an accumulator and writes the accumulator, so the rate
-//!   is the SIMD width capped by the SRAM ports.
+//!   the PE's `tile_n` output rows, with accumulators (fp32, or fp16 when the
+//!   region says so) in SRAM: each element reads a weight and an accumulator and
+//!   writes the accumulator, so the rate is the SIMD width capped by the SRAM ports.
 
 use wafer_ir::{ArchSpec, DType};
 
@@ -33,13 +42,23 @@ pub fn vector_op(arch: &ArchSpec, n: u64, rate: u64) -> u64 {
     div_ceil(n, rate) + arch.pe.vector_op_overhead_cycles as u64
 }
 
-/// Elements per cycle of a multiply-accumulate into fp32 accumulators in SRAM
-/// with weights (or cached keys/values) of dtype `w`.
-pub fn fma_rate(arch: &ArchSpec, w: DType) -> u64 {
-    let simd = if w == DType::F32 { arch.pe.simd_f32 } else { arch.pe.simd_mixed } as u64;
+/// Elements per cycle of a multiply-accumulate with weights (or cached
+/// keys/values) of dtype `w` into accumulators of dtype `acc` in SRAM:
+/// `@fmachs` (16-bit x 16-bit -> fp32) for fp32 accumulators, `@fmach`
+/// (fp16 -> fp16, twice the `@fmachs` width on WSE-2 and WSE-3 [DOC]) for fp16,
+/// fp32 weights at the fp32 width; capped by the SRAM read and write ports.
+pub fn fma_rate(arch: &ArchSpec, w: DType, acc: DType) -> u64 {
+    let simd = if w == DType::F32 {
+        arch.pe.simd_f32
+    } else if acc == DType::F16 {
+        2 * arch.pe.simd_mixed
+    } else {
+        arch.pe.simd_mixed
+    } as u64;
     let wb = w.bits().div_ceil(8).max(1);
-    let read = arch.pe.sram_read_bytes_per_cycle as u64 / (wb + 4);
-    let write = arch.pe.sram_write_bytes_per_cycle as u64 / 4;
+    let ab = acc.bits().div_ceil(8).max(1);
+    let read = arch.pe.sram_read_bytes_per_cycle as u64 / (wb + ab);
+    let write = arch.pe.sram_write_bytes_per_cycle as u64 / ab;
     simd.min(read.max(1)).min(write.max(1))
 }
 
@@ -48,17 +67,34 @@ pub fn ew_rate(arch: &ArchSpec) -> u64 {
     arch.pe.simd_elementwise as u64
 }
 
-/// Local partial GEMV on one PE: `tile_k · batch` AXPYs of `tile_n` elements.
-pub fn gemv_compute(arch: &ArchSpec, tile_n: u64, tile_k: u64, batch: u64, w: DType) -> u64 {
+/// Adds per cycle of partial sums of dtype `acc`: `@fadds` for fp32, twice
+/// that for fp16 (`@faddh`, as the 16-bit FMA runs at twice the 32-bit width) [DOC, I].
+pub fn add_rate(arch: &ArchSpec, acc: DType) -> u64 {
+    if acc == DType::F16 {
+        2 * ew_rate(arch)
+    } else {
+        ew_rate(arch)
+    }
+}
+
+/// Local partial GEMV on one PE: a task, then `tile_k · batch` AXPYs of `tile_n` elements.
+pub fn gemv_compute(arch: &ArchSpec, tile_n: u64, tile_k: u64, batch: u64, w: DType, acc: DType) -> u64 {
     if tile_n == 0 || tile_k == 0 {
         return 0;
     }
-    arch.pe.task_overhead_cycles as u64 + tile_k * batch * vector_op(arch, tile_n, fma_rate(arch, w))
+    arch.pe.task_overhead_cycles as u64 + tile_k * batch * vector_op(arch, tile_n, fma_rate(arch, w, acc))
 }
 
-/// Adding an incoming partial of `elems` fp32 values into the local one.
-pub fn add_partial(arch: &ArchSpec, elems: u64) -> u64 {
-    vector_op(arch, elems, ew_rate(arch))
+/// A PE that skips the multiply-accumulate (a measurement harness): it zeroes
+/// its `tile_n · batch` partials with one vector store.
+pub fn gemv_zero(arch: &ArchSpec, tile_n: u64, batch: u64, acc: DType) -> u64 {
+    vector_op(arch, tile_n * batch, add_rate(arch, acc))
+}
+
+/// Adding an incoming partial of `elems` values of dtype `acc`, streamed from
+/// the fabric into the local one (a fabric-sourced DSD op: no memory-operand overhead).
+pub fn add_partial(arch: &ArchSpec, elems: u64, acc: DType) -> u64 {
+    div_ceil(elems, add_rate(arch, acc))
 }
 
 /// `ops` element-wise passes over `elems` values (fused epilogues, softmax).
@@ -66,9 +102,27 @@ pub fn elementwise(arch: &ArchSpec, elems: u64, ops: u32) -> u64 {
     ops as u64 * vector_op(arch, elems, ew_rate(arch))
 }
 
-/// A message's latency: the head crosses `hops` links, the body streams behind.
+/// Cycles between a PE's router and its compute engine, one way.
+pub fn ramp(arch: &ArchSpec) -> u64 {
+    arch.router.ramp_latency_cycles as u64
+}
+
+/// One pass of a streamed wavelet through the adder of a relay: a cycle [A,
+/// the `+1` of Luczynski et al.'s `2·T_R + 1` per dependent step].
+pub fn adder_pass(_arch: &ArchSpec) -> u64 {
+    1
+}
+
+/// A relay's delay from the streamed partial's head reaching the PE's router
+/// to the head of the sum leaving it: down the ramp, one adder pass, up the ramp.
+pub fn relay(arch: &ArchSpec) -> u64 {
+    2 * ramp(arch) + adder_pass(arch)
+}
+
+/// A message from memory to memory: up the ramp, the head crosses `hops`
+/// links, the body streams behind, down the ramp.
 pub fn message(arch: &ArchSpec, hops: u32, bytes: u64) -> u64 {
-    hops as u64 * arch.router.hop_latency_cycles as u64 + serialization(arch, bytes)
+    2 * ramp(arch) + hops as u64 * arch.router.hop_latency_cycles as u64 + serialization(arch, bytes)
 }
 
 /// Cycles a message of `bytes` occupies each link it crosses.
@@ -81,12 +135,9 @@ pub fn inter_wafer(arch: &ArchSpec, bytes: u64) -> u64 {
     (arch.inter_wafer_latency_cycles() + bytes as f64 / arch.inter_wafer_bytes_per_cycle()).ceil() as u64
 }
 
-/// Per-hop delay of a pipelined chain: the partial's head moves one PE on after
-/// a hop, a task activation and the start of the add.
+/// Per-hop delay of a pipelined chain: a hop, then a relay.
 pub fn chain_step(arch: &ArchSpec) -> u64 {
-    arch.router.hop_latency_cycles as u64
-        + arch.pe.task_overhead_cycles as u64
-        + arch.pe.vector_op_overhead_cycles as u64
+    arch.router.hop_latency_cycles as u64 + relay(arch)
 }
 
 /// Attention on one PE holding `pos` positions of each of `batch` sequences for
@@ -98,7 +149,7 @@ pub fn attention_compute(arch: &ArchSpec, group: u64, head_dim: u64, pos: u64, b
     if pos == 0 {
         return 0;
     }
-    let rate = fma_rate(arch, kv);
+    let rate = fma_rate(arch, kv, DType::F32);
     let dots = group * pos * batch * vector_op(arch, head_dim, rate);
     let soft = elementwise(arch, group * pos * batch, 5);
     let pv = group * pos * batch * vector_op(arch, head_dim, rate);
@@ -120,15 +171,23 @@ mod tests {
         let a = arch_preset("wse3").unwrap();
         // bf16 weight (2 B) + fp32 accumulator (4 B) read, 4 B written per element:
         // the 8 B/cycle write port allows 2 elements/cycle, below the SIMD's 4.
-        assert_eq!(fma_rate(&a, DType::Bf16), 2);
+        assert_eq!(fma_rate(&a, DType::Bf16, DType::F32), 2);
+        // fp16 accumulators halve the bytes: 4 elements/cycle (ports), below @fmach's 8.
+        assert_eq!(fma_rate(&a, DType::Bf16, DType::F16), 4);
         // 16 x 16 fp32 tile: 16 AXPYs of 16 elements at 2/cycle + 43 overhead, + task.
-        assert_eq!(gemv_compute(&a, 16, 16, 1, DType::F32), 20 + 16 * (8 + 43));
+        assert_eq!(gemv_compute(&a, 16, 16, 1, DType::F32, DType::F32), 20 + 16 * (8 + 43));
     }
 
     #[test]
-    fn messages_pay_hops_then_stream() {
+    fn messages_pay_the_ramps_and_hops_then_stream() {
         let a = arch_preset("wse3").unwrap();
-        assert_eq!(message(&a, 10, 400), 10 + 100);
+        let r = ramp(&a);
+        assert_eq!(message(&a, 10, 400), r + 10 + 100 + r);
         assert_eq!(serialization(&a, 3), 1);
+        // A chain step: one hop and a relay (down the ramp, one add, up the ramp).
+        assert_eq!(chain_step(&a), 1 + 2 * r + 1);
+        // Streamed adds pay no memory-operand overhead: 8 fp32 values at 4/cycle.
+        assert_eq!(add_partial(&a, 8, DType::F32), 2);
+        assert_eq!(add_partial(&a, 8, DType::F16), 1);
     }
 }

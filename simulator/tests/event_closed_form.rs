@@ -1,13 +1,14 @@
 //! The event engine against cycle counts written out by hand on small,
 //! hand-built programs (mesh presets with WSE-3 PEs: 20-cycle tasks, 43-cycle
-//! vector overhead, 4 B/cycle links, 1 cycle per hop).
+//! vector overhead, 4 B/cycle links, 1 cycle per hop, 14-cycle ramps).
 
 use wafer_ir::{
     arch_preset, route_messages, sram_need, verify_program, DType, Program, ProgramInfo, Rect, Reduce, Region,
     RegionId, Route, RouteId, RouteKind, Step, Work,
 };
 use wafer_simulator::timing::{
-    add_partial, attention_combine, attention_compute, chain_step, elementwise, gemv_compute, message, serialization,
+    add_partial, attention_combine, attention_compute, chain_step, elementwise, gemv_compute, message, ramp,
+    serialization,
 };
 use wafer_simulator::{simulate_event, EventLimits, Outcome, SimResult};
 
@@ -77,7 +78,19 @@ fn emb(hidden: u64) -> Work {
 }
 
 fn gemv(n: u64, k: u64, tile_n: u64, tile_k: u64, reduce: Reduce, norm: bool, epilogue_ops: u32) -> Work {
-    Work::Gemv { n, k, tile_n, tile_k, reduce, glu: false, norm, argmax: false, epilogue_ops }
+    Work::Gemv {
+        n,
+        k,
+        tile_n,
+        tile_k,
+        reduce,
+        glu: false,
+        norm,
+        argmax: false,
+        epilogue_ops,
+        acc: DType::F32,
+        mac: true,
+    }
 }
 
 fn run(p: &Program, info: &ProgramInfo) -> SimResult {
@@ -104,7 +117,7 @@ fn a_single_message_over_h_hops_costs_message_h_bytes() {
         // 8 bf16 values = 16 bytes: h hops, then 4 cycles of body.
         let arrive = TASK + message(&a, h, 16);
         assert_eq!(r.regions[1].start, arrive as f64, "h = {h}");
-        let expected = arrive + gemv_compute(&a, 4, 8, 1, DType::Bf16) + elementwise(&a, 4, 2);
+        let expected = arrive + gemv_compute(&a, 4, 8, 1, DType::Bf16, DType::F32) + elementwise(&a, 4, 2);
         assert_eq!(r.cycles, expected as f64, "h = {h}");
         assert_eq!(r.breakdown.comm, message(&a, h, 16) as f64);
         assert_eq!(r.breakdown.wait, 0.0);
@@ -126,8 +139,10 @@ fn a_broadcast_reaches_row_i_of_the_column_i_hops_after_the_head() {
         let r = run(&p, &info);
         assert_eq!(r.regions[1].start, (TASK + message(&a, 5, 16)) as f64);
         // The last row's root is the last to finish: 5 + (rows - 1) hops.
-        let last =
-            TASK + message(&a, 5 + rows - 1, 16) + gemv_compute(&a, 4, 8, 1, DType::Bf16) + elementwise(&a, 4, 1);
+        let last = TASK
+            + message(&a, 5 + rows - 1, 16)
+            + gemv_compute(&a, 4, 8, 1, DType::Bf16, DType::F32)
+            + elementwise(&a, 4, 1);
         assert_eq!(r.cycles, last as f64, "rows = {rows}");
         // Every link of the path and of the tail carried the 4-cycle body once.
         assert_eq!(r.link_load.links_used, (5 + rows - 1) as u64);
@@ -137,7 +152,7 @@ fn a_broadcast_reaches_row_i_of_the_column_i_hops_after_the_head() {
 
 /// A row of 8 PEs at y = 0 fed from an embedding at (0, 1); column `c` gets 2
 /// bf16 values (4 bytes, 1 cycle) over c + 1 hops, after c earlier messages
-/// left the embedding's port (1 cycle each): it arrives at 20 + c + (c+1) + 1.
+/// left the embedding's port (1 cycle each): it arrives at 20 + ramp + c + (c+1) + 1 + ramp.
 fn row_of_8(shape: Reduce, c_count: u32) -> (Program, ProgramInfo) {
     let mut b = Builder::new("mesh:8x8");
     let k = 2 * c_count as u64;
@@ -153,10 +168,10 @@ fn a_tree_reduction_along_a_row_of_8_is_three_rounds_of_message_plus_add() {
     let a = arch_preset("mesh:8x8").unwrap();
     let (p, info) = row_of_8(Reduce::Tree, 8);
     let r = run(&p, &info);
-    let comp = gemv_compute(&a, 8, 2, 1, DType::Bf16);
-    let done = |c: u64| TASK + c + (c + 1) + 1 + comp;
+    let comp = gemv_compute(&a, 8, 2, 1, DType::Bf16, DType::F32);
+    let done = |c: u64| TASK + 2 * ramp(&a) + c + (c + 1) + 1 + comp;
     // Partials are 8 fp32 = 32 bytes (8 cycles); each add covers 8 elements.
-    let add = add_partial(&a, 8);
+    let add = add_partial(&a, 8, DType::F32);
     // The last PE (7) is the latest: 7 -> 6 (1 hop), 6 -> 4 (2 hops), 4 -> 0 (4 hops),
     // each followed by the receiver's add, then the epilogue at the root.
     let expected = done(7)
@@ -165,7 +180,10 @@ fn a_tree_reduction_along_a_row_of_8_is_three_rounds_of_message_plus_add() {
         + (message(&a, 4, 32) + add)
         + elementwise(&a, 8, 1);
     assert_eq!(r.cycles, expected as f64);
-    assert_eq!(r.cycles, 361.0, "the same sum, evaluated by hand");
+    // By hand: done(7) = 20 + 2·14 + 7 + 8 + 1 + comp (20 + 2·(4 + 43) = 114) = 178;
+    // the three messages 2·14 + hops + 8, each add 8/4 = 2, epilogue 2 + 43:
+    // 178 + (37 + 2) + (38 + 2) + (40 + 2) + 45 = 344.
+    assert_eq!(r.cycles, 344.0, "the same sum, evaluated by hand");
     assert_eq!(r.breakdown.wait, 0.0);
 }
 
@@ -174,11 +192,12 @@ fn a_chain_reduction_is_pipelined_one_chain_step_per_pe() {
     let a = arch_preset("mesh:8x8").unwrap();
     let (p, info) = row_of_8(Reduce::Chain, 4);
     let r = run(&p, &info);
-    let comp = gemv_compute(&a, 8, 2, 1, DType::Bf16);
-    let done = |c: u64| TASK + c + (c + 1) + 1 + comp;
+    let comp = gemv_compute(&a, 8, 2, 1, DType::Bf16, DType::F32);
+    let done = |c: u64| TASK + 2 * ramp(&a) + c + (c + 1) + 1 + comp;
     // 3 -> 2 leaves at done(3); 2 -> 1 a chain step later (PE 2 finished long
     // before); 1 -> 0 another; then one hop, the body and PE 0's add.
-    let expected = done(3) + 2 * chain_step(&a) + message(&a, 1, 32) + add_partial(&a, 8) + elementwise(&a, 8, 1);
+    let expected =
+        done(3) + 2 * chain_step(&a) + message(&a, 1, 32) + add_partial(&a, 8, DType::F32) + elementwise(&a, 8, 1);
     assert_eq!(r.cycles, expected as f64);
 }
 
@@ -187,9 +206,9 @@ fn a_two_level_reduction_chains_within_groups_then_trees_over_leaders() {
     let a = arch_preset("mesh:8x8").unwrap();
     let (p, info) = row_of_8(Reduce::TwoLevel { group: 4 }, 8);
     let r = run(&p, &info);
-    let comp = gemv_compute(&a, 8, 2, 1, DType::Bf16);
-    let done = |c: u64| TASK + c + (c + 1) + 1 + comp;
-    let add = add_partial(&a, 8);
+    let comp = gemv_compute(&a, 8, 2, 1, DType::Bf16, DType::F32);
+    let done = |c: u64| TASK + 2 * ramp(&a) + c + (c + 1) + 1 + comp;
+    let add = add_partial(&a, 8, DType::F32);
     // Group 4..8: 7 -> 6 -> 5 -> 4 pipelined; leader 4 then sends 4 hops to 0.
     let leader4 = done(7) + 2 * chain_step(&a) + message(&a, 1, 32) + add;
     let expected = leader4 + message(&a, 4, 32) + add + elementwise(&a, 8, 1);
@@ -213,14 +232,22 @@ fn one_gemv_region_with_norm_reduce_residual_and_epilogue_end_to_end() {
     // it is the last column head to have input.
     let t0 = TASK + serialization(&a, 8) + message(&a, 3, 8);
     // Norm: column 1 -> 0 (two fp32 statistics), add; broadcast back to column 1; row 1 one hop below.
-    let norm = message(&a, 1, 8) + add_partial(&a, 2) + message(&a, 1, 8) + 1;
+    let norm = message(&a, 1, 8) + add_partial(&a, 2, DType::F32) + message(&a, 1, 8) + 1;
     // PE (1, 1) computes last, sends its 4 fp32 partials one hop, root adds, epilogue.
-    let tail = gemv_compute(&a, 4, 4, 1, DType::Bf16) + message(&a, 1, 16) + add_partial(&a, 4) + elementwise(&a, 4, 2);
+    let tail = gemv_compute(&a, 4, 4, 1, DType::Bf16, DType::F32)
+        + message(&a, 1, 16)
+        + add_partial(&a, 4, DType::F32)
+        + elementwise(&a, 4, 2);
     assert_eq!(r.cycles, (t0 + norm + tail) as f64);
-    assert_eq!(r.cycles, 415.0, "the same sum, evaluated by hand");
+    // By hand: t0 = 20 + 2 + (28 + 3 + 4) = 57; norm = (28 + 1 + 2) + 1 + (28 + 1 + 2) + 1 = 64;
+    // tail = (20 + 4·(2 + 43)) + (28 + 1 + 4) + 1 + 2·(1 + 43) = 200 + 33 + 1 + 88 = 320: 441.
+    assert_eq!(r.cycles, 441.0, "the same sum, evaluated by hand");
     assert_eq!(r.critical_path, vec!["emb".to_string(), "l0.qkv".to_string()]);
-    let expect_compute =
-        TASK + add_partial(&a, 2) + gemv_compute(&a, 4, 4, 1, DType::Bf16) + add_partial(&a, 4) + elementwise(&a, 4, 2);
+    let expect_compute = TASK
+        + add_partial(&a, 2, DType::F32)
+        + gemv_compute(&a, 4, 4, 1, DType::Bf16, DType::F32)
+        + add_partial(&a, 4, DType::F32)
+        + elementwise(&a, 4, 2);
     assert_eq!(r.breakdown.compute, expect_compute as f64);
     assert_eq!(r.breakdown.wait, 0.0);
     assert_eq!(r.by_kind["qkv"].total() + r.by_kind["emb"].total(), r.cycles);
@@ -242,7 +269,7 @@ fn two_messages_sharing_a_link_are_serialized() {
     let first = TASK + message(&a, 2, 16);
     assert_eq!(r.regions[2].start, first as f64);
     let second = first + serialization(&a, 16);
-    let expected = second + gemv_compute(&a, 4, 8, 1, DType::Bf16) + elementwise(&a, 4, 1);
+    let expected = second + gemv_compute(&a, 4, 8, 1, DType::Bf16, DType::F32) + elementwise(&a, 4, 1);
     assert_eq!(r.cycles, expected as f64);
     assert_eq!(r.breakdown.wait, serialization(&a, 16) as f64);
     assert_eq!(r.critical_path, vec!["b".to_string(), "g".to_string()]);

@@ -99,7 +99,22 @@ fn hand_compile(g: &Graph, shape: &dyn Fn(usize, u64, u64) -> Shape, attn_cols: 
                 let rect = Rect { x, y: 0, w: cols, h: rows };
                 let epi =
                     ops.iter().filter(|&&o| !matches!(g.ops[o].kind, OpKind::MatMul | OpKind::Norm { .. })).count();
-                (rect, Work::Gemv { n, k, tile_n, tile_k, reduce, glu, norm, argmax, epilogue_ops: epi as u32 })
+                (
+                    rect,
+                    Work::Gemv {
+                        n,
+                        k,
+                        tile_n,
+                        tile_k,
+                        reduce,
+                        glu,
+                        norm,
+                        argmax,
+                        epilogue_ops: epi as u32,
+                        acc: wafer_ir::DType::F32,
+                        mac: true,
+                    },
+                )
             }
             K::Attn => {
                 let OpKind::AttnScores { heads, kv_heads, head_dim } = g.ops[ops[1]].kind else { panic!() };
@@ -437,4 +452,51 @@ fn compiled_tiny_gpt2_matches_reference() {
         println!("tiny gpt2 on mesh:{w}x{h} ({usable} B/PE): max rel err per step {}", fmt_errs(&errs));
         assert!(errs.iter().all(|&e| e <= 1e-4), "{errs:?}");
     }
+}
+
+#[test]
+fn compiled_programs_use_the_meet_reduction_and_still_match() {
+    // The compiler picks MeshGEMV's two-chain shape where it is fastest; its
+    // roots sit mid-row, so a wrong root index would give wrong logits above.
+    let cfg = model(LLAMA, "tiny-llama");
+    let arch = small_mesh(24, 24, 768);
+    let p = compiled(&arch, &graph(&cfg, 4, 1));
+    let meet = p.regions.iter().filter(|r| matches!(r.work, Work::Gemv { reduce: Reduce::Meet { .. }, .. })).count();
+    assert!(meet >= 3, "{meet} regions use `meet`");
+}
+
+#[test]
+fn fp16_accumulation_is_honoured_within_its_error_bound() {
+    // Every Gemv switched to fp16 partials: the logits move off the fp32
+    // reference by more than fp32 rounding but stay within the documented
+    // γ_n bound (n = tile_k + w − 1 terms per output, u = 2⁻¹¹), here taken
+    // against the largest logit as the engine's comparison does.
+    let cfg = model(LLAMA, "tiny-llama");
+    let arch = small_mesh(24, 24, 768);
+    let c = |g: &Graph| compiled(&arch, g);
+    let mut n_max = 0u64;
+    let to_f16 = |_: u64, p: &mut Program| {
+        for r in &mut p.regions {
+            if let Work::Gemv { acc, .. } = &mut r.work {
+                *acc = wafer_ir::DType::F16;
+            }
+        }
+        // The reductions now carry half the bytes.
+        for i in 0..p.routes.len() {
+            p.routes[i].bytes = wafer_ir::route_messages(p, wafer_ir::RouteId(i as u32)).iter().map(|m| m.bytes).sum();
+        }
+    };
+    let p = c(&graph(&cfg, 4, 1));
+    for r in &p.regions {
+        if let Work::Gemv { tile_k, .. } = r.work {
+            n_max = n_max.max(tile_k + r.rect.w as u64 - 1);
+        }
+    }
+    let errs = compare(&cfg, 1, 3, &c, &to_f16).unwrap_or_else(|e| panic!("{e}"));
+    println!("fp16 accumulation: max rel err per step {}", fmt_errs(&errs));
+    assert!(errs.iter().any(|&e| e > 1e-4), "fp16 rounding left no trace: {errs:?}");
+    // Errors compound over layers; a generous multiple of one GEMV's bound.
+    let u = 2f64.powi(-11);
+    let gamma = n_max as f64 * u / (1.0 - n_max as f64 * u);
+    assert!(errs.iter().all(|&e| e < 20.0 * gamma), "{errs:?} vs γ = {gamma}");
 }

@@ -6,6 +6,7 @@ pub mod compare;
 pub mod compile;
 pub mod gpu;
 pub mod graph;
+pub mod kernel;
 pub mod merge;
 pub mod models;
 pub mod report_out;

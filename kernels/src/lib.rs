@@ -1,0 +1,88 @@
+//! `wafer-kernels`: published wafer kernels built as spatial-IR programs and
+//! replayed against cycle counts measured on WSE-3 silicon.
+//!
+//! Owns: the kernel builders ([`MeshGemv`]), timing one through the normal
+//! verifier and engines ([`time_kernel`]: no special-case timing path), the
+//! embedded measurements (`data/`, verbatim copies with their source), the
+//! calibration report ([`calibrate_gemv`]) and the fit of the micro-timing
+//! constant the rows pin down ([`fit_ramp`], with leave-one-P-out
+//! cross-validation). Must not: read files, print, or change the micro-timing
+//! model (that is `wafer_simulator::timing`; the fitted value lives in the
+//! arch presets, and a test here re-runs the fit against it).
+//!
+//! Kernels the IR cannot express yet are typed errors, not guesses: Shift moves
+//! a tile L PEs by relaying it through every PE on the way (a task per hop;
+//! the spatial IR routes messages through routers only), and MeshGEMM is part
+//! of the prefill work.
+
+pub mod calibrate;
+pub mod meshgemv;
+
+pub use calibrate::{
+    calibrate_gemv, fit_ramp, gemv_rows, Calibration, GemvRow, LooFold, RampFit, RowResult, MESHGEMV_CSV,
+};
+pub use meshgemv::MeshGemv;
+
+use wafer_ir::{verify_program, Program};
+use wafer_simulator::{simulate_analytical, simulate_event, EventLimits, Outcome, SimResult};
+
+/// Which timing engine replays a kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Engine {
+    Event,
+    Analytical,
+}
+
+impl Engine {
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Event => "event",
+            Engine::Analytical => "analytical",
+        }
+    }
+}
+
+/// Why a kernel cannot be built or timed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum KernelError {
+    #[error("`{field}` is {value}; allowed: {allowed}")]
+    Invalid { field: &'static str, value: String, allowed: String },
+    #[error("the kernel program does not verify: {0}")]
+    Verify(String),
+    #[error("the {engine} engine did not finish the kernel: {outcome}")]
+    Unfinished { engine: &'static str, outcome: String },
+    #[error("{kernel}: {why}")]
+    Unsupported { kernel: &'static str, why: &'static str },
+    #[error("embedded {file}, line {line}: {message}")]
+    Data { file: &'static str, line: usize, message: String },
+    #[error("the fit is not affine in the ramp latency for row P={p} M={m} N={n}: {at_preset} cycles at the preset, {expected} from the two fit points")]
+    NotAffine { p: u32, m: u64, n: u64, at_preset: f64, expected: f64 },
+}
+
+/// `wafer kernel shift`: why the IR cannot express it yet.
+pub const SHIFT_UNSUPPORTED: KernelError = KernelError::Unsupported {
+    kernel: "shift",
+    why: "the measured kernel relays each tile through every PE on the way (a receive and a send per hop, \
+          ~70-80 cycles per PE of distance); the spatial IR moves data only as routed messages (1 cycle per hop) \
+          and cannot state a relayed move yet (it needs the per-PE task lists of the dataflow level)",
+};
+
+/// `wafer kernel gemm`: not yet.
+pub const GEMM_UNSUPPORTED: KernelError = KernelError::Unsupported {
+    kernel: "gemm",
+    why: "MeshGEMM (prefill) is not built yet: the spatial IR has no GEMM work; it comes with the prefill issue",
+};
+
+/// Verifies `p` and times it with `engine`; a run that does not finish is an error.
+pub fn time_kernel(p: &Program, engine: Engine) -> Result<SimResult, KernelError> {
+    let info = verify_program(p).map_err(|e| KernelError::Verify(e.to_string()))?;
+    let r = match engine {
+        Engine::Event => simulate_event(p, &info, &EventLimits::default()),
+        Engine::Analytical => simulate_analytical(p, &info),
+    };
+    match &r.outcome {
+        Outcome::Finished => Ok(r),
+        o => Err(KernelError::Unfinished { engine: engine.name(), outcome: format!("{o:?}") }),
+    }
+}
