@@ -51,11 +51,15 @@ pub struct CompileOptions {
     pub verify_each: bool,
     /// Print the spatial IR after these passes.
     pub dump_after: Vec<String>,
+    /// Accumulator of every Gemv's partial sums: fp32 (`@fmachs`, the default)
+    /// or fp16 (`@fmach`: twice the rate, half the fabric bytes, as MeshGEMV;
+    /// error bound in `wafer_simulator::functional`).
+    pub accumulate: DType,
 }
 
 impl Default for CompileOptions {
     fn default() -> Self {
-        CompileOptions { wafers: Wafers::Auto, verify_each: false, dump_after: Vec::new() }
+        CompileOptions { wafers: Wafers::Auto, verify_each: false, dump_after: Vec::new(), accumulate: DType::F32 }
     }
 }
 
@@ -290,7 +294,8 @@ pub fn compile(g: &Graph, arch: &ArchSpec, opts: &CompileOptions) -> Result<Comp
     };
     let groups = fuse::fuse(g)?;
     after("fuse", &groups_to_program(g, arch, &groups, 1))?;
-    let ctx = Ctx { arch, batch: g.batch, weight: g.weight_dtype, act: g.act_dtype, kv: g.kv_dtype };
+    let ctx =
+        Ctx { arch, batch: g.batch, weight: g.weight_dtype, act: g.act_dtype, kv: g.kv_dtype, acc: opts.accumulate };
     // Dense first-fit packing first; if its crossing routes need more colors
     // than the routers have, pack in execution order instead.
     let attempt = |packing: Packing, after: &mut dyn FnMut(&str, &Program) -> Result<(), CompileError>| {

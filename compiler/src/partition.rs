@@ -60,6 +60,8 @@ pub struct Ctx<'a> {
     pub weight: DType,
     pub act: DType,
     pub kv: DType,
+    /// Accumulator dtype of every Gemv (`CompileOptions::accumulate`).
+    pub acc: DType,
 }
 
 impl Ctx<'_> {
@@ -210,7 +212,7 @@ fn candidates(c: &Ctx, probe: &Program, g: &GroupKind, ws: u32, mh: u32) -> Vec<
                                 norm,
                                 argmax,
                                 epilogue_ops,
-                                acc: DType::F32,
+                                acc: c.acc,
                                 mac: true,
                             },
                         );
@@ -278,7 +280,7 @@ pub fn untileable(c: &Ctx, g: &Group) -> Option<(u64, &'static str)> {
                 norm,
                 argmax,
                 epilogue_ops,
-                acc: DType::F32,
+                acc: c.acc,
                 mac: true,
             },
             "a one-column tile with its input and partial-sum buffers for the whole batch",
@@ -502,7 +504,7 @@ pub fn fixed_square_cost(c: &Ctx, groups: &[Group], plan: &Plan) -> (f64, f64) {
                     norm,
                     argmax,
                     epilogue_ops,
-                    acc: DType::F32,
+                    acc: c.acc,
                     mac: true,
                 }
             }

@@ -43,7 +43,7 @@ fn run_case(c: &Case, engine: Engine) -> Result<Figures, String> {
         WafersSpec::Word(w) if w == "auto" => Some("auto".into()),
         WafersSpec::Word(_) => None,
     };
-    let machine = MachineArgs { arch: c.arch.clone(), wafers };
+    let machine = MachineArgs { arch: c.arch.clone(), wafers, accumulate: super::compile::Accumulate::Fp32 };
     let gpu = GpuArgs { gpu: "H100-SXM".into(), gpus: None };
     let r = run_report(&step, &machine, &gpu, true, engine).map_err(|e| e.message)?;
     Ok(Figures {

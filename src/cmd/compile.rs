@@ -20,6 +20,26 @@ pub struct MachineArgs {
     /// [default: the arch's `system.wafers`].
     #[arg(long, short)]
     pub wafers: Option<String>,
+    /// Accumulator of the GEMV partial sums: fp32 (`@fmachs`) or fp16 (`@fmach`:
+    /// twice the rate and half the fabric bytes, as MeshGEMV; coarser sums).
+    #[arg(long, value_enum, default_value_t = Accumulate::Fp32)]
+    pub accumulate: Accumulate,
+}
+
+/// `--accumulate`: the GEMV accumulator dtype.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Accumulate {
+    Fp32,
+    Fp16,
+}
+
+impl Accumulate {
+    pub fn dtype(self) -> wafer_ir::DType {
+        match self {
+            Accumulate::Fp32 => wafer_ir::DType::F32,
+            Accumulate::Fp16 => wafer_ir::DType::F16,
+        }
+    }
 }
 
 impl MachineArgs {
@@ -65,7 +85,7 @@ pub fn compile_step(step: &StepArgs, machine: &MachineArgs, opts: CompileOptions
     let (arch, wafers) = machine.load()?;
     let g = decode_graph(&cfg, &p)?;
     verify_graph(&g)?;
-    let c = compile(&g, &arch, &CompileOptions { wafers, ..opts })?;
+    let c = compile(&g, &arch, &CompileOptions { wafers, accumulate: machine.accumulate.dtype(), ..opts })?;
     Ok((g, c))
 }
 

@@ -177,7 +177,8 @@ fn functional(a: &Args) -> Result<FunctionalReport, Exit> {
         let g = decode_graph(&cfg, &p)?;
         verify_graph(&g)?;
         // Compile first: a model that does not fit fails before its weights are drawn.
-        let c = wafer_compiler::compile(&g, &arch, &CompileOptions { wafers, ..Default::default() })?;
+        let opts = CompileOptions { wafers, accumulate: a.machine.accumulate.dtype(), ..Default::default() };
+        let c = wafer_compiler::compile(&g, &arch, &opts)?;
         let w = weights.get_or_insert_with(|| wafer_simulator::Weights::random(&g, 42));
         let tokens: Vec<u64> = (0..p.batch).map(|b| (7 * t + 13 * b + 3) % cfg.vocab).collect();
         let want = wafer_simulator::run_reference(&g, w, &tokens, &mut kv_ref)?;
@@ -206,7 +207,7 @@ pub fn run(a: Args) -> Result<(), Exit> {
         match a.format {
             Format::Json => print!("{}", to_json(&f)),
             Format::Text => {
-                println!("{} on {}: compiled program vs dense reference (fp32, seeded weights)", f.model, f.arch);
+                println!("{} on {}: compiled program vs dense fp32 reference (seeded weights)", f.model, f.arch);
                 let mut t = wafer_reports::Table::new(&[">context", ">max rel. error", "sampled tokens"]);
                 for s in &f.steps {
                     t.row([
@@ -218,7 +219,14 @@ pub fn run(a: Args) -> Result<(), Exit> {
                 print!("{}", t.to_text());
             }
         }
-        let ok = f.steps.iter().all(|s| s.max_rel_err <= 1e-4 && s.tokens_match);
+        // fp32 partials must reproduce the reference to fp32 rounding and sample the
+        // same tokens; fp16 partials only to within their accumulation error (a few
+        // 1e-3 on small models: the functional engine's module doc), and a near tie
+        // in the logits may then sample another token.
+        let ok = match a.machine.accumulate {
+            super::compile::Accumulate::Fp32 => f.steps.iter().all(|s| s.max_rel_err <= 1e-4 && s.tokens_match),
+            super::compile::Accumulate::Fp16 => f.steps.iter().all(|s| s.max_rel_err <= 2e-2),
+        };
         return if ok {
             Ok(())
         } else {
