@@ -7,9 +7,9 @@ use super::{to_json, Format};
 use crate::inputs::load_gpu;
 use crate::Exit;
 use wafer_compiler::CompileOptions;
-use wafer_ir::{verify_graph, Graph};
+use wafer_ir::{verify_graph, Graph, ProgramInfo};
 use wafer_reports::{RunInputs, RunReport};
-use wafer_simulator::{simulate_analytical, simulate_event, EventLimits, SimResult};
+use wafer_simulator::{simulate_analytical, simulate_event, EventLimits, FinishedSim};
 use wafer_workloads::decode_graph;
 
 /// Which engine times the step.
@@ -89,14 +89,22 @@ pub struct Args {
 }
 
 /// Times a compiled program with `engine`.
-pub fn simulate(engine: Engine, c: &wafer_compiler::Compiled) -> Result<SimResult, Exit> {
-    Ok(match engine {
-        Engine::Event => simulate_event(&c.program, &c.info, &EventLimits::default()),
-        Engine::Analytical => simulate_analytical(&c.program, &c.info),
+pub fn simulate(engine: Engine, c: &wafer_compiler::Compiled) -> Result<FinishedSim, Exit> {
+    simulate_program(engine, &c.program, &c.info)
+}
+
+/// Times a verified program with `engine`. A run that does not finish
+/// (deadlock, cycle limit) is an error (exit 1) naming what was blocked: the
+/// one way to a latency is through [`wafer_simulator::SimResult::finished`].
+pub fn simulate_program(engine: Engine, p: &wafer_ir::Program, info: &ProgramInfo) -> Result<FinishedSim, Exit> {
+    let sim = match engine {
+        Engine::Event => simulate_event(p, info, &EventLimits::default()),
+        Engine::Analytical => simulate_analytical(p, info),
         Engine::Functional => {
             return Err(Exit { code: 2, message: "the functional engine checks numbers, not time".into() })
         }
-    })
+    };
+    sim.finished().map_err(|e| Exit { code: 1, message: e.to_string() })
 }
 
 /// [`run_report_and_program`] without the program.
