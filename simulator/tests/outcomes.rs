@@ -106,3 +106,16 @@ fn a_finished_result_deserialises_and_any_other_is_refused() {
     let err = serde_json::from_str::<FinishedSim>(&serde_json::to_string(&limited).unwrap()).unwrap_err();
     assert!(err.to_string().contains("cycle limit"), "{err}");
 }
+
+#[test]
+fn the_analytical_engine_also_refuses_a_program_whose_regions_wait_on_inactive_ones() {
+    let c = compiled("gpt2", 16, &arch_preset("mesh:128x128").unwrap());
+    let mut p = c.program.clone();
+    p.regions[0].active = false;
+    let info = wafer_ir::verify_program(&p).unwrap();
+    let r = simulate_analytical(&p, &info);
+    let msg = r.finished().unwrap_err().to_string();
+    assert!(msg.contains("analytical") && msg.contains("deadlocked") && msg.contains("inactive r0 `embed`"), "{msg}");
+    // The intact program finishes.
+    assert!(simulate_analytical(&c.program, &c.info).finished().is_ok());
+}
