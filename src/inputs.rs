@@ -1,5 +1,6 @@
-//! Turning flag values into domain inputs: model names or files, dtypes.
-//! The only place (with output writing) where the CLI touches the file system.
+//! Turning flag values into domain inputs: model names or files, dtypes; and
+//! writing output files (atomically, with the umask's mode). The only place
+//! (with `report_out`) where the CLI touches the file system.
 
 use crate::Exit;
 use std::path::Path;
@@ -53,13 +54,59 @@ pub fn load_arch(spec: &str) -> Result<wafer_ir::ArchSpec, Exit> {
     Ok(wafer_ir::arch_preset(spec)?)
 }
 
+/// Fails early (before any work) unless `path` can be an output file: its
+/// folder exists and it is not itself a folder.
+pub fn check_output_file(path: &Path) -> Result<(), Exit> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let bad = |why: String| Err(Exit { code: 2, message: format!("cannot write {}: {why}", path.display()) });
+    if path.is_dir() {
+        return bad("it is a folder".into());
+    }
+    if !dir.is_dir() {
+        return bad(format!("folder {} does not exist", dir.display()));
+    }
+    Ok(())
+}
+
+/// The mode new files ask for (0666), narrowed by the umask as `open` does
+/// (tempfile's own default is 0600 whatever the umask).
+pub fn file_permissions() -> Option<std::fs::Permissions> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        Some(std::fs::Permissions::from_mode(0o666))
+    }
+    #[cfg(not(unix))]
+    None
+}
+
+/// The mode new folders ask for (0777), narrowed by the umask as `mkdir` does.
+pub fn dir_permissions() -> Option<std::fs::Permissions> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        Some(std::fs::Permissions::from_mode(0o777))
+    }
+    #[cfg(not(unix))]
+    None
+}
+
 /// Writes `bytes` to `path` atomically: a temporary file beside it, then a rename,
-/// so a reader never sees half a file.
+/// so a reader never sees half a file. The file gets the umask's mode, like
+/// any file a shell redirection makes.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Exit> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let fail = |e: std::io::Error| Exit { code: 2, message: format!("cannot write {}: {e}", path.display()) };
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(fail)?;
+    let mut b = tempfile::Builder::new();
+    if let Some(perm) = file_permissions() {
+        b.permissions(perm);
+    }
+    let mut tmp = b.tempfile_in(dir).map_err(fail)?;
     std::io::Write::write_all(&mut tmp, bytes).map_err(fail)?;
+    // Replacing a file keeps its mode (as an editor does).
+    if let Ok(meta) = std::fs::metadata(path) {
+        tmp.as_file().set_permissions(meta.permissions()).map_err(fail)?;
+    }
     tmp.persist(path).map_err(|e| fail(e.error))?;
     Ok(())
 }

@@ -127,8 +127,8 @@ fn bad_input_is_a_clear_error_never_a_panic() {
             vec![],
             vec!["`tie_word_embeddings`", "true or false"],
         ),
-        ("context 0", Some(GOOD.into()), vec!["--context", "0"], vec!["context is 0", "1..="]),
-        ("batch 0", Some(GOOD.into()), vec!["--batch", "0"], vec!["batch is 0"]),
+        ("context 0", Some(GOOD.into()), vec!["--context", "0"], vec!["--context", "0 is out of range", "1..="]),
+        ("batch 0", Some(GOOD.into()), vec!["--batch", "0"], vec!["--batch", "0 is out of range", "1..="]),
         ("int4 activations", Some(GOOD.into()), vec!["--act-dtype", "int4"], vec!["activation dtype is int4"]),
         ("unknown dtype", Some(GOOD.into()), vec!["--weight-dtype", "int3"], vec!["unknown dtype `int3`"]),
     ];

@@ -25,8 +25,8 @@ pub use cost::{graph_stats, op_cost, GraphStats, OpCost};
 pub use dtype::DType;
 pub use graph::{ActFn, Elementwise, Graph, GraphBuilder, NormKind, Op, OpId, OpKind, Tensor, TensorId, TensorKind};
 pub use spatial::{
-    footprints_meet, route_footprint, route_messages, sram_need, Message, Pe, Program, Rect, Reduce, Region, RegionId,
-    Route, RouteId, RouteKind, Sram, Step, Work,
+    footprints_meet, route_footprint, route_messages, sram_need, Message, Pe, Program, Purpose, Rect, Reduce, Region,
+    RegionId, Route, RouteId, RouteKind, Sram, Step, Work,
 };
 pub use spatial_text::{parse_program, print_program, ParseError};
 pub use spatial_verify::{verify_program, verify_program_checks, Checks, ProgramDiag, ProgramErrors, ProgramInfo};

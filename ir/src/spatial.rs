@@ -531,6 +531,27 @@ impl Program {
     }
 }
 
+/// What a message carries, set where [`route_messages`] makes it, so that no
+/// consumer has to infer it from the message's geometry (which changes when a
+/// router without multicast turns one tail into many unicasts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Purpose {
+    /// A `forward` slice into a Gemv's column (multicast down the column).
+    ColumnInput,
+    /// A `forward` slice of an Attention head block's query (multicast over the block).
+    Query,
+    /// A `forward` slice of the new token's K or V, to the PE holding position `slot`.
+    KvAppend,
+    /// A `residual` slice into a Gemv's row root, for the epilogue's add.
+    Residual,
+    /// One round of a region-internal collective (`reduce`, `norm`'s tree, `argmax`).
+    Collective,
+    /// The norm's statistics broadcast back along row 0 (its last round).
+    NormBcast,
+    /// A Gemv row root's finished output sent back along its row (`bcast`).
+    RowBcast,
+}
+
 /// One point-to-point transfer of a route, with an optional multicast tail:
 /// after reaching `to`, the payload continues to `fan_cols` further PEs to the
 /// east (to the west when `west`) and then `fan_rows` further rows south of
@@ -544,6 +565,8 @@ pub struct Message {
     pub fan_rows: u32,
     /// The column tail runs west of `to` instead of east.
     pub west: bool,
+    /// What it carries; kept by the unicast copies of a multicast.
+    pub purpose: Purpose,
     /// Round of a collective (messages of round `i+1` start after round `i`
     /// delivered to their sender); 0 for non-collective routes.
     pub round: u32,
@@ -574,13 +597,14 @@ pub fn route_messages(p: &Program, id: RouteId) -> Vec<Message> {
     let b = p.batch;
     let inter = src.wafer != dst.wafer;
     let mut out = Vec::new();
-    let msg = |from: Pe, to: Pe, bytes: u64, fan_cols: u32, fan_rows: u32, round: u32| Message {
+    let msg = |purpose: Purpose, from: Pe, to: Pe, bytes: u64, fan_cols: u32, fan_rows: u32, round: u32| Message {
         from,
         to,
         bytes,
         fan_cols,
         fan_rows,
         west: false,
+        purpose,
         round,
         inter_wafer: inter,
     };
@@ -597,7 +621,15 @@ pub fn route_messages(p: &Program, id: RouteId) -> Vec<Message> {
                         for c in 0..dst.rect.w {
                             let n = overlap(s, dst.cols_of(c));
                             if n > 0 {
-                                out.push(msg(from, dst.rect.pe(0, c), act.bytes_for(n * b), 0, dst.rect.h - 1, 0));
+                                out.push(msg(
+                                    Purpose::ColumnInput,
+                                    from,
+                                    dst.rect.pe(0, c),
+                                    act.bytes_for(n * b),
+                                    0,
+                                    dst.rect.h - 1,
+                                    0,
+                                ));
                             }
                         }
                     }
@@ -607,7 +639,15 @@ pub fn route_messages(p: &Program, id: RouteId) -> Vec<Message> {
                             let top = dst.rect.pe(h as u32 * rows_per_head, 0);
                             let q = overlap(s, (h * qw, (h + 1) * qw));
                             if q > 0 {
-                                out.push(msg(from, top, act.bytes_for(q * b), dst.rect.w - 1, rows_per_head - 1, 0));
+                                out.push(msg(
+                                    Purpose::Query,
+                                    from,
+                                    top,
+                                    act.bytes_for(q * b),
+                                    dst.rect.w - 1,
+                                    rows_per_head - 1,
+                                    0,
+                                ));
                             }
                             let i = (slot / pos_per_pe.max(1)) as u32;
                             let holder = dst.rect.pe(h as u32 * rows_per_head + i / dst.rect.w, i % dst.rect.w);
@@ -616,7 +656,7 @@ pub fn route_messages(p: &Program, id: RouteId) -> Vec<Message> {
                                 let lo = kbase + part * kv_heads * kw + h * kw;
                                 let n = overlap(s, (lo, lo + kw));
                                 if n > 0 {
-                                    out.push(msg(from, holder, act.bytes_for(n * b), 0, 0, 0));
+                                    out.push(msg(Purpose::KvAppend, from, holder, act.bytes_for(n * b), 0, 0, 0));
                                 }
                             }
                         }
@@ -631,7 +671,7 @@ pub fn route_messages(p: &Program, id: RouteId) -> Vec<Message> {
                 for r2 in 0..dst.out_lines() {
                     let n = overlap(s, dst.out_slice(r2));
                     if n > 0 {
-                        out.push(msg(src.out_pe(r), dst.out_pe(r2), act.bytes_for(n * b), 0, 0, 0));
+                        out.push(msg(Purpose::Residual, src.out_pe(r), dst.out_pe(r2), act.bytes_for(n * b), 0, 0, 0));
                     }
                 }
             }
@@ -646,7 +686,15 @@ pub fn route_messages(p: &Program, id: RouteId) -> Vec<Message> {
                             continue;
                         }
                         for &(a, z) in pairs {
-                            out.push(msg(src.rect.pe(r, a), src.rect.pe(r, z), bytes, 0, 0, round as u32));
+                            out.push(msg(
+                                Purpose::Collective,
+                                src.rect.pe(r, a),
+                                src.rect.pe(r, z),
+                                bytes,
+                                0,
+                                0,
+                                round as u32,
+                            ));
                         }
                     }
                 }
@@ -659,7 +707,15 @@ pub fn route_messages(p: &Program, id: RouteId) -> Vec<Message> {
                 for (round, pairs) in row_rounds.iter().enumerate() {
                     for r in 0..(kv_heads as u32 * rows_per_head) {
                         for &(a, z) in pairs {
-                            out.push(msg(src.rect.pe(r, a), src.rect.pe(r, z), bytes, 0, 0, round as u32));
+                            out.push(msg(
+                                Purpose::Collective,
+                                src.rect.pe(r, a),
+                                src.rect.pe(r, z),
+                                bytes,
+                                0,
+                                0,
+                                round as u32,
+                            ));
                         }
                     }
                 }
@@ -668,6 +724,7 @@ pub fn route_messages(p: &Program, id: RouteId) -> Vec<Message> {
                         for &(a, z) in pairs {
                             let base = h * rows_per_head;
                             out.push(msg(
+                                Purpose::Collective,
                                 src.rect.pe(base + a, 0),
                                 src.rect.pe(base + z, 0),
                                 bytes,
@@ -687,11 +744,19 @@ pub fn route_messages(p: &Program, id: RouteId) -> Vec<Message> {
             let n = rounds.len();
             for (i, pairs) in rounds.iter().enumerate() {
                 for &(a, z) in pairs {
-                    out.push(msg(src.rect.pe(0, a), src.rect.pe(0, z), 8 * b, 0, 0, i as u32));
+                    out.push(msg(Purpose::Collective, src.rect.pe(0, a), src.rect.pe(0, z), 8 * b, 0, 0, i as u32));
                 }
             }
             if src.rect.w > 1 {
-                out.push(msg(src.rect.pe(0, 0), src.rect.pe(0, 1), 8 * b, src.rect.w - 2, 0, n as u32));
+                out.push(msg(
+                    Purpose::NormBcast,
+                    src.rect.pe(0, 0),
+                    src.rect.pe(0, 1),
+                    8 * b,
+                    src.rect.w - 2,
+                    0,
+                    n as u32,
+                ));
             }
         }
         RouteKind::Bcast => {
@@ -707,12 +772,12 @@ pub fn route_messages(p: &Program, id: RouteId) -> Vec<Message> {
                     let bytes = act.bytes_for((hi - lo) * b);
                     let c = root.x - src.rect.x;
                     if c + 1 < w {
-                        out.push(msg(root, Pe { x: root.x + 1, y: root.y }, bytes, w - c - 2, 0, 0));
+                        out.push(msg(Purpose::RowBcast, root, Pe { x: root.x + 1, y: root.y }, bytes, w - c - 2, 0, 0));
                     }
                     if c > 0 {
                         out.push(Message {
                             west: true,
-                            ..msg(root, Pe { x: root.x - 1, y: root.y }, bytes, c - 1, 0, 0)
+                            ..msg(Purpose::RowBcast, root, Pe { x: root.x - 1, y: root.y }, bytes, c - 1, 0, 0)
                         });
                     }
                 }
@@ -721,7 +786,7 @@ pub fn route_messages(p: &Program, id: RouteId) -> Vec<Message> {
         RouteKind::Argmax => {
             for (i, pairs) in Reduce::Tree.rounds(src.rect.h).iter().enumerate() {
                 for &(a, z) in pairs {
-                    out.push(msg(src.rect.pe(a, 0), src.rect.pe(z, 0), 8 * b, 0, 0, i as u32));
+                    out.push(msg(Purpose::Collective, src.rect.pe(a, 0), src.rect.pe(z, 0), 8 * b, 0, 0, i as u32));
                 }
             }
         }

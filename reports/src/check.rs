@@ -2,7 +2,10 @@
 //!
 //! Owns: the baseline file (TOML, `[[case]]` tables with an `expect` table),
 //! its validation (errors name the file and field), the comparison of fresh
-//! figures against it, the Markdown diff table and the updated baseline.
+//! figures against it, the Markdown diff table and the updated baseline text
+//! ([`Baseline::updated_text`]: the figures set in place with `toml_edit`, so
+//! the user's comments and layout survive, and `[case.expect]` tables made
+//! for cases that have none yet — a baseline can start as a list of cases).
 //! Must not: run the cases (the CLI does) or write files.
 
 use crate::sweep::WafersSpec;
@@ -40,6 +43,8 @@ pub struct Case {
     pub wafers: WafersSpec,
     #[serde(default = "default_engine")]
     pub engine: String,
+    /// Absent (empty) until `--update` records it.
+    #[serde(default)]
     pub expect: Figures,
 }
 
@@ -154,20 +159,74 @@ impl Baseline {
                 }
                 _ => {}
             }
-            if c.expect.list().is_empty() {
-                return Err(bad(
-                    source,
-                    format!(
-                        "{} records no figure; give tpot_us, tokens_per_s, cycles, pes_used or wafers_used",
-                        at("expect")
-                    ),
-                ));
-            }
             if let Some((f, v)) = c.expect.list().into_iter().find(|(_, v)| !v.is_finite() || *v < 0.0) {
                 return Err(bad(source, format!("{} is {v}; allowed: a number >= 0", at(&format!("expect.{f}")))));
             }
         }
         Ok(b)
+    }
+
+    /// Fails for a case that records no figure (checking needs one; `--update` does not).
+    pub fn require_figures(&self, source: &str) -> Result<(), ReportError> {
+        for (i, c) in self.case.iter().enumerate() {
+            if c.expect.list().is_empty() {
+                return Err(bad(
+                    source,
+                    format!(
+                        "case[{i}] ({}): field `expect` records no figure; give tpot_us, tokens_per_s, cycles, \
+                         pes_used or wafers_used, or record them with `wafer check --baseline {source} --update`",
+                        c.label()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// `text` (the file this baseline was parsed from) with every case's
+    /// `[case.expect]` set to its `current` figures (all five), made where
+    /// absent; comments, order and layout are kept, as are a value's trailing comment.
+    pub fn updated_text(&self, text: &str, current: &[Result<Figures, String>]) -> Result<String, String> {
+        use toml_edit::{value, DocumentMut, Item, Table, Value};
+        let mut doc: DocumentMut = text.parse().map_err(|e| format!("not a valid baseline: {e}"))?;
+        let cases = doc
+            .get_mut("case")
+            .and_then(Item::as_array_of_tables_mut)
+            .filter(|c| c.len() == self.case.len())
+            .ok_or("the baseline's `[[case]]` tables changed while it ran")?;
+        for ((t, c), r) in cases.iter_mut().zip(&self.case).zip(current) {
+            let f = r
+                .as_ref()
+                .map_err(|e| format!("case `{}` failed, so the baseline cannot record it: {e}", c.label()))?;
+            if !t.contains_key("expect") {
+                t.insert("expect", Item::Table(Table::new()));
+            }
+            let e = t
+                .get_mut("expect")
+                .and_then(Item::as_table_like_mut)
+                .ok_or_else(|| format!("case `{}`: field `expect` is not a table", c.label()))?;
+            let figures: [(&str, Option<Value>); 5] = [
+                ("tpot_us", f.tpot_us.map(Value::from)),
+                ("tokens_per_s", f.tokens_per_s.map(Value::from)),
+                ("cycles", f.cycles.map(Value::from)),
+                ("pes_used", f.pes_used.map(|x| Value::from(x as i64))),
+                ("wafers_used", f.wafers_used.map(|x| Value::from(x as i64))),
+            ];
+            for (k, v) in figures {
+                let Some(v) = v else { continue };
+                match e.get_mut(k).and_then(Item::as_value_mut) {
+                    Some(old) => {
+                        let decor = old.decor().clone();
+                        *old = v;
+                        *old.decor_mut() = decor;
+                    }
+                    None => {
+                        e.insert(k, value(v));
+                    }
+                }
+            }
+        }
+        Ok(doc.to_string())
     }
 
     /// The file text: a header saying what it is, then the cases.
@@ -357,7 +416,6 @@ pes_used = 50
     fn malformed_baselines_name_file_and_field() {
         for (text, needle) in [
             ("[[case]]\nmodel = \"gpt2\"\ncontext = 1\n[case.expect]\ntpot = 1.0\n", "tpot"),
-            ("[[case]]\nmodel = \"gpt2\"\ncontext = 1\n[case.expect]\n", "expect"),
             ("[[case]]\nmodel = \"gpt2\"\ncontext = 0\n[case.expect]\ntpot_us = 1.0\n", "context"),
             ("[[case]]\nmodel = \"gpt2\"\ncontext = 5\n[case.expect]\ntpot_us = \"fast\"\n", "tpot_us"),
             (
@@ -379,5 +437,48 @@ pes_used = 50
         assert_eq!(again, u);
         assert_eq!(again.case[0].expect.pes_used, Some(60));
         assert!(b.updated(&[Err("x".into())]).is_err());
+    }
+
+    #[test]
+    fn a_case_without_figures_parses_but_cannot_be_checked() {
+        for text in
+            ["[[case]]\nmodel = \"gpt2\"\ncontext = 1\n[case.expect]\n", "[[case]]\nmodel = \"gpt2\"\ncontext = 1\n"]
+        {
+            let b = Baseline::from_toml(text, "base.toml").unwrap();
+            let e = b.require_figures("base.toml").unwrap_err().to_string();
+            assert!(
+                e.contains("base.toml") && e.contains("`expect` records no figure") && e.contains("--update"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn updating_keeps_comments_and_layout_and_records_cases_that_had_no_figures() {
+        let text = "# my baseline: keep this\ntolerance_pct = 2.0 # loose on purpose\n\n\
+                    [[case]] # first\nmodel = \"gpt2\"\ncontext = 64\n[case.expect]\ntpot_us = 1.0 # was a guess\n\n\
+                    # a new case, no figures yet\n[[case]]\nmodel = \"gpt2\"\ncontext = 128\n\n\
+                    [[case]]\nname = \"third\"\nmodel = \"gpt2\"\ncontext = 256\n";
+        let b = Baseline::from_toml(text, "b.toml").unwrap();
+        let out = b.updated_text(text, &[Ok(figs(120.0, 60)), Ok(figs(130.0, 70)), Ok(figs(140.0, 80))]).unwrap();
+        for kept in [
+            "# my baseline: keep this",
+            "# loose on purpose",
+            "[[case]] # first",
+            "# was a guess",
+            "# a new case, no figures yet",
+        ] {
+            assert!(out.contains(kept), "lost `{kept}`:\n{out}");
+        }
+        assert!(out.contains("tpot_us = 120.0 # was a guess"), "{out}");
+        let again = Baseline::from_toml(&out, "b.toml").unwrap();
+        let got: Vec<(u64, Option<f64>, Option<u64>)> =
+            again.case.iter().map(|c| (c.context, c.expect.tpot_us, c.expect.pes_used)).collect();
+        assert_eq!(got, vec![(64, Some(120.0), Some(60)), (128, Some(130.0), Some(70)), (256, Some(140.0), Some(80))]);
+        assert_eq!(again.case[2].name, "third");
+        assert!(b
+            .updated_text(text, &[Ok(figs(1.0, 1)), Err("boom".into()), Ok(figs(1.0, 1))])
+            .unwrap_err()
+            .contains("boom"));
     }
 }

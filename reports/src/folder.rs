@@ -1,8 +1,10 @@
 //! The report folder of one run: every file `wafer run --out DIR` writes,
 //! rendered to bytes (the CLI writes them).
 //!
-//! Owns: which files a run folder holds and what each chart shows. Must not:
-//! compute results or touch the file system.
+//! Owns: which files a run folder holds and what each chart shows, and how to
+//! recognise a folder wafer wrote ([`report_marker`], [`is_report_file`]) so
+//! `--force` replaces nothing else. Must not: compute results or touch the
+//! file system.
 
 use crate::charts::{Chart, Heatmap, StackedBars};
 use crate::doc::Doc;
@@ -25,6 +27,31 @@ impl OutFile {
     pub fn new(name: impl Into<String>, bytes: impl Into<Vec<u8>>) -> OutFile {
         OutFile { name: name.into(), bytes: bytes.into() }
     }
+}
+
+/// The files whose presence (with a `schema_version`) marks a folder as one
+/// wafer wrote: `report.json` for run and compare folders, `sweep.json` for
+/// sweep and merge folders.
+pub const MARKER_FILES: [&str; 2] = ["report.json", "sweep.json"];
+
+/// True when `text`, the content of the file `name`, marks a wafer report
+/// folder: `name` is one of [`MARKER_FILES`] and the text is a JSON object with
+/// a whole-number `schema_version`.
+pub fn report_marker(name: &str, text: &str) -> bool {
+    MARKER_FILES.contains(&name)
+        && serde_json::from_str::<serde_json::Value>(text)
+            .ok()
+            .and_then(|v| v.get("schema_version").and_then(serde_json::Value::as_u64))
+            .is_some()
+}
+
+/// True for a name a report folder's files can have (what run, compare,
+/// sweep and merge write: JSON, Markdown, HTML, CSV, SVG and PNG files).
+pub fn is_report_file(name: &str) -> bool {
+    !name.starts_with('.')
+        && name
+            .rsplit_once('.')
+            .is_some_and(|(stem, ext)| !stem.is_empty() && ["json", "md", "html", "csv", "svg", "png"].contains(&ext))
 }
 
 /// Heatmap panels drawn at most (the first wafers; the rest are summarised in the subtitle).

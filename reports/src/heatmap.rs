@@ -4,12 +4,12 @@
 //! maps — SRAM allocated per PE, PE busy fraction (from the simulation), and
 //! link load (the program's own messages laid on their dimension-ordered
 //! paths: bytes per link over the step's cycles, the same for every engine).
-//! Must not: time anything; the busy fractions and cycles come from the `SimResult`.
+//! Must not: time anything; the busy fractions and cycles come from the (finished) `SimResult`.
 
 use crate::charts::Grid;
 use std::collections::BTreeMap;
 use wafer_ir::{route_messages, Program, Rect, RouteId};
-use wafer_simulator::SimResult;
+use wafer_simulator::FinishedSim;
 
 /// Cells per side at most (a WSE-3 mesh of 755 x 1170 becomes 151 x 234 cells of 5 x 5 PEs).
 pub const MAX_CELLS: u32 = 240;
@@ -103,7 +103,7 @@ pub struct WaferMaps {
 
 /// Builds the maps of `p` with the busy fractions and cycles of `sim`.
 /// Regions are matched to `sim.regions` by name.
-pub fn wafer_maps(p: &Program, sim: &SimResult) -> WaferMaps {
+pub fn wafer_maps(p: &Program, sim: &FinishedSim) -> WaferMaps {
     let g = Geom::of(p);
     let busy_of: BTreeMap<&str, f64> = sim.regions.iter().map(|r| (r.region.as_str(), r.busy_fraction)).collect();
     let mk = || (0..p.wafers).map(|_| Acc::new(&g)).collect::<Vec<_>>();

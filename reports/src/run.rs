@@ -2,13 +2,14 @@
 //!
 //! Owns: `RunReport` — the versioned JSON source of truth (inputs, the
 //! compiled mapping's stats, the simulation, the GPU baseline and the
-//! comparison) — and its text rendering. Must not: compute results.
+//! comparison) — and its text rendering. It takes only a [`FinishedSim`], so a
+//! simulation that did not finish has no report. Must not: compute results.
 
 use crate::table::{si, Table};
 use serde::Serialize;
 use wafer_compiler::CompileStats;
 use wafer_gpu::GpuEstimate;
-use wafer_simulator::{Breakdown, SimResult};
+use wafer_simulator::{Breakdown, FinishedSim};
 
 /// Bumped whenever a field changes meaning or disappears.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -60,7 +61,7 @@ pub struct RunReport {
     pub engine: String,
     pub breakdown: Breakdown,
     pub compile: CompileStats,
-    pub simulation: SimResult,
+    pub simulation: FinishedSim,
     pub gpu: Option<GpuEstimate>,
     pub comparison: Option<Comparison>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -68,7 +69,7 @@ pub struct RunReport {
 }
 
 /// Where the time of a simulated step goes: totals, then per op kind.
-pub fn breakdown_text(s: &SimResult) -> String {
+pub fn breakdown_text(s: &FinishedSim) -> String {
     let mut out = String::new();
     let total = s.breakdown.total().max(1e-9);
     let us = |c: f64| format!("{:.1}", c / (s.clock_ghz * 1e3));
@@ -95,7 +96,7 @@ pub fn breakdown_text(s: &SimResult) -> String {
 }
 
 /// A simulation on its own (`wafer simulate`): headline and breakdown.
-pub fn sim_text(s: &SimResult) -> String {
+pub fn sim_text(s: &FinishedSim) -> String {
     let mut out = format!(
         "{} on {} x {} — context {}, batch {} ({} engine)\n",
         s.model, s.wafers, s.arch, s.context, s.batch, s.engine
@@ -123,7 +124,7 @@ pub fn wafer_bound(b: &Breakdown) -> &'static str {
 }
 
 impl RunReport {
-    pub fn new(inputs: RunInputs, compile: CompileStats, sim: SimResult, gpu: Option<GpuEstimate>) -> RunReport {
+    pub fn new(inputs: RunInputs, compile: CompileStats, sim: FinishedSim, gpu: Option<GpuEstimate>) -> RunReport {
         let comparison = gpu.as_ref().map(|g| Comparison {
             wafer_tpot_us: sim.tpot_us,
             gpu_tpot_us: g.tpot_ms * 1e3,

@@ -209,6 +209,17 @@ impl SweepSpec {
                 ));
             }
         }
+        // A spec that names no dimension would silently run the default point.
+        let dims = ["models", "archs", "contexts", "batches", "wafers", "gpus", "arch"];
+        let given: toml::Table = toml::from_str(text).unwrap_or_default();
+        if !dims.iter().any(|d| given.contains_key(*d)) {
+            return Err(spec_err(
+                source,
+                "names nothing to sweep: give at least one of `models`, `archs`, `contexts`, `batches`, \
+                 `wafers`, `gpus` or an `[arch]` field (the others default to models = [\"llama-3.1-8b\"], \
+                 archs = [\"wse3\"], contexts = [4096], batches = [1], wafers = [\"arch\"])",
+            ));
+        }
         Ok(s)
     }
 
@@ -859,6 +870,8 @@ wafers = [1, "auto"]
             ("contexts = [0]", "contexts"),
             ("colour = 3", "colour"),
             ("[plot]\nx = \"pe.sram_bytes\"", "plot.x"),
+            ("", "names nothing to sweep"),
+            ("name = \"only a name\"\n[plot]\ny = [\"tpot_us\"]", "at least one of `models`"),
         ] {
             let e = SweepSpec::from_toml(text, "bad.toml").unwrap_err().to_string();
             assert!(e.contains("bad.toml") && e.contains(needle), "{e}");

@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use wafer_ir::Program;
-use wafer_simulator::{region_cost, SimResult};
+use wafer_simulator::{region_cost, FinishedSim};
 
 #[derive(Serialize)]
 struct Event {
@@ -43,7 +43,7 @@ fn slice(name: String, cat: &'static str, pid: u32, tid: u32, ts: f64, dur: f64,
 }
 
 /// The trace of `sim` (regions matched to `p.regions` by name), as JSON text.
-pub fn chrome_trace(p: &Program, sim: &SimResult) -> String {
+pub fn chrome_trace(p: &Program, sim: &FinishedSim) -> String {
     let ghz = sim.clock_ghz.max(1e-9);
     let t = |c: f64| us(c, ghz);
     let crit_pid = p.wafers;

@@ -4,19 +4,19 @@ use wafer_compiler::{compile, CompileOptions, Wafers};
 use wafer_ir::{arch_preset, verify_graph, Program};
 use wafer_reports::heatmap::wafer_maps;
 use wafer_reports::trace::chrome_trace;
-use wafer_simulator::{simulate_analytical, SimResult};
+use wafer_simulator::{simulate_analytical, FinishedSim};
 use wafer_workloads::{decode_graph, parse_hf_config, DecodeParams};
 
 const TINY: &str = r#"{"model_type": "llama", "hidden_size": 64, "intermediate_size": 128,
   "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 100}"#;
 
-fn tiny(mesh: &str) -> (Program, SimResult) {
+fn tiny(mesh: &str) -> (Program, FinishedSim) {
     let cfg = parse_hf_config(TINY, "tiny.json", "tiny").unwrap();
     let g = decode_graph(&cfg, &DecodeParams { context: 16, ..Default::default() }).unwrap();
     verify_graph(&g).unwrap();
     let opts = CompileOptions { wafers: Wafers::Fixed(1), ..Default::default() };
     let c = compile(&g, &arch_preset(mesh).unwrap(), &opts).unwrap();
-    let sim = simulate_analytical(&c.program, &c.info);
+    let sim = simulate_analytical(&c.program, &c.info).finished().unwrap();
     (c.program, sim)
 }
 

@@ -4,10 +4,11 @@
 //! search objective) and the walk over regions in execution order that adds
 //! route times (contention-free) along the critical path. Prices every step
 //! with [`crate::timing`], taking each region's largest tile, so it agrees
-//! with the event engine up to contention and per-PE detail. Must not: play
-//! individual messages on links.
+//! with the event engine up to contention and per-PE detail. A program whose
+//! active regions wait on inactive ones is a deadlock, as in the event engine,
+//! never a latency. Must not: play individual messages on links.
 
-use crate::result::{role_of, Breakdown, RegionTiming, SimResult};
+use crate::result::{role_of, Breakdown, Outcome, RegionTiming, SimResult};
 use crate::timing::*;
 use wafer_ir::{route_messages, ArchSpec, DType, Program, ProgramInfo, Rect, Reduce, RouteKind, Step, Work};
 
@@ -211,8 +212,36 @@ fn row_bcast(p: &Program, i: usize) -> f64 {
     }
 }
 
+/// Active regions that wait on a route from an inactive region: they could
+/// never start (the event engine deadlocks on them), so there is no latency.
+fn starved(p: &Program) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, r) in p.regions.iter().enumerate().filter(|(_, r)| r.active) {
+        let never: Vec<String> = r
+            .steps
+            .iter()
+            .filter_map(|st| match *st {
+                Step::Recv { route, .. } if !p.region(p.route(route).src).active => {
+                    let rt = p.route(route);
+                    Some(format!("{route} ({} from inactive {} `{}`)", rt.kind.name(), rt.src, p.region(rt.src).name))
+                }
+                _ => None,
+            })
+            .collect();
+        if !never.is_empty() {
+            out.push(format!("region r{i} `{}`: never delivered: {}", r.name, never.join(", ")));
+        }
+    }
+    out
+}
+
 /// Simulates `p` in closed form.
 pub fn simulate_analytical(p: &Program, info: &ProgramInfo) -> SimResult {
+    let blocked = starved(p);
+    if !blocked.is_empty() {
+        return SimResult { outcome: Outcome::Deadlock { blocked }, ..SimResult::for_program("analytical", p) }
+            .finish();
+    }
     let n = p.regions.len();
     let mut end = vec![0.0f64; n];
     let mut start = vec![0.0f64; n];

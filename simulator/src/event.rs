@@ -30,7 +30,7 @@ use crate::result::{role_of, Breakdown, LinkLoad, Outcome, RegionTiming, SimResu
 use crate::timing;
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap};
-use wafer_ir::{route_messages, DType, Pe, Program, ProgramInfo, Reduce, Region, RouteId, RouteKind, Work};
+use wafer_ir::{route_messages, DType, Pe, Program, ProgramInfo, Purpose, Reduce, Region, RouteId, RouteKind, Work};
 
 /// Limits of one run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -634,11 +634,10 @@ impl<'p> Sim<'p> {
                                     self.regs[di].col_expected[col as usize] += 1;
                                     Dest::GemvCol { reg: di as u32, col }
                                 }
-                                Work::Attention { rows_per_head, .. } => {
-                                    let top = dst.rect.pe(dl * rows_per_head, 0);
-                                    let q =
-                                        m.to == top && m.fan_cols == dst.rect.w - 1 && m.fan_rows == rows_per_head - 1;
-                                    if q {
+                                Work::Attention { .. } => {
+                                    // The tag, not the geometry: without multicast a query
+                                    // arrives as one unicast per PE of its block.
+                                    if m.purpose == Purpose::Query {
                                         self.q_pending[gl] += 1;
                                         Dest::AttnQ { reg: di as u32, block: dl }
                                     } else {

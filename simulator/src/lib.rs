@@ -1,7 +1,7 @@
 //! wafer-simulator: per-token latency of a compiled program.
 //!
 //! * [`timing`]: the micro-timing model every engine (and the compiler's search) shares.
-//! * [`result`]: `SimResult`, what every engine reports.
+//! * [`result`]: `SimResult`, what every engine reports, and `FinishedSim`, the only form reports take.
 //! * [`reference`] and [`functional`]: real numbers — a dense interpreter of the graph IR, and the
 //!   compiled program run as partitioned, compared with it to prove the lowering right.
 //!
@@ -17,7 +17,7 @@ pub mod timing;
 
 pub use analytical::{region_cost, simulate_analytical, RegionCost};
 pub use event::{simulate_event, simulate_event_with_stats, EventLimits, EventStats};
-pub use result::{role_of, Breakdown, LayerTiming, LinkLoad, Outcome, RegionTiming, SimResult};
+pub use result::{role_of, Breakdown, FinishedSim, LayerTiming, LinkLoad, Outcome, RegionTiming, SimError, SimResult};
 
 pub use functional::{run_functional, FunctionalError, FunctionalOutput};
 pub use reference::{run_reference, KvState, ReferenceError, StepOutput, Weights};

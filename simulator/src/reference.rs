@@ -192,6 +192,43 @@ impl KvState {
     pub fn is_empty(&self) -> bool {
         self.caches.values().all(|c| c.shape()[2] == 0)
     }
+
+    /// Seeded caches for the past positions of the step `g` (every cache
+    /// tensor `g` reads), so a check can start at any context: the first is
+    /// laid out as [`run_reference`] holds it (oldest position first), the
+    /// second as a compiled program holds it (a sliding window is a ring:
+    /// position `p` at slot `p mod window`). Both hold the same values.
+    pub fn random_past(g: &Graph, seed: u64) -> (KvState, KvState) {
+        let mut window: BTreeMap<TensorId, Option<u64>> = BTreeMap::new();
+        for op in &g.ops {
+            if let OpKind::KvAppend { window: w } = op.kind {
+                for &t in op.inputs.iter().skip(2) {
+                    window.insert(t, w);
+                }
+            }
+        }
+        let past = g.context.saturating_sub(1) as usize;
+        let (mut dense, mut slots) = (KvState::new(), KvState::new());
+        for (id, w) in window {
+            let t = g.tensor(id);
+            let [b, h, s, d] = [0, 1, 2, 3].map(|i| t.shape.get(i).copied().unwrap_or(0) as usize);
+            let mut rng = SplitMix64::new(seed ^ fnv1a(&t.name));
+            let a = Array4::from_shape_fn((b, h, s, d), |_| rng.next_normal() as f32);
+            let mut ring = a.clone();
+            if let Some(w) = w.filter(|&w| w > 0) {
+                // Entry j of the dense cache is position past - s + j.
+                for j in 0..s {
+                    let slot = (past - s + j) % w as usize;
+                    if slot < s {
+                        ring.slice_mut(s![.., .., slot, ..]).assign(&a.slice(s![.., .., j, ..]));
+                    }
+                }
+            }
+            dense.caches.insert(t.name.clone(), a);
+            slots.caches.insert(t.name.clone(), ring);
+        }
+        (dense, slots)
+    }
 }
 
 /// The result of one decode step.

@@ -1,7 +1,10 @@
 //! What a simulation reports: plain serialisable data shared by every engine.
 //!
-//! Owns: `SimResult` and its parts. Must not: compute anything beyond the
-//! derived figures (µs, tokens/s) from cycles.
+//! Owns: `SimResult` and its parts, and [`FinishedSim`], the only form in
+//! which a result's latency reaches a report: [`SimResult::finished`] turns a
+//! run that did not finish (deadlock, cycle limit) into a [`SimError`] naming
+//! what was blocked, so no caller can print a latency it forgot to check.
+//! Must not: compute anything beyond the derived figures (µs, tokens/s) from cycles.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -69,6 +72,65 @@ pub enum Outcome {
     Deadlock { blocked: Vec<String> },
 }
 
+/// Why a simulation has no latency: it did not finish.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SimError {
+    #[error(
+        "the {engine} simulation of {model} on {arch} deadlocked at cycle {at}: no latency. {} region(s) blocked: {}",
+        blocked.len(),
+        list(blocked)
+    )]
+    Deadlock { engine: String, model: String, arch: String, at: u64, blocked: Vec<String> },
+    #[error(
+        "the {engine} simulation of {model} on {arch} passed its cycle limit ({limit} cycles) without finishing: no latency"
+    )]
+    CycleLimit { engine: String, model: String, arch: String, limit: u64 },
+}
+
+/// The first few blocked regions (each names its waiting PE and the routes it
+/// waits on, cut to a few hundred characters), then a count.
+fn list(blocked: &[String]) -> String {
+    const SHOWN: usize = 6;
+    const CHARS: usize = 300;
+    let cut = |b: &String| match b.char_indices().nth(CHARS) {
+        Some((i, _)) => format!("{}…", &b[..i]),
+        None => b.clone(),
+    };
+    let mut s = blocked.iter().take(SHOWN).map(cut).collect::<Vec<_>>().join(" | ");
+    if blocked.len() > SHOWN {
+        s += &format!(" | … and {} more", blocked.len() - SHOWN);
+    }
+    s
+}
+
+/// A [`SimResult`] whose outcome is [`Outcome::Finished`]: made only by
+/// [`SimResult::finished`] (or by deserialising a finished result), read
+/// through `Deref`. Reports take this type, so a latency from a run that did
+/// not finish cannot be shown.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "SimResult")]
+pub struct FinishedSim(SimResult);
+
+impl std::ops::Deref for FinishedSim {
+    type Target = SimResult;
+    fn deref(&self) -> &SimResult {
+        &self.0
+    }
+}
+
+impl FinishedSim {
+    pub fn into_inner(self) -> SimResult {
+        self.0
+    }
+}
+
+impl TryFrom<SimResult> for FinishedSim {
+    type Error = SimError;
+    fn try_from(s: SimResult) -> Result<FinishedSim, SimError> {
+        s.finished()
+    }
+}
+
 /// Link traffic over the step.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct LinkLoad {
@@ -129,6 +191,19 @@ impl SimResult {
             pe_busy_mean: 0.0,
             link_load: LinkLoad::default(),
             regions: Vec::new(),
+        }
+    }
+
+    /// The result as a [`FinishedSim`] when the run finished, else the error
+    /// naming why not (the blocked regions and the routes they wait on).
+    pub fn finished(self) -> Result<FinishedSim, SimError> {
+        let (engine, model, arch) = (self.engine.clone(), self.model.clone(), self.arch.clone());
+        match &self.outcome {
+            Outcome::Finished => Ok(FinishedSim(self)),
+            Outcome::CycleLimit { limit } => Err(SimError::CycleLimit { engine, model, arch, limit: *limit }),
+            Outcome::Deadlock { blocked } => {
+                Err(SimError::Deadlock { engine, model, arch, at: self.cycles as u64, blocked: blocked.clone() })
+            }
         }
     }
 

@@ -3,7 +3,8 @@
 //! Exit 0: all within tolerance; 1: some figure moved beyond it (or a case no
 //! longer compiles), with a Markdown diff table on stdout (and appended to
 //! `$GITHUB_STEP_SUMMARY` when set); 2: bad input. `--update` rewrites the
-//! baseline atomically with the current figures.
+//! baseline atomically with the current figures, keeping its comments, and
+//! records cases that have no `[case.expect]` yet.
 
 use super::compile::MachineArgs;
 use super::graph::StepArgs;
@@ -17,12 +18,13 @@ use wafer_reports::sweep::WafersSpec;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Baseline file (TOML: [[case]] tables with an [case.expect] table).
+    /// Baseline file (TOML: [[case]] tables, each with an [case.expect] table
+    /// once recorded).
     #[arg(long)]
     pub baseline: std::path::PathBuf,
     /// Allowed relative change of each figure, percent [default: the file's
     /// `tolerance_pct`, else 1].
-    #[arg(long, value_name = "PCT")]
+    #[arg(long, value_name = "PCT", allow_negative_numbers = true)]
     pub tolerance: Option<f64>,
     /// Record the current figures in the baseline (atomically) instead of checking.
     #[arg(long)]
@@ -60,6 +62,9 @@ pub fn run(a: Args) -> Result<(), Exit> {
     let text = std::fs::read_to_string(&a.baseline)
         .map_err(|e| Exit { code: 2, message: format!("cannot read baseline {source}: {e}") })?;
     let b = Baseline::from_toml(&text, &source)?;
+    if !a.update {
+        b.require_figures(&source)?;
+    }
     let tol = a.tolerance.or(b.tolerance_pct).unwrap_or(DEFAULT_TOLERANCE_PCT);
     if !(tol.is_finite() && (0.0..=100.0).contains(&tol)) {
         return Err(Exit { code: 2, message: format!("--tolerance is {tol}; allowed: 0..=100 (percent)") });
@@ -76,6 +81,10 @@ pub fn run(a: Args) -> Result<(), Exit> {
                 super::sweep::engine_names()
             ),
         })?;
+        e.check_timing().map_err(|x| Exit {
+            code: 2,
+            message: format!("{source}: case[{i}] ({}): field `engine`: {}", c.label(), x.message),
+        })?;
         engines.push(e);
         load_model(&c.model)
             .map_err(|e| Exit { code: 2, message: format!("{source}: case[{i}] field `model`: {}", e.message) })?;
@@ -85,9 +94,9 @@ pub fn run(a: Args) -> Result<(), Exit> {
     let current: Vec<Result<Figures, String>> =
         b.case.par_iter().zip(engines.par_iter()).map(|(c, e)| run_case(c, *e)).collect();
     if a.update {
-        let u = b.updated(&current).map_err(|m| Exit { code: 1, message: m })?;
-        write_atomic(&a.baseline, u.to_toml().as_bytes())?;
-        println!("recorded {} case(s) in {source}", u.case.len());
+        let u = b.updated_text(&text, &current).map_err(|m| Exit { code: 1, message: format!("{source}: {m}") })?;
+        write_atomic(&a.baseline, u.as_bytes())?;
+        println!("recorded {} case(s) in {source}", b.case.len());
         return Ok(());
     }
     let diffs = compare(&b, &current, tol);

@@ -19,7 +19,7 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t)]
     engine: Engine,
     /// Tokens in one edit round trip, for the "time to write N tokens" row.
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 500, value_parser = super::tokens_flag, allow_negative_numbers = true)]
     tokens: u64,
     #[arg(long, value_enum, default_value_t)]
     format: Format,
@@ -28,14 +28,13 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<(), Exit> {
-    if let Some(dir) = &a.out.out {
-        super::report_out::check_target(dir, a.out.force)?;
-    }
+    let target = a.out.prepare()?;
     let (mut r, program) = run_report_and_program(&a.step, &a.machine, &a.gpu, false, a.engine)?;
     r.timings = None;
-    if let Some(dir) = &a.out.out {
-        super::report_out::write_folder(dir, &wafer_reports::run_folder(&r, &program)?, a.out.force)?;
-        eprintln!("wrote {}", dir.display());
+    if let Some(t) = target {
+        let shown = t.shown().display().to_string();
+        t.write(&wafer_reports::run_folder(&r, &program)?)?;
+        eprintln!("wrote {shown}");
     }
     if a.format == Format::Json {
         print!("{}", to_json(&r));

@@ -18,7 +18,7 @@ pub struct MachineArgs {
     pub arch: String,
     /// Wafers to use: a number, or `auto` for the fewest that hold the model
     /// [default: the arch's `system.wafers`].
-    #[arg(long, short)]
+    #[arg(long, short, allow_hyphen_values = true)]
     pub wafers: Option<String>,
     /// Accumulator of the GEMV partial sums: fp32 (`@fmachs`) or fp16 (`@fmach`:
     /// twice the rate and half the fabric bytes, as MeshGEMV; coarser sums).
@@ -81,12 +81,23 @@ pub struct Args {
 
 /// Compiles the step the flags describe; also returns its (verified) graph.
 pub fn compile_step(step: &StepArgs, machine: &MachineArgs, opts: CompileOptions) -> Result<(Graph, Compiled), Exit> {
+    let loaded = machine.load()?;
+    let g = step_graph(step)?;
+    let c = compile_graph(&g, &loaded, CompileOptions { accumulate: machine.accumulate.dtype(), ..opts })?;
+    Ok((g, c))
+}
+
+/// The verified decode-step graph the flags describe (cheap: before any compile).
+pub fn step_graph(step: &StepArgs) -> Result<Graph, Exit> {
     let (cfg, p) = step.load(LATENCY_CONTEXT)?;
-    let (arch, wafers) = machine.load()?;
     let g = decode_graph(&cfg, &p)?;
     verify_graph(&g)?;
-    let c = compile(&g, &arch, &CompileOptions { wafers, accumulate: machine.accumulate.dtype(), ..opts })?;
-    Ok((g, c))
+    Ok(g)
+}
+
+/// Compiles `g` onto a loaded machine ([`MachineArgs::load`]).
+pub fn compile_graph(g: &Graph, (arch, wafers): &(ArchSpec, Wafers), opts: CompileOptions) -> Result<Compiled, Exit> {
+    Ok(compile(g, arch, &CompileOptions { wafers: *wafers, ..opts })?)
 }
 
 #[derive(Serialize)]
@@ -105,6 +116,9 @@ pub fn run(a: Args) -> Result<(), Exit> {
             println!("{name:10} {what}");
         }
         return Ok(());
+    }
+    if let Some(path) = &a.output {
+        crate::inputs::check_output_file(path)?;
     }
     let opts = CompileOptions { verify_each: a.verify_each, dump_after: a.dump_after.clone(), ..Default::default() };
     let (_, c) = compile_step(&a.step, &a.machine, opts)?;

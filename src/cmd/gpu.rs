@@ -18,7 +18,7 @@ pub struct Args {
     #[arg(long, short, default_value = "H100-SXM")]
     gpu: String,
     /// GPUs in the tensor-parallel group (must divide the attention heads).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = super::gpus_flag, allow_negative_numbers = true)]
     gpus: u32,
     #[arg(long, value_enum, default_value_t)]
     format: Format,

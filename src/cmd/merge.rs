@@ -1,7 +1,7 @@
 //! `wafer merge DIR... --out DIR`: joins the shards of one sweep into the
 //! folder an unsharded run would have written, byte for byte.
 
-use super::report_out::{check_target, write_folder};
+use super::report_out::prepare;
 use crate::Exit;
 use wafer_reports::sweep::{merge, sweep_files, SweepOutput};
 
@@ -13,13 +13,13 @@ pub struct Args {
     /// The merged sweep folder.
     #[arg(long, value_name = "DIR")]
     pub out: std::path::PathBuf,
-    /// Replace an existing non-empty output folder.
+    /// Replace an existing sweep folder (only one wafer wrote, or an empty one).
     #[arg(long)]
     pub force: bool,
 }
 
 pub fn run(a: Args) -> Result<(), Exit> {
-    check_target(&a.out, a.force)?;
+    let target = prepare(&a.out, a.force)?;
     let mut parts = Vec::new();
     for s in &a.shards {
         let file = if s.is_dir() { s.join("sweep.json") } else { s.clone() };
@@ -29,7 +29,7 @@ pub fn run(a: Args) -> Result<(), Exit> {
         parts.push((name.clone(), SweepOutput::from_json(&text, &name)?));
     }
     let merged = merge(&parts)?;
-    write_folder(&a.out, &sweep_files(&merged)?, a.force)?;
+    target.write(&sweep_files(&merged)?)?;
     eprintln!("merged {} shard(s), {} points, into {}", parts.len(), merged.rows.len(), a.out.display());
     Ok(())
 }

@@ -29,3 +29,53 @@ pub fn to_json<T: serde::Serialize>(v: &T) -> String {
     s.push('\n');
     s
 }
+
+/// The ranges of the CLI's whole-number flags (generous: well beyond any real
+/// system; the model, arch and program limits apply on top).
+pub mod limits {
+    pub const CONTEXT: (i128, i128) = (1, 16_777_216);
+    pub const BATCH: (i128, i128) = (1, 65_536);
+    pub const GPUS: (i128, i128) = (1, 1024);
+    pub const STEPS: (i128, i128) = (1, 4096);
+    pub const TOKENS: (i128, i128) = (1, 1_000_000_000);
+}
+
+/// A whole-number flag value in `range`, parsed as signed so that `-1` gets
+/// "is negative" rather than clap's "unexpected argument" (the flags using it
+/// set `allow_negative_numbers`). Clap prefixes the flag's name.
+pub fn whole<T: TryFrom<i128>>(s: &str, (lo, hi): (i128, i128)) -> Result<T, String> {
+    let allowed = format!("allowed {lo}..={hi}");
+    let t = s.trim();
+    let digits = t.strip_prefix('-').unwrap_or(t);
+    if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit()) {
+        return Err(format!("`{s}` is not a whole number; {allowed}"));
+    }
+    let v: i128 = match t.parse() {
+        Ok(v) => v,
+        Err(_) if t.starts_with('-') => return Err(format!("{t} is negative; {allowed}")),
+        Err(_) => return Err(format!("{t} is out of range; {allowed}")),
+    };
+    if v < 0 {
+        return Err(format!("{v} is negative; {allowed}"));
+    }
+    if !(lo..=hi).contains(&v) {
+        return Err(format!("{v} is out of range; {allowed}"));
+    }
+    T::try_from(v).map_err(|_| format!("{v} is out of range; {allowed}"))
+}
+
+pub fn context_flag(s: &str) -> Result<u64, String> {
+    whole(s, limits::CONTEXT)
+}
+pub fn batch_flag(s: &str) -> Result<u64, String> {
+    whole(s, limits::BATCH)
+}
+pub fn gpus_flag(s: &str) -> Result<u32, String> {
+    whole(s, limits::GPUS)
+}
+pub fn steps_flag(s: &str) -> Result<u64, String> {
+    whole(s, limits::STEPS)
+}
+pub fn tokens_flag(s: &str) -> Result<u64, String> {
+    whole(s, limits::TOKENS)
+}

@@ -1,15 +1,15 @@
 //! `wafer run`: compile and simulate in one go, with the GPU baseline beside it.
 //! With no flags: Llama-3.1-8B at context 4096 on one WSE-3, against H100-SXM.
 
-use super::compile::{compile_step, MachineArgs};
+use super::compile::{compile_graph, step_graph, MachineArgs};
 use super::graph::StepArgs;
 use super::{to_json, Format};
 use crate::inputs::load_gpu;
 use crate::Exit;
 use wafer_compiler::CompileOptions;
-use wafer_ir::{verify_graph, Graph};
+use wafer_ir::{verify_graph, Graph, ProgramInfo};
 use wafer_reports::{RunInputs, RunReport};
-use wafer_simulator::{simulate_analytical, simulate_event, EventLimits, SimResult};
+use wafer_simulator::{simulate_analytical, simulate_event, EventLimits, FinishedSim};
 use wafer_workloads::decode_graph;
 
 /// Which engine times the step.
@@ -27,6 +27,19 @@ pub enum Engine {
 }
 
 impl Engine {
+    /// Fails (exit 2, before any work) for an engine that does not time a step.
+    pub fn check_timing(self) -> Result<(), Exit> {
+        match self {
+            Engine::Functional => Err(Exit {
+                code: 2,
+                message: "--engine functional checks the mapping's numbers, it does not time it: \
+                          use it with `wafer run` (without --out), or pick event or analytical"
+                    .into(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Engine::Event => "event",
@@ -43,19 +56,18 @@ pub struct GpuArgs {
     #[arg(long, short, default_value = "H100-SXM")]
     pub gpu: String,
     /// GPUs in the tensor-parallel group [default: the fewest that hold the model].
-    #[arg(long)]
+    #[arg(long, value_parser = super::gpus_flag, allow_negative_numbers = true)]
     pub gpus: Option<u32>,
 }
 
 /// The GPU estimate with `n` GPUs, or the fewest power-of-two count that holds the model.
-pub fn gpu_estimate(g: &Graph, args: &GpuArgs) -> Result<wafer_gpu::GpuEstimate, Exit> {
-    let gpu = load_gpu(&args.gpu)?;
-    if let Some(n) = args.gpus {
-        return Ok(wafer_gpu::estimate(g, &gpu, n)?);
+pub fn gpu_estimate(g: &Graph, gpu: &wafer_gpu::GpuSpec, n: Option<u32>) -> Result<wafer_gpu::GpuEstimate, Exit> {
+    if let Some(n) = n {
+        return Ok(wafer_gpu::estimate(g, gpu, n)?);
     }
     let mut last = None;
     for n in [1u32, 2, 4, 8, 16, 32, 64, 128] {
-        match wafer_gpu::estimate(g, &gpu, n) {
+        match wafer_gpu::estimate(g, gpu, n) {
             Ok(e) => return Ok(e),
             Err(e) => last = Some(e),
         }
@@ -78,8 +90,9 @@ pub struct Args {
     pub engine: Engine,
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
-    /// Decode steps the functional engine checks (contexts 1..=steps).
-    #[arg(long, default_value_t = 4)]
+    /// Decode steps the functional engine checks: contexts 1..=steps, or the
+    /// last `steps` contexts up to `--context`.
+    #[arg(long, default_value_t = 4, value_parser = super::steps_flag, allow_negative_numbers = true)]
     pub steps: u64,
     /// Also report wall-clock time of compiling and simulating (not reproducible).
     #[arg(long)]
@@ -89,14 +102,20 @@ pub struct Args {
 }
 
 /// Times a compiled program with `engine`.
-pub fn simulate(engine: Engine, c: &wafer_compiler::Compiled) -> Result<SimResult, Exit> {
-    Ok(match engine {
-        Engine::Event => simulate_event(&c.program, &c.info, &EventLimits::default()),
-        Engine::Analytical => simulate_analytical(&c.program, &c.info),
-        Engine::Functional => {
-            return Err(Exit { code: 2, message: "the functional engine checks numbers, not time".into() })
-        }
-    })
+pub fn simulate(engine: Engine, c: &wafer_compiler::Compiled) -> Result<FinishedSim, Exit> {
+    simulate_program(engine, &c.program, &c.info)
+}
+
+/// Times a verified program with `engine`. A run that does not finish
+/// (deadlock, cycle limit) is an error (exit 1) naming what was blocked: the
+/// one way to a latency is through [`wafer_simulator::SimResult::finished`].
+pub fn simulate_program(engine: Engine, p: &wafer_ir::Program, info: &ProgramInfo) -> Result<FinishedSim, Exit> {
+    let sim = match engine {
+        Engine::Event => simulate_event(p, info, &EventLimits::default()),
+        Engine::Analytical => simulate_analytical(p, info),
+        Engine::Functional => return Err(Engine::Functional.check_timing().unwrap_err()),
+    };
+    sim.finished().map_err(|e| Exit { code: 1, message: e.to_string() })
 }
 
 /// [`run_report_and_program`] without the program.
@@ -111,7 +130,9 @@ pub fn run_report(
 }
 
 /// Compiles, simulates and (unless `no_gpu`) estimates the GPU side; returns
-/// the compiled program too (report folders paint it).
+/// the compiled program too (report folders paint it). Every input (engine,
+/// GPU, GPU count, model, arch, wafers) is checked before the compile starts:
+/// the GPU side needs only the graph, so it runs first.
 pub fn run_report_and_program(
     step: &StepArgs,
     machine: &MachineArgs,
@@ -119,15 +140,19 @@ pub fn run_report_and_program(
     no_gpu: bool,
     engine: Engine,
 ) -> Result<(RunReport, wafer_ir::Program), Exit> {
+    engine.check_timing()?;
+    let gpu_spec = if no_gpu { None } else { Some(load_gpu(&gpu.gpu)?) };
     let t0 = std::time::Instant::now();
-    let (g, c) = compile_step(step, machine, CompileOptions::default())?;
-    let t1 = std::time::Instant::now();
+    let m = machine.load()?;
+    let g = step_graph(step)?;
+    let gpu_est = gpu_spec.map(|s| gpu_estimate(&g, &s, gpu.gpus)).transpose()?;
+    let c = compile_graph(&g, &m, CompileOptions { accumulate: machine.accumulate.dtype(), ..Default::default() })?;
+    let t2 = std::time::Instant::now();
     let sim = simulate(engine, &c)?;
     let timings = wafer_reports::Timings {
-        compile_ms: (t1 - t0).as_secs_f64() * 1e3,
-        simulate_ms: t1.elapsed().as_secs_f64() * 1e3,
+        compile_ms: (t2 - t0).as_secs_f64() * 1e3,
+        simulate_ms: t2.elapsed().as_secs_f64() * 1e3,
     };
-    let gpu_est = if no_gpu { None } else { Some(gpu_estimate(&g, gpu)?) };
     let p = &c.program;
     let inputs = RunInputs {
         model: p.model.clone(),
@@ -164,18 +189,25 @@ struct FunctionalReport {
     max_rel_err: f64,
 }
 
-/// Runs the compiled program of each step 1..=steps with seeded weights and a
-/// growing KV cache, against the dense reference.
+/// Runs the compiled program of `steps` consecutive decode steps with seeded
+/// weights and a growing KV cache, against the dense reference: contexts
+/// 1..=steps, or with `--context C` the last `steps` contexts up to C (the
+/// earlier positions' caches seeded identically on both sides).
 fn functional(a: &Args) -> Result<FunctionalReport, Exit> {
     let cfg = crate::inputs::load_model(&a.step.model)?;
     let (arch, wafers) = a.machine.load()?;
+    let last = a.step.context.unwrap_or(a.steps);
+    let first = last.saturating_sub(a.steps) + 1;
     let mut steps = Vec::new();
     let mut weights = None;
     let (mut kv_ref, mut kv_fun) = (wafer_simulator::KvState::new(), wafer_simulator::KvState::new());
-    for t in 1..=a.steps.max(1) {
+    for t in first..=last {
         let p = wafer_workloads::DecodeParams { context: t, ..a.step.params(t) };
         let g = decode_graph(&cfg, &p)?;
         verify_graph(&g)?;
+        if t == first && t > 1 {
+            (kv_ref, kv_fun) = wafer_simulator::KvState::random_past(&g, 7);
+        }
         // Compile first: a model that does not fit fails before its weights are drawn.
         let opts = CompileOptions { wafers, accumulate: a.machine.accumulate.dtype(), ..Default::default() };
         let c = wafer_compiler::compile(&g, &arch, &opts)?;
@@ -203,6 +235,14 @@ fn functional(a: &Args) -> Result<FunctionalReport, Exit> {
 
 pub fn run(a: Args) -> Result<(), Exit> {
     if a.engine == Engine::Functional {
+        if a.out.out.is_some() {
+            return Err(Exit {
+                code: 2,
+                message:
+                    "--out writes a timing report; --engine functional checks numbers and has none: leave out --out"
+                        .into(),
+            });
+        }
         let f = functional(&a)?;
         match a.format {
             Format::Json => print!("{}", to_json(&f)),
@@ -239,16 +279,15 @@ pub fn run(a: Args) -> Result<(), Exit> {
             })
         };
     }
-    if let Some(dir) = &a.out.out {
-        super::report_out::check_target(dir, a.out.force)?;
-    }
+    let target = a.out.prepare()?;
     let (mut r, program) = run_report_and_program(&a.step, &a.machine, &a.gpu, a.no_gpu, a.engine)?;
     if !a.timings {
         r.timings = None;
     }
-    if let Some(dir) = &a.out.out {
-        super::report_out::write_folder(dir, &wafer_reports::run_folder(&r, &program)?, a.out.force)?;
-        eprintln!("wrote {}", dir.display());
+    if let Some(t) = target {
+        let shown = t.shown().display().to_string();
+        t.write(&wafer_reports::run_folder(&r, &program)?)?;
+        eprintln!("wrote {shown}");
     }
     match a.format {
         Format::Json => print!("{}", to_json(&r)),

@@ -1,11 +1,10 @@
 //! `wafer simulate FILE`: time a compiled program (the textual spatial IR).
 
-use super::run::Engine;
+use super::run::{simulate_program, Engine};
 use super::{to_json, Format};
 use crate::Exit;
 use wafer_ir::{parse_program, verify_program};
 use wafer_reports::run::sim_text;
-use wafer_simulator::simulate_analytical;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -22,16 +21,14 @@ pub fn run(a: Args) -> Result<(), Exit> {
         .map_err(|e| Exit { code: 2, message: format!("cannot read {}: {e}", a.file.display()) })?;
     let p = parse_program(&text).map_err(|e| Exit { code: 2, message: format!("{}: {e}", a.file.display()) })?;
     let info = verify_program(&p).map_err(|e| Exit { code: 2, message: format!("{}: {e}", a.file.display()) })?;
-    let sim = match a.engine {
-        Engine::Event => wafer_simulator::simulate_event(&p, &info, &wafer_simulator::EventLimits::default()),
-        Engine::Analytical => simulate_analytical(&p, &info),
-        Engine::Functional => {
-            return Err(Exit {
-                code: 2,
-                message: "the functional engine needs the model's weights and every step's program: use `wafer run --engine functional`".into(),
-            })
-        }
-    };
+    if a.engine == Engine::Functional {
+        return Err(Exit {
+            code: 2,
+            message: "the functional engine needs the model's weights and every step's program: use `wafer run --engine functional`".into(),
+        });
+    }
+    let sim = simulate_program(a.engine, &p, &info)
+        .map_err(|e| Exit { message: format!("{}: {}", a.file.display(), e.message), ..e })?;
     match a.format {
         Format::Json => print!("{}", to_json(&sim)),
         Format::Text => print!("{}", sim_text(&sim)),

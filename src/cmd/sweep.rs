@@ -2,7 +2,7 @@
 //! (rayon; rows in grid order whatever the thread count), optionally one
 //! shard `I/N` of it, written as a report folder (CSV, JSON, curves).
 
-use super::report_out::{check_target, write_folder, OutArgs};
+use super::report_out::OutArgs;
 use super::run::{simulate, Engine};
 use crate::inputs::{load_arch, load_gpu, load_model};
 use crate::Exit;
@@ -20,7 +20,7 @@ pub struct Args {
     /// The sweep spec (TOML): models, archs, contexts, batches, wafers, gpus and [arch] fields to sweep.
     pub spec: std::path::PathBuf,
     /// Compute only the points whose index is I mod N (e.g. `--shard $SLURM_ARRAY_TASK_ID/8`).
-    #[arg(long, value_name = "I/N")]
+    #[arg(long, value_name = "I/N", allow_hyphen_values = true)]
     pub shard: Option<Shard>,
     /// Engine for every point [default: the spec's `engine`, else analytical, the fast one].
     #[arg(long, value_enum)]
@@ -180,15 +180,25 @@ pub fn run(a: Args) -> Result<(), Exit> {
         // Sweeps are many points: the closed form unless asked otherwise.
         (None, None) => Engine::Analytical,
     };
-    if let Some(dir) = &a.out.out {
-        check_target(dir, a.out.force)?;
-    }
+    engine.check_timing()?;
+    let target = a.out.prepare()?;
     let inp = load_inputs(&spec, engine)?;
     let points: Vec<Point> = spec.points().into_iter().filter(|p| a.shard.is_none_or(|s| s.holds(p.index))).collect();
     let rows = run_points(&inp, &points);
     let out = SweepOutput::new(&spec, engine.name(), a.shard, rows);
     let files = sweep_files(&out)?;
     let ok = out.rows.iter().filter(|r| r.figures.is_some()).count();
+    if ok == 0 && !out.rows.is_empty() {
+        let where_ = target.map_or(String::new(), |t| format!("; nothing was written to {}", t.shown().display()));
+        return Err(Exit {
+            code: 1,
+            message: format!(
+                "every one of the {} point(s) failed{where_}:\n{}",
+                out.rows.len(),
+                error_summary(&out.rows)
+            ),
+        });
+    }
     print!(
         "{}",
         files
@@ -196,11 +206,34 @@ pub fn run(a: Args) -> Result<(), Exit> {
             .find(|f| f.name == "summary.md")
             .map_or(String::new(), |f| String::from_utf8_lossy(&f.bytes).into_owned())
     );
-    if let Some(dir) = &a.out.out {
-        write_folder(dir, &files, a.out.force)?;
-        eprintln!("wrote {} ({} points, {} with results)", dir.display(), out.rows.len(), ok);
+    if let Some(t) = target {
+        let shown = t.shown().display().to_string();
+        t.write(&files)?;
+        eprintln!("wrote {shown} ({} points, {} with results)", out.rows.len(), ok);
     }
     Ok(())
+}
+
+/// Each distinct error once, with how many points (and which, the first few) it hit.
+fn error_summary(rows: &[Row]) -> String {
+    let mut by: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for r in rows {
+        if let Some(e) = &r.error {
+            by.entry(e.as_str()).or_default().push(r.index);
+        }
+    }
+    let mut groups: Vec<(&str, Vec<usize>)> = by.into_iter().collect();
+    groups.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then(a.1[0].cmp(&b.1[0])));
+    let mut s = String::new();
+    for (e, idx) in groups.iter().take(5) {
+        let first: Vec<String> = idx.iter().take(5).map(|i| format!("#{i}")).collect();
+        let more = if idx.len() > 5 { ", …" } else { "" };
+        s += &format!("  {} point(s) ({}{more}): {e}\n", idx.len(), first.join(", "));
+    }
+    if groups.len() > 5 {
+        s += &format!("  … and {} other error(s)\n", groups.len() - 5);
+    }
+    s.trim_end().to_string()
 }
 
 /// The engines `--engine` accepts, for messages.

@@ -22,6 +22,8 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<(), Exit> {
+    a.engine.check_timing()?;
+    crate::inputs::check_output_file(&a.output)?;
     let (_, c) = compile_step(&a.step, &a.machine, CompileOptions::default())?;
     let sim = simulate(a.engine, &c)?;
     write_atomic(&a.output, wafer_reports::trace::chrome_trace(&c.program, &sim).as_bytes())?;
