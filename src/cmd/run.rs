@@ -45,17 +45,23 @@ pub struct GpuArgs {
     /// GPUs in the tensor-parallel group [default: the fewest that hold the model].
     #[arg(long)]
     pub gpus: Option<u32>,
+    /// Fraction of each GPU's memory kept free of weights and KV cache (CUDA
+    /// context, runtime workspace, activations): 0 <= f < 1. The default 0.1 is
+    /// vLLM's default `gpu_memory_utilization = 0.9`.
+    #[arg(long, default_value_t = wafer_gpu::DEFAULT_MEM_HEADROOM)]
+    pub gpu_mem_headroom: f64,
 }
 
 /// The GPU estimate with `n` GPUs, or the fewest power-of-two count that holds the model.
 pub fn gpu_estimate(g: &Graph, args: &GpuArgs) -> Result<wafer_gpu::GpuEstimate, Exit> {
     let gpu = load_gpu(&args.gpu)?;
+    let opts = wafer_gpu::GpuOptions::with_headroom(args.gpu_mem_headroom)?;
     if let Some(n) = args.gpus {
-        return Ok(wafer_gpu::estimate(g, &gpu, n)?);
+        return Ok(wafer_gpu::estimate_opts(g, &gpu, n, &opts)?);
     }
     let mut last = None;
     for n in [1u32, 2, 4, 8, 16, 32, 64, 128] {
-        match wafer_gpu::estimate(g, &gpu, n) {
+        match wafer_gpu::estimate_opts(g, &gpu, n, &opts) {
             Ok(e) => return Ok(e),
             Err(e) => last = Some(e),
         }
