@@ -86,7 +86,7 @@ fn run_out_writes_a_complete_self_contained_report_folder() {
 
     // report.json: the schema, with types.
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("report.json")).unwrap()).unwrap();
-    assert_eq!(v["schema_version"], 1);
+    assert_eq!(v["schema_version"], 2);
     for k in ["tpot_us", "tokens_per_s", "cycles", "clock_ghz"] {
         assert!(v[k].as_f64().is_some_and(|x| x > 0.0), "{k}: {}", v[k]);
     }
@@ -97,7 +97,7 @@ fn run_out_writes_a_complete_self_contained_report_folder() {
     for k in ["context", "batch", "wafers"] {
         assert!(v["inputs"][k].is_u64(), "inputs.{k}");
     }
-    for k in ["compute", "comm", "inter_wafer", "wait"] {
+    for k in ["compute_cycles", "comm_cycles", "inter_wafer_cycles", "wait_cycles"] {
         assert!(v["breakdown"][k].is_number(), "breakdown.{k}");
     }
     assert!(v["compile"]["pes_used"].is_u64() && v["compile"]["regions"].is_u64());

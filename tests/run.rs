@@ -20,7 +20,13 @@ fn ok(o: &Output) -> String {
 #[test]
 fn run_on_defaults_reports_latency_breakdown_and_the_gpu_comparison() {
     let out = ok(&wafer(&["run"], None));
-    assert!(out.contains("llama-3.1-8b on 1 x wse3"), "{out}");
+    assert!(out.contains("llama-3.1-8b on 1 × wse3"), "{out}");
+    // The summary explains itself: what "bound by" means beside the busy
+    // fraction, both device counts, and which side is calibrated (with its error).
+    assert!(out.contains("Wafer \"bound by ") && out.contains("the mean PE computes for"), "{out}");
+    assert!(out.contains("1 × wse3 is ") && out.contains(" per token than 1 × H100-SXM."), "{out}");
+    assert!(out.contains("measured decode latencies, median error ") && out.contains("% (row c"), "{out}");
+    assert!(out.contains("model prediction") && out.contains("not calibrated"), "{out}");
     assert!(
         out.contains("per-token latency") && out.contains("where the time goes") && out.contains("H100-SXM"),
         "{out}"
@@ -30,10 +36,10 @@ fn run_on_defaults_reports_latency_breakdown_and_the_gpu_comparison() {
         assert!(v[key].is_number(), "{key}: {}", v[key]);
     }
     assert_eq!(v["engine"], "event");
-    assert!(v["breakdown"]["compute"].is_number() && v["breakdown"]["comm"].is_number());
+    assert!(v["breakdown"]["compute_cycles"].is_number() && v["breakdown"]["comm_cycles"].is_number());
     assert!(v["simulation"]["by_kind"]["attention"].is_object());
     assert!(v["comparison"]["speedup"].as_f64().unwrap() > 0.0);
-    assert_eq!(v["schema_version"], 1);
+    assert_eq!(v["schema_version"], 2);
 }
 
 #[test]

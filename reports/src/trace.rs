@@ -73,7 +73,7 @@ pub fn chrome_trace(p: &Program, sim: &SimResult) -> String {
             "layer": r.layer,
             "kind": r.work.mnemonic(),
             "pes": r.rect.pes(),
-            "rect": format!("{}x{} at ({},{})", r.rect.w, r.rect.h, r.rect.x, r.rect.y),
+            "rect": format!("{}×{} at ({},{})", r.rect.w, r.rect.h, r.rect.x, r.rect.y),
             "busy_fraction": rt.busy_fraction,
             "sram_bytes_per_pe": r.sram.total(),
             "ops": r.ops,

@@ -47,8 +47,8 @@ pub fn run(a: Args) -> Result<(), Exit> {
     println!("{} — context {}, batch {}, weights {}, KV {}", i.model, i.context, i.batch, i.weight_dtype, i.kv_dtype);
     println!();
     let mut t = Table::new(&["", ">wafer", ">GPU"]);
-    t.row(["hardware".to_string(), format!("{} x {}", s.wafers, i.arch), format!("{} x {}", g.n_gpus, g.gpu)]);
-    t.row(["per-token latency".to_string(), format!("{:.1} us", c.wafer_tpot_us), format!("{:.1} us", c.gpu_tpot_us)]);
+    t.row(["hardware".to_string(), format!("{} × {}", s.wafers, i.arch), format!("{} × {}", g.n_gpus, g.gpu)]);
+    t.row(["per-token latency".to_string(), format!("{:.1} µs", c.wafer_tpot_us), format!("{:.1} µs", c.gpu_tpot_us)]);
     t.row(["tokens/s".to_string(), format!("{:.0}", s.tokens_per_s), format!("{:.0}", g.tokens_per_s)]);
     t.row([
         format!("time to write {} tokens", a.tokens),
@@ -59,14 +59,33 @@ pub fn run(a: Args) -> Result<(), Exit> {
     t.row([
         "model".to_string(),
         format!("{} engine, uncalibrated", s.engine),
-        "roofline, calibrated (wafer gpu --calibration)".to_string(),
+        match &r.gpu_calibration {
+            Some(k) => format!(
+                "roofline, calibrated: median error {:.1}%, max {:.1}% on {} measured rows",
+                k.median_abs_error_pct, k.max_abs_error_pct, k.rows
+            ),
+            None => "roofline, calibrated (wafer gpu --calibration)".to_string(),
+        },
     ]);
     print!("{}", t.to_text());
     println!();
     if c.speedup >= 1.0 {
-        println!("The wafer is {:.2}x faster per token than {} x {}.", c.speedup, g.n_gpus, g.gpu);
+        println!("{} × {} is {:.2}× faster per token than {} × {}.", s.wafers, i.arch, c.speedup, g.n_gpus, g.gpu);
     } else {
-        println!("The wafer is {:.2}x slower per token than {} x {}.", 1.0 / c.speedup, g.n_gpus, g.gpu);
+        println!(
+            "{} × {} is {:.2}× slower per token than {} × {}.",
+            s.wafers,
+            i.arch,
+            1.0 / c.speedup,
+            g.n_gpus,
+            g.gpu
+        );
+    }
+    println!();
+    for e in r.explanations() {
+        for line in wafer_reports::charts::wrap(&e, 100) {
+            println!("{line}");
+        }
     }
     Ok(())
 }

@@ -148,6 +148,15 @@ pub fn run_report_and_program(
         gpus: gpu_est.as_ref().map(|g| g.n_gpus),
     };
     let mut r = RunReport::new(inputs, c.stats, sim, gpu_est);
+    if r.gpu.is_some() {
+        let k = wafer_gpu::calibration_report()?;
+        r = r.with_gpu_calibration(wafer_reports::run::GpuCalibration {
+            rows: k.rows.len(),
+            median_abs_error_pct: 100.0 * k.median_abs_rel_error,
+            max_abs_error_pct: 100.0 * k.max_abs_rel_error,
+            max_row: k.max_row,
+        });
+    }
     r.timings = Some(timings);
     Ok((r, c.program))
 }
