@@ -23,10 +23,11 @@ fn run_on_defaults_reports_latency_breakdown_and_the_gpu_comparison() {
     assert!(out.contains("llama-3.1-8b on 1 × wse3"), "{out}");
     // The summary explains itself: what "bound by" means beside the busy
     // fraction, both device counts, and which side is calibrated (with its error).
-    assert!(out.contains("Wafer \"bound by ") && out.contains("the mean PE computes for"), "{out}");
-    assert!(out.contains("1 × wse3 is ") && out.contains(" per token than 1 × H100-SXM."), "{out}");
-    assert!(out.contains("measured decode latencies, median error ") && out.contains("% (row c"), "{out}");
-    assert!(out.contains("model prediction") && out.contains("not calibrated"), "{out}");
+    let flat = out.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(flat.contains("Wafer \"bound by ") && flat.contains("the mean PE computes for"), "{out}");
+    assert!(flat.contains("1 × wse3 is ") && flat.contains(" per token than 1 × H100-SXM."), "{out}");
+    assert!(flat.contains("measured decode latencies, median error ") && flat.contains("% (row c"), "{out}");
+    assert!(flat.contains("model prediction") && flat.contains("not calibrated"), "{out}");
     assert!(
         out.contains("per-token latency") && out.contains("where the time goes") && out.contains("H100-SXM"),
         "{out}"
