@@ -206,13 +206,20 @@ impl RunReport {
         )];
         if let (Some(g), Some(c)) = (&self.gpu, &self.comparison) {
             out.push(format!(
-                "The comparison is system against system: {} × {} against {} × {} (tensor parallel). GPU \"bound by {}\": \
-                 the roofline term with the most time.",
+                "The comparison is system against system: {} × {} against {} × {}{}. GPU \"bound by {}\": \
+                 the roofline term with the most time. Each {} holds {:.1} GB of weights and KV cache in the {:.1} GB \
+                 usable after a {:.0}% headroom for activations and the runtime ({:.1} GB free).",
                 c.wafers,
                 c.wafer_arch,
                 c.gpus,
                 c.gpu,
-                g.bound.name()
+                if c.gpus > 1 { " (tensor parallel)" } else { "" },
+                g.bound.name(),
+                g.gpu,
+                (g.memory.weight_bytes_per_gpu + g.memory.kv_bytes_per_gpu) as f64 / 1e9,
+                g.memory.usable_bytes_per_gpu as f64 / 1e9,
+                100.0 * g.memory.headroom_fraction,
+                g.memory.free_bytes_per_gpu as f64 / 1e9
             ));
             let cal = match &self.gpu_calibration {
                 Some(k) => format!(

@@ -56,6 +56,22 @@ pub fn run(a: Args) -> Result<(), Exit> {
         format!("{:.2} s", c.gpu_tpot_us * a.tokens as f64 / 1e6),
     ]);
     t.row(["bound by".to_string(), c.wafer_bound.clone(), c.gpu_bound.clone()]);
+    let m = &g.memory;
+    t.row([
+        "memory per device".to_string(),
+        format!(
+            "{} of {} SRAM per PE (mean)",
+            wafer_reports::bytes(r.compile.sram_mean_bytes as u64),
+            wafer_reports::bytes(program.arch.pe.sram_bytes)
+        ),
+        format!(
+            "{:.1} of {:.1} GB usable ({:.0}% headroom), {:.1} GB free",
+            (m.weight_bytes_per_gpu + m.kv_bytes_per_gpu) as f64 / 1e9,
+            m.usable_bytes_per_gpu as f64 / 1e9,
+            100.0 * m.headroom_fraction,
+            m.free_bytes_per_gpu as f64 / 1e9
+        ),
+    ]);
     t.row([
         "model".to_string(),
         format!("{} engine, uncalibrated", s.engine),
@@ -81,8 +97,8 @@ pub fn run(a: Args) -> Result<(), Exit> {
             g.gpu
         );
     }
-    println!();
     for e in r.explanations() {
+        println!();
         for line in wafer_reports::charts::wrap(&e, 100) {
             println!("{line}");
         }
