@@ -827,8 +827,9 @@ pub fn sweep_files(o: &SweepOutput) -> Result<Vec<OutFile>, ReportError> {
         ">tokens/s".into(),
         ">wafers used".into(),
         "bound".into(),
+        "GPUs".into(),
         ">GPU µs/token".into(),
-        ">speed-up".into(),
+        ">speed-up (system vs system)".into(),
     ]);
     let cols_ref: Vec<&str> = cols.iter().map(String::as_str).collect();
     let mut t = Table::new(&cols_ref);
@@ -851,12 +852,17 @@ pub fn sweep_files(o: &SweepOutput) -> Result<Vec<OutFile>, ReportError> {
                 format!("{:.0}", f.tokens_per_s),
                 f.wafers_used.to_string(),
                 f.bound.clone(),
+                match (&r.gpu, f.gpus_used) {
+                    (Some(g), Some(n)) => format!("{n} × {}", g.split(':').next().unwrap_or(g)),
+                    _ => "-".into(),
+                },
                 f.gpu_tpot_us.map_or("-".into(), |x| format!("{x:.1}")),
                 f.speedup.map_or("-".into(), |x| format!("{x:.2}×")),
             ]),
             None => {
                 c.extend([
                     "does not fit / failed".to_string(),
+                    "-".into(),
                     "-".into(),
                     "-".into(),
                     "-".into(),
