@@ -3,7 +3,9 @@
 //! refuses what cannot run with an error that says why.
 
 use std::process::{Command, Output};
-use wafer_gpu::{calibration_report, estimate, gpu_preset, Bound, GpuError, GpuEstimate, GpuSpec};
+use wafer_gpu::{
+    calibration_report, estimate, estimate_opts, gpu_preset, Bound, GpuError, GpuEstimate, GpuOptions, GpuSpec,
+};
 use wafer_ir::DType;
 use wafer_workloads::{decode_graph, preset, DecodeParams};
 
@@ -132,17 +134,62 @@ fn the_breakdown_adds_up_to_the_step_and_names_its_bound() {
 }
 
 #[test]
+fn compute_shows_where_it_is_spent_even_under_the_memory_roof() {
+    // 256 sequences of Llama-3.1-8B on one H100: ~4 TFLOP of math (~4 ms at the
+    // dense peak) under ~6 ms of weight traffic. The step is memory-bound, and
+    // the breakdown still shows the math, with only the memory time beyond it
+    // counted as HBM, so the parts add up to the step.
+    let p = DecodeParams { batch: 256, ..at(1) };
+    let g = decode_graph(&preset("llama-3.1-8b").unwrap(), &p).unwrap();
+    let h100 = gpu_preset("H100-SXM").unwrap();
+    let e = estimate(&g, &h100, 1).unwrap();
+    assert_eq!(e.bound, Bound::Bandwidth, "{:?}", e.breakdown);
+    let flops: u64 = g.ops.iter().map(|o| wafer_ir::op_cost(&g, o).flops).sum();
+    let math_ms = flops as f64 / (h100.bf16_dense_tflops * 1e12) * 1e3;
+    assert!(math_ms > 3.0, "{math_ms}");
+    assert!((e.breakdown.compute_ms - math_ms).abs() < 1e-9 * math_ms, "{} vs {math_ms}", e.breakdown.compute_ms);
+    assert!((e.breakdown.total_ms() - e.tpot_ms).abs() < 1e-9 * e.tpot_ms);
+    assert!(e.breakdown.weights_ms > 0.0 && e.breakdown.weights_ms < e.tpot_ms - math_ms);
+    // At batch 1 the math is a sliver and the weights are nearly all of the memory time.
+    let one = step("llama-3.1-8b", "H100-SXM", 1, at(1)).unwrap();
+    assert!(one.breakdown.compute_ms > 0.0 && one.breakdown.compute_ms < 0.01 * one.tpot_ms);
+}
+
+#[test]
+fn gpu_memory_keeps_a_headroom_for_activations_and_the_runtime() {
+    // 70B at 32k on 2 H100s: 70.6 GB of weights + 5.4 GB of KV cache per GPU fills
+    // 76 of 80 GB, more than the 72 GB that the default 10% headroom leaves.
+    let p = at(32768);
+    let g = decode_graph(&preset("llama-3.1-70b").unwrap(), &p).unwrap();
+    let h100 = gpu_preset("H100-SXM").unwrap();
+    assert!(matches!(estimate(&g, &h100, 2), Err(GpuError::DoesNotFit(_))));
+    let none = estimate_opts(&g, &h100, 2, &GpuOptions::with_headroom(0.0).unwrap()).unwrap();
+    let m = none.memory;
+    assert_eq!(m.usable_bytes_per_gpu, m.capacity_bytes_per_gpu);
+    assert_eq!(m.free_bytes_per_gpu, m.usable_bytes_per_gpu - m.weight_bytes_per_gpu - m.kv_bytes_per_gpu);
+    let four = estimate(&g, &h100, 4).unwrap().memory;
+    assert_eq!(four.headroom_fraction, 0.1);
+    assert_eq!(four.usable_bytes_per_gpu, 72_000_000_000);
+    assert_eq!(four.free_bytes_per_gpu, 72_000_000_000 - four.weight_bytes_per_gpu - four.kv_bytes_per_gpu);
+    assert!(GpuOptions::with_headroom(1.0).is_err() && GpuOptions::with_headroom(-0.1).is_err());
+    assert!(GpuOptions::with_headroom(f64::NAN).is_err());
+}
+
+#[test]
 fn a_model_too_big_for_the_gpus_names_how_many_it_needs() {
     let e = step("llama-3.1-405b", "H100-SXM", 1, at(1)).unwrap_err();
     match &e {
         GpuError::DoesNotFit(d) => {
-            // 811.7 GB of bf16 weights / 80 GB = 10.1: 11 GPUs' memory, 16 as a divisor of 128 heads.
-            assert_eq!((d.min_gpus, d.min_tp_gpus), (Some(11), Some(16)));
+            // 811.7 GB of bf16 weights / (80 GB less the 10% headroom) = 11.3: 12 GPUs' memory,
+            // 16 as a divisor of 128 heads.
+            assert_eq!((d.min_gpus, d.min_tp_gpus), (Some(12), Some(16)));
+            assert!((d.usable_gb - 72.0).abs() < 1e-6, "{}", d.usable_gb);
         }
         other => panic!("expected DoesNotFit, got {other:?}"),
     }
     let msg = e.to_string();
-    assert!(msg.contains("llama-3.1-405b") && msg.contains("at least 11") && msg.contains("16"), "{msg}");
+    assert!(msg.contains("llama-3.1-405b") && msg.contains("at least 12") && msg.contains("16"), "{msg}");
+    assert!(msg.contains("72.0 GB") && msg.contains("10% headroom"), "{msg}");
     assert!(step("llama-3.1-405b", "H100-SXM", 16, at(1)).is_ok());
     // The KV cache counts too: 70B fits on 2 H100s at 1k context but not at 128k x 8 sequences.
     assert!(step("llama-3.1-70b", "H100-SXM", 2, at(1024)).is_ok());
@@ -201,7 +248,9 @@ fn cli_bad_input_exits_2_with_a_message_not_a_panic() {
     for (args, needle) in [
         (vec!["gpu", "--gpu", "V100"], "unknown GPU `V100`"),
         (vec!["gpu", "--gpu", bad], "`hbm_gb` is -80"),
-        (vec!["gpu", "--model", "llama-3.1-405b", "--gpu", "H100-SXM"], "at least 11"),
+        (vec!["gpu", "--model", "llama-3.1-405b", "--gpu", "H100-SXM"], "at least 12"),
+        (vec!["gpu", "--gpu-mem-headroom", "1"], "--gpu-mem-headroom is 1"),
+        (vec!["run", "--gpu-mem-headroom=-0.5", "--engine", "analytical"], "0 <= f < 1"),
         (vec!["gpu", "--gpus", "0"], "--gpus <GPUS>': 0 is out of range; allowed 1..=1024"),
     ] {
         let o = wafer(&args);

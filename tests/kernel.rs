@@ -24,8 +24,11 @@ fn gemv_prints_the_program_and_its_cycles_in_both_engines() {
         assert_eq!(v["pes"], 144 * 144);
         assert_eq!(v["group_len"], 18);
         let c = v["cycles"].as_f64().unwrap();
-        let b = &v["breakdown_cycles"];
-        let parts: f64 = ["compute", "comm", "inter_wafer", "wait"].iter().map(|k| b[k].as_f64().unwrap()).sum();
+        let b = &v["breakdown"];
+        let parts: f64 = ["compute_cycles", "comm_cycles", "inter_wafer_cycles", "wait_cycles"]
+            .iter()
+            .map(|k| b[k].as_f64().unwrap())
+            .sum();
         assert!((parts - c).abs() < 1e-6, "{b} vs {c}");
         cycles.push(c);
     }

@@ -36,7 +36,8 @@ fn assert_png(path: &Path) {
     assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "{}", path.display());
     let mut reader = png::Decoder::new(std::io::Cursor::new(&bytes)).read_info().unwrap();
     let (w, h) = (reader.info().width, reader.info().height);
-    assert!((300..=4000).contains(&w) && (200..=2000).contains(&h), "{}: {w}x{h}", path.display());
+    // Slide-sized: a full-width 1080p slide is 1,920 px, and landscape.
+    assert!((1920..=4000).contains(&w) && (200..=2000).contains(&h) && w >= h, "{}: {w}x{h}", path.display());
     let mut buf = vec![0; reader.output_buffer_size()];
     reader.next_frame(&mut buf).unwrap();
     // Not a blank canvas: many distinct colours were drawn.
@@ -86,7 +87,7 @@ fn run_out_writes_a_complete_self_contained_report_folder() {
 
     // report.json: the schema, with types.
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("report.json")).unwrap()).unwrap();
-    assert_eq!(v["schema_version"], 1);
+    assert_eq!(v["schema_version"], 2);
     for k in ["tpot_us", "tokens_per_s", "cycles", "clock_ghz"] {
         assert!(v[k].as_f64().is_some_and(|x| x > 0.0), "{k}: {}", v[k]);
     }
@@ -97,7 +98,7 @@ fn run_out_writes_a_complete_self_contained_report_folder() {
     for k in ["context", "batch", "wafers"] {
         assert!(v["inputs"][k].is_u64(), "inputs.{k}");
     }
-    for k in ["compute", "comm", "inter_wafer", "wait"] {
+    for k in ["compute_cycles", "comm_cycles", "inter_wafer_cycles", "wait_cycles"] {
         assert!(v["breakdown"][k].is_number(), "breakdown.{k}");
     }
     assert!(v["compile"]["pes_used"].is_u64() && v["compile"]["regions"].is_u64());
@@ -374,4 +375,49 @@ fn event_engine_reports_and_sweeps_use_the_same_files() {
         serde_json::from_slice(&std::fs::read(tmp.path().join("sw/sweep.json")).unwrap()).unwrap();
     assert_eq!(s["engine"], "event");
     assert!(s["rows"].as_array().unwrap().iter().all(|r| r["engine"] == "event" && r["figures"].is_object()));
+}
+
+/// The text of every `<text>` element of an SVG.
+fn svg_texts(path: &Path) -> Vec<String> {
+    let s = std::fs::read_to_string(path).unwrap();
+    let doc = roxmltree::Document::parse(&s).unwrap();
+    doc.descendants()
+        .filter(|n| n.has_tag_name("text"))
+        .filter_map(|n| n.text().map(|t| t.trim().to_string()))
+        .collect()
+}
+
+#[test]
+fn scales_read_right_percent_ticks_integer_wafers_and_marked_wafer_changes() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Heatmap scales in percent say so on every tick ("0.4%" cannot read as 40%).
+    let run = tmp.path().join("run");
+    ok(&wafer(&["run", "--model", "gpt2", "--context", "256", "--engine", "analytical", "--no-gpu", "--out", p(&run)]));
+    for map in ["heatmap-busy.svg", "heatmap-links.svg"] {
+        let texts = svg_texts(&run.join(map));
+        let ticks: Vec<_> = texts.iter().filter(|t| t.trim().parse::<f64>().is_ok() || t.ends_with('%')).collect();
+        let pct = ticks.iter().filter(|t| t.ends_with('%')).count();
+        assert!(pct >= 3, "{map}: colour-bar ticks without %: {ticks:?}");
+        assert!(texts.iter().any(|t| t.contains("scale: 0 to the busiest cell")), "{map}: {texts:?}");
+    }
+    // The SRAM sweep: Llama-3.1-8B needs 2 wafers below 48 KiB per PE, 1 from there.
+    let sweep = tmp.path().join("sweep");
+    let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/sweep-sram.toml");
+    ok(&wafer(&["sweep", p(&spec), "--out", p(&sweep)]));
+    let rows: serde_json::Value = serde_json::from_slice(&std::fs::read(sweep.join("sweep.json")).unwrap()).unwrap();
+    let used: std::collections::BTreeSet<u64> =
+        rows["rows"].as_array().unwrap().iter().filter_map(|r| r["figures"]["wafers_used"].as_u64()).collect();
+    assert!(used.len() >= 2, "the example no longer changes the wafer count: {used:?}");
+    // Integer figure, integer ticks.
+    let wafer_ticks: Vec<f64> =
+        svg_texts(&sweep.join("curve-wafers_used.svg")).iter().filter_map(|t| t.trim().parse().ok()).collect();
+    assert!(wafer_ticks.len() >= 4 && wafer_ticks.iter().all(|v| v.fract() == 0.0), "{wafer_ticks:?}");
+    // Every curve names the wafer counts where they change.
+    for curve in ["curve-tokens_per_s.svg", "curve-speedup.svg"] {
+        let texts = svg_texts(&sweep.join(curve));
+        for n in &used {
+            let label = if *n == 1 { "1 wafer".to_string() } else { format!("{n} wafers") };
+            assert!(texts.iter().any(|t| t.contains(&label)), "{curve}: no {label:?} in {texts:?}");
+        }
+    }
 }

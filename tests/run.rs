@@ -20,7 +20,14 @@ fn ok(o: &Output) -> String {
 #[test]
 fn run_on_defaults_reports_latency_breakdown_and_the_gpu_comparison() {
     let out = ok(&wafer(&["run"], None));
-    assert!(out.contains("llama-3.1-8b on 1 x wse3"), "{out}");
+    assert!(out.contains("llama-3.1-8b on 1 × wse3"), "{out}");
+    // The summary explains itself: what "bound by" means beside the busy
+    // fraction, both device counts, and which side is calibrated (with its error).
+    let flat = out.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(flat.contains("Wafer \"bound by ") && flat.contains("the mean PE computes for"), "{out}");
+    assert!(flat.contains("1 × wse3 is ") && flat.contains(" per token than 1 × H100-SXM."), "{out}");
+    assert!(flat.contains("measured decode latencies, median error ") && flat.contains("% (row c"), "{out}");
+    assert!(flat.contains("model prediction") && flat.contains("not calibrated"), "{out}");
     assert!(
         out.contains("per-token latency") && out.contains("where the time goes") && out.contains("H100-SXM"),
         "{out}"
@@ -30,10 +37,10 @@ fn run_on_defaults_reports_latency_breakdown_and_the_gpu_comparison() {
         assert!(v[key].is_number(), "{key}: {}", v[key]);
     }
     assert_eq!(v["engine"], "event");
-    assert!(v["breakdown"]["compute"].is_number() && v["breakdown"]["comm"].is_number());
+    assert!(v["breakdown"]["compute_cycles"].is_number() && v["breakdown"]["comm_cycles"].is_number());
     assert!(v["simulation"]["by_kind"]["attention"].is_object());
     assert!(v["comparison"]["speedup"].as_f64().unwrap() > 0.0);
-    assert_eq!(v["schema_version"], 1);
+    assert_eq!(v["schema_version"], 2);
 }
 
 #[test]

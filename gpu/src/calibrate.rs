@@ -250,7 +250,7 @@ fn fit_cases() -> Result<Vec<(String, Profile, f64)>, GpuError> {
     let mut cases = Vec::new();
     for (r, g, measured) in tpot_cases()? {
         let gpu = gpu_preset(&r.gpu)?;
-        let prof = Profile::new(&g, &gpu, r.n_gpus)
+        let prof = Profile::new(&g, &gpu, r.n_gpus, &crate::model::GpuOptions::default())
             .map_err(|e| GpuError::Calibration { id: r.id.clone(), message: e.to_string() })?;
         cases.push((r.id, prof, measured * 1e-3));
     }

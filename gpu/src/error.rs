@@ -18,6 +18,8 @@ pub enum GpuError {
     DoesNotFit(Box<DoesNotFit>),
     #[error("{gpu} has no {dtype} compute figure (field `{field}`); give it in a TOML spec or pick another activation dtype")]
     NoComputeFigure { gpu: String, dtype: String, field: &'static str },
+    #[error("--{field} is {value}; allowed: {allowed}")]
+    InvalidOption { field: &'static str, value: String, allowed: String },
     #[error("calibration row {id}: {message}")]
     Calibration { id: String, message: String },
 }
@@ -25,7 +27,8 @@ pub enum GpuError {
 /// A model whose weights and KV cache do not fit in the GPUs' memory.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error(
-    "{model} does not fit on {gpus} x {gpu} ({have_gb:.0} GB each): it needs {need_gb:.1} GB per GPU \
+    "{model} does not fit on {gpus} × {gpu} ({have_gb:.0} GB each, {usable_gb:.1} GB of it for weights and KV cache \
+     after the {headroom_pct:.0}% headroom): it needs {need_gb:.1} GB per GPU \
      ({weights_gb:.1} GB of weights and {kv_gb:.1} GB of KV cache in all); {advice}"
 )]
 pub struct DoesNotFit {
@@ -34,6 +37,10 @@ pub struct DoesNotFit {
     pub gpus: u32,
     pub need_gb: f64,
     pub have_gb: f64,
+    /// What weights and KV cache may fill on each GPU: capacity less the headroom, GB.
+    pub usable_gb: f64,
+    /// The headroom, % of capacity.
+    pub headroom_pct: f64,
     pub weights_gb: f64,
     pub kv_gb: f64,
     /// The fewest GPUs whose memory holds it (ignoring how heads split), if any count does.

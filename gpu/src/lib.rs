@@ -23,5 +23,8 @@ pub use calibrate::{
     MeasuredRow,
 };
 pub use error::{DoesNotFit, GpuError};
-pub use model::{estimate, estimate_with, Bound, Breakdown, GpuEstimate, MemoryUse, ModelParams, FITTED};
+pub use model::{
+    estimate, estimate_opts, estimate_with, Bound, Breakdown, GpuEstimate, GpuOptions, MemoryUse, ModelParams,
+    DEFAULT_MEM_HEADROOM, FITTED,
+};
 pub use spec::{gpu_names, gpu_preset, gpu_presets, GpuSpec, LinkKind};

@@ -21,7 +21,19 @@
 //!   takes `collective_latency + ring bytes / link bandwidth` (ring all-reduce
 //!   sends `2 (N-1)/N` of the tensor per GPU, an all-gather `(N-1)/N`);
 //! * the KV cache read by attention grows with the context the graph was
-//!   built for; weights plus that cache must fit in the N GPUs' memory.
+//!   built for; weights plus that cache must fit in the N GPUs' memory less a
+//!   headroom (`GpuOptions::mem_headroom`, default 10%: what vLLM's default
+//!   `gpu_memory_utilization = 0.9` leaves for the CUDA context, the
+//!   runtime's workspace and activations).
+//!
+//! The breakdown splits each kernel's time `max(memory, math) + overhead`
+//! into its math at peak (`compute`, time the tensor cores are busy, which in
+//! a memory-bound kernel overlaps the traffic), the memory time not hidden
+//! under that math (`weights`, `kv_cache`, `activations`, in proportion to
+//! their bytes) and the overhead, so the parts sum to the step and compute
+//! shows wherever it is spent. The `bound` is the roofline's verdict instead:
+//! the largest of the time of kernels limited by memory, the time of kernels
+//! limited by math, the overhead and the collectives.
 //!
 //! Only three constants are not datasheet figures; they are fitted to the
 //! measured batch-1 latencies (see `calibrate::fit_params`). Compute runs at
@@ -82,13 +94,14 @@ impl Bound {
 /// Where the step's time goes, in ms; the parts add up to `tpot_ms`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Breakdown {
-    /// Reading weights, in ops limited by memory traffic.
+    /// Reading weights: memory time not hidden under the kernel's math.
     pub weights_ms: f64,
-    /// Reading and appending the KV cache, in ops limited by memory traffic.
+    /// Reading and appending the KV cache: memory time not hidden under math.
     pub kv_cache_ms: f64,
-    /// Activation traffic, in ops limited by memory traffic.
+    /// Activation traffic: memory time not hidden under math.
     pub activations_ms: f64,
-    /// Ops whose math outlasts their memory traffic.
+    /// Math at the dense peak, in every kernel (in memory-bound kernels it
+    /// overlaps their traffic, which then counts only beyond it).
     pub compute_ms: f64,
     /// Fixed per-kernel time.
     pub kernel_overhead_ms: f64,
@@ -103,15 +116,50 @@ impl Breakdown {
     pub fn total_ms(&self) -> f64 {
         self.bandwidth_ms() + self.compute_ms + self.kernel_overhead_ms + self.communication_ms
     }
-    /// The largest part; ties go to the earlier of bandwidth, compute, overhead, communication.
-    pub fn bound(&self) -> Bound {
-        let parts = [
-            (Bound::Bandwidth, self.bandwidth_ms()),
-            (Bound::Compute, self.compute_ms),
-            (Bound::Overhead, self.kernel_overhead_ms),
-            (Bound::Communication, self.communication_ms),
-        ];
-        parts.iter().fold(parts[0], |best, p| if p.1 > best.1 { *p } else { best }).0
+}
+
+/// The largest of the four limits (ms); ties go to the earlier of bandwidth,
+/// compute, overhead, communication.
+fn bound_of(memory_limited_ms: f64, math_limited_ms: f64, overhead_ms: f64, communication_ms: f64) -> Bound {
+    let parts = [
+        (Bound::Bandwidth, memory_limited_ms),
+        (Bound::Compute, math_limited_ms),
+        (Bound::Overhead, overhead_ms),
+        (Bound::Communication, communication_ms),
+    ];
+    parts.iter().fold(parts[0], |best, p| if p.1 > best.1 { *p } else { best }).0
+}
+
+/// Serving choices that are not properties of the GPU or fitted constants.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct GpuOptions {
+    /// Fraction of each GPU's memory kept free of weights and KV cache, for the
+    /// CUDA context, the runtime's workspace and activations. 0 ≤ f < 1.
+    pub mem_headroom: f64,
+}
+
+/// vLLM's default `gpu_memory_utilization` is 0.9 (vLLM engine arguments,
+/// `--gpu-memory-utilization`): a tenth of the memory stays out of the
+/// weights and KV cache.
+pub const DEFAULT_MEM_HEADROOM: f64 = 0.1;
+
+impl Default for GpuOptions {
+    fn default() -> Self {
+        GpuOptions { mem_headroom: DEFAULT_MEM_HEADROOM }
+    }
+}
+
+impl GpuOptions {
+    /// Options with `mem_headroom`, checked: `0 <= f < 1`.
+    pub fn with_headroom(mem_headroom: f64) -> Result<GpuOptions, GpuError> {
+        if !(0.0..1.0).contains(&mem_headroom) {
+            return Err(GpuError::InvalidOption {
+                field: "gpu-mem-headroom",
+                value: mem_headroom.to_string(),
+                allowed: "a fraction of each GPU's memory, 0 <= f < 1 (default 0.1)".into(),
+            });
+        }
+        Ok(GpuOptions { mem_headroom })
     }
 }
 
@@ -122,6 +170,12 @@ pub struct MemoryUse {
     /// The KV cache after this step, at the graph's batch and context.
     pub kv_bytes_per_gpu: u64,
     pub capacity_bytes_per_gpu: u64,
+    /// Fraction of the capacity kept free (`GpuOptions::mem_headroom`).
+    pub headroom_fraction: f64,
+    /// What weights and KV cache may fill: capacity less the headroom.
+    pub usable_bytes_per_gpu: u64,
+    /// Usable bytes left after weights and KV cache (more batch or context fits there).
+    pub free_bytes_per_gpu: u64,
 }
 
 /// The predicted decode step of one graph on N GPUs.
@@ -153,14 +207,20 @@ pub struct GpuEstimate {
 }
 
 /// Predicts one decode step of `graph` on `n_gpus` tensor-parallel `gpu`s
-/// with the fitted constants. The graph must have passed the verifier.
+/// with the fitted constants and the default options. The graph must have
+/// passed the verifier.
 pub fn estimate(graph: &Graph, gpu: &GpuSpec, n_gpus: u32) -> Result<GpuEstimate, GpuError> {
     estimate_with(graph, gpu, n_gpus, &FITTED)
 }
 
+/// `estimate` with explicit options (memory headroom).
+pub fn estimate_opts(graph: &Graph, gpu: &GpuSpec, n_gpus: u32, o: &GpuOptions) -> Result<GpuEstimate, GpuError> {
+    Ok(Profile::new(graph, gpu, n_gpus, o)?.evaluate(&FITTED))
+}
+
 /// `estimate` with explicit constants (for fits and what-if studies).
 pub fn estimate_with(graph: &Graph, gpu: &GpuSpec, n_gpus: u32, p: &ModelParams) -> Result<GpuEstimate, GpuError> {
-    Ok(Profile::new(graph, gpu, n_gpus)?.evaluate(p))
+    Ok(Profile::new(graph, gpu, n_gpus, &GpuOptions::default())?.evaluate(p))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -235,16 +295,18 @@ fn memory_on(g: &Graph, n: u64) -> (u64, u64) {
 }
 
 impl Profile {
-    pub(crate) fn new(g: &Graph, gpu: &GpuSpec, n_gpus: u32) -> Result<Profile, GpuError> {
+    pub(crate) fn new(g: &Graph, gpu: &GpuSpec, n_gpus: u32, o: &GpuOptions) -> Result<Profile, GpuError> {
         let h = heads(g).unwrap_or(1);
         if n_gpus == 0 || h % n_gpus as u64 != 0 {
             return Err(GpuError::GpuCount { gpus: n_gpus, heads: h, allowed: divisors(h) });
         }
+        let o = GpuOptions::with_headroom(o.mem_headroom)?;
         let n = n_gpus as u64;
         let cap = gpu.hbm_bytes();
+        let usable = (cap * (1.0 - o.mem_headroom)).floor();
         let fits = |m: u64| {
             let (w, kv) = memory_on(g, m);
-            (w + kv) as f64 <= cap
+            (w + kv) as f64 <= usable
         };
         let (w, kv) = memory_on(g, n);
         if !fits(n) {
@@ -270,6 +332,8 @@ impl Profile {
                 gpus: n_gpus,
                 need_gb: (w + kv) as f64 / 1e9,
                 have_gb: gpu.hbm_gb,
+                usable_gb: usable / 1e9,
+                headroom_pct: 100.0 * o.mem_headroom,
                 weights_gb: memory_on(g, 1).0 as f64 / 1e9,
                 kv_gb: memory_on(g, 1).1 as f64 / 1e9,
                 min_gpus,
@@ -333,7 +397,14 @@ impl Profile {
             link_bytes_per_s: gpu.link_bytes_per_s(),
             ops,
             collectives,
-            memory: MemoryUse { weight_bytes_per_gpu: w, kv_bytes_per_gpu: kv, capacity_bytes_per_gpu: cap as u64 },
+            memory: MemoryUse {
+                weight_bytes_per_gpu: w,
+                kv_bytes_per_gpu: kv,
+                capacity_bytes_per_gpu: cap as u64,
+                headroom_fraction: o.mem_headroom,
+                usable_bytes_per_gpu: usable as u64,
+                free_bytes_per_gpu: (usable as u64).saturating_sub(w + kv),
+            },
         })
     }
 
@@ -367,15 +438,24 @@ impl Profile {
         let k_s = p.kernel_overhead_us * 1e-6;
         let mut b = Breakdown::default();
         let mut by_kind: BTreeMap<String, f64> = BTreeMap::new();
+        // Roofline time of the kernels limited by memory and of those limited by math, ms.
+        let (mut memory_limited, mut math_limited) = (0.0, 0.0);
         for o in &self.ops {
-            let mem = (o.weight_bytes + o.kv_bytes + o.act_bytes) / bw;
+            let bytes = o.weight_bytes + o.kv_bytes + o.act_bytes;
+            let mem = bytes / bw;
             let math = o.flops / self.peak_flops;
+            // Math first; the memory time beyond it, shared by bytes.
+            b.compute_ms += math * 1e3;
+            let exposed = (mem - math).max(0.0);
+            if exposed > 0.0 && bytes > 0.0 {
+                b.weights_ms += exposed * o.weight_bytes / bytes * 1e3;
+                b.kv_cache_ms += exposed * o.kv_bytes / bytes * 1e3;
+                b.activations_ms += exposed * o.act_bytes / bytes * 1e3;
+            }
             if math > mem {
-                b.compute_ms += math * 1e3;
+                math_limited += math * 1e3;
             } else {
-                b.weights_ms += o.weight_bytes / bw * 1e3;
-                b.kv_cache_ms += o.kv_bytes / bw * 1e3;
-                b.activations_ms += o.act_bytes / bw * 1e3;
+                memory_limited += mem * 1e3;
             }
             b.kernel_overhead_ms += k_s * 1e3;
             *by_kind.entry(o.kind.to_string()).or_default() += (mem.max(math) + k_s) * 1e3;
@@ -401,7 +481,7 @@ impl Profile {
             kv_dtype: self.dtypes[2],
             tpot_ms,
             tokens_per_s: self.batch as f64 * 1e3 / tpot_ms,
-            bound: b.bound(),
+            bound: bound_of(memory_limited, math_limited, b.kernel_overhead_ms, b.communication_ms),
             breakdown: b,
             by_kind_ms: by_kind,
             kernels: self.ops.len() as u64,

@@ -31,14 +31,21 @@ fn svg_options() -> &'static usvg::Options<'static> {
     })
 }
 
-/// Rasterises an SVG document (as drawn by [`render`]) to PNG bytes.
+/// Narrowest PNG drawn: a full-width slide at 1080p (1,920 px). Charts are
+/// laid out at 800–1,400 px and scaled up as a whole, text included, so a PNG
+/// reads on a slide as its SVG does on screen.
+pub const PNG_MIN_WIDTH: u32 = 1920;
+
+/// Rasterises an SVG document (as drawn by [`render`]) to PNG bytes, scaled
+/// so it is at least [`PNG_MIN_WIDTH`] pixels wide.
 pub fn rasterize(svg: &str) -> Result<Vec<u8>, ReportError> {
     let tree = usvg::Tree::from_str(svg, svg_options()).map_err(err)?;
-    let size = tree.size().to_int_size();
-    let mut pixmap = tiny_skia::Pixmap::new(size.width(), size.height())
-        .ok_or_else(|| ReportError::Draw(format!("empty canvas {}x{}", size.width(), size.height())))?;
+    let size = tree.size();
+    let scale = (PNG_MIN_WIDTH as f32 / size.width()).max(1.0);
+    let (w, h) = ((size.width() * scale).ceil() as u32, (size.height() * scale).ceil() as u32);
+    let mut pixmap = tiny_skia::Pixmap::new(w, h).ok_or_else(|| ReportError::Draw(format!("empty canvas {w}×{h}")))?;
     pixmap.fill(tiny_skia::Color::WHITE);
-    resvg::render(&tree, tiny_skia::Transform::identity(), &mut pixmap.as_mut());
+    resvg::render(&tree, tiny_skia::Transform::from_scale(scale, scale), &mut pixmap.as_mut());
     pixmap.encode_png().map_err(err)
 }
 
@@ -121,9 +128,14 @@ pub fn color(i: usize) -> RGBColor {
     PALETTE[i % PALETTE.len()]
 }
 
-const TITLE: u32 = 22;
-const LABEL: u32 = 15;
-const TICK: u32 = 13;
+// Font sizes in SVG pixels (the PNG scales them with the chart): large enough
+// that tick labels stay legible on a projected slide.
+const TITLE: u32 = 24;
+const LABEL: u32 = 18;
+const TICK: u32 = 15;
+const LEGEND: u32 = 15;
+/// Characters per legend line at [`LEGEND`] px in [`LEGEND_W`].
+const LEGEND_CHARS: usize = 28;
 
 fn title_font() -> TextStyle<'static> {
     ("sans-serif", TITLE).into_font().style(FontStyle::Bold).color(&BLACK)
@@ -180,7 +192,8 @@ fn draw_legend<DB: DrawingBackend>(
     items: &[(String, RGBColor)],
     line: bool,
 ) -> Result<(), ReportError> {
-    let font = ("sans-serif", 12).into_font();
+    let font = ("sans-serif", LEGEND).into_font();
+    let step = LEGEND as i32 + 3;
     let mut y = 60;
     for (i, (name, c)) in items.iter().enumerate() {
         if line {
@@ -189,18 +202,18 @@ fn draw_legend<DB: DrawingBackend>(
         } else {
             area.draw(&Rectangle::new([(10, y), (24, y + 12)], c.filled())).map_err(err)?;
         }
-        let lines = wrap(name, 32);
+        let lines = wrap(name, LEGEND_CHARS);
         for (k, part) in lines.iter().enumerate() {
-            area.draw(&Text::new(part.clone(), (36, y + k as i32 * 14), font.clone())).map_err(err)?;
+            area.draw(&Text::new(part.clone(), (36, y + k as i32 * step), font.clone())).map_err(err)?;
         }
-        y += 14 * lines.len() as i32 + 6;
+        y += step * lines.len() as i32 + 8;
     }
     Ok(())
 }
 
 /// Pixel height a legend of `items` needs.
 fn legend_height(items: &[String]) -> u32 {
-    60 + items.iter().map(|n| 14 * wrap(n, 32).len() as u32 + 6).sum::<u32>() + 20
+    60 + items.iter().map(|n| (LEGEND + 3) * wrap(n, LEGEND_CHARS).len() as u32 + 8).sum::<u32>() + 20
 }
 
 /// Series `i`'s marker: a circle, square, triangle or cross (then again), so
@@ -239,7 +252,7 @@ pub fn wrap(text: &str, width: usize) -> Vec<String> {
     lines
 }
 
-const LEGEND_W: u32 = 250;
+const LEGEND_W: u32 = 270;
 
 // ---------------------------------------------------------------- stacked bars
 
@@ -348,6 +361,23 @@ pub struct Curves {
     pub series: Vec<(String, Vec<(f64, f64)>)>,
     /// Logarithmic x axis (when the swept values span a wide range).
     pub log_x: bool,
+    /// Axes whose values are whole numbers (wafers, counts): integer ticks only.
+    pub integer_x: bool,
+    pub integer_y: bool,
+    /// Discrete choices along a series: `(series index, x, label, changes)`,
+    /// the label beside the point (e.g. "2 wafers"), and where `changes` (the
+    /// choice differs from the point before) a dashed vertical line in the
+    /// series' colour.
+    pub marks: Vec<(usize, f64, String, bool)>,
+}
+
+/// Tick label of an integer axis: whole numbers only (plotters may place ticks at halves).
+fn integer_label(v: f64) -> String {
+    if (v - v.round()).abs() > 1e-9 {
+        String::new()
+    } else {
+        short(v.round())
+    }
 }
 
 impl Curves {
@@ -366,7 +396,13 @@ impl Curves {
         let root = &root;
         let pts = || self.series.iter().flat_map(|s| s.1.iter().copied());
         let (mut x0, mut x1) = pts().fold((f64::INFINITY, f64::NEG_INFINITY), |a, p| (a.0.min(p.0), a.1.max(p.0)));
-        let ymax = nice_max(pts().map(|p| p.1).fold(0.0, f64::max));
+        let mut ymax = nice_max(pts().map(|p| p.1).fold(0.0, f64::max));
+        if self.integer_y {
+            ymax = ymax.ceil().max(1.0);
+        }
+        // Integer axes with few values: one tick per whole number.
+        let y_ticks = if self.integer_y && ymax <= 20.0 { ymax as usize + 1 } else { 10 };
+        let y_fmt = |y: &f64| if self.integer_y { integer_label(*y) } else { short(*y) };
         if !x0.is_finite() {
             (x0, x1) = (0.0, 1.0);
         }
@@ -390,16 +426,18 @@ impl Curves {
                 .y_desc(&self.y_desc)
                 .axis_desc_style(("sans-serif", LABEL))
                 .label_style(("sans-serif", TICK))
-                .x_label_formatter(&|x| short(*x))
-                .y_label_formatter(&|y| short(*y))
+                .x_label_formatter(&|x| if self.integer_x { integer_label(*x) } else { short(*x) })
+                .y_label_formatter(&y_fmt)
+                .y_labels(y_ticks)
                 .light_line_style(RGBColor(238, 238, 238))
                 .max_light_lines(1)
                 .bold_line_style(RGBColor(215, 215, 215))
                 .draw()
                 .map_err(err)?;
-            self.lines(&mut chart)
+            self.lines(&mut chart, ymax)
         } else {
             let pad = (x1 - x0) * 0.04;
+            let x_ticks = if self.integer_x && x1 - x0 <= 20.0 { (x1 - x0) as usize + 1 } else { 10 };
             let mut chart = ChartBuilder::on(root)
                 .caption(&self.title, title_font())
                 .margin(16)
@@ -413,14 +451,16 @@ impl Curves {
                 .y_desc(&self.y_desc)
                 .axis_desc_style(("sans-serif", LABEL))
                 .label_style(("sans-serif", TICK))
-                .x_label_formatter(&|x| short(*x))
-                .y_label_formatter(&|y| short(*y))
+                .x_label_formatter(&|x| if self.integer_x { integer_label(*x) } else { short(*x) })
+                .x_labels(x_ticks)
+                .y_label_formatter(&y_fmt)
+                .y_labels(y_ticks)
                 .light_line_style(RGBColor(238, 238, 238))
                 .max_light_lines(1)
                 .bold_line_style(RGBColor(215, 215, 215))
                 .draw()
                 .map_err(err)?;
-            self.lines(&mut chart)
+            self.lines(&mut chart, ymax)
         }
     }
 
@@ -432,10 +472,25 @@ impl Curves {
     fn lines<'a, DB: DrawingBackend + 'a, X>(
         &self,
         chart: &mut ChartContext<'a, DB, Cartesian2d<X, plotters::coord::types::RangedCoordf64>>,
+        ymax: f64,
     ) -> Result<(), ReportError>
     where
         X: Ranged<ValueType = f64>,
     {
+        // Discrete changes first, so the curves draw over their lines.
+        for (i, x, label, changes) in &self.marks {
+            let c = color(*i);
+            let dash = (0..40).filter(|k| *changes && k % 2 == 0).map(|k| {
+                let (a, b) = (ymax * k as f64 / 40.0, ymax * (k + 1) as f64 / 40.0);
+                PathElement::new(vec![(*x, a), (*x, b)], c.mix(0.7).stroke_width(2))
+            });
+            chart.draw_series(dash).map_err(err)?;
+            let y = self.series.get(*i).and_then(|s| s.1.iter().find(|p| p.0 == *x)).map_or(ymax * 0.9, |p| p.1);
+            let style = ("sans-serif", TICK).into_font().style(FontStyle::Bold).color(&c);
+            chart
+                .draw_series(std::iter::once(EmptyElement::at((*x, y)) + Text::new(label.clone(), (8, -22), style)))
+                .map_err(err)?;
+        }
         for (i, (_, pts)) in self.series.iter().enumerate() {
             let c = color(i);
             chart.draw_series(LineSeries::new(pts.iter().copied(), c.stroke_width(2))).map_err(err)?;
@@ -495,6 +550,8 @@ pub struct Heatmap {
     pub max: f64,
     /// Multiplies values for the colour-bar labels (e.g. 100 for percent, 1/1024 for KiB).
     pub label_factor: f64,
+    /// Written after every colour-bar label ("%" for percentages, so "0.6%" never reads as 60%).
+    pub label_suffix: String,
     /// A line under the title (e.g. "wafers 0–3 of 8 shown").
     pub subtitle: String,
 }
@@ -523,6 +580,10 @@ pub fn colormap(t: f64) -> RGBColor {
 /// Colour levels the map is quantised to (so equal neighbours merge into one rectangle).
 const LEVELS: f64 = 64.0;
 const EMPTY: RGBColor = RGBColor(225, 225, 225);
+/// Width of the colour bar with its labels and description.
+const COLOUR_BAR_W: u32 = 190;
+/// Narrowest heatmap canvas (SVG px): 1,200 × 690, so its PNG is 1,920 × 1,104.
+const HEATMAP_MIN_W: u32 = 1200;
 
 impl Heatmap {
     pub fn render(&self) -> Result<Chart, ReportError> {
@@ -530,7 +591,9 @@ impl Heatmap {
         let (mw, mh) = self.grids.first().map_or((1, 1), |g| g.mesh);
         let panel_h = 560u32;
         let panel_w = ((panel_h as f64 * mw as f64 / mh.max(1) as f64) as u32 + 90).clamp(260, 760);
-        let width = (panel_w * n + 150).max(560);
+        // Landscape, as a slide is: a single near-square panel sits centred in
+        // a wider canvas rather than making the PNG taller than it is wide.
+        let width = (panel_w * n + COLOUR_BAR_W).max(HEATMAP_MIN_W);
         // Axes as vectors, each panel's cells as one embedded PNG (a data URI),
         // so a full wafer stays small.
         let placed = std::cell::RefCell::new(Vec::new());
@@ -581,13 +644,21 @@ impl Heatmap {
     ) -> Result<(), ReportError> {
         let root = root.titled(&self.title, title_font()).map_err(err)?;
         let (w, _) = root.dim_in_pixel();
-        let (panels, bar) = root.split_horizontally(w.saturating_sub(150));
-        let (sub, panels) = panels.split_vertically(44);
-        let per_line = ((w as usize).saturating_sub(40) / 7).max(30);
+        let (sub, body) = root.split_vertically(44);
+        let per_line = ((w as usize).saturating_sub(40) / 8).max(30);
         for (k, line) in wrap(&self.subtitle, per_line).iter().take(2).enumerate() {
-            sub.draw(&Text::new(line.clone(), (20, 2 + 18 * k as i32), ("sans-serif", TICK).into_font()))
+            sub.draw(&Text::new(line.clone(), (20, 2 + 20 * k as i32), ("sans-serif", TICK).into_font()))
                 .map_err(err)?;
         }
+        // Panels and colour bar as one group, centred.
+        let (mw, mh) = self.grids.first().map_or((1, 1), |g| g.mesh);
+        let (_, bh) = body.dim_in_pixel();
+        let n = self.grids.len().max(1) as u32;
+        let panel_w = ((bh.saturating_sub(14) as f64 * mw as f64 / mh.max(1) as f64) as u32 + 90).clamp(260, 760);
+        let group = (panel_w * n + COLOUR_BAR_W).min(w);
+        let (_, body) = body.split_horizontally((w - group) / 2);
+        let (panels, rest) = body.split_horizontally(group - COLOUR_BAR_W);
+        let (bar, _) = rest.split_horizontally(COLOUR_BAR_W);
         let areas = panels.split_evenly((1, self.grids.len().max(1)));
         for (gi, (g, area)) in self.grids.iter().zip(areas.iter()).enumerate() {
             let (mw, mh) = (g.mesh.0 as f64, g.mesh.1 as f64);
@@ -604,7 +675,7 @@ impl Heatmap {
                 .x_desc("PE column")
                 .y_desc("PE row")
                 .axis_desc_style(("sans-serif", TICK))
-                .label_style(("sans-serif", 12))
+                .label_style(("sans-serif", TICK))
                 .x_labels(4)
                 .y_labels(6)
                 .x_label_formatter(&|x| format!("{x:.0}"))
@@ -618,9 +689,9 @@ impl Heatmap {
             .margin_top(60)
             .margin_bottom(60)
             .margin_left(10)
-            .margin_right(70)
+            .margin_right(60)
             .y_label_area_size(0)
-            .right_y_label_area_size(50)
+            .right_y_label_area_size(75)
             .build_cartesian_2d(
                 0f64..1f64,
                 self.min * self.label_factor..self.max.max(self.min + 1e-12) * self.label_factor,
@@ -632,8 +703,8 @@ impl Heatmap {
             .y_labels(6)
             .y_desc(&self.scale_desc)
             .axis_desc_style(("sans-serif", TICK))
-            .label_style(("sans-serif", 12))
-            .y_label_formatter(&|y| short(*y))
+            .label_style(("sans-serif", TICK))
+            .y_label_formatter(&|y| format!("{}{}", short(*y), self.label_suffix))
             .draw()
             .map_err(err)?;
         let (lo, hi) = (self.min * self.label_factor, self.max.max(self.min + 1e-12) * self.label_factor);

@@ -67,11 +67,14 @@ pub fn run_charts(r: &RunReport, p: &Program) -> Result<Vec<Chart>, ReportError>
         |b: &wafer_simulator::Breakdown| vec![to_us(b.compute), to_us(b.comm), to_us(b.inter_wafer), to_us(b.wait)];
     let mut charts = Vec::new();
 
-    // Wafer vs GPU.
+    // Wafer vs GPU, in ms when either bar passes 10 ms (so ticks read "20", not "20.0k").
+    let longest_us = s.tpot_us.max(r.gpu.as_ref().map_or(0.0, |g| g.tpot_ms * 1e3));
+    let (unit, per_us) = if longest_us > 10_000.0 { ("ms", 1e-3) } else { ("µs", 1.0) };
+    let time = |t_us: f64| if unit == "ms" { format!("{:.2} ms", t_us * 1e-3) } else { format!("{t_us:.1} µs") };
     let mut names: Vec<String> = WAFER_PARTS.iter().map(|n| format!("wafer: {n}")).collect();
-    let mut wafer_bar = parts(&s.breakdown);
+    let mut wafer_bar: Vec<f64> = parts(&s.breakdown).iter().map(|v| v * per_us).collect();
     let mut bars = Vec::new();
-    let mut notes = vec![format!("{:.1} µs · {:.0} tokens/s", s.tpot_us, s.tokens_per_s)];
+    let mut notes = vec![format!("{} · {:.0} tokens/s", time(s.tpot_us), s.tokens_per_s)];
     if let Some(g) = &r.gpu {
         let b = &g.breakdown;
         let gpu_parts = [
@@ -85,18 +88,27 @@ pub fn run_charts(r: &RunReport, p: &Program) -> Result<Vec<Chart>, ReportError>
         names.extend(gpu_parts.iter().map(|p| p.0.to_string()));
         wafer_bar.extend([0.0; 6]);
         let mut gpu_bar = vec![0.0; 4];
-        gpu_bar.extend(gpu_parts.iter().map(|p| p.1 * 1e3));
+        gpu_bar.extend(gpu_parts.iter().map(|p| p.1 * 1e3 * per_us));
         bars.push((format!("wafer: {} × {}", s.wafers, r.inputs.arch), wafer_bar));
         bars.push((format!("GPU: {} × {}", g.n_gpus, g.gpu), gpu_bar));
-        notes.push(format!("{:.1} µs · {:.0} tokens/s", g.tpot_ms * 1e3, g.tokens_per_s));
+        notes.push(format!("{} · {:.0} tokens/s", time(g.tpot_ms * 1e3), g.tokens_per_s));
     } else {
         bars.push((format!("wafer: {} × {}", s.wafers, r.inputs.arch), wafer_bar));
     }
     let title = match &r.comparison {
-        Some(c) if c.speedup >= 1.0 => {
-            format!("{}: wafer {:.2}× faster than the GPU baseline", r.inputs.model, c.speedup)
-        }
-        Some(c) => format!("{}: wafer {:.2}× slower than the GPU baseline", r.inputs.model, 1.0 / c.speedup),
+        Some(c) if c.speedup >= 1.0 => format!(
+            "{}: {} × {} is {:.2}× faster than {} × {}",
+            r.inputs.model, c.wafers, c.wafer_arch, c.speedup, c.gpus, c.gpu
+        ),
+        Some(c) => format!(
+            "{}: {} × {} is {:.2}× slower than {} × {}",
+            r.inputs.model,
+            c.wafers,
+            c.wafer_arch,
+            1.0 / c.speedup,
+            c.gpus,
+            c.gpu
+        ),
         None => format!("{}: per-token latency on the wafer", r.inputs.model),
     };
     charts.push(
@@ -104,7 +116,7 @@ pub fn run_charts(r: &RunReport, p: &Program) -> Result<Vec<Chart>, ReportError>
             name: "latency".into(),
             title,
             x_desc: format!("context {}, batch {}", r.inputs.context, r.inputs.batch),
-            y_desc: "time per output token (µs)".into(),
+            y_desc: format!("time per output token ({unit})"),
             colors: (0..names.len()).collect(),
             parts: names,
             bars,
@@ -174,6 +186,7 @@ pub fn run_charts(r: &RunReport, p: &Program) -> Result<Vec<Chart>, ReportError>
             min: 0.0,
             max: p.arch.pe.sram_bytes as f64,
             label_factor: 1.0 / 1024.0,
+            label_suffix: String::new(),
             subtitle: subtitle("weights, KV cache, buffers and code reserve of each region's largest PE"),
         }
         .render()?,
@@ -183,11 +196,15 @@ pub fn run_charts(r: &RunReport, p: &Program) -> Result<Vec<Chart>, ReportError>
         Heatmap {
             name: "heatmap-busy".into(),
             title: format!("PE busy fraction — {tag}"),
-            scale_desc: "% of the step spent computing".into(),
+            scale_desc: format!(
+                "% of the step spent computing (scale: 0 to the busiest cell, {}%)",
+                crate::charts::short(100.0 * busy_max)
+            ),
             grids: take(&maps.busy),
             min: 0.0,
             max: if busy_max > 0.0 { busy_max } else { 1.0 },
             label_factor: 100.0,
+            label_suffix: "%".into(),
             subtitle: subtitle(&format!("{} engine", s.engine)),
         }
         .render()?,
@@ -197,11 +214,15 @@ pub fn run_charts(r: &RunReport, p: &Program) -> Result<Vec<Chart>, ReportError>
         Heatmap {
             name: "heatmap-links".into(),
             title: format!("Link load — {tag}"),
-            scale_desc: "mean link busy, % of the step".into(),
+            scale_desc: format!(
+                "mean link busy, % of the step (scale: 0 to the busiest cell, {}%)",
+                crate::charts::short(100.0 * link_max)
+            ),
             grids: take(&maps.link),
             min: 0.0,
             max: if link_max > 0.0 { link_max } else { 1.0 },
             label_factor: 100.0,
+            label_suffix: "%".into(),
             subtitle: subtitle("the program's messages on their X-then-Y paths, per outgoing link"),
         }
         .render()?,
@@ -230,6 +251,10 @@ pub fn run_doc(r: &RunReport, p: &Program, charts: Vec<Chart>) -> Doc {
         d.h("Wafer against GPU");
         d.table(t);
         d.p(verdict);
+    }
+    d.h("Reading these figures");
+    for e in r.explanations() {
+        d.p(e);
     }
     let mut charts = charts.into_iter();
     if let Some(c) = charts.next() {

@@ -12,7 +12,7 @@ use wafer_gpu::GpuEstimate;
 use wafer_simulator::{Breakdown, FinishedSim};
 
 /// Bumped whenever a field changes meaning or disappears.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// What was asked.
 #[derive(Debug, Clone, Serialize)]
@@ -29,15 +29,33 @@ pub struct RunInputs {
     pub gpus: Option<u32>,
 }
 
-/// Wafer against GPU.
+/// Wafer against GPU: whole systems, each side's device count named.
 #[derive(Debug, Clone, Serialize)]
 pub struct Comparison {
+    /// Wafers the program uses, and their arch.
+    pub wafers: u32,
+    pub wafer_arch: String,
+    /// GPUs in the tensor-parallel group, and their model.
+    pub gpus: u32,
+    pub gpu: String,
     pub wafer_tpot_us: f64,
     pub gpu_tpot_us: f64,
-    /// GPU time per token over wafer time per token.
+    /// GPU time per token over wafer time per token (×), system against system.
     pub speedup: f64,
     pub wafer_bound: String,
     pub gpu_bound: String,
+}
+
+/// How well the GPU model reproduces the measured decode latencies
+/// (`wafer gpu --calibration`); the wafer side has no such measurement.
+#[derive(Debug, Clone, Serialize)]
+pub struct GpuCalibration {
+    /// Measured rows with a time per output token.
+    pub rows: usize,
+    pub median_abs_error_pct: f64,
+    pub max_abs_error_pct: f64,
+    /// The row with the largest error.
+    pub max_row: String,
 }
 
 /// Wall-clock time of the run's stages, reported only when asked for
@@ -63,6 +81,8 @@ pub struct RunReport {
     pub compile: CompileStats,
     pub simulation: FinishedSim,
     pub gpu: Option<GpuEstimate>,
+    /// The GPU model's error on the measured rows, when a GPU is compared.
+    pub gpu_calibration: Option<GpuCalibration>,
     pub comparison: Option<Comparison>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timings: Option<Timings>,
@@ -74,7 +94,7 @@ pub fn breakdown_text(s: &FinishedSim) -> String {
     let total = s.breakdown.total().max(1e-9);
     let us = |c: f64| format!("{:.1}", c / (s.clock_ghz * 1e3));
     let pct = |c: f64| format!("{:.1}%", 100.0 * c / total);
-    let mut t = Table::new(&["where the time goes", ">us", ">share"]);
+    let mut t = Table::new(&["where the time goes", ">µs", ">share"]);
     for (name, v) in [
         ("compute", s.breakdown.compute),
         ("on-wafer communication", s.breakdown.comm),
@@ -85,7 +105,7 @@ pub fn breakdown_text(s: &FinishedSim) -> String {
     }
     out += &t.to_text();
     out += "\n";
-    let mut k = Table::new(&["op kind", ">compute us", ">comm us", ">inter-wafer us", ">wait us", ">share"]);
+    let mut k = Table::new(&["op kind", ">compute µs", ">comm µs", ">inter-wafer µs", ">wait µs", ">share"]);
     let mut kinds: Vec<_> = s.by_kind.iter().collect();
     kinds.sort_by(|a, b| b.1.total().total_cmp(&a.1.total()).then(a.0.cmp(b.0)));
     for (name, b) in kinds.into_iter().filter(|(_, b)| b.total() > 0.0) {
@@ -98,11 +118,11 @@ pub fn breakdown_text(s: &FinishedSim) -> String {
 /// A simulation on its own (`wafer simulate`): headline and breakdown.
 pub fn sim_text(s: &FinishedSim) -> String {
     let mut out = format!(
-        "{} on {} x {} — context {}, batch {} ({} engine)\n",
+        "{} on {} × {} — context {}, batch {} ({} engine)\n",
         s.model, s.wafers, s.arch, s.context, s.batch, s.engine
     );
     out += &format!(
-        "per-token latency {:.1} us  ·  {:.0} tokens/s  ·  {} cycles at {} GHz\n\n",
+        "per-token latency {:.1} µs  ·  {:.0} tokens/s  ·  {} cycles at {} GHz\n\n",
         s.tpot_us,
         s.tokens_per_s,
         si(s.cycles, "").trim_end(),
@@ -126,6 +146,10 @@ pub fn wafer_bound(b: &Breakdown) -> &'static str {
 impl RunReport {
     pub fn new(inputs: RunInputs, compile: CompileStats, sim: FinishedSim, gpu: Option<GpuEstimate>) -> RunReport {
         let comparison = gpu.as_ref().map(|g| Comparison {
+            wafers: sim.wafers,
+            wafer_arch: inputs.arch.clone(),
+            gpus: g.n_gpus,
+            gpu: g.gpu.clone(),
             wafer_tpot_us: sim.tpot_us,
             gpu_tpot_us: g.tpot_ms * 1e3,
             speedup: g.tpot_ms * 1e3 / sim.tpot_us.max(1e-12),
@@ -145,32 +169,113 @@ impl RunReport {
             compile,
             simulation: sim,
             gpu,
+            gpu_calibration: None,
             comparison,
             timings: None,
         }
+    }
+
+    /// The report with the GPU model's calibration error attached (only when a GPU is compared).
+    pub fn with_gpu_calibration(mut self, c: GpuCalibration) -> RunReport {
+        if self.gpu.is_some() {
+            self.gpu_calibration = Some(c);
+        }
+        self
+    }
+
+    /// The sentences a reader needs to read the figures right: what "bound by"
+    /// means beside the PE busy fraction, and which side is calibrated.
+    pub fn explanations(&self) -> Vec<String> {
+        let s = &self.simulation;
+        let total = s.breakdown.total().max(1e-12);
+        let bound = wafer_bound(&s.breakdown);
+        let share = match bound {
+            "compute" => s.breakdown.compute,
+            "on-wafer communication" => s.breakdown.comm,
+            "inter-wafer links" => s.breakdown.inter_wafer,
+            _ => s.breakdown.wait,
+        } / total;
+        let mut out = vec![format!(
+            "Wafer \"bound by {bound}\": {bound} is the largest part ({:.0}%) of the critical path, the chain of \
+             regions that each wait for the one before. It does not mean the PEs are busy: a decode step runs its \
+             layers one after another, so while one region computes, the PEs of all the others wait for their \
+             input, and the mean PE computes for {:.1}% of the step ({} of {} PEs hold a region).",
+            100.0 * share,
+            100.0 * s.pe_busy_mean,
+            crate::table::thousands(self.compile.pes_used),
+            crate::table::thousands(self.compile.pes_available),
+        )];
+        if let (Some(g), Some(c)) = (&self.gpu, &self.comparison) {
+            out.push(format!(
+                "The comparison is system against system: {} × {} against {} × {}{}. GPU \"bound by {}\": \
+                 the roofline term with the most time. Each {} holds {:.1} GB of weights and KV cache in the {:.1} GB \
+                 usable after a {:.0}% headroom for activations and the runtime ({:.1} GB free).",
+                c.wafers,
+                c.wafer_arch,
+                c.gpus,
+                c.gpu,
+                if c.gpus > 1 { " (tensor parallel)" } else { "" },
+                g.bound.name(),
+                g.gpu,
+                (g.memory.weight_bytes_per_gpu + g.memory.kv_bytes_per_gpu) as f64 / 1e9,
+                g.memory.usable_bytes_per_gpu as f64 / 1e9,
+                100.0 * g.memory.headroom_fraction,
+                g.memory.free_bytes_per_gpu as f64 / 1e9
+            ));
+            let cal = match &self.gpu_calibration {
+                Some(k) => format!(
+                    "calibrated: three constants fitted to {} measured decode latencies, median error {:.1}%, \
+                     max {:.1}% (row {}; wafer gpu --calibration)",
+                    k.rows, k.median_abs_error_pct, k.max_abs_error_pct, k.max_row
+                ),
+                None => "calibrated against measured decode latencies (wafer gpu --calibration)".into(),
+            };
+            out.push(format!(
+                "The GPU figures are a roofline model, {cal}. The wafer figures are model predictions ({} engine) \
+                 from public per-PE and fabric parameters, not calibrated: no measured end-to-end decode latency \
+                 of the wafer is public with its conditions.",
+                s.engine
+            ));
+        } else {
+            out.push(format!(
+                "The wafer figures are model predictions ({} engine) from public per-PE and fabric parameters, not \
+                 calibrated against measured decode latency.",
+                s.engine
+            ));
+        }
+        out
     }
 
     /// Wafer and GPU side by side, and the verdict sentence; `None` without a GPU.
     pub fn comparison_table(&self) -> Option<(Table, String)> {
         let (Some(g), Some(c)) = (&self.gpu, &self.comparison) else { return None };
         let s = &self.simulation;
-        let mut t = Table::new(&["", ">per-token latency", ">tokens/s", "bound by"]);
+        let mut t = Table::new(&["", ">per-token latency", ">tokens/s", "bound by", "figures"]);
         t.row([
             format!("wafer: {} × {}", s.wafers, self.inputs.arch),
             format!("{:.1} µs", c.wafer_tpot_us),
             format!("{:.0}", s.tokens_per_s),
             c.wafer_bound.clone(),
+            "model prediction".into(),
         ]);
         t.row([
             format!("GPU: {} × {}", g.n_gpus, g.gpu),
             format!("{:.1} µs", c.gpu_tpot_us),
             format!("{:.0}", g.tokens_per_s),
             c.gpu_bound.clone(),
+            match &self.gpu_calibration {
+                Some(k) => format!("calibrated (median error {:.1}%)", k.median_abs_error_pct),
+                None => "calibrated".into(),
+            },
         ]);
         let verdict = format!(
-            "The wafer is {:.2}× {} than the GPU baseline per token.",
+            "{} × {} is {:.2}× {} per token than {} × {}.",
+            c.wafers,
+            c.wafer_arch,
             if c.speedup >= 1.0 { c.speedup } else { 1.0 / c.speedup },
-            if c.speedup >= 1.0 { "faster" } else { "slower" }
+            if c.speedup >= 1.0 { "faster" } else { "slower" },
+            c.gpus,
+            c.gpu
         );
         Some((t, verdict))
     }
@@ -180,11 +285,11 @@ impl RunReport {
         let s = &self.simulation;
         let i = &self.inputs;
         let mut out = format!(
-            "{} on {} x {} — context {}, batch {}, weights {}, KV {} ({} engine)\n",
+            "{} on {} × {} — context {}, batch {}, weights {}, KV {} ({} engine)\n",
             i.model, s.wafers, i.arch, i.context, i.batch, i.weight_dtype, i.kv_dtype, s.engine
         );
         out += &format!(
-            "per-token latency {:.1} us  ·  {:.0} tokens/s  ·  {} cycles at {} GHz\n",
+            "per-token latency {:.1} µs  ·  {:.0} tokens/s  ·  {} cycles at {} GHz\n",
             s.tpot_us,
             s.tokens_per_s,
             si(s.cycles, "").trim_end(),
@@ -193,8 +298,8 @@ impl RunReport {
         out += &format!(
             "mapping: {} regions on {} of {} PEs; SRAM mean {:.1} KiB per PE; at most {} colors per router\n\n",
             self.compile.regions,
-            self.compile.pes_used,
-            self.compile.pes_available,
+            crate::table::thousands(self.compile.pes_used),
+            crate::table::thousands(self.compile.pes_available),
             self.compile.sram_mean_bytes / 1024.0,
             self.compile.colors_max_per_router
         );
@@ -204,6 +309,13 @@ impl RunReport {
             out += &table.to_text();
             out += &verdict;
             out += "\n";
+        }
+        for e in self.explanations() {
+            out += "\n";
+            for line in crate::charts::wrap(&e, 100) {
+                out += &line;
+                out += "\n";
+            }
         }
         if let Some(t) = &self.timings {
             out += &format!("\nwall clock: compile {:.1} ms, simulate {:.1} ms\n", t.compile_ms, t.simulate_ms);

@@ -707,6 +707,7 @@ pub fn curves(o: &SweepOutput) -> Result<Vec<crate::charts::Chart>, ReportError>
                 }
             }
         }
+        let marks = mark_wafer_changes(o, &x, &y, &mut series);
         let xs: Vec<f64> = series.iter().flat_map(|s| s.1.iter().map(|p| p.0)).collect();
         let (lo, hi) = xs.iter().fold((f64::INFINITY, 0f64), |a, &v| (a.0.min(v), a.1.max(v)));
         let title = if o.name.is_empty() {
@@ -720,6 +721,10 @@ pub fn curves(o: &SweepOutput) -> Result<Vec<crate::charts::Chart>, ReportError>
                 title,
                 x_desc: if kib { format!("{x} (KiB)") } else { x_desc(&x) },
                 y_desc: y_desc(&y).into(),
+                integer_x: matches!(x.as_str(), "wafers" | "batch" | "context")
+                    || xs.iter().all(|v| v.fract() == 0.0) && hi - lo <= 20.0,
+                integer_y: matches!(y.as_str(), "wafers_used" | "pes_used" | "cycles"),
+                marks,
                 series,
                 log_x: lo > 0.0 && hi / lo >= 16.0,
             }
@@ -727,6 +732,63 @@ pub fn curves(o: &SweepOutput) -> Result<Vec<crate::charts::Chart>, ReportError>
         );
     }
     Ok(out)
+}
+
+/// Where the wafer count changes: `(series, x, "N wafers", true)` at each point of a
+/// series whose count differs from the point before, and at each such series'
+/// first point; a series whose count never changes gets " · N wafers" in its
+/// name instead, when the counts differ between series. Nothing when the wafer
+/// count is the x axis itself or one count holds everywhere.
+fn mark_wafer_changes(
+    o: &SweepOutput,
+    x: &str,
+    y: &str,
+    series: &mut [(String, Vec<(f64, f64)>)],
+) -> Vec<(usize, f64, String, bool)> {
+    if x == "wafers" {
+        return vec![];
+    }
+    let label = |n: u32| format!("{n} wafer{}", if n == 1 { "" } else { "s" });
+    // The wafer count of each point of each series, in x order (the order of its points).
+    let counts: Vec<Vec<u32>> = series
+        .iter()
+        .map(|(name, _)| {
+            let mut c: Vec<(f64, u32)> = o
+                .rows
+                .iter()
+                .filter(|r| series_of(&o.spec, r, x) == *name)
+                .filter_map(|r| {
+                    let f = r.figures.as_ref()?;
+                    f.get(y)?;
+                    Some((x_of(r, x)?, f.wafers_used))
+                })
+                .collect();
+            c.sort_by(|a, b| a.0.total_cmp(&b.0));
+            c.into_iter().map(|p| p.1).collect()
+        })
+        .collect();
+    let all: std::collections::BTreeSet<u32> = counts.iter().flatten().copied().collect();
+    if all.len() < 2 {
+        return vec![];
+    }
+    let mut marks = Vec::new();
+    for (si, c) in counts.iter().enumerate() {
+        let pts = &series[si].1;
+        if c.len() != pts.len() || c.is_empty() {
+            continue;
+        }
+        if c.windows(2).all(|w| w[0] == w[1]) {
+            series[si].0 += &format!(" · {}", label(c[0]));
+            continue;
+        }
+        marks.push((si, pts[0].0, label(c[0]), false));
+        for k in 1..c.len() {
+            if c[k] != c[k - 1] {
+                marks.push((si, pts[k].0, label(c[k]), true));
+            }
+        }
+    }
+    marks
 }
 
 fn x_desc(x: &str) -> String {
@@ -776,8 +838,9 @@ pub fn sweep_files(o: &SweepOutput) -> Result<Vec<OutFile>, ReportError> {
         ">tokens/s".into(),
         ">wafers used".into(),
         "bound".into(),
+        "GPUs".into(),
         ">GPU µs/token".into(),
-        ">speed-up".into(),
+        ">speed-up (system vs system)".into(),
     ]);
     let cols_ref: Vec<&str> = cols.iter().map(String::as_str).collect();
     let mut t = Table::new(&cols_ref);
@@ -800,12 +863,17 @@ pub fn sweep_files(o: &SweepOutput) -> Result<Vec<OutFile>, ReportError> {
                 format!("{:.0}", f.tokens_per_s),
                 f.wafers_used.to_string(),
                 f.bound.clone(),
+                match (&r.gpu, f.gpus_used) {
+                    (Some(g), Some(n)) => format!("{n} × {}", g.split(':').next().unwrap_or(g)),
+                    _ => "-".into(),
+                },
                 f.gpu_tpot_us.map_or("-".into(), |x| format!("{x:.1}")),
                 f.speedup.map_or("-".into(), |x| format!("{x:.2}×")),
             ]),
             None => {
                 c.extend([
                     "does not fit / failed".to_string(),
+                    "-".into(),
                     "-".into(),
                     "-".into(),
                     "-".into(),

@@ -1,8 +1,10 @@
 //! Timeline of one decode step in Chrome trace-event JSON (Perfetto, chrome://tracing).
 //!
 //! Owns: the layout of the trace — one process per wafer with one thread per
-//! region (a slice from its input being ready to its output, with its phases
-//! nested inside for the analytical engine, whose region times are that closed form), a
+//! region (a slice from its input being ready to its output, carrying its
+//! share of the critical path by part; with its phases nested inside for the
+//! analytical engine, whose region times are that closed form — the event
+//! engine records no time per phase, so its slices have none), a
 //! "critical path" process whose single track alternates transfers and
 //! regions, and a counter of PEs computing over time. Region-level, so a full
 //! wafer stays a few hundred kilobytes. Must not: time anything itself.
@@ -73,10 +75,17 @@ pub fn chrome_trace(p: &Program, sim: &FinishedSim) -> String {
             "layer": r.layer,
             "kind": r.work.mnemonic(),
             "pes": r.rect.pes(),
-            "rect": format!("{}x{} at ({},{})", r.rect.w, r.rect.h, r.rect.x, r.rect.y),
+            "rect": format!("{}×{} at ({},{})", r.rect.w, r.rect.h, r.rect.x, r.rect.y),
             "busy_fraction": rt.busy_fraction,
             "sram_bytes_per_pe": r.sram.total(),
             "ops": r.ops,
+            // This region's share of the critical path, from the engine (zero off the path).
+            "critical_path_cycles": {
+                "compute_cycles": rt.breakdown.compute,
+                "comm_cycles": rt.breakdown.comm,
+                "inter_wafer_cycles": rt.breakdown.inter_wafer,
+                "wait_cycles": rt.breakdown.wait,
+            },
         });
         let (ts, te) = (t(rt.start), t(rt.end));
         ev.push(slice(rt.role.clone(), "region", r.wafer, tid, ts, (te - ts).max(0.0), args));

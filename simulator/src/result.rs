@@ -10,16 +10,21 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::ops::AddAssign;
 
-/// Where cycles of the critical path go.
+/// Where cycles of the critical path go. In JSON each key carries its unit
+/// (`compute_cycles`, …).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Breakdown {
     /// PE arithmetic (local GEMV, attention, epilogues, adds inside reductions).
+    #[serde(rename = "compute_cycles")]
     pub compute: f64,
     /// Moving data across the mesh (forwards, multicasts, reduction messages).
+    #[serde(rename = "comm_cycles")]
     pub comm: f64,
     /// Crossing between wafers.
+    #[serde(rename = "inter_wafer_cycles")]
     pub inter_wafer: f64,
     /// Waiting: link contention and imbalance beyond the above.
+    #[serde(rename = "wait_cycles")]
     pub wait: f64,
 }
 
@@ -46,8 +51,11 @@ pub struct RegionTiming {
     /// Role within its layer (`qkv`, `attention`, `o_proj`, `mlp_up`, `mlp_down`, …).
     pub role: String,
     pub pes: u64,
-    /// Cycle its first input arrived / its output was complete.
+    /// Cycle its first input arrived / its output was complete
+    /// (`start_cycle`, `end_cycle` in JSON).
+    #[serde(rename = "start_cycle")]
     pub start: f64,
+    #[serde(rename = "end_cycle")]
     pub end: f64,
     /// Its contribution to the critical path.
     pub breakdown: Breakdown,

@@ -59,7 +59,7 @@ pub fn run(a: Args) -> Result<(), Exit> {
                 let s = &r.spec;
                 t.row([
                     r.name.clone(),
-                    format!("{}x{}", s.mesh_width, s.mesh_height),
+                    format!("{}×{}", s.mesh_width, s.mesh_height),
                     thousands(r.pes),
                     format!("{} KiB", s.pe.sram_bytes / 1024),
                     format!("{} KiB", s.pe.sram_reserved_bytes / 1024),

@@ -46,7 +46,7 @@ fn run_case(c: &Case, engine: Engine) -> Result<Figures, String> {
         WafersSpec::Word(_) => None,
     };
     let machine = MachineArgs { arch: c.arch.clone(), wafers, accumulate: super::compile::Accumulate::Fp32 };
-    let gpu = GpuArgs { gpu: "H100-SXM".into(), gpus: None };
+    let gpu = GpuArgs { gpu: "H100-SXM".into(), gpus: None, gpu_mem_headroom: wafer_gpu::DEFAULT_MEM_HEADROOM };
     let r = run_report(&step, &machine, &gpu, true, engine).map_err(|e| e.message)?;
     Ok(Figures {
         tpot_us: Some(r.tpot_us),

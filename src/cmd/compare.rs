@@ -46,8 +46,8 @@ pub fn run(a: Args) -> Result<(), Exit> {
     println!("{} — context {}, batch {}, weights {}, KV {}", i.model, i.context, i.batch, i.weight_dtype, i.kv_dtype);
     println!();
     let mut t = Table::new(&["", ">wafer", ">GPU"]);
-    t.row(["hardware".to_string(), format!("{} x {}", s.wafers, i.arch), format!("{} x {}", g.n_gpus, g.gpu)]);
-    t.row(["per-token latency".to_string(), format!("{:.1} us", c.wafer_tpot_us), format!("{:.1} us", c.gpu_tpot_us)]);
+    t.row(["hardware".to_string(), format!("{} × {}", s.wafers, i.arch), format!("{} × {}", g.n_gpus, g.gpu)]);
+    t.row(["per-token latency".to_string(), format!("{:.1} µs", c.wafer_tpot_us), format!("{:.1} µs", c.gpu_tpot_us)]);
     t.row(["tokens/s".to_string(), format!("{:.0}", s.tokens_per_s), format!("{:.0}", g.tokens_per_s)]);
     t.row([
         format!("time to write {} tokens", a.tokens),
@@ -55,17 +55,52 @@ pub fn run(a: Args) -> Result<(), Exit> {
         format!("{:.2} s", c.gpu_tpot_us * a.tokens as f64 / 1e6),
     ]);
     t.row(["bound by".to_string(), c.wafer_bound.clone(), c.gpu_bound.clone()]);
+    let m = &g.memory;
+    t.row([
+        "memory per device".to_string(),
+        format!(
+            "{} of {} SRAM per PE (mean)",
+            wafer_reports::bytes(r.compile.sram_mean_bytes as u64),
+            wafer_reports::bytes(program.arch.pe.sram_bytes)
+        ),
+        format!(
+            "{:.1} of {:.1} GB usable ({:.0}% headroom), {:.1} GB free",
+            (m.weight_bytes_per_gpu + m.kv_bytes_per_gpu) as f64 / 1e9,
+            m.usable_bytes_per_gpu as f64 / 1e9,
+            100.0 * m.headroom_fraction,
+            m.free_bytes_per_gpu as f64 / 1e9
+        ),
+    ]);
     t.row([
         "model".to_string(),
         format!("{} engine, uncalibrated", s.engine),
-        "roofline, calibrated (wafer gpu --calibration)".to_string(),
+        match &r.gpu_calibration {
+            Some(k) => format!(
+                "roofline, calibrated: median error {:.1}%, max {:.1}% on {} measured rows",
+                k.median_abs_error_pct, k.max_abs_error_pct, k.rows
+            ),
+            None => "roofline, calibrated (wafer gpu --calibration)".to_string(),
+        },
     ]);
     print!("{}", t.to_text());
     println!();
     if c.speedup >= 1.0 {
-        println!("The wafer is {:.2}x faster per token than {} x {}.", c.speedup, g.n_gpus, g.gpu);
+        println!("{} × {} is {:.2}× faster per token than {} × {}.", s.wafers, i.arch, c.speedup, g.n_gpus, g.gpu);
     } else {
-        println!("The wafer is {:.2}x slower per token than {} x {}.", 1.0 / c.speedup, g.n_gpus, g.gpu);
+        println!(
+            "{} × {} is {:.2}× slower per token than {} × {}.",
+            s.wafers,
+            i.arch,
+            1.0 / c.speedup,
+            g.n_gpus,
+            g.gpu
+        );
+    }
+    for e in r.explanations() {
+        println!();
+        for line in wafer_reports::charts::wrap(&e, 100) {
+            println!("{line}");
+        }
     }
     Ok(())
 }

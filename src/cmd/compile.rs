@@ -137,7 +137,7 @@ pub fn run(a: Args) -> Result<(), Exit> {
             print!("{}", to_json(&r));
         }
         Format::Text => {
-            println!("{} on {} x {} (context {}, batch {})", p.model, s.wafers, p.arch.name, p.context, p.batch);
+            println!("{} on {} × {} (context {}, batch {})", p.model, s.wafers, p.arch.name, p.context, p.batch);
             println!(
                 "PEs used:        {} of {} ({:.1}%) in {} regions, strip widths {:?}",
                 thousands(s.pes_used),
@@ -167,11 +167,11 @@ pub fn run(a: Args) -> Result<(), Exit> {
                 s.longest_route_hops
             );
             println!(
-                "estimate:        {:.1} us per token ({:.0} cycles at {} GHz, analytical)",
+                "estimate:        {:.1} µs per token ({:.0} cycles at {} GHz, analytical)",
                 s.estimate_us, s.estimate_cycles, p.arch.clock_ghz
             );
             println!(
-                "mapping search:  {:.2}x faster than one square per matrix on the cost model",
+                "mapping search:  {:.2}× faster than one square per matrix on the cost model",
                 s.fixed_square_region_cycles / s.searched_region_cycles.max(1.0)
             );
             if let Some(path) = &a.output {

@@ -5,7 +5,7 @@ use super::graph::StepArgs;
 use super::{to_json, Format};
 use crate::inputs::load_gpu;
 use crate::Exit;
-use wafer_gpu::{calibration_report, estimate, gpu_presets, GpuEstimate};
+use wafer_gpu::{calibration_report, estimate_opts, gpu_presets, GpuEstimate, GpuOptions};
 use wafer_ir::verify_graph;
 use wafer_reports::Table;
 use wafer_workloads::decode_graph;
@@ -20,6 +20,11 @@ pub struct Args {
     /// GPUs in the tensor-parallel group (must divide the attention heads).
     #[arg(long, default_value_t = 1, value_parser = super::gpus_flag, allow_negative_numbers = true)]
     gpus: u32,
+    /// Fraction of each GPU's memory kept free of weights and KV cache (CUDA
+    /// context, runtime workspace, activations): 0 <= f < 1. The default 0.1 is
+    /// vLLM's default `gpu_memory_utilization = 0.9`.
+    #[arg(long, default_value_t = wafer_gpu::DEFAULT_MEM_HEADROOM)]
+    gpu_mem_headroom: f64,
     #[arg(long, value_enum, default_value_t)]
     format: Format,
     /// Print the model's error on every measured row of gpu_measured.csv instead.
@@ -41,12 +46,37 @@ pub fn run(a: Args) -> Result<(), Exit> {
     let g = decode_graph(&cfg, &p)?;
     verify_graph(&g)?;
     let gpu = load_gpu(&a.gpu)?;
-    let e = estimate(&g, &gpu, a.gpus)?;
+    let e = estimate_opts(&g, &gpu, a.gpus, &GpuOptions::with_headroom(a.gpu_mem_headroom)?)?;
     match a.format {
         Format::Json => print!("{}", to_json(&e)),
         Format::Text => print!("{}", render(&e, &gpu)),
     }
     Ok(())
+}
+
+/// What a bound means, in words.
+pub fn bound_meaning(b: wafer_gpu::Bound) -> &'static str {
+    match b {
+        wafer_gpu::Bound::Bandwidth => "most time is in kernels limited by HBM traffic",
+        wafer_gpu::Bound::Compute => "most time is in kernels limited by math at the dense peak",
+        wafer_gpu::Bound::Overhead => "most time is fixed per-kernel cost",
+        wafer_gpu::Bound::Communication => "most time is in collectives between the GPUs",
+    }
+}
+
+/// Weights, KV cache, headroom and what is left, per GPU.
+fn memory_line(e: &GpuEstimate) -> String {
+    let m = &e.memory;
+    let gb = |b: u64| b as f64 / 1e9;
+    format!(
+        "memory per GPU:  {:.2} GB weights + {:.3} GB KV cache of {:.1} GB usable ({:.0} GB less {:.0}% headroom); {:.2} GB free\n",
+        gb(m.weight_bytes_per_gpu),
+        gb(m.kv_bytes_per_gpu),
+        gb(m.usable_bytes_per_gpu),
+        gb(m.capacity_bytes_per_gpu),
+        100.0 * m.headroom_fraction,
+        gb(m.free_bytes_per_gpu)
+    )
 }
 
 fn pct(x: f64) -> String {
@@ -55,7 +85,7 @@ fn pct(x: f64) -> String {
 
 fn render(e: &GpuEstimate, gpu: &wafer_gpu::GpuSpec) -> String {
     let mut s = format!(
-        "{} on {} x {} ({} GB, {} GB/s, {}): batch {}, context {}, weights {}, activations {}, KV {}\n",
+        "{} on {} × {} ({} GB, {} GB/s, {}): batch {}, context {}, weights {}, activations {}, KV {}\n",
         e.model,
         e.n_gpus,
         e.gpu,
@@ -69,15 +99,11 @@ fn render(e: &GpuEstimate, gpu: &wafer_gpu::GpuSpec) -> String {
         e.kv_dtype
     );
     s += &format!("time per token:  {:.3} ms ({:.1} tokens/s)\n", e.tpot_ms, e.tokens_per_s);
-    s += &format!("bound by:        {}\n", e.bound.name());
-    s += &format!(
-        "memory per GPU:  {:.2} GB weights + {:.3} GB KV cache of {:.0} GB\n",
-        e.memory.weight_bytes_per_gpu as f64 / 1e9,
-        e.memory.kv_bytes_per_gpu as f64 / 1e9,
-        gpu.hbm_gb
-    );
+    s += &format!("bound by:        {} ({})\n", e.bound.name(), bound_meaning(e.bound));
+    s += &memory_line(e);
     s += &format!("kernels: {} per GPU per step; collectives: {}\n\n", e.kernels, e.collectives);
     let b = &e.breakdown;
+    s += "(compute: math at the dense peak in every kernel; the HBM parts: memory time beyond that math)\n";
     let mut t = Table::new(&["part", ">ms", ">share"]);
     for (name, ms) in [
         ("weights (HBM)", b.weights_ms),
@@ -99,8 +125,8 @@ fn render(e: &GpuEstimate, gpu: &wafer_gpu::GpuSpec) -> String {
     s += &t.to_text();
     let p = e.params;
     s += &format!(
-        "\nfitted on gpu_measured.csv (wafer gpu --calibration): HBM efficiency {}, kernel overhead {} us, \
-         collective latency {} us\n",
+        "\nfitted on gpu_measured.csv (wafer gpu --calibration): HBM efficiency {}, kernel overhead {} µs, \
+         collective latency {} µs\n",
         p.hbm_efficiency, p.kernel_overhead_us, p.collective_latency_us
     );
     s
@@ -154,7 +180,7 @@ fn calibration(format: Format) -> Result<(), Exit> {
     );
     let p = r.params;
     println!(
-        "constants fitted to these rows: HBM efficiency {}, kernel overhead {} us, collective latency {} us",
+        "constants fitted to these rows: HBM efficiency {}, kernel overhead {} µs, collective latency {} µs",
         p.hbm_efficiency, p.kernel_overhead_us, p.collective_latency_us
     );
     Ok(())

@@ -130,7 +130,7 @@ pub fn run(a: Args) -> Result<(), Exit> {
                         "sram_max_bytes": info.sram_max,
                         "cycles": r.cycles,
                         "time_us": r.tpot_us,
-                        "breakdown_cycles": r.breakdown,
+                        "breakdown": r.breakdown,
                     });
                     print!("{}", to_json(&out));
                 }

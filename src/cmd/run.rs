@@ -58,16 +58,22 @@ pub struct GpuArgs {
     /// GPUs in the tensor-parallel group [default: the fewest that hold the model].
     #[arg(long, value_parser = super::gpus_flag, allow_negative_numbers = true)]
     pub gpus: Option<u32>,
+    /// Fraction of each GPU's memory kept free of weights and KV cache (CUDA
+    /// context, runtime workspace, activations): 0 <= f < 1. The default 0.1 is
+    /// vLLM's default `gpu_memory_utilization = 0.9`.
+    #[arg(long, default_value_t = wafer_gpu::DEFAULT_MEM_HEADROOM)]
+    pub gpu_mem_headroom: f64,
 }
 
 /// The GPU estimate with `n` GPUs, or the fewest power-of-two count that holds the model.
-pub fn gpu_estimate(g: &Graph, gpu: &wafer_gpu::GpuSpec, n: Option<u32>) -> Result<wafer_gpu::GpuEstimate, Exit> {
-    if let Some(n) = n {
-        return Ok(wafer_gpu::estimate(g, gpu, n)?);
+pub fn gpu_estimate(g: &Graph, gpu: &wafer_gpu::GpuSpec, args: &GpuArgs) -> Result<wafer_gpu::GpuEstimate, Exit> {
+    let opts = wafer_gpu::GpuOptions::with_headroom(args.gpu_mem_headroom)?;
+    if let Some(n) = args.gpus {
+        return Ok(wafer_gpu::estimate_opts(g, gpu, n, &opts)?);
     }
     let mut last = None;
     for n in [1u32, 2, 4, 8, 16, 32, 64, 128] {
-        match wafer_gpu::estimate(g, gpu, n) {
+        match wafer_gpu::estimate_opts(g, gpu, n, &opts) {
             Ok(e) => return Ok(e),
             Err(e) => last = Some(e),
         }
@@ -145,7 +151,7 @@ pub fn run_report_and_program(
     let t0 = std::time::Instant::now();
     let m = machine.load()?;
     let g = step_graph(step)?;
-    let gpu_est = gpu_spec.map(|s| gpu_estimate(&g, &s, gpu.gpus)).transpose()?;
+    let gpu_est = gpu_spec.map(|s| gpu_estimate(&g, &s, gpu)).transpose()?;
     let c = compile_graph(&g, &m, CompileOptions { accumulate: machine.accumulate.dtype(), ..Default::default() })?;
     let t2 = std::time::Instant::now();
     let sim = simulate(engine, &c)?;
@@ -167,6 +173,15 @@ pub fn run_report_and_program(
         gpus: gpu_est.as_ref().map(|g| g.n_gpus),
     };
     let mut r = RunReport::new(inputs, c.stats, sim, gpu_est);
+    if r.gpu.is_some() {
+        let k = wafer_gpu::calibration_report()?;
+        r = r.with_gpu_calibration(wafer_reports::run::GpuCalibration {
+            rows: k.rows.len(),
+            median_abs_error_pct: 100.0 * k.median_abs_rel_error,
+            max_abs_error_pct: 100.0 * k.max_abs_rel_error,
+            max_row: k.max_row,
+        });
+    }
     r.timings = Some(timings);
     Ok((r, c.program))
 }

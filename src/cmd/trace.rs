@@ -28,7 +28,7 @@ pub fn run(a: Args) -> Result<(), Exit> {
     let sim = simulate(a.engine, &c)?;
     write_atomic(&a.output, wafer_reports::trace::chrome_trace(&c.program, &sim).as_bytes())?;
     println!(
-        "wrote {}: {} regions on {} wafer(s), {:.1} us per token ({} engine); open it in Perfetto (ui.perfetto.dev)",
+        "wrote {}: {} regions on {} wafer(s), {:.1} µs per token ({} engine); open it in Perfetto (ui.perfetto.dev)",
         a.output.display(),
         c.program.regions.len(),
         c.program.wafers,
