@@ -87,13 +87,13 @@ fn bad_input_is_a_clear_error_never_a_panic() {
             "zero field",
             Some(with_field("num_hidden_layers", Some("0"))),
             vec![],
-            vec!["`num_hidden_layers` is 0", "positive integer"],
+            vec!["`num_hidden_layers` is 0", "an integer in 1..=10000"],
         ),
         (
             "negative field",
             Some(with_field("vocab_size", Some("-5"))),
             vec![],
-            vec!["`vocab_size` is -5", "positive integer"],
+            vec!["`vocab_size` is -5", "an integer in 1..="],
         ),
         ("fractional field", Some(with_field("hidden_size", Some("64.5"))), vec![], vec!["`hidden_size` is 64.5"]),
         (
@@ -127,8 +127,13 @@ fn bad_input_is_a_clear_error_never_a_panic() {
             vec![],
             vec!["`tie_word_embeddings`", "true or false"],
         ),
-        ("context 0", Some(GOOD.into()), vec!["--context", "0"], vec!["context is 0", "1..="]),
-        ("batch 0", Some(GOOD.into()), vec!["--batch", "0"], vec!["batch is 0"]),
+        (
+            "context 0",
+            Some(GOOD.into()),
+            vec!["--context", "0"],
+            vec!["--context <CONTEXT>", "0 is not in 1..=16777216"],
+        ),
+        ("batch 0", Some(GOOD.into()), vec!["--batch", "0"], vec!["--batch <BATCH>", "0 is not in 1..=65536"]),
         ("int4 activations", Some(GOOD.into()), vec!["--act-dtype", "int4"], vec!["activation dtype is int4"]),
         ("unknown dtype", Some(GOOD.into()), vec!["--weight-dtype", "int3"], vec!["unknown dtype `int3`"]),
     ];

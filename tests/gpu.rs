@@ -202,7 +202,7 @@ fn cli_bad_input_exits_2_with_a_message_not_a_panic() {
         (vec!["gpu", "--gpu", "V100"], "unknown GPU `V100`"),
         (vec!["gpu", "--gpu", bad], "`hbm_gb` is -80"),
         (vec!["gpu", "--model", "llama-3.1-405b", "--gpu", "H100-SXM"], "at least 11"),
-        (vec!["gpu", "--gpus", "0"], "0 GPU(s)"),
+        (vec!["gpu", "--gpus", "0"], "'--gpus <GPUS>': 0 is not in 1..=1024"),
     ] {
         let o = wafer(&args);
         let err = String::from_utf8_lossy(&o.stderr);

@@ -18,6 +18,7 @@ pub mod route;
 use fuse::{Group, GroupKind};
 use partition::{Ctx, Packing, Plan};
 use serde::Serialize;
+use wafer_ir::limits::MAX_WAFERS;
 use wafer_ir::{
     print_program, sram_need, verify_program_checks, ArchSpec, Checks, Graph, Program, ProgramErrors, ProgramInfo,
     Rect, Reduce, Region, RegionId, RouteKind, Sram, Step, Work,
@@ -51,11 +52,19 @@ pub struct CompileOptions {
     pub verify_each: bool,
     /// Print the spatial IR after these passes.
     pub dump_after: Vec<String>,
+    /// Refuse (before allocating) a compile whose estimated memory is above
+    /// this many bytes ([`wafer_ir::limits::UNLIMITED`] by default; the CLI passes `--max-memory`).
+    pub max_memory_bytes: u64,
 }
 
 impl Default for CompileOptions {
     fn default() -> Self {
-        CompileOptions { wafers: Wafers::Auto, verify_each: false, dump_after: Vec::new() }
+        CompileOptions {
+            wafers: Wafers::Auto,
+            verify_each: false,
+            dump_after: Vec::new(),
+            max_memory_bytes: wafer_ir::limits::UNLIMITED,
+        }
     }
 }
 
@@ -84,6 +93,8 @@ pub enum CompileError {
     Verify { pass: String, errors: ProgramErrors },
     #[error("unknown pass `{0}`; passes are fuse, partition, place, route, alloc, schedule")]
     UnknownPass(String),
+    #[error("compiling {0}")]
+    Resources(wafer_ir::ResourceError),
 }
 
 /// A model that does not fit on the wafers given, with the numbers.
@@ -257,6 +268,26 @@ fn capacity(arch: &ArchSpec, wafers: u32) -> u64 {
     (arch.usable_sram() as f64 * arch.pes() as f64 * partition::FILL) as u64 * wafers as u64
 }
 
+/// Bytes a compile of `g` for `arch` allocates at its peak, roughly: the
+/// regions and routes of the program (a MoE layer has two regions per
+/// expert), a few copies of them during the search, the verifier's per-router
+/// color grid of one wafer and the graph itself. An estimate to refuse
+/// absurd inputs before allocating, not an accounting.
+pub fn estimate_compile_bytes(g: &Graph, arch: &ArchSpec) -> u64 {
+    const PER_REGION: u64 = 4096;
+    let regions: u64 = g
+        .ops
+        .iter()
+        .map(|op| match op.kind {
+            wafer_ir::OpKind::MoeExperts { experts, .. } => 2 * experts,
+            _ => 1,
+        })
+        .fold(0u64, u64::saturating_add);
+    let grid = 8 * (arch.mesh_width as u64 + 1) * (arch.mesh_height as u64 + 1);
+    let graph = 512 * (g.ops.len() as u64 + g.tensors.len() as u64);
+    regions.saturating_mul(PER_REGION).saturating_add(grid).saturating_add(graph)
+}
+
 /// Compiles `g` for `arch`. The graph must have passed `verify_graph`.
 pub fn compile(g: &Graph, arch: &ArchSpec, opts: &CompileOptions) -> Result<Compiled, CompileError> {
     for d in &opts.dump_after {
@@ -264,6 +295,12 @@ pub fn compile(g: &Graph, arch: &ArchSpec, opts: &CompileOptions) -> Result<Comp
             return Err(CompileError::UnknownPass(d.clone()));
         }
     }
+    wafer_ir::ResourceError::check_memory(
+        &format!("{} for {}", g.name, arch.name),
+        estimate_compile_bytes(g, arch),
+        opts.max_memory_bytes,
+    )
+    .map_err(CompileError::Resources)?;
     let mut dumps = Vec::new();
     let mut after = |pass: &str, p: &Program| -> Result<(), CompileError> {
         if opts.dump_after.iter().any(|d| d == pass) {
@@ -348,21 +385,24 @@ fn plan(g: &Graph, ctx: &Ctx, groups: &[Group], wafers: Wafers, packing: Packing
             batch: g.batch,
         });
     }
-    let need: u64 = groups.iter().map(|gr| ctx.resident_bytes(gr)).sum();
-    let min_area: u64 = groups.iter().map(|gr| ctx.min_pes(gr)).sum();
+    let need: u64 = groups.iter().map(|gr| ctx.resident_bytes(gr)).fold(0, u64::saturating_add);
+    let min_area: u64 = groups.iter().map(|gr| ctx.min_pes(gr)).fold(0, u64::saturating_add);
     let per_wafer = (arch.pes() as f64 * partition::FILL) as u64;
-    let first = min_area.div_ceil(per_wafer.max(1)).max(1) as u32;
+    let first = min_area.div_ceil(per_wafer.max(1)).clamp(1, u32::MAX as u64) as u32;
     // The fewest wafers from `from` on that partition: gallop up, then bisect
     // back (packing is a heuristic, so feasibility is only roughly monotone).
     let search = |from: u32| -> Option<Plan> {
         let try_n = |w: u32| partition::partition(ctx, groups, w, packing).ok();
+        if from > MAX_WAFERS {
+            return None;
+        }
         let (mut lo, mut w, mut step) = (from.saturating_sub(1), from, 1u32);
         let mut found = loop {
             if let Some(p) = try_n(w) {
                 break p;
             }
             lo = w;
-            w = w.checked_add(step).filter(|&x| x <= 4096)?;
+            w = w.checked_add(step).filter(|&x| x <= MAX_WAFERS)?;
             step *= 2;
         };
         let mut hi = w;
@@ -379,7 +419,7 @@ fn plan(g: &Graph, ctx: &Ctx, groups: &[Group], wafers: Wafers, packing: Packing
         Some(found)
     };
     match wafers {
-        Wafers::Auto => search(first).ok_or(CompileError::Packing { wafers: 4096 }),
+        Wafers::Auto => search(first).ok_or(CompileError::Packing { wafers: MAX_WAFERS }),
         Wafers::Fixed(n) => {
             if n >= first {
                 if let Ok(p) = partition::partition(ctx, groups, n, packing) {
@@ -461,7 +501,7 @@ fn plan(g: &Graph, ctx: &Ctx, groups: &[Group], wafers: Wafers, packing: Packing
                 fill: partition::FILL * 100.0,
                 advice: match would {
                     Some(w) => format!("{w} wafers would (--wafers {w}, or --wafers auto)."),
-                    None => "No wafer count up to 4096 would.".into(),
+                    None => format!("No wafer count up to {MAX_WAFERS} would."),
                 },
             })))
         }

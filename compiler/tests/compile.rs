@@ -122,7 +122,8 @@ fn compiling_is_deterministic_for_any_thread_count() {
 fn verify_each_runs_after_every_pass_and_dump_after_names_passes() {
     let g = graph("llama-3.2-1b", 64);
     let all: Vec<String> = PASSES.iter().map(|p| p.0.to_string()).collect();
-    let opts = CompileOptions { wafers: Wafers::Fixed(1), verify_each: true, dump_after: all.clone() };
+    let opts =
+        CompileOptions { wafers: Wafers::Fixed(1), verify_each: true, dump_after: all.clone(), ..Default::default() };
     let c = compile(&g, &arch_preset("wse3").unwrap(), &opts).unwrap();
     assert_eq!(c.dumps.iter().map(|d| d.0.clone()).collect::<Vec<_>>(), all);
     let bad = CompileOptions { dump_after: vec!["inline".into()], ..opts };

@@ -25,7 +25,12 @@ fn tiny(dump: Vec<String>) -> wafer_compiler::Compiled {
         ..Default::default()
     };
     let g = decode_graph(&cfg, &p).unwrap();
-    compile(&g, &arch(), &CompileOptions { wafers: Wafers::Fixed(1), verify_each: true, dump_after: dump }).unwrap()
+    compile(
+        &g,
+        &arch(),
+        &CompileOptions { wafers: Wafers::Fixed(1), verify_each: true, dump_after: dump, ..Default::default() },
+    )
+    .unwrap()
 }
 
 #[test]

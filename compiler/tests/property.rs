@@ -59,7 +59,7 @@ proptest! {
         arch.pe.sram_bytes = sram;
         arch.pe.sram_reserved_bytes = 64;
         let w = if wafers == 0 { Wafers::Auto } else { Wafers::Fixed(wafers) };
-        match compile(&g, &arch, &CompileOptions { wafers: w, verify_each: true, dump_after: vec![] }) {
+        match compile(&g, &arch, &CompileOptions { wafers: w, verify_each: true, dump_after: vec![], ..Default::default() }) {
             Ok(c) => {
                 verify_program(&c.program).unwrap();
                 prop_assert_eq!(parse_program(&print_program(&c.program)).unwrap(), c.program);

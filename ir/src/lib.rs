@@ -14,6 +14,7 @@ pub mod arch;
 pub mod cost;
 pub mod dtype;
 pub mod graph;
+pub mod limits;
 pub mod spatial;
 pub mod spatial_text;
 pub mod spatial_verify;
@@ -24,11 +25,14 @@ pub use arch::{arch_preset, ArchError, ArchSpec, ARCH_PRESETS};
 pub use cost::{graph_stats, op_cost, GraphStats, OpCost};
 pub use dtype::DType;
 pub use graph::{ActFn, Elementwise, Graph, GraphBuilder, NormKind, Op, OpId, OpKind, Tensor, TensorId, TensorKind};
+pub use limits::{fmt_bytes, ResourceError};
 pub use spatial::{
     footprints_meet, route_footprint, route_messages, sram_need, Message, Pe, Program, Rect, Reduce, Region, RegionId,
     Route, RouteId, RouteKind, Sram, Step, Work,
 };
 pub use spatial_text::{parse_program, print_program, ParseError};
-pub use spatial_verify::{verify_program, verify_program_checks, Checks, ProgramDiag, ProgramErrors, ProgramInfo};
+pub use spatial_verify::{
+    route_message_bound, verify_program, verify_program_checks, Checks, ProgramDiag, ProgramErrors, ProgramInfo,
+};
 pub use text::print_graph;
 pub use verify::{verify_graph, GraphDiag, GraphErrors};

@@ -16,8 +16,13 @@ pub mod result;
 pub mod timing;
 
 pub use analytical::{region_cost, simulate_analytical, RegionCost};
-pub use event::{simulate_event, simulate_event_with_stats, EventLimits, EventStats};
+pub use event::{
+    estimate_event, simulate_event, simulate_event_with_stats, try_simulate_event, EventEstimate, EventLimits,
+    EventStats,
+};
 pub use result::{role_of, Breakdown, LayerTiming, LinkLoad, Outcome, RegionTiming, SimResult};
 
-pub use functional::{run_functional, FunctionalError, FunctionalOutput};
+pub use functional::{
+    check_functional_budget, estimate_functional_bytes, run_functional, FunctionalError, FunctionalOutput,
+};
 pub use reference::{run_reference, KvState, ReferenceError, StepOutput, Weights};

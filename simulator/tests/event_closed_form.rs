@@ -341,11 +341,11 @@ fn a_missing_reduce_route_is_a_deadlock() {
 #[test]
 fn a_tiny_cycle_limit_stops_the_run() {
     let (p, info) = row_of_8(Reduce::Tree, 8);
-    let r = simulate_event(&p, &info, &EventLimits { max_cycles: 30 });
+    let r = simulate_event(&p, &info, &EventLimits { max_cycles: 30, ..Default::default() });
     assert_eq!(r.outcome, Outcome::CycleLimit { limit: 30 });
     assert_eq!(r.cycles, 30.0);
     // Limit above the embedding's first departure but below the end: still a limit.
-    let r = simulate_event(&p, &info, &EventLimits { max_cycles: 300 });
+    let r = simulate_event(&p, &info, &EventLimits { max_cycles: 300, ..Default::default() });
     assert_eq!(r.outcome, Outcome::CycleLimit { limit: 300 });
 }
 

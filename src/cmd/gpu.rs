@@ -18,7 +18,7 @@ pub struct Args {
     #[arg(long, short, default_value = "H100-SXM")]
     gpu: String,
     /// GPUs in the tensor-parallel group (must divide the attention heads).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=super::run::MAX_GPUS))]
     gpus: u32,
     #[arg(long, value_enum, default_value_t)]
     format: Format,

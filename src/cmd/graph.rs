@@ -16,11 +16,11 @@ pub struct StepArgs {
     #[arg(long, short, default_value = "llama-3.1-8b")]
     pub model: String,
     /// Sequences decoded together.
-    #[arg(long, short, default_value_t = 1)]
+    #[arg(long, short, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=wafer_ir::limits::MAX_BATCH))]
     pub batch: u64,
     /// Positions each new token attends over, itself included
     /// [default: 1 for `graph`, 4096 for the latency commands].
-    #[arg(long, short)]
+    #[arg(long, short, value_parser = clap::value_parser!(u64).range(1..=wafer_ir::limits::MAX_CONTEXT))]
     pub context: Option<u64>,
     /// Weight storage format: fp32, bf16, fp16, fp8, int8, int4.
     #[arg(long, default_value = "bf16")]

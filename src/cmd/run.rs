@@ -9,8 +9,13 @@ use crate::Exit;
 use wafer_compiler::CompileOptions;
 use wafer_ir::{verify_graph, Graph};
 use wafer_reports::{RunInputs, RunReport};
-use wafer_simulator::{simulate_analytical, simulate_event, EventLimits, SimResult};
+use wafer_simulator::{simulate_analytical, try_simulate_event, EventLimits, SimResult};
 use wafer_workloads::decode_graph;
+
+/// Largest `--gpus`: 1,024 (the largest tensor-parallel group of the calibration data is 8).
+pub const MAX_GPUS: i64 = 1024;
+/// Largest `--steps`: 1,024 decode steps (each compiles and checks a whole step).
+pub const MAX_STEPS: u64 = 1024;
 
 /// Which engine times the step.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -43,7 +48,7 @@ pub struct GpuArgs {
     #[arg(long, short, default_value = "H100-SXM")]
     pub gpu: String,
     /// GPUs in the tensor-parallel group [default: the fewest that hold the model].
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=MAX_GPUS))]
     pub gpus: Option<u32>,
 }
 
@@ -79,7 +84,7 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
     /// Decode steps the functional engine checks (contexts 1..=steps).
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=MAX_STEPS))]
     pub steps: u64,
     /// Also report wall-clock time of compiling and simulating (not reproducible).
     #[arg(long)]
@@ -88,10 +93,15 @@ pub struct Args {
     pub out: super::report_out::OutArgs,
 }
 
+/// The event engine's limits: the defaults, with `--max-memory`.
+pub fn event_limits() -> EventLimits {
+    EventLimits { max_memory_bytes: crate::inputs::max_memory(), ..Default::default() }
+}
+
 /// Times a compiled program with `engine`.
 pub fn simulate(engine: Engine, c: &wafer_compiler::Compiled) -> Result<SimResult, Exit> {
     Ok(match engine {
-        Engine::Event => simulate_event(&c.program, &c.info, &EventLimits::default()),
+        Engine::Event => try_simulate_event(&c.program, &c.info, &event_limits())?,
         Engine::Analytical => simulate_analytical(&c.program, &c.info),
         Engine::Functional => {
             return Err(Exit { code: 2, message: "the functional engine checks numbers, not time".into() })
@@ -176,8 +186,16 @@ fn functional(a: &Args) -> Result<FunctionalReport, Exit> {
         let p = wafer_workloads::DecodeParams { context: t, ..a.step.params(t) };
         let g = decode_graph(&cfg, &p)?;
         verify_graph(&g)?;
+        let budget = crate::inputs::max_memory();
+        if weights.is_none() {
+            wafer_simulator::check_functional_budget(&g, a.steps, budget)?;
+        }
         // Compile first: a model that does not fit fails before its weights are drawn.
-        let c = wafer_compiler::compile(&g, &arch, &CompileOptions { wafers, ..Default::default() })?;
+        let c = wafer_compiler::compile(
+            &g,
+            &arch,
+            &CompileOptions { wafers, max_memory_bytes: budget, ..Default::default() },
+        )?;
         let w = weights.get_or_insert_with(|| wafer_simulator::Weights::random(&g, 42));
         let tokens: Vec<u64> = (0..p.batch).map(|b| (7 * t + 13 * b + 3) % cfg.vocab).collect();
         let want = wafer_simulator::run_reference(&g, w, &tokens, &mut kv_ref)?;
