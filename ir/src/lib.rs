@@ -22,7 +22,7 @@ pub mod text;
 pub mod verify;
 
 pub use arch::{arch_preset, ArchError, ArchSpec, ARCH_PRESETS};
-pub use cost::{graph_stats, op_cost, GraphStats, OpCost};
+pub use cost::{check_costs, graph_stats, op_cost, try_op_cost, CostOverflow, GraphStats, OpCost};
 pub use dtype::DType;
 pub use graph::{ActFn, Elementwise, Graph, GraphBuilder, NormKind, Op, OpId, OpKind, Tensor, TensorId, TensorKind};
 pub use limits::{fmt_bytes, ResourceError};
