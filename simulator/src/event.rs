@@ -46,8 +46,9 @@ pub struct EventLimits {
 impl Default for EventLimits {
     fn default() -> Self {
         // About 15 minutes of simulated time at 1.1 GHz: far beyond any decode step.
-        // Memory is the caller's to bound (the CLI passes `--max-memory`); the
-        // events of the largest programs the verifier accepts take a few minutes.
+        // Memory is the caller's to bound (the CLI passes `--max-memory`). 2^28
+        // events (eight times llama-3.1-405b's 32 million) take about three
+        // minutes at ~0.6 us per event.
         EventLimits { max_cycles: 1 << 40, max_memory_bytes: wafer_ir::limits::UNLIMITED, max_events: 1 << 28 }
     }
 }
@@ -73,16 +74,23 @@ pub fn estimate_event(p: &Program, info: &ProgramInfo) -> EventEstimate {
     let links = mul(mul(a.mesh_width as u64, a.mesh_height as u64), wafers);
     let fabric = mul(mul(4, links), size_of::<Link>() as u64);
     let system = mul(mul(wafers, wafers), 8);
-    let pes: u64 = p.regions.iter().filter(|r| r.active).map(|r| r.rect.pes()).fold(0, u64::saturating_add);
+    let active = || p.regions.iter().filter(|r| r.active);
+    let pes: u64 = active().map(|r| r.rect.pes()).fold(0, u64::saturating_add);
+    let lines: u64 = active().map(|r| r.out_lines() as u64).fold(0, u64::saturating_add);
     let stamp = size_of::<Stamp>() as u64;
-    // Per PE: input stamp, output port, a row node (with its side arrays) and an output line at most.
-    let per_pe = 2 * stamp + 8 + (stamp + 4 * 4 + 1 + size_of::<Role>() as u64) + (4 * stamp + 24);
+    // Per PE: input stamp and output port; per collective node (at most two per
+    // PE): base stamp, counters, flags, role; per output line: four stamps and counters.
+    let per_pe = stamp + 8;
+    let per_node = stamp + 4 * 4 + 1 + size_of::<Role>() as u64;
+    let per_line = 4 * stamp + 24;
     // Per message: the table entry, departure stamp, delivery flag, receive slot, send lists,
     // the expanded `wafer_ir::Message` it came from, and its heap entry.
     let per_msg = size_of::<Msg>() as u64 + 2 * stamp + 1 + 4 + 3 * 8 + size_of::<wafer_ir::Message>() as u64 + 24;
     let bytes = fabric
         .saturating_add(system)
-        .saturating_add(mul(2, mul(pes, per_pe)))
+        .saturating_add(mul(pes, per_pe))
+        .saturating_add(mul(mul(2, pes), per_node))
+        .saturating_add(mul(lines, per_line))
         .saturating_add(mul(info.messages, per_msg))
         .saturating_add(mul(p.regions.len() as u64, 512));
     EventEstimate { bytes, events: info.messages }

@@ -19,7 +19,7 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t)]
     engine: Engine,
     /// Tokens in one edit round trip, for the "time to write N tokens" row.
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
     tokens: u64,
     #[arg(long, value_enum, default_value_t)]
     format: Format,
