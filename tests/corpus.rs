@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 struct Case {
     name: String,
     exit: i32,
-    needle: String,
+    /// Phrases that must all appear on stderr.
+    needles: Vec<String>,
     args: Vec<String>,
 }
 
@@ -26,7 +27,7 @@ fn cases() -> Vec<Case> {
             Case {
                 name: f[0].trim().into(),
                 exit: f[1].trim().parse().expect("exit code"),
-                needle: f[2].trim().into(),
+                needles: f[2].split(" && ").map(|n| n.trim().to_string()).filter(|n| !n.is_empty()).collect(),
                 args: f[3].split_whitespace().map(str::to_string).collect(),
             }
         })
@@ -86,7 +87,7 @@ fn every_corpus_case_ends_quickly_with_its_exit_code_and_names_the_field() {
     let mut failures = Vec::new();
     for c in &cases {
         let (code, err, took) = run(&c.args, Duration::from_secs(20));
-        let ok = code == Some(c.exit) && err.contains(&c.needle) && !err.contains("panicked");
+        let ok = code == Some(c.exit) && c.needles.iter().all(|n| err.contains(n)) && !err.contains("panicked");
         if !ok {
             failures.push(format!(
                 "{}: exit {code:?} (want {}) after {took:.2?}; stderr: {}",

@@ -87,6 +87,17 @@ pub enum CompileError {
     Untileable { region: String, need: u64, sram: u64, what: String, batch: u64 },
     #[error("the regions could not be packed onto {wafers} wafer(s)")]
     Packing { wafers: u32 },
+    #[error(
+        "{model} needs at least {min_wafers} wafers of {arch} ({need} bytes of weights and KV cache in SRAM, at most \
+         {per_wafer} packable per wafer); the limit is {max} wafers: use a shorter context, a smaller batch or narrower dtypes"
+    )]
+    TooManyWafers { model: String, arch: String, min_wafers: u64, need: u64, per_wafer: u64, max: u32 },
+    #[error(
+        "region `{region}` needs at least {pes} PEs ({bytes} bytes), more than the {per_wafer} PEs one wafer of {arch} \
+         can give a region, and a region cannot span wafers: use a shorter context (now {context}), a smaller batch \
+         or narrower dtypes"
+    )]
+    RegionTooLarge { region: String, pes: u64, bytes: u64, per_wafer: u64, arch: String, context: u64 },
     #[error("route {route} finds no free color among the {available} available to programs")]
     Colors { route: String, available: u32 },
     #[error("after pass `{pass}`: {errors}")]
@@ -388,7 +399,18 @@ fn plan(g: &Graph, ctx: &Ctx, groups: &[Group], wafers: Wafers, packing: Packing
     let need: u64 = groups.iter().map(|gr| ctx.resident_bytes(gr)).fold(0, u64::saturating_add);
     let min_area: u64 = groups.iter().map(|gr| ctx.min_pes(gr)).fold(0, u64::saturating_add);
     let per_wafer = (arch.pes() as f64 * partition::FILL) as u64;
-    let first = min_area.div_ceil(per_wafer.max(1)).clamp(1, u32::MAX as u64) as u32;
+    let min_wafers = min_area.div_ceil(per_wafer.max(1)).max(1);
+    if min_wafers > MAX_WAFERS as u64 {
+        return Err(CompileError::TooManyWafers {
+            model: g.name.clone(),
+            arch: arch.name.clone(),
+            min_wafers,
+            need,
+            per_wafer: capacity(arch, 1),
+            max: MAX_WAFERS,
+        });
+    }
+    let first = min_wafers as u32;
     // The fewest wafers from `from` on that partition: gallop up, then bisect
     // back (packing is a heuristic, so feasibility is only roughly monotone).
     let search = |from: u32| -> Option<Plan> {
@@ -419,7 +441,19 @@ fn plan(g: &Graph, ctx: &Ctx, groups: &[Group], wafers: Wafers, packing: Packing
         Some(found)
     };
     match wafers {
-        Wafers::Auto => search(first).ok_or(CompileError::Packing { wafers: MAX_WAFERS }),
+        Wafers::Auto => {
+            if let Some(gr) = groups.iter().find(|gr| ctx.min_pes(gr) > per_wafer) {
+                return Err(CompileError::RegionTooLarge {
+                    region: gr.name.clone(),
+                    pes: ctx.min_pes(gr),
+                    bytes: ctx.resident_bytes(gr),
+                    per_wafer,
+                    arch: arch.name.clone(),
+                    context: g.context,
+                });
+            }
+            search(first).ok_or(CompileError::Packing { wafers: MAX_WAFERS })
+        }
         Wafers::Fixed(n) => {
             if n >= first {
                 if let Ok(p) = partition::partition(ctx, groups, n, packing) {
