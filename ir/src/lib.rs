@@ -6,6 +6,8 @@
 //! * [`spatial`]: the **spatial IR** — a decode step mapped onto the mesh — with
 //!   its verifier ([`spatial_verify`], returning the `ProgramInfo` witness) and a
 //!   round-tripping textual form ([`spatial_text`]).
+//! * [`limits`]: the ranges of machine-level inputs and the [`ResourceError`]
+//!   engines and builders return when an estimate is above the caller's budget.
 //!
 //! Architecture invariant: this crate is the leaf of the workspace. It knows
 //! nothing of model files, the compiler or the simulators, and performs no I/O.

@@ -4,7 +4,9 @@
 //! (X-then-Y paths, multicast tails, per-link reservations, per-PE output
 //! ports, per-wafer-pair system links), the data-driven order of compute,
 //! reductions and epilogues on every PE, the typed outcome (finished, cycle
-//! limit, deadlock naming what is blocked) and the critical-path breakdown.
+//! limit, deadlock naming what is blocked), the critical-path breakdown, and
+//! [`estimate_event`]: the memory and events a run needs, computed from the
+//! program's shape so that [`try_simulate_event`] can refuse before allocating.
 //! Every step is priced with [`crate::timing`]; geometry comes from
 //! [`wafer_ir::route_messages`] and the [`wafer_ir::Region`] slice functions, so
 //! this engine and the analytical one differ only by contention, exact per-PE

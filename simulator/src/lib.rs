@@ -5,6 +5,9 @@
 //! * [`reference`] and [`functional`]: real numbers — a dense interpreter of the graph IR, and the
 //!   compiled program run as partitioned, compared with it to prove the lowering right.
 //!
+//! Budgets: `try_simulate_event` and `check_functional_budget` refuse a run
+//! whose estimate is above the caller's byte limit, before allocating.
+//!
 //! Architecture invariant: depends on `ir` only — never on the compiler — and
 //! runs only verified programs (engines take the verifier's `ProgramInfo`).
 
