@@ -283,7 +283,7 @@ impl SweepSpec {
     }
 
     /// The indices `shard` computes (all of them without one), in order.
-    pub fn indices(&self, shard: Option<Shard>) -> impl Iterator<Item = usize> {
+    pub fn indices(&self, shard: Option<Shard>) -> std::iter::StepBy<std::ops::Range<usize>> {
         let n = self.grid_len().unwrap_or(0).min(usize::MAX as u64) as usize;
         let (start, step) = shard.map_or((0, 1), |s| (s.index as usize, s.count as usize));
         (start..n).step_by(step)

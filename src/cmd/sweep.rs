@@ -200,6 +200,14 @@ pub fn run(a: Args) -> Result<(), Exit> {
         check_target(dir, a.out.force)?;
     }
     let inp = load_inputs(&spec, engine)?;
+    // Each point holds its row and its share of sweep.json, sweep.csv and the
+    // summary in memory until the folder is written: ~4 KB, generously.
+    let count = spec.indices(a.shard).len() as u64;
+    wafer_ir::ResourceError::check_memory(
+        &format!("the sweep ({count} points)"),
+        count.saturating_mul(4096),
+        crate::inputs::max_memory(),
+    )?;
     let points: Vec<Point> = spec.indices(a.shard).map(|i| spec.point(i)).collect();
     let rows = run_points(&inp, &points);
     let out = SweepOutput::new(&spec, engine.name(), a.shard, rows);
