@@ -17,6 +17,11 @@ use std::process::ExitCode;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Memory the compiler and engines may plan to use, e.g. 4G or 512M: a run
+    /// whose estimate is above it is refused before allocating
+    /// [default: half the physical memory, at most half of `ulimit -v`].
+    #[arg(long, global = true, value_name = "BYTES", value_parser = inputs::parse_bytes)]
+    max_memory: Option<u64>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -77,6 +82,7 @@ fn quiet_broken_pipes() {
 fn main() -> ExitCode {
     quiet_broken_pipes();
     let cli = Cli::parse();
+    inputs::set_max_memory(cli.max_memory.unwrap_or_else(inputs::default_max_memory));
     let result = match cli.command {
         Command::Run(a) => cmd::run::run(a),
         Command::Models(a) => cmd::models::run(a),

@@ -87,13 +87,13 @@ fn bad_input_is_a_clear_error_never_a_panic() {
             "zero field",
             Some(with_field("num_hidden_layers", Some("0"))),
             vec![],
-            vec!["`num_hidden_layers` is 0", "positive integer"],
+            vec!["`num_hidden_layers` is 0", "an integer in 1..=10000"],
         ),
         (
             "negative field",
             Some(with_field("vocab_size", Some("-5"))),
             vec![],
-            vec!["`vocab_size` is -5", "positive integer"],
+            vec!["`vocab_size` is -5", "an integer in 1..="],
         ),
         ("fractional field", Some(with_field("hidden_size", Some("64.5"))), vec![], vec!["`hidden_size` is 64.5"]),
         (

@@ -18,6 +18,7 @@ pub mod route;
 use fuse::{Group, GroupKind};
 use partition::{Ctx, Packing, Plan};
 use serde::Serialize;
+use wafer_ir::limits::MAX_WAFERS;
 use wafer_ir::{
     print_program, sram_need, verify_program_checks, ArchSpec, Checks, DType, Graph, Program, ProgramErrors,
     ProgramInfo, Rect, Reduce, Region, RegionId, RouteKind, Sram, Step, Work,
@@ -55,11 +56,20 @@ pub struct CompileOptions {
     /// or fp16 (`@fmach`: twice the rate, half the fabric bytes, as MeshGEMV;
     /// error bound in `wafer_simulator::functional`).
     pub accumulate: DType,
+    /// Refuse (before allocating) a compile whose estimated memory is above
+    /// this many bytes ([`wafer_ir::limits::UNLIMITED`] by default; the CLI passes `--max-memory`).
+    pub max_memory_bytes: u64,
 }
 
 impl Default for CompileOptions {
     fn default() -> Self {
-        CompileOptions { wafers: Wafers::Auto, verify_each: false, dump_after: Vec::new(), accumulate: DType::F32 }
+        CompileOptions {
+            wafers: Wafers::Auto,
+            verify_each: false,
+            dump_after: Vec::new(),
+            max_memory_bytes: wafer_ir::limits::UNLIMITED,
+            accumulate: DType::F32,
+        }
     }
 }
 
@@ -82,12 +92,25 @@ pub enum CompileError {
     Untileable { region: String, need: u64, sram: u64, what: String, batch: u64 },
     #[error("the regions could not be packed onto {wafers} wafer(s)")]
     Packing { wafers: u32 },
+    #[error(
+        "{model} needs at least {min_wafers} wafers of {arch} ({need} bytes of weights and KV cache in SRAM, at most \
+         {per_wafer} packable per wafer); the limit is {max} wafers: use a shorter context, a smaller batch or narrower dtypes"
+    )]
+    TooManyWafers { model: String, arch: String, min_wafers: u64, need: u64, per_wafer: u64, max: u32 },
+    #[error(
+        "region `{region}` needs at least {pes} PEs ({bytes} bytes), more than the {per_wafer} PEs one wafer of {arch} \
+         can give a region, and a region cannot span wafers: use a shorter context (now {context}), a smaller batch \
+         or narrower dtypes"
+    )]
+    RegionTooLarge { region: String, pes: u64, bytes: u64, per_wafer: u64, arch: String, context: u64 },
     #[error("route {route} finds no free color among the {available} available to programs")]
     Colors { route: String, available: u32 },
     #[error("after pass `{pass}`: {errors}")]
     Verify { pass: String, errors: ProgramErrors },
     #[error("unknown pass `{0}`; passes are fuse, partition, place, route, alloc, schedule")]
     UnknownPass(String),
+    #[error("compiling {0}")]
+    Resources(wafer_ir::ResourceError),
 }
 
 /// A model that does not fit on the wafers given, with the numbers.
@@ -273,6 +296,26 @@ fn capacity(arch: &ArchSpec, wafers: u32) -> u64 {
     (arch.usable_sram() as f64 * arch.pes() as f64 * partition::FILL) as u64 * wafers as u64
 }
 
+/// Bytes a compile of `g` for `arch` allocates at its peak, roughly: the
+/// regions and routes of the program (a MoE layer has two regions per
+/// expert), a few copies of them during the search, the verifier's per-router
+/// color grid of one wafer and the graph itself. An estimate to refuse
+/// absurd inputs before allocating, not an accounting.
+pub fn estimate_compile_bytes(g: &Graph, arch: &ArchSpec) -> u64 {
+    const PER_REGION: u64 = 4096;
+    let regions: u64 = g
+        .ops
+        .iter()
+        .map(|op| match op.kind {
+            wafer_ir::OpKind::MoeExperts { experts, .. } => 2 * experts,
+            _ => 1,
+        })
+        .fold(0u64, u64::saturating_add);
+    let grid = 8 * (arch.mesh_width as u64 + 1) * (arch.mesh_height as u64 + 1);
+    let graph = 512 * (g.ops.len() as u64 + g.tensors.len() as u64);
+    regions.saturating_mul(PER_REGION).saturating_add(grid).saturating_add(graph)
+}
+
 /// Compiles `g` for `arch`. The graph must have passed `verify_graph`.
 pub fn compile(g: &Graph, arch: &ArchSpec, opts: &CompileOptions) -> Result<Compiled, CompileError> {
     for d in &opts.dump_after {
@@ -280,6 +323,12 @@ pub fn compile(g: &Graph, arch: &ArchSpec, opts: &CompileOptions) -> Result<Comp
             return Err(CompileError::UnknownPass(d.clone()));
         }
     }
+    wafer_ir::ResourceError::check_memory(
+        &format!("{} for {}", g.name, arch.name),
+        estimate_compile_bytes(g, arch),
+        opts.max_memory_bytes,
+    )
+    .map_err(CompileError::Resources)?;
     let mut dumps = Vec::new();
     let mut after = |pass: &str, p: &Program| -> Result<(), CompileError> {
         if opts.dump_after.iter().any(|d| d == pass) {
@@ -365,21 +414,35 @@ fn plan(g: &Graph, ctx: &Ctx, groups: &[Group], wafers: Wafers, packing: Packing
             batch: g.batch,
         });
     }
-    let need: u64 = groups.iter().map(|gr| ctx.resident_bytes(gr)).sum();
-    let min_area: u64 = groups.iter().map(|gr| ctx.min_pes(gr)).sum();
+    let need: u64 = groups.iter().map(|gr| ctx.resident_bytes(gr)).fold(0, u64::saturating_add);
+    let min_area: u64 = groups.iter().map(|gr| ctx.min_pes(gr)).fold(0, u64::saturating_add);
     let per_wafer = (arch.pes() as f64 * partition::FILL) as u64;
-    let first = min_area.div_ceil(per_wafer.max(1)).max(1) as u32;
+    let min_wafers = min_area.div_ceil(per_wafer.max(1)).max(1);
+    if min_wafers > MAX_WAFERS as u64 {
+        return Err(CompileError::TooManyWafers {
+            model: g.name.clone(),
+            arch: arch.name.clone(),
+            min_wafers,
+            need,
+            per_wafer: capacity(arch, 1),
+            max: MAX_WAFERS,
+        });
+    }
+    let first = min_wafers as u32;
     // The fewest wafers from `from` on that partition: gallop up, then bisect
     // back (packing is a heuristic, so feasibility is only roughly monotone).
     let search = |from: u32| -> Option<Plan> {
         let try_n = |w: u32| partition::partition(ctx, groups, w, packing).ok();
+        if from > MAX_WAFERS {
+            return None;
+        }
         let (mut lo, mut w, mut step) = (from.saturating_sub(1), from, 1u32);
         let mut found = loop {
             if let Some(p) = try_n(w) {
                 break p;
             }
             lo = w;
-            w = w.checked_add(step).filter(|&x| x <= 4096)?;
+            w = w.checked_add(step).filter(|&x| x <= MAX_WAFERS)?;
             step *= 2;
         };
         let mut hi = w;
@@ -396,7 +459,19 @@ fn plan(g: &Graph, ctx: &Ctx, groups: &[Group], wafers: Wafers, packing: Packing
         Some(found)
     };
     match wafers {
-        Wafers::Auto => search(first).ok_or(CompileError::Packing { wafers: 4096 }),
+        Wafers::Auto => {
+            if let Some(gr) = groups.iter().find(|gr| ctx.min_pes(gr) > per_wafer) {
+                return Err(CompileError::RegionTooLarge {
+                    region: gr.name.clone(),
+                    pes: ctx.min_pes(gr),
+                    bytes: ctx.resident_bytes(gr),
+                    per_wafer,
+                    arch: arch.name.clone(),
+                    context: g.context,
+                });
+            }
+            search(first).ok_or(CompileError::Packing { wafers: MAX_WAFERS })
+        }
         Wafers::Fixed(n) => {
             if n >= first {
                 if let Ok(p) = partition::partition(ctx, groups, n, packing) {
@@ -478,7 +553,7 @@ fn plan(g: &Graph, ctx: &Ctx, groups: &[Group], wafers: Wafers, packing: Packing
                 fill: partition::FILL * 100.0,
                 advice: match would {
                     Some(w) => format!("{w} wafers would (--wafers {w}, or --wafers auto)."),
-                    None => "No wafer count up to 4096 would.".into(),
+                    None => format!("No wafer count up to {MAX_WAFERS} would."),
                 },
             })))
         }

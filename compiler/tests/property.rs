@@ -68,6 +68,8 @@ proptest! {
                 | CompileError::ContextTooLong { .. }
                 | CompileError::Untileable { .. }
                 | CompileError::Packing { .. }
+                | CompileError::RegionTooLarge { .. }
+                | CompileError::TooManyWafers { .. }
                 | CompileError::Colors { .. })) => {
                 prop_assert!(!e.to_string().is_empty());
             }

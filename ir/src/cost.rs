@@ -11,7 +11,7 @@
 //! GELU 8, ReLU 1, gated activation +1 for the product, add 1, scale 1,
 //! softcap 3, router top-k selection 1 per expert score, sampling 1 per logit.
 
-use crate::graph::{ActFn, Elementwise, Graph, NormKind, Op, OpKind, TensorKind};
+use crate::graph::{ActFn, Elementwise, Graph, NormKind, Op, OpKind, Tensor, TensorKind};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::ops::AddAssign;
@@ -31,11 +31,12 @@ pub struct OpCost {
 
 impl AddAssign for OpCost {
     fn add_assign(&mut self, o: OpCost) {
-        self.flops += o.flops;
-        self.weight_bytes += o.weight_bytes;
-        self.act_bytes += o.act_bytes;
-        self.kv_read_bytes += o.kv_read_bytes;
-        self.kv_write_bytes += o.kv_write_bytes;
+        // Saturating: the verifier's `check_costs` guarantees the step's totals fit.
+        self.flops = self.flops.saturating_add(o.flops);
+        self.weight_bytes = self.weight_bytes.saturating_add(o.weight_bytes);
+        self.act_bytes = self.act_bytes.saturating_add(o.act_bytes);
+        self.kv_read_bytes = self.kv_read_bytes.saturating_add(o.kv_read_bytes);
+        self.kv_write_bytes = self.kv_write_bytes.saturating_add(o.kv_write_bytes);
     }
 }
 
@@ -55,86 +56,177 @@ fn act_flops(f: ActFn) -> u64 {
     }
 }
 
-/// The cost of `op` in `g`. The graph must have passed the verifier.
+/// A cost figure that does not fit in 64 bits (the verifier reports it, naming the op).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("op `{op}`: its {quantity} overflow 64-bit arithmetic")]
+pub struct CostOverflow {
+    pub op: String,
+    pub quantity: &'static str,
+}
+
+/// The cost of `op` in `g`. The graph must have passed the verifier (which
+/// checks with [`try_op_cost`] that every figure fits; here an impossible
+/// overflow saturates).
 pub fn op_cost(g: &Graph, op: &Op) -> OpCost {
+    try_op_cost(g, op).unwrap_or(OpCost {
+        flops: u64::MAX,
+        weight_bytes: u64::MAX,
+        act_bytes: u64::MAX,
+        kv_read_bytes: u64::MAX,
+        kv_write_bytes: u64::MAX,
+    })
+}
+
+/// A count in saturating 128-bit arithmetic: products of three 64-bit shape
+/// dimensions cannot wrap, and anything beyond 64 bits is reported.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+struct S(u128);
+impl std::ops::Mul for S {
+    type Output = S;
+    fn mul(self, o: S) -> S {
+        S(self.0.saturating_mul(o.0))
+    }
+}
+impl std::ops::Add for S {
+    type Output = S;
+    fn add(self, o: S) -> S {
+        S(self.0.saturating_add(o.0))
+    }
+}
+impl std::ops::AddAssign for S {
+    fn add_assign(&mut self, o: S) {
+        *self = *self + o;
+    }
+}
+impl std::iter::Sum for S {
+    fn sum<I: Iterator<Item = S>>(it: I) -> S {
+        it.fold(S(0), |a, x| a + x)
+    }
+}
+fn w(x: u64) -> S {
+    S(x as u128)
+}
+fn elems(t: &Tensor) -> S {
+    t.shape.iter().fold(S(1), |a, &d| a * w(d))
+}
+fn packed(d: crate::DType, e: S) -> S {
+    S(e.0.saturating_mul(d.bits() as u128).div_ceil(8))
+}
+fn bytes(t: &Tensor) -> S {
+    packed(t.dtype, elems(t))
+}
+
+/// [`op_cost`] computed in 128-bit arithmetic: an error names the figure that
+/// does not fit in 64 bits instead of wrapping.
+pub fn try_op_cost(g: &Graph, op: &Op) -> Result<OpCost, CostOverflow> {
     let t = |i: usize| g.tensor(op.inputs[i]);
     let out = |i: usize| g.tensor(op.outputs[i]);
-    let mut c = OpCost::default();
+    let (mut flops, mut weight, mut act, mut kv_read, mut kv_write) = (S(0), S(0), S(0), S(0), S(0));
     for &id in op.inputs.iter().chain(op.outputs.iter()) {
         let tt = g.tensor(id);
         if matches!(tt.kind, TensorKind::Activation | TensorKind::Input) {
-            c.act_bytes += tt.bytes();
+            act += bytes(tt);
         }
     }
-    let b = g.batch;
+    let b = w(g.batch);
     match &op.kind {
         OpKind::Embedding => {
-            let row = t(1).shape[1];
-            c.weight_bytes = t(1).dtype.bytes_for(b * row);
+            let row = w(t(1).shape[1]);
+            weight = packed(t(1).dtype, b * row);
         }
         OpKind::PosEmbedding => {
-            let row = t(1).shape[1];
-            c.weight_bytes = t(1).dtype.bytes_for(b * row);
-            c.flops = b * row;
+            let row = w(t(1).shape[1]);
+            weight = packed(t(1).dtype, b * row);
+            flops = b * row;
         }
         OpKind::Norm { kind, .. } => {
             let per = if matches!(kind, NormKind::Layer) { 7 } else { 4 };
-            c.flops = per * out(0).elems();
-            c.weight_bytes = op.inputs[1..].iter().map(|&w| g.tensor(w).bytes()).sum();
+            flops = S(per) * elems(out(0));
+            weight = op.inputs[1..].iter().map(|&x| bytes(g.tensor(x))).sum();
         }
         OpKind::MatMul => {
-            let (n, k) = (t(1).shape[0], t(1).shape[1]);
-            c.flops = 2 * b * k * n;
-            c.weight_bytes = t(1).bytes();
+            let (n, k) = (w(t(1).shape[0]), w(t(1).shape[1]));
+            flops = S(2) * b * k * n;
+            weight = bytes(t(1));
             if op.inputs.len() == 3 {
-                c.flops += b * n;
-                c.weight_bytes += t(2).bytes();
+                flops += b * n;
+                weight += bytes(t(2));
             }
         }
         OpKind::Rope { heads, kv_heads, rotary_dim, .. } => {
-            c.flops = 3 * b * (heads + kv_heads) * rotary_dim;
+            flops = S(3) * b * (w(*heads) + w(*kv_heads)) * w(*rotary_dim);
         }
         OpKind::KvAppend { .. } => {
             // Stored in the cache's dtype, whatever the activations' dtype.
-            c.kv_write_bytes = t(2).dtype.bytes_for(t(0).elems() + t(1).elems());
+            kv_write = packed(t(2).dtype, elems(t(0)) + elems(t(1)));
         }
-        OpKind::AttnScores { heads, head_dim, .. } => {
-            let s = t(1).shape[2];
-            c.flops = 2 * b * heads * s * head_dim;
-            c.kv_read_bytes = t(1).bytes();
+        OpKind::AttnScores { heads, head_dim, .. } | OpKind::AttnValue { heads, head_dim, .. } => {
+            let s = w(t(1).shape[2]);
+            flops = S(2) * b * w(*heads) * s * w(*head_dim);
+            kv_read = bytes(t(1));
         }
-        OpKind::Softmax => c.flops = 5 * out(0).elems(),
-        OpKind::AttnValue { heads, head_dim, .. } => {
-            let s = t(1).shape[2];
-            c.flops = 2 * b * heads * s * head_dim;
-            c.kv_read_bytes = t(1).bytes();
-        }
-        OpKind::Act { func } => c.flops = act_flops(*func) * out(0).elems(),
-        OpKind::GatedAct { func } => c.flops = (act_flops(*func) + 1) * out(0).elems(),
-        OpKind::Add => c.flops = out(0).elems(),
+        OpKind::Softmax => flops = S(5) * elems(out(0)),
+        OpKind::Act { func } => flops = w(act_flops(*func)) * elems(out(0)),
+        OpKind::GatedAct { func } => flops = (w(act_flops(*func)) + S(1)) * elems(out(0)),
+        OpKind::Add => flops = elems(out(0)),
         OpKind::Elementwise { func } => {
             let per = match func {
                 Elementwise::Scale(_) => 1,
                 Elementwise::Softcap(_) => 3,
             };
-            c.flops = per * out(0).elems();
+            flops = S(per) * elems(out(0));
         }
         OpKind::MoeRouter { experts, .. } => {
-            let h = t(1).shape[1];
-            c.flops = 2 * b * h * experts + b * experts;
-            c.weight_bytes = t(1).bytes();
+            let h = w(t(1).shape[1]);
+            flops = S(2) * b * h * w(*experts) + b * w(*experts);
+            weight = bytes(t(1));
         }
         OpKind::MoeExperts { experts, top_k, func } => {
-            let (i, h) = (t(2).shape[1], t(2).shape[2]);
-            let routed = b * top_k;
-            c.flops = routed * (2 * 3 * h * i + (act_flops(*func) + 1) * i + 2 * h);
-            let touched = (*top_k * b).min(*experts);
-            let all: u64 = (2..5).map(|j| t(j).bytes()).sum();
-            c.weight_bytes = all / experts * touched;
+            let (i, h) = (w(t(2).shape[1]), w(t(2).shape[2]));
+            let routed = b * w(*top_k);
+            flops = routed * (S(6) * h * i + (w(act_flops(*func)) + S(1)) * i + S(2) * h);
+            let touched = (w(*top_k) * b).min(w(*experts));
+            let all: S = (2..5).map(|j| bytes(t(j))).sum();
+            weight = S(all.0 / (*experts).max(1) as u128) * touched;
         }
-        OpKind::Sample => c.flops = t(0).elems(),
+        OpKind::Sample => flops = elems(t(0)),
     }
-    c
+    let fit =
+        |x: S, quantity: &'static str| u64::try_from(x.0).map_err(|_| CostOverflow { op: op.name.clone(), quantity });
+    Ok(OpCost {
+        flops: fit(flops, "FLOPs")?,
+        weight_bytes: fit(weight, "weight bytes")?,
+        act_bytes: fit(act, "activation bytes")?,
+        kv_read_bytes: fit(kv_read, "KV-cache bytes read")?,
+        kv_write_bytes: fit(kv_write, "KV-cache bytes written")?,
+    })
+}
+
+/// Checks that every op's cost, the step's totals and the parameter count fit
+/// in 64 bits: the verifier's rule, so [`graph_stats`] never wraps.
+pub fn check_costs(g: &Graph) -> Result<(), CostOverflow> {
+    const TOTALS: [&str; 5] =
+        ["step FLOPs", "step weight bytes", "step activation bytes", "step KV bytes read", "step KV bytes written"];
+    let mut total = [S(0); 5];
+    for op in &g.ops {
+        let c = try_op_cost(g, op)?;
+        let parts = [c.flops, c.weight_bytes, c.act_bytes, c.kv_read_bytes, c.kv_write_bytes];
+        for (k, (acc, x)) in total.iter_mut().zip(parts).enumerate() {
+            *acc += w(x);
+            if acc.0 > u64::MAX as u128 {
+                return Err(CostOverflow { op: op.name.clone(), quantity: TOTALS[k] });
+            }
+        }
+    }
+    let (mut params, mut weight) = (S(0), S(0));
+    for t in g.tensors.iter().filter(|t| t.kind == TensorKind::Weight) {
+        params += elems(t);
+        weight += bytes(t);
+        if params.0 > u64::MAX as u128 || weight.0 > u64::MAX as u128 {
+            return Err(CostOverflow { op: t.name.clone(), quantity: "parameter count or weight bytes" });
+        }
+    }
+    Ok(())
 }
 
 /// Whole-graph figures, the ones `wafer graph` reports.
@@ -177,10 +269,10 @@ pub fn graph_stats(g: &Graph) -> GraphStats {
     let (mut total, mut active, mut bytes) = (0u64, 0u64, 0u64);
     for (i, t) in g.tensors.iter().enumerate() {
         if t.kind == TensorKind::Weight {
-            total += t.elems();
+            total = total.saturating_add(t.elems());
             let (n, d) = active_frac[i];
-            active += t.elems() / d * n;
-            bytes += t.bytes();
+            active = active.saturating_add(t.elems() / d.max(1) * n);
+            bytes = bytes.saturating_add(t.bytes());
         }
     }
     GraphStats {
@@ -191,5 +283,26 @@ pub fn graph_stats(g: &Graph) -> GraphStats {
         flops_per_token: step.flops / g.batch.max(1),
         step,
         by_kind,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{DType, GraphBuilder};
+
+    #[test]
+    fn counts_beyond_64_bits_are_errors_naming_the_op_and_quantity() {
+        // A 2^33 x 2^33 matrix: 2^66 parameters, FLOPs beyond 2^64 (they used to wrap).
+        let mut b = GraphBuilder::new("huge", 4, 1, DType::Bf16, DType::Bf16, DType::Bf16);
+        let x = b.input("x", vec![4, 1 << 33], DType::Bf16, TensorKind::Activation);
+        let w = b.weight("w", vec![1 << 33, 1 << 33]);
+        b.one("proj", OpKind::MatMul, None, &[x, w]);
+        let g = b.finish();
+        let e = check_costs(&g).unwrap_err();
+        assert_eq!(e.op, "proj");
+        assert!(e.to_string().contains("FLOPs overflow 64-bit arithmetic"), "{e}");
+        // And graph_stats saturates rather than wrapping.
+        assert_eq!(graph_stats(&g).params_total, u64::MAX);
     }
 }

@@ -37,7 +37,7 @@ impl DType {
 
     /// Bytes needed to store `elems` elements, packed, rounded up to a byte.
     pub fn bytes_for(self, elems: u64) -> u64 {
-        (elems * self.bits()).div_ceil(8)
+        elems.saturating_mul(self.bits()).div_ceil(8)
     }
 
     /// True for formats that may hold activations (values computed at run time).

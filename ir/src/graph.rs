@@ -64,8 +64,9 @@ pub struct Tensor {
 }
 
 impl Tensor {
+    /// Elements (saturating; the verifier rejects shapes whose counts do not fit).
     pub fn elems(&self) -> u64 {
-        self.shape.iter().product()
+        self.shape.iter().fold(1u64, |a, &d| a.saturating_mul(d))
     }
     pub fn bytes(&self) -> u64 {
         self.dtype.bytes_for(self.elems())

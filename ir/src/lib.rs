@@ -6,6 +6,8 @@
 //! * [`spatial`]: the **spatial IR** — a decode step mapped onto the mesh — with
 //!   its verifier ([`spatial_verify`], returning the `ProgramInfo` witness) and a
 //!   round-tripping textual form ([`spatial_text`]).
+//! * [`limits`]: the ranges of machine-level inputs and the [`ResourceError`]
+//!   engines and builders return when an estimate is above the caller's budget.
 //!
 //! Architecture invariant: this crate is the leaf of the workspace. It knows
 //! nothing of model files, the compiler or the simulators, and performs no I/O.
@@ -14,6 +16,7 @@ pub mod arch;
 pub mod cost;
 pub mod dtype;
 pub mod graph;
+pub mod limits;
 pub mod spatial;
 pub mod spatial_text;
 pub mod spatial_verify;
@@ -21,14 +24,17 @@ pub mod text;
 pub mod verify;
 
 pub use arch::{arch_preset, ArchError, ArchSpec, ARCH_PRESETS, RAMP_LATENCY_CYCLES};
-pub use cost::{graph_stats, op_cost, GraphStats, OpCost};
+pub use cost::{check_costs, graph_stats, op_cost, try_op_cost, CostOverflow, GraphStats, OpCost};
 pub use dtype::DType;
 pub use graph::{ActFn, Elementwise, Graph, GraphBuilder, NormKind, Op, OpId, OpKind, Tensor, TensorId, TensorKind};
+pub use limits::{fmt_bytes, ResourceError};
 pub use spatial::{
     footprints_meet, route_footprint, route_messages, sram_need, Message, Pe, Program, Purpose, Rect, Reduce, Region,
     RegionId, Route, RouteId, RouteKind, Sram, Step, Work,
 };
 pub use spatial_text::{parse_program, print_program, ParseError};
-pub use spatial_verify::{verify_program, verify_program_checks, Checks, ProgramDiag, ProgramErrors, ProgramInfo};
+pub use spatial_verify::{
+    route_message_bound, verify_program, verify_program_checks, Checks, ProgramDiag, ProgramErrors, ProgramInfo,
+};
 pub use text::print_graph;
 pub use verify::{verify_graph, GraphDiag, GraphErrors};

@@ -359,8 +359,13 @@ pub struct Sram {
 }
 
 impl Sram {
+    /// The sum, saturating at `u64::MAX` (the verifier uses [`Sram::checked_total`]).
     pub fn total(&self) -> u64 {
-        self.code + self.weights + self.kv + self.buffers
+        self.checked_total().unwrap_or(u64::MAX)
+    }
+    /// The sum, `None` if it does not fit in 64 bits.
+    pub fn checked_total(&self) -> Option<u64> {
+        crate::limits::checked_sum(&[self.code, self.weights, self.kv, self.buffers])
     }
 }
 

@@ -10,6 +10,7 @@
 //! Must not: hide state that is not in the `Program` value.
 
 use crate::arch::{ArchSpec, PeSpec, RouterSpec, SystemSpec};
+use crate::limits::{MAX_BATCH, MAX_CONTEXT, MAX_MESH_SIDE, MAX_WAFERS};
 use crate::spatial::*;
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -189,7 +190,9 @@ fn tokenize(no: usize, s: &str) -> Result<Line<'_>, ParseError> {
         }
         let tok = &s[start..i];
         if let Some((k, v)) = tok.split_once('=') {
-            kv.insert(k, v);
+            if kv.insert(k, v).is_some() {
+                return Err(ParseError { line: no, message: format!("key `{k}=` appears twice") });
+            }
         } else {
             pos.push(tok.to_string());
         }
@@ -207,6 +210,27 @@ impl Line<'_> {
     fn num<T: std::str::FromStr>(&self, k: &str) -> Result<T, ParseError> {
         let v = self.get(k)?;
         v.parse().map_err(|_| self.err(format!("`{k}={v}` is not a valid number")))
+    }
+    /// An integer field within `lo..=hi` (the field's documented range).
+    fn int(&self, k: &str, lo: u64, hi: u64) -> Result<u64, ParseError> {
+        let v: u64 = self.num(k)?;
+        if v < lo || v > hi {
+            return Err(self.err(format!("`{k}={v}` is out of range; allowed: {lo}..={hi}")));
+        }
+        Ok(v)
+    }
+    fn int32(&self, k: &str, lo: u64, hi: u64) -> Result<u32, ParseError> {
+        // `hi` never exceeds u32::MAX at the call sites.
+        Ok(self.int(k, lo, hi.min(u32::MAX as u64))? as u32)
+    }
+    /// Rejects keys this kind of line does not have (a typo would otherwise be ignored).
+    fn only(&self, allowed: &[&str]) -> Result<(), ParseError> {
+        let mut unknown: Vec<&str> = self.kv.keys().copied().filter(|k| !allowed.contains(k)).collect();
+        unknown.sort_unstable();
+        match unknown.first() {
+            None => Ok(()),
+            Some(k) => Err(self.err(format!("unknown key `{k}=`; this line has {}", allowed.join(", ")))),
+        }
     }
     fn flag(&self, k: &str) -> Result<bool, ParseError> {
         match self.get(k)? {
@@ -226,16 +250,32 @@ fn parse_reduce(l: &Line, v: &str) -> Result<Reduce, ParseError> {
         "chain" => Ok(Reduce::Chain),
         "tree" => Ok(Reduce::Tree),
         _ => {
-            if let Some(group) = v.strip_prefix("two_level:").and_then(|g| g.parse().ok()) {
-                Ok(Reduce::TwoLevel { group })
-            } else if let Some(group) = v.strip_prefix("meet:").and_then(|g| g.parse().ok()) {
-                Ok(Reduce::Meet { group })
-            } else {
-                Err(l.err(format!("unknown reduce shape `{v}` (chain, tree, two_level:G, meet:G)")))
+            let shape = |prefix: &str| v.strip_prefix(prefix).map(|g| g.parse::<u32>().ok());
+            let (name, group) = match (shape("two_level:"), shape("meet:")) {
+                (Some(g), _) => ("two_level", g),
+                (_, Some(g)) => ("meet", g),
+                _ => return Err(l.err(format!("unknown reduce shape `{v}` (chain, tree, two_level:G, meet:G)"))),
+            };
+            match group {
+                Some(group) if (1..=MAX_MESH_SIDE).contains(&group) => {
+                    Ok(if name == "meet" { Reduce::Meet { group } } else { Reduce::TwoLevel { group } })
+                }
+                _ => Err(l.err(format!("`reduce={v}`: the group is out of range; allowed: 1..={MAX_MESH_SIDE}"))),
             }
         }
     }
 }
+
+// Ranges of the textual form's fields (see ARCHITECTURE.md, "Limits"): a
+// program a compiler could write for any config the model reader accepts.
+/// Matrix dimensions, tile sizes, positions, rows per PE: 2^24.
+const MAX_DIM: u64 = 1 << 24;
+/// Heads, query-group size, head dim: 4096.
+const MAX_HEADS: u64 = 4096;
+/// Per-PE SRAM fields of a region, bytes: 2^40 (a PE has at most 2^30).
+const MAX_SRAM_FIELD: u64 = 1 << 40;
+/// Bytes a route or a step carries: 2^50.
+const MAX_BYTES: u64 = 1 << 50;
 
 fn parse_id(l: &Line, s: &str, prefix: &str) -> Result<u32, ParseError> {
     s.strip_prefix(prefix).and_then(|n| n.parse().ok()).ok_or_else(|| l.err(format!("expected {prefix}N, got `{s}`")))
@@ -254,6 +294,29 @@ pub fn parse_program(text: &str) -> Result<Program, ParseError> {
     if a.pos.first().map(String::as_str) != Some("arch") {
         return Err(a.err("expected `arch …`"));
     }
+    h.only(&["batch", "context", "weights", "acts", "kv", "wafers"])?;
+    a.only(&[
+        "mesh",
+        "clock_ghz",
+        "sram",
+        "reserved",
+        "rd",
+        "wr",
+        "f32",
+        "mixed",
+        "ew",
+        "vec_ovh",
+        "task_ovh",
+        "link",
+        "hop",
+        "ramp",
+        "colors",
+        "reserved_colors",
+        "multicast",
+        "sys_wafers",
+        "iw_bytes_per_s",
+        "iw_latency_ns",
+    ])?;
     let (mw, mh) = a.get("mesh")?.split_once('x').ok_or_else(|| a.err("mesh must be WxH"))?;
     let arch = ArchSpec {
         name: a.pos.get(1).cloned().ok_or_else(|| a.err("missing arch name"))?,
@@ -287,12 +350,12 @@ pub fn parse_program(text: &str) -> Result<Program, ParseError> {
     };
     let mut p = Program {
         model: h.pos[1].clone(),
-        batch: h.num("batch")?,
-        context: h.num("context")?,
+        batch: h.int("batch", 1, MAX_BATCH)?,
+        context: h.int("context", 1, MAX_CONTEXT)?,
         weight_dtype: h.dtype("weights")?,
         act_dtype: h.dtype("acts")?,
         kv_dtype: h.dtype("kv")?,
-        wafers: h.num("wafers")?,
+        wafers: h.int32("wafers", 1, MAX_WAFERS as u64)?,
         arch,
         regions: Vec::new(),
         routes: Vec::new(),
@@ -317,13 +380,14 @@ pub fn parse_program(text: &str) -> Result<Program, ParseError> {
                 "bcast" => RouteKind::Bcast,
                 k => return Err(l.err(format!("unknown route kind `{k}`"))),
             };
+            l.only(&["color", "colors", "bytes"])?;
             p.routes.push(Route {
                 kind,
                 src: RegionId(parse_id(&l, &l.pos[2], "r")?),
                 dst: RegionId(parse_id(&l, &l.pos[4], "r")?),
-                color: l.num("color")?,
-                colors: l.num("colors")?,
-                bytes: l.num("bytes")?,
+                color: l.int32("color", 0, 255)?,
+                colors: l.int32("colors", 1, 256)?,
+                bytes: l.int("bytes", 0, MAX_BYTES)?,
             });
         } else if head.starts_with('r') {
             let id = parse_id(&l, &head, "r")?;
@@ -332,42 +396,75 @@ pub fn parse_program(text: &str) -> Result<Program, ParseError> {
             }
             let name = l.pos.get(1).cloned().ok_or_else(|| l.err("missing region name"))?;
             let kind = l.pos.get(2).map(String::as_str).unwrap_or("");
+            const COMMON: [&str; 7] = ["layer", "wafer", "rect", "active", "ops", "sram", "steps"];
+            let keys = |work: &[&'static str]| -> Vec<&'static str> { COMMON.iter().chain(work).copied().collect() };
             let work = match kind {
-                "gemv" => Work::Gemv {
-                    n: l.num("n")?,
-                    k: l.num("k")?,
-                    tile_n: l.num("tile_n")?,
-                    tile_k: l.num("tile_k")?,
-                    reduce: parse_reduce(&l, l.get("reduce")?)?,
-                    glu: l.flag("glu")?,
-                    norm: l.flag("norm")?,
-                    argmax: l.flag("argmax")?,
-                    epilogue_ops: l.num("epilogue_ops")?,
-                    acc: match l.kv.get("acc") {
-                        Some(_) => l.dtype("acc")?,
-                        None => crate::DType::F32,
-                    },
-                    mac: match l.kv.get("mac") {
-                        Some(_) => l.flag("mac")?,
-                        None => true,
-                    },
-                },
-                "attention" => Work::Attention {
-                    kv_heads: l.num("kv_heads")?,
-                    group: l.num("group")?,
-                    head_dim: l.num("head_dim")?,
-                    positions: l.num("positions")?,
-                    slot: l.num("slot")?,
-                    rows_per_head: l.num("rows_per_head")?,
-                    pos_per_pe: l.num("pos_per_pe")?,
-                    reduce: parse_reduce(&l, l.get("reduce")?)?,
-                },
-                "embedding" => Work::Embedding {
-                    vocab: l.num("vocab")?,
-                    hidden: l.num("hidden")?,
-                    rows_per_pe: l.num("rows_per_pe")?,
-                    token: l.num("token")?,
-                },
+                "gemv" => {
+                    l.only(&keys(&[
+                        "n",
+                        "k",
+                        "tile_n",
+                        "tile_k",
+                        "reduce",
+                        "glu",
+                        "norm",
+                        "argmax",
+                        "epilogue_ops",
+                        "acc",
+                        "mac",
+                    ]))?;
+                    Work::Gemv {
+                        n: l.int("n", 1, MAX_DIM)?,
+                        k: l.int("k", 1, MAX_DIM)?,
+                        tile_n: l.int("tile_n", 1, MAX_DIM)?,
+                        tile_k: l.int("tile_k", 1, MAX_DIM)?,
+                        reduce: parse_reduce(&l, l.get("reduce")?)?,
+                        glu: l.flag("glu")?,
+                        norm: l.flag("norm")?,
+                        argmax: l.flag("argmax")?,
+                        epilogue_ops: l.int32("epilogue_ops", 0, 1024)?,
+                        // Optional: printed only when not the default.
+                        acc: match l.kv.get("acc") {
+                            Some(_) => l.dtype("acc")?,
+                            None => crate::DType::F32,
+                        },
+                        mac: match l.kv.get("mac") {
+                            Some(_) => l.flag("mac")?,
+                            None => true,
+                        },
+                    }
+                }
+                "attention" => {
+                    l.only(&keys(&[
+                        "kv_heads",
+                        "group",
+                        "head_dim",
+                        "positions",
+                        "slot",
+                        "rows_per_head",
+                        "pos_per_pe",
+                        "reduce",
+                    ]))?;
+                    Work::Attention {
+                        kv_heads: l.int("kv_heads", 1, MAX_HEADS)?,
+                        group: l.int("group", 1, MAX_HEADS)?,
+                        head_dim: l.int("head_dim", 1, MAX_HEADS)?,
+                        positions: l.int("positions", 1, MAX_DIM)?,
+                        slot: l.int("slot", 0, MAX_DIM)?,
+                        rows_per_head: l.int32("rows_per_head", 1, MAX_MESH_SIDE as u64)?,
+                        pos_per_pe: l.int("pos_per_pe", 1, MAX_DIM)?,
+                        reduce: parse_reduce(&l, l.get("reduce")?)?,
+                    }
+                }
+                "embedding" => {
+                    l.only(&keys(&["vocab", "hidden", "rows_per_pe", "token"]))?;
+                    Work::Embedding {
+                        vocab: l.int("vocab", 1, MAX_DIM)?,
+                        hidden: l.int("hidden", 1, MAX_DIM)?,
+                        rows_per_pe: l.int("rows_per_pe", 1, MAX_DIM)?,
+                        token: l.int("token", 0, MAX_DIM)?,
+                    }
+                }
                 k => return Err(l.err(format!("unknown work kind `{k}`"))),
             };
             let rect = l.get("rect")?;
@@ -387,6 +484,9 @@ pub fn parse_program(text: &str) -> Result<Program, ParseError> {
             if sram.len() != 4 {
                 return Err(l.err("sram must be code,weights,kv,buffers"));
             }
+            if let Some(v) = sram.iter().find(|&&v| v > MAX_SRAM_FIELD) {
+                return Err(l.err(format!("`sram=` holds {v}, out of range; allowed: 0..={MAX_SRAM_FIELD} per field")));
+            }
             let mut steps = Vec::new();
             for st in l.get("steps")?.split(';').filter(|s| !s.is_empty()) {
                 let step = if st == "compute" {
@@ -402,7 +502,8 @@ pub fn parse_program(text: &str) -> Result<Program, ParseError> {
                         args.split(',')
                             .nth(1)
                             .and_then(|b| b.parse().ok())
-                            .ok_or_else(|| l.err(format!("bad step `{st}`")))
+                            .filter(|&b| b <= MAX_BYTES)
+                            .ok_or_else(|| l.err(format!("bad step `{st}` (bytes: 0..={MAX_BYTES})")))
                     };
                     match name {
                         "recv" => Step::Recv { route, bytes: bytes()? },
@@ -424,7 +525,7 @@ pub fn parse_program(text: &str) -> Result<Program, ParseError> {
             p.regions.push(Region {
                 name,
                 layer,
-                wafer: l.num("wafer")?,
+                wafer: l.int32("wafer", 0, MAX_WAFERS as u64 - 1)?,
                 rect,
                 active: l.flag("active")?,
                 ops,

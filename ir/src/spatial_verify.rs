@@ -7,6 +7,7 @@
 //! size, routes between existing regions in execution order. Returns a
 //! witness, [`ProgramInfo`], that the simulators require. Must not: repair.
 
+use crate::limits::{MAX_BATCH, MAX_CONTEXT, MAX_PROGRAM_MESSAGES, MAX_WAFERS};
 use crate::spatial::*;
 use serde::Serialize;
 use std::fmt;
@@ -98,6 +99,17 @@ pub fn verify_program_checks(p: &Program, checks: Checks) -> Result<ProgramInfo,
     if p.batch == 0 || p.context == 0 {
         d.push(ProgramDiag::Program("batch and context must be at least 1".into()));
     }
+    if p.batch > MAX_BATCH || p.context > MAX_CONTEXT || p.wafers > MAX_WAFERS {
+        d.push(ProgramDiag::Program(format!(
+            "batch {}, context {}, wafers {}: allowed at most {MAX_BATCH}, {MAX_CONTEXT} and {MAX_WAFERS}",
+            p.batch, p.context, p.wafers
+        )));
+        return Err(ProgramErrors(d));
+    }
+    if p.regions.is_empty() {
+        d.push(ProgramDiag::Program("the program has no regions: nothing to run".into()));
+        return Err(ProgramErrors(d));
+    }
     let nreg = p.regions.len() as u32;
     let reg_err = |i: usize, msg: String| ProgramDiag::Region {
         region: RegionId(i as u32),
@@ -170,6 +182,15 @@ pub fn verify_program_checks(p: &Program, checks: Checks) -> Result<ProgramInfo,
                 }
             }
         };
+        let tiling = tiling.or_else(|| match r.work {
+            Work::Gemv { reduce: Reduce::TwoLevel { group }, .. }
+            | Work::Attention { reduce: Reduce::TwoLevel { group }, .. }
+                if group == 0 || group > rc.w =>
+            {
+                Some(format!("reduce=two_level:{group}: groups must hold 1..={} PEs (the region's rows)", rc.w))
+            }
+            _ => None,
+        });
         if let Some(m) = tiling {
             d.push(reg_err(i, m));
         }
@@ -184,7 +205,7 @@ pub fn verify_program_checks(p: &Program, checks: Checks) -> Result<ProgramInfo,
         {
             d.push(reg_err(i, format!("declares SRAM {:?} but its work needs {:?}", r.sram, need)));
         }
-        if r.sram.total() > a.pe.sram_bytes {
+        if r.sram.checked_total().is_none_or(|t| t > a.pe.sram_bytes) {
             d.push(ProgramDiag::Pe {
                 pe: rc.pe(0, 0),
                 wafer: r.wafer,
@@ -192,7 +213,7 @@ pub fn verify_program_checks(p: &Program, checks: Checks) -> Result<ProgramInfo,
                     "SRAM overflow in region {} `{}`: {} bytes (code {} + weights {} + KV {} + buffers {}) > {} per PE",
                     RegionId(i as u32),
                     r.name,
-                    r.sram.total(),
+                    r.sram.checked_total().map_or("more than 2^64".into(), |t| t.to_string()),
                     r.sram.code,
                     r.sram.weights,
                     r.sram.kv,
@@ -225,6 +246,24 @@ pub fn verify_program_checks(p: &Program, checks: Checks) -> Result<ProgramInfo,
         return Err(ProgramErrors(d));
     }
 
+    // Message counts, bounded before any route is expanded.
+    if checks.routes {
+        let bounds: Vec<u64> = p
+            .routes
+            .iter()
+            .map(|rt| if rt.src.0 < nreg && rt.dst.0 < nreg { route_message_bound(p, rt) } else { 0 })
+            .collect();
+        let total = bounds.iter().fold(0u64, |x, &y| x.saturating_add(y));
+        if total > MAX_PROGRAM_MESSAGES {
+            let (worst, most) = bounds.iter().enumerate().max_by_key(|(_, b)| **b).map_or((0, 0), |(i, b)| (i, *b));
+            d.push(ProgramDiag::Program(format!(
+                "the routes would expand to up to {total} messages (route {} alone up to {most}{}); allowed: at most {MAX_PROGRAM_MESSAGES}",
+                RouteId(worst as u32),
+                if a.router.multicast { "" } else { ", every multicast tail a unicast per PE since router.multicast = 0" }
+            )));
+            return Err(ProgramErrors(d));
+        }
+    }
     // Routes: endpoints, order, colors, sizes.
     let avail = a.program_colors();
     let mut longest = 0u32;
@@ -247,18 +286,18 @@ pub fn verify_program_checks(p: &Program, checks: Checks) -> Result<ProgramInfo,
         if !rt.kind.is_collective() && rt.src.0 >= rt.dst.0 {
             d.push(rerr(format!("goes backwards in execution order ({} -> {})", rt.src, rt.dst)));
         }
-        if rt.colors == 0 || rt.color + rt.colors > avail {
+        if rt.colors == 0 || rt.color.saturating_add(rt.colors) > avail {
             d.push(rerr(format!(
                 "uses colors {}..{} but only {avail} are available to programs",
                 rt.color,
-                rt.color + rt.colors
+                rt.color.saturating_add(rt.colors)
             )));
         }
         let msgs = route_messages(p, id);
         if msgs.is_empty() {
             d.push(rerr(format!("{} {} -> {} carries nothing (disconnected layouts)", rt.kind.name(), rt.src, rt.dst)));
         }
-        let total: u64 = msgs.iter().map(|m| m.bytes).sum();
+        let total = msgs.iter().fold(0u64, |x, m| x.saturating_add(m.bytes));
         if total != rt.bytes {
             d.push(rerr(format!("declares {} bytes but its messages carry {total}", rt.bytes)));
         }
@@ -277,7 +316,7 @@ pub fn verify_program_checks(p: &Program, checks: Checks) -> Result<ProgramInfo,
     let mut by_color: Vec<Vec<usize>> = vec![Vec::new(); (avail + 64) as usize];
     for &i in &valid {
         let rt = &p.routes[i];
-        for c in rt.color..(rt.color + rt.colors).min(avail + 64) {
+        for c in rt.color..rt.color.saturating_add(rt.colors).min(avail + 64) {
             by_color[c as usize].push(i);
         }
     }
@@ -296,7 +335,10 @@ pub fn verify_program_checks(p: &Program, checks: Checks) -> Result<ProgramInfo,
     // Colors per router: routes' footprints stacked on a per-wafer grid.
     let (w, h) = (a.mesh_width as usize, a.mesh_height as usize);
     let mut colors_max = 0u32;
-    for wafer in 0..p.wafers {
+    let mut wafers_with_routes: Vec<u32> = valid.iter().flat_map(|&i| feet[i].iter().map(|f| f.0)).collect();
+    wafers_with_routes.sort_unstable();
+    wafers_with_routes.dedup();
+    for wafer in wafers_with_routes {
         let mut diff = vec![0i32; (w + 1) * (h + 1)];
         let mut any = false;
         for &i in &valid {
@@ -404,7 +446,11 @@ pub fn verify_program_checks(p: &Program, checks: Checks) -> Result<ProgramInfo,
     }
     let used: Vec<&Region> = p.regions.iter().collect();
     let pes: u64 = used.iter().map(|r| r.rect.pes()).sum();
-    let sum = |f: &dyn Fn(&Sram) -> u64| -> u64 { used.iter().map(|r| f(&r.sram) * r.rect.pes()).sum() };
+    // Each region's SRAM is within a PE's (at most 2^30) by now, and PEs are
+    // at most 2^38, so these sums fit; saturating all the same.
+    let sum = |f: &dyn Fn(&Sram) -> u64| -> u64 {
+        used.iter().fold(0u64, |acc, r| acc.saturating_add(f(&r.sram).saturating_mul(r.rect.pes())))
+    };
     let total = sum(&|s| s.total());
     Ok(ProgramInfo {
         pes_used: pes,
@@ -418,4 +464,40 @@ pub fn verify_program_checks(p: &Program, checks: Checks) -> Result<ProgramInfo,
         longest_route_hops: longest,
         messages,
     })
+}
+
+/// An upper bound, in O(1), of the messages [`route_messages`] returns for
+/// `rt` (the regions' tilings already verified): the verifier refuses a
+/// program whose bound is beyond [`MAX_PROGRAM_MESSAGES`] before expanding.
+pub fn route_message_bound(p: &Program, rt: &Route) -> u64 {
+    let (s, t) = (p.region(rt.src), p.region(rt.dst));
+    let lines = |r: &Region| -> u64 {
+        match r.work {
+            Work::Gemv { argmax: true, .. } | Work::Embedding { .. } => 1,
+            Work::Gemv { .. } => r.rect.h as u64,
+            Work::Attention { kv_heads, .. } => kv_heads,
+        }
+    };
+    // Output slices and input ranges are contiguous partitions, so the pairs
+    // that overlap are at most the sum of both counts. Without multicast every
+    // tail becomes one unicast per PE it reaches: a Gemv's column, an
+    // Attention's head block, the norm's row.
+    let mc = p.arch.router.multicast;
+    let ls = lines(s);
+    match rt.kind {
+        RouteKind::Forward => match t.work {
+            Work::Gemv { .. } => (ls + t.rect.w as u64).saturating_mul(if mc { 1 } else { t.rect.h as u64 }),
+            Work::Attention { kv_heads, .. } => {
+                let block = if mc { 1 } else { t.rect.pes() / kv_heads.max(1) };
+                (ls + kv_heads).saturating_mul(block + 2)
+            }
+            Work::Embedding { .. } => 0,
+        },
+        RouteKind::Residual => ls + lines(t),
+        RouteKind::Reduce => s.rect.pes().saturating_mul(2),
+        RouteKind::Norm => 2 * s.rect.w as u64 + 1,
+        RouteKind::Argmax => s.rect.h as u64,
+        // Two tails per row (east, west), or one unicast per PE of the row.
+        RouteKind::Bcast => (s.rect.h as u64).saturating_mul(if mc { 2 } else { s.rect.w as u64 }),
+    }
 }

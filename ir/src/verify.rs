@@ -3,7 +3,8 @@
 //! Owns: the rules a graph must satisfy before anything else reads it —
 //! every input defined before use, the dependency graph acyclic, each
 //! activation produced exactly once, shapes equal to each op's shape rule,
-//! dtypes legal for their role. Diagnostics are collected, not fail-fast.
+//! dtypes legal for their role, every cost figure and total within 64 bits
+//! ([`crate::cost::check_costs`]). Diagnostics are collected, not fail-fast.
 //! Must not: repair graphs.
 
 use crate::dtype::DType;
@@ -199,6 +200,12 @@ pub fn verify_graph(g: &Graph) -> Result<(), GraphErrors> {
                     }
                 }
             }
+        }
+    }
+    // Costs: only once shapes are known good (op_cost reads them).
+    if diags.is_empty() {
+        if let Err(e) = crate::cost::check_costs(g) {
+            diags.push(GraphDiag::Graph(e.to_string()));
         }
     }
     if diags.is_empty() {

@@ -12,6 +12,7 @@ use crate::sweep::WafersSpec;
 use crate::table::Table;
 use crate::ReportError;
 use serde::{Deserialize, Serialize};
+use wafer_ir::limits::{MAX_BATCH, MAX_CONTEXT, MAX_WAFERS};
 
 /// Default tolerance, percent, when neither the file nor `--tolerance` gives one.
 pub const DEFAULT_TOLERANCE_PCT: f64 = 1.0;
@@ -138,23 +139,23 @@ impl Baseline {
         }
         for (i, c) in b.case.iter().enumerate() {
             let at = |f: &str| format!("case[{i}] ({}): field `{f}`", c.label());
-            if c.context == 0 {
-                return Err(bad(source, format!("{} is 0; allowed: 1 or more", at("context"))));
+            if !(1..=MAX_CONTEXT).contains(&c.context) {
+                return Err(bad(source, format!("{} is {}; allowed: 1..={MAX_CONTEXT}", at("context"), c.context)));
             }
-            if c.batch == 0 {
-                return Err(bad(source, format!("{} is 0; allowed: 1 or more", at("batch"))));
+            if !(1..=MAX_BATCH).contains(&c.batch) {
+                return Err(bad(source, format!("{} is {}; allowed: 1..={MAX_BATCH}", at("batch"), c.batch)));
             }
             match &c.wafers {
-                WafersSpec::Count(n) if !(1..=4096).contains(n) => {
+                WafersSpec::Count(n) if !(1..=MAX_WAFERS).contains(n) => {
                     return Err(bad(
                         source,
-                        format!("{} is {n}; allowed: 1..=4096, \"auto\" or \"arch\"", at("wafers")),
+                        format!("{} is {n}; allowed: 1..={MAX_WAFERS}, \"auto\" or \"arch\"", at("wafers")),
                     ))
                 }
                 WafersSpec::Word(w) if w != "auto" && w != "arch" => {
                     return Err(bad(
                         source,
-                        format!("{} is \"{w}\"; allowed: 1..=4096, \"auto\" or \"arch\"", at("wafers")),
+                        format!("{} is \"{w}\"; allowed: 1..={MAX_WAFERS}, \"auto\" or \"arch\"", at("wafers")),
                     ))
                 }
                 _ => {}

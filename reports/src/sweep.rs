@@ -19,6 +19,7 @@ use crate::ReportError;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
+use wafer_ir::limits::{MAX_BATCH, MAX_CONTEXT, MAX_WAFERS};
 use wafer_ir::ArchSpec;
 
 /// Bumped whenever a field of `sweep.json` changes meaning or disappears.
@@ -159,24 +160,24 @@ impl SweepSpec {
                 return Err(spec_err(source, format!("field `{field}` is empty; give at least one value")));
             }
         }
-        if let Some(c) = s.contexts.iter().find(|c| **c == 0) {
-            return Err(spec_err(source, format!("field `contexts` holds {c}; allowed: 1 or more")));
+        if let Some(c) = s.contexts.iter().find(|c| !(1..=MAX_CONTEXT).contains(*c)) {
+            return Err(spec_err(source, format!("field `contexts` holds {c}; allowed: 1..={MAX_CONTEXT}")));
         }
-        if let Some(b) = s.batches.iter().find(|b| **b == 0) {
-            return Err(spec_err(source, format!("field `batches` holds {b}; allowed: 1 or more")));
+        if let Some(b) = s.batches.iter().find(|b| !(1..=MAX_BATCH).contains(*b)) {
+            return Err(spec_err(source, format!("field `batches` holds {b}; allowed: 1..={MAX_BATCH}")));
         }
         for w in &s.wafers {
             match w {
-                WafersSpec::Count(n) if !(1..=4096).contains(n) => {
+                WafersSpec::Count(n) if !(1..=MAX_WAFERS).contains(n) => {
                     return Err(spec_err(
                         source,
-                        format!("field `wafers` holds {n}; allowed: 1..=4096, \"auto\" or \"arch\""),
+                        format!("field `wafers` holds {n}; allowed: 1..={MAX_WAFERS}, \"auto\" or \"arch\""),
                     ))
                 }
                 WafersSpec::Word(x) if x != "auto" && x != "arch" => {
                     return Err(spec_err(
                         source,
-                        format!("field `wafers` holds \"{x}\"; allowed: 1..=4096, \"auto\" or \"arch\""),
+                        format!("field `wafers` holds \"{x}\"; allowed: 1..={MAX_WAFERS}, \"auto\" or \"arch\""),
                     ))
                 }
                 _ => {}
@@ -223,53 +224,93 @@ impl SweepSpec {
         Ok(s)
     }
 
-    /// Points in grid order: model, context, batch, arch, each swept arch field
-    /// (in path order), wafers, GPU — the last varies fastest.
-    pub fn points(&self) -> Vec<Point> {
+    /// The size of each dimension of the grid, slowest first: model, context,
+    /// batch, arch, each swept arch field (in path order), wafers, GPU.
+    fn radices(&self) -> Vec<usize> {
+        let mut r = vec![self.models.len(), self.contexts.len(), self.batches.len(), self.archs.len()];
+        r.extend(self.arch.values().map(Vec::len));
+        r.push(self.wafers.len());
+        r.push(self.gpus.len().max(1));
+        r
+    }
+
+    /// Points in the whole grid, or `None` when the count does not fit in 64 bits.
+    pub fn grid_len(&self) -> Option<u64> {
+        self.radices().iter().try_fold(1u64, |acc, &n| acc.checked_mul(n as u64))
+    }
+
+    /// Checks the grid's size: above [`MAX_GRID_POINTS`] only with `allow_large`
+    /// (`--allow-large`), and never above what an index can address.
+    pub fn check_grid(&self, source: &str, allow_large: bool) -> Result<u64, ReportError> {
+        let dims: Vec<String> = self.radices().iter().map(usize::to_string).collect();
+        let Some(n) = self.grid_len().filter(|&n| n <= usize::MAX as u64 && n <= MAX_GRID_POINTS_EVER) else {
+            return Err(spec_err(
+                source,
+                format!(
+                    "the grid has {} points, more than can be addressed (at most {MAX_GRID_POINTS_EVER})",
+                    dims.join(" x ")
+                ),
+            ));
+        };
+        if n > MAX_GRID_POINTS && !allow_large {
+            return Err(spec_err(
+                source,
+                format!(
+                    "the grid has {n} points ({}); more than {MAX_GRID_POINTS} needs --allow-large (or shrink a list)",
+                    dims.join(" x ")
+                ),
+            ));
+        }
+        Ok(n)
+    }
+
+    /// The point at `index` in grid order (mixed radix over the dimensions,
+    /// the last varying fastest), computed without building the grid.
+    /// `index` must be below [`SweepSpec::grid_len`].
+    pub fn point(&self, index: usize) -> Point {
+        let radices = self.radices();
+        let mut digits = vec![0usize; radices.len()];
+        let mut rest = index;
+        for (d, &n) in digits.iter_mut().zip(&radices).rev() {
+            *d = rest % n.max(1);
+            rest /= n.max(1);
+        }
         let keys: Vec<&String> = self.arch.keys().collect();
-        let mut combos: Vec<Vec<(String, toml::Value)>> = vec![vec![]];
-        for k in &keys {
-            combos = combos
-                .into_iter()
-                .flat_map(|c| {
-                    self.arch[*k].iter().map(move |v| {
-                        let mut c = c.clone();
-                        c.push(((*k).clone(), v.clone()));
-                        c
-                    })
-                })
-                .collect();
+        let k = keys.len();
+        Point {
+            index,
+            model: self.models[digits[0]].clone(),
+            context: self.contexts[digits[1]],
+            batch: self.batches[digits[2]],
+            arch: self.archs[digits[3]].clone(),
+            params: keys
+                .iter()
+                .enumerate()
+                .map(|(j, key)| ((*key).clone(), self.arch[*key][digits[4 + j]].clone()))
+                .collect(),
+            wafers: self.wafers[digits[4 + k]].clone(),
+            gpu: self.gpus.get(digits[5 + k]).cloned(),
         }
-        let gpus: Vec<Option<String>> =
-            if self.gpus.is_empty() { vec![None] } else { self.gpus.iter().cloned().map(Some).collect() };
-        let mut out = Vec::new();
-        for m in &self.models {
-            for &context in &self.contexts {
-                for &batch in &self.batches {
-                    for a in &self.archs {
-                        for params in &combos {
-                            for w in &self.wafers {
-                                for g in &gpus {
-                                    out.push(Point {
-                                        index: out.len(),
-                                        model: m.clone(),
-                                        arch: a.clone(),
-                                        context,
-                                        batch,
-                                        wafers: w.clone(),
-                                        gpu: g.clone(),
-                                        params: params.clone(),
-                                    });
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        out
+    }
+
+    /// The indices `shard` computes (all of them without one), in order.
+    pub fn indices(&self, shard: Option<Shard>) -> std::iter::StepBy<std::ops::Range<usize>> {
+        let n = self.grid_len().unwrap_or(0).min(usize::MAX as u64) as usize;
+        let (start, step) = shard.map_or((0, 1), |s| (s.index as usize, s.count as usize));
+        (start..n).step_by(step)
+    }
+
+    /// Every point in grid order (for small grids and tests; a run walks [`SweepSpec::indices`]).
+    pub fn points(&self) -> Vec<Point> {
+        self.indices(None).map(|i| self.point(i)).collect()
     }
 }
+
+/// Points a sweep may have without `--allow-large`: 100,000 (the 100-point
+/// example takes 1.5 s; 100,000 analytical points take about half an hour on 2 cores).
+pub const MAX_GRID_POINTS: u64 = 100_000;
+/// Points any grid may have: 2^40 (indices are exact in JSON and CSV).
+pub const MAX_GRID_POINTS_EVER: u64 = 1 << 40;
 
 /// `base` with the fields at dotted `path`s set, validated, and named
 /// `base[path=value,...]`. Unknown paths and out-of-range values are errors.
@@ -438,7 +479,7 @@ impl SweepOutput {
             schema_version: SWEEP_SCHEMA_VERSION,
             name: spec.name.clone(),
             engine: engine.into(),
-            points: spec.points().len(),
+            points: spec.grid_len().unwrap_or(0) as usize,
             shard,
             spec: spec.clone(),
             rows,
@@ -921,6 +962,87 @@ wafers = [1, "auto"]
         assert!(p.iter().enumerate().all(|(i, x)| x.index == i));
     }
 
+    /// A point's coordinates: model, context, batch, arch, swept values, wafers, GPU.
+    type Coords = (String, u64, u64, String, Vec<toml::Value>, String, Option<String>);
+
+    /// The nested loops the grid order is defined by, to check the index arithmetic against.
+    fn nested(s: &SweepSpec) -> Vec<Coords> {
+        let mut combos: Vec<Vec<toml::Value>> = vec![vec![]];
+        for vals in s.arch.values() {
+            combos = combos
+                .into_iter()
+                .flat_map(|c| {
+                    vals.iter().map(move |v| {
+                        let mut c = c.clone();
+                        c.push(v.clone());
+                        c
+                    })
+                })
+                .collect();
+        }
+        let gpus: Vec<Option<String>> =
+            if s.gpus.is_empty() { vec![None] } else { s.gpus.iter().cloned().map(Some).collect() };
+        let mut out = Vec::new();
+        for m in &s.models {
+            for &c in &s.contexts {
+                for &b in &s.batches {
+                    for a in &s.archs {
+                        for params in &combos {
+                            for w in &s.wafers {
+                                for g in &gpus {
+                                    out.push((m.clone(), c, b, a.clone(), params.clone(), w.to_string(), g.clone()));
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_point_is_computed_from_its_index_in_nested_loop_order() {
+        let text =
+            format!("gpus = [\"H100-SXM\", \"A100-SXM:2\"]\nbatches = [1, 4]\n{SPEC}\"router.colors\" = [16, 24]\n");
+        let s = SweepSpec::from_toml(&text, "s.toml").unwrap();
+        let want = nested(&s);
+        assert_eq!(s.grid_len(), Some(want.len() as u64));
+        for (i, w) in want.iter().enumerate() {
+            let p = s.point(i);
+            let got = (
+                p.model,
+                p.context,
+                p.batch,
+                p.arch,
+                p.params.into_iter().map(|(_, v)| v).collect::<Vec<_>>(),
+                p.wafers.to_string(),
+                p.gpu,
+            );
+            assert_eq!(&got, w, "point {i}");
+        }
+        let shard: Vec<usize> = s.indices(Some(Shard { index: 5, count: 7 })).collect();
+        assert_eq!(shard, (0..want.len()).filter(|i| i % 7 == 5).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_huge_grid_needs_allow_large_and_a_shard_of_it_costs_only_its_points() {
+        let hundred: Vec<String> = (1..=100).map(|i| i.to_string()).collect();
+        let list = hundred.join(", ");
+        let text = format!("contexts = [{list}]\nbatches = [{list}]\n[arch]\n\"pe.simd_f32\" = [{list}]\n\"pe.simd_mixed\" = [{list}]\n");
+        let s = SweepSpec::from_toml(&text, "big.toml").unwrap();
+        assert_eq!(s.grid_len(), Some(100_000_000));
+        let e = s.check_grid("big.toml", false).unwrap_err().to_string();
+        assert!(e.contains("big.toml") && e.contains("100000000 points") && e.contains("--allow-large"), "{e}");
+        assert_eq!(s.check_grid("big.toml", true).unwrap(), 100_000_000);
+        let t = std::time::Instant::now();
+        let mine: Vec<usize> = s.indices(Some(Shard { index: 5, count: 100_000_000 })).collect();
+        assert_eq!(mine, vec![5]);
+        let p = s.point(99_999_999);
+        assert_eq!((p.context, p.batch), (100, 100));
+        assert!(t.elapsed().as_secs() < 5, "budget guard");
+    }
+
     #[test]
     fn shards_partition_the_grid() {
         let s: Shard = "1/3".parse().unwrap();
@@ -940,6 +1062,9 @@ wafers = [1, "auto"]
             ("[plot]\nx = \"pe.sram_bytes\"", "plot.x"),
             ("", "names nothing to sweep"),
             ("name = \"only a name\"\n[plot]\ny = [\"tpot_us\"]", "at least one of `models`"),
+            ("contexts = [1099511627776]", "contexts` holds 1099511627776; allowed: 1..=16777216"),
+            ("batches = [100000]", "batches` holds 100000; allowed: 1..=65536"),
+            ("wafers = [100000]", "wafers` holds 100000; allowed: 1..=10000"),
         ] {
             let e = SweepSpec::from_toml(text, "bad.toml").unwrap_err().to_string();
             assert!(e.contains("bad.toml") && e.contains(needle), "{e}");

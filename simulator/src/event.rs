@@ -4,7 +4,9 @@
 //! (X-then-Y paths, multicast tails, per-link reservations, per-PE output
 //! ports, per-wafer-pair system links), the data-driven order of compute,
 //! reductions and epilogues on every PE, the typed outcome (finished, cycle
-//! limit, deadlock naming what is blocked) and the critical-path breakdown.
+//! limit, deadlock naming what is blocked), the critical-path breakdown, and
+//! [`estimate_event`]: the memory and events a run needs, computed from the
+//! program's shape so that [`try_simulate_event`] can refuse before allocating.
 //! Every step is priced with [`crate::timing`]; geometry comes from
 //! [`wafer_ir::route_messages`] and the [`wafer_ir::Region`] slice functions, so
 //! this engine and the analytical one differ only by contention, exact per-PE
@@ -37,13 +39,87 @@ use wafer_ir::{route_messages, DType, Pe, Program, ProgramInfo, Purpose, Reduce,
 pub struct EventLimits {
     /// Stop with [`Outcome::CycleLimit`] once the clock passes this many cycles.
     pub max_cycles: u64,
+    /// [`try_simulate_event`] refuses a program whose estimated memory is above this many bytes.
+    pub max_memory_bytes: u64,
+    /// [`try_simulate_event`] refuses a program with more events (message departures) than this.
+    pub max_events: u64,
 }
 
 impl Default for EventLimits {
     fn default() -> Self {
         // About 15 minutes of simulated time at 1.1 GHz: far beyond any decode step.
-        EventLimits { max_cycles: 1 << 40 }
+        // Memory is the caller's to bound (the CLI passes `--max-memory`). 2^28
+        // events (eight times llama-3.1-405b's 32 million) take about three
+        // minutes at ~0.6 us per event.
+        EventLimits { max_cycles: 1 << 40, max_memory_bytes: wafer_ir::limits::UNLIMITED, max_events: 1 << 28 }
     }
+}
+
+/// What a run of the event engine on a program will allocate and do, computed
+/// from the program's shape before anything is allocated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventEstimate {
+    /// Peak bytes: the link tables of every wafer's mesh, the system links
+    /// between every pair of wafers, per-PE, per-line and per-node state, and
+    /// the flat message table with its side arrays.
+    pub bytes: u64,
+    /// Events the run takes off its queue: one departure per message.
+    pub events: u64,
+}
+
+/// Estimates the memory and events of simulating `p` (see [`EventEstimate`]).
+pub fn estimate_event(p: &Program, info: &ProgramInfo) -> EventEstimate {
+    use std::mem::size_of;
+    let a = &p.arch;
+    let wafers = p.wafers.max(1) as u64;
+    let mul = |x: u64, y: u64| x.saturating_mul(y);
+    let links = mul(mul(a.mesh_width as u64, a.mesh_height as u64), wafers);
+    let fabric = mul(mul(4, links), size_of::<Link>() as u64);
+    let system = mul(mul(wafers, wafers), 8);
+    let active = || p.regions.iter().filter(|r| r.active);
+    let pes: u64 = active().map(|r| r.rect.pes()).fold(0, u64::saturating_add);
+    let lines: u64 = active().map(|r| r.out_lines() as u64).fold(0, u64::saturating_add);
+    let stamp = size_of::<Stamp>() as u64;
+    // Per PE: input stamp and output port; per collective node (at most two per
+    // PE): base stamp, counters, flags, role; per output line: four stamps and counters.
+    let per_pe = stamp + 8;
+    let per_node = stamp + 4 * 4 + 1 + size_of::<Role>() as u64;
+    let per_line = 4 * stamp + 24;
+    // Per message: the table entry, departure stamp, delivery flag, receive slot, send lists,
+    // the expanded `wafer_ir::Message` it came from, and its heap entry.
+    let per_msg = size_of::<Msg>() as u64 + 2 * stamp + 1 + 4 + 3 * 8 + size_of::<wafer_ir::Message>() as u64 + 24;
+    let bytes = fabric
+        .saturating_add(system)
+        .saturating_add(mul(pes, per_pe))
+        .saturating_add(mul(mul(2, pes), per_node))
+        .saturating_add(mul(lines, per_line))
+        .saturating_add(mul(info.messages, per_msg))
+        .saturating_add(mul(p.regions.len() as u64, 512));
+    EventEstimate { bytes, events: info.messages }
+}
+
+/// [`simulate_event`] after checking [`estimate_event`] against `limits`:
+/// a program too large for the budget is refused before anything is allocated.
+pub fn try_simulate_event(
+    p: &Program,
+    info: &ProgramInfo,
+    limits: &EventLimits,
+) -> Result<SimResult, wafer_ir::ResourceError> {
+    let est = estimate_event(p, info);
+    let what = format!(
+        "the event simulation of {} ({} wafer(s) of {}x{} PEs, {} messages)",
+        p.model, p.wafers, p.arch.mesh_width, p.arch.mesh_height, info.messages
+    );
+    wafer_ir::ResourceError::check_memory(&what, est.bytes, limits.max_memory_bytes)?;
+    if est.events > limits.max_events {
+        return Err(wafer_ir::ResourceError::Work {
+            what,
+            needed: est.events,
+            limit: limits.max_events,
+            unit: "events",
+        });
+    }
+    Ok(simulate_event(p, info, limits))
 }
 
 /// Counters of one run (for benchmarks and progress reports; not part of the result).

@@ -192,6 +192,39 @@ impl AttnState {
     }
 }
 
+/// Bytes a functional check of `g`'s model over `steps` decode steps needs,
+/// roughly: every weight in f32 two and a half times over (the seeded
+/// weights, and the tiles and intermediate arrays of the two engines: gpt2's
+/// 0.5 GB of f32 weights peak at 1.15 GB resident), both engines' KV caches
+/// in f32 at the last step's context, and a margin for one step's
+/// activations. `g` is the graph of any one step.
+pub fn estimate_functional_bytes(g: &Graph, steps: u64) -> u64 {
+    let params = g
+        .tensors
+        .iter()
+        .filter(|t| t.kind == wafer_ir::TensorKind::Weight)
+        .fold(0u64, |acc, t| acc.saturating_add(t.elems()));
+    // K and V elements one position adds, over all layers and sequences.
+    let kv_per_pos = g
+        .ops
+        .iter()
+        .filter(|op| matches!(op.kind, wafer_ir::OpKind::KvAppend { .. }))
+        .map(|op| g.tensor(op.inputs[0]).elems().saturating_add(g.tensor(op.inputs[1]).elems()))
+        .fold(0u64, u64::saturating_add);
+    let positions = steps.max(g.context);
+    let kv = kv_per_pos.saturating_mul(positions).saturating_mul(2);
+    params.saturating_mul(5).div_ceil(2).saturating_add(kv).saturating_mul(4).saturating_add(64 << 20)
+}
+
+/// Refuses a functional check whose [`estimate_functional_bytes`] is above `max_memory_bytes`.
+pub fn check_functional_budget(g: &Graph, steps: u64, max_memory_bytes: u64) -> Result<(), wafer_ir::ResourceError> {
+    wafer_ir::ResourceError::check_memory(
+        &format!("the functional check of {} ({steps} step(s), weights in f32)", g.name),
+        estimate_functional_bytes(g, steps),
+        max_memory_bytes,
+    )
+}
+
 /// Runs one decode step of the verified program `p` (built from the graph `g`
 /// of the same step) on `weights`, with one token id per sequence, advancing
 /// `kv` (this engine's own slot-ordered state; empty before the first step).

@@ -5,6 +5,9 @@
 //! * [`reference`] and [`functional`]: real numbers — a dense interpreter of the graph IR, and the
 //!   compiled program run as partitioned, compared with it to prove the lowering right.
 //!
+//! Budgets: `try_simulate_event` and `check_functional_budget` refuse a run
+//! whose estimate is above the caller's byte limit, before allocating.
+//!
 //! Architecture invariant: depends on `ir` only — never on the compiler — and
 //! runs only verified programs (engines take the verifier's `ProgramInfo`).
 
@@ -16,8 +19,13 @@ pub mod result;
 pub mod timing;
 
 pub use analytical::{region_cost, simulate_analytical, RegionCost};
-pub use event::{simulate_event, simulate_event_with_stats, EventLimits, EventStats};
+pub use event::{
+    estimate_event, simulate_event, simulate_event_with_stats, try_simulate_event, EventEstimate, EventLimits,
+    EventStats,
+};
 pub use result::{role_of, Breakdown, FinishedSim, LayerTiming, LinkLoad, Outcome, RegionTiming, SimError, SimResult};
 
-pub use functional::{run_functional, FunctionalError, FunctionalOutput};
+pub use functional::{
+    check_functional_budget, estimate_functional_bytes, run_functional, FunctionalError, FunctionalOutput,
+};
 pub use reference::{run_reference, KvState, ReferenceError, StepOutput, Weights};

@@ -368,11 +368,11 @@ fn a_missing_reduce_route_is_a_deadlock() {
 #[test]
 fn a_tiny_cycle_limit_stops_the_run() {
     let (p, info) = row_of_8(Reduce::Tree, 8);
-    let r = simulate_event(&p, &info, &EventLimits { max_cycles: 30 });
+    let r = simulate_event(&p, &info, &EventLimits { max_cycles: 30, ..Default::default() });
     assert_eq!(r.outcome, Outcome::CycleLimit { limit: 30 });
     assert_eq!(r.cycles, 30.0);
     // Limit above the embedding's first departure but below the end: still a limit.
-    let r = simulate_event(&p, &info, &EventLimits { max_cycles: 300 });
+    let r = simulate_event(&p, &info, &EventLimits { max_cycles: 300, ..Default::default() });
     assert_eq!(r.outcome, Outcome::CycleLimit { limit: 300 });
 }
 
@@ -383,4 +383,20 @@ fn runs_are_deterministic() {
     let b = simulate_event(&p, &info, &EventLimits::default());
     assert_eq!(a, b);
     assert_eq!(serde_json::to_string(&a).unwrap(), serde_json::to_string(&b).unwrap());
+}
+
+#[test]
+fn a_program_above_the_memory_or_event_budget_is_refused_before_running() {
+    let (p, info) = row_of_8(Reduce::Tree, 8);
+    let est = wafer_simulator::estimate_event(&p, &info);
+    assert_eq!(est.events, info.messages);
+    // The 8x8 mesh's link tables alone are 4 x 64 x 12 bytes.
+    assert!(est.bytes >= 4 * 64 * 12, "{est:?}");
+    let run = |limits: EventLimits| wafer_simulator::try_simulate_event(&p, &info, &limits);
+    let e = run(EventLimits { max_memory_bytes: est.bytes - 1, ..Default::default() }).unwrap_err().to_string();
+    assert!(e.contains("event simulation") && e.contains("--max-memory"), "{e}");
+    let e = run(EventLimits { max_events: est.events - 1, ..Default::default() }).unwrap_err().to_string();
+    assert!(e.contains("events"), "{e}");
+    let ok = run(EventLimits { max_memory_bytes: est.bytes, max_events: est.events, ..Default::default() }).unwrap();
+    assert_eq!(ok, simulate_event(&p, &info, &EventLimits::default()));
 }

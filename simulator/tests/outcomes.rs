@@ -91,7 +91,7 @@ fn a_deadlocked_run_has_no_finished_result_and_its_error_names_the_blocked_regio
 #[test]
 fn a_run_past_its_cycle_limit_has_no_finished_result() {
     let c = compiled("gpt2", 16, &arch_preset("mesh:128x128").unwrap());
-    let r = simulate_event(&c.program, &c.info, &EventLimits { max_cycles: 1000 });
+    let r = simulate_event(&c.program, &c.info, &EventLimits { max_cycles: 1000, ..Default::default() });
     assert_eq!(r.outcome, Outcome::CycleLimit { limit: 1000 });
     let msg = r.finished().unwrap_err().to_string();
     assert!(msg.contains("cycle limit (1000 cycles)") && msg.contains("no latency"), "{msg}");
@@ -104,7 +104,7 @@ fn a_finished_result_deserialises_and_any_other_is_refused() {
     let json = serde_json::to_string(&ok).unwrap();
     let back: FinishedSim = serde_json::from_str(&json).unwrap();
     assert_eq!(back.cycles, ok.cycles);
-    let limited = simulate_event(&c.program, &c.info, &EventLimits { max_cycles: 1000 });
+    let limited = simulate_event(&c.program, &c.info, &EventLimits { max_cycles: 1000, ..Default::default() });
     let err = serde_json::from_str::<FinishedSim>(&serde_json::to_string(&limited).unwrap()).unwrap_err();
     assert!(err.to_string().contains("cycle limit"), "{err}");
 }

@@ -59,8 +59,7 @@ fn run_case(c: &Case, engine: Engine) -> Result<Figures, String> {
 
 pub fn run(a: Args) -> Result<(), Exit> {
     let source = a.baseline.display().to_string();
-    let text = std::fs::read_to_string(&a.baseline)
-        .map_err(|e| Exit { code: 2, message: format!("cannot read baseline {source}: {e}") })?;
+    let text = crate::inputs::read_input(&a.baseline, "baseline", crate::inputs::MAX_INPUT_BYTES)?;
     let b = Baseline::from_toml(&text, &source)?;
     if !a.update {
         b.require_figures(&source)?;

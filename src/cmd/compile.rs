@@ -6,6 +6,7 @@ use crate::inputs::{load_arch, write_atomic};
 use crate::Exit;
 use serde::Serialize;
 use wafer_compiler::{compile, CompileOptions, CompileStats, Compiled, Wafers};
+use wafer_ir::limits::MAX_WAFERS;
 use wafer_ir::{print_program, verify_graph, ArchSpec, Graph};
 use wafer_reports::{bytes, thousands};
 use wafer_workloads::decode_graph;
@@ -49,8 +50,13 @@ impl MachineArgs {
             None => Wafers::Fixed(arch.system.wafers),
             Some("auto") => Wafers::Auto,
             Some(n) => match n.parse::<u32>() {
-                Ok(k) if (1..=4096).contains(&k) => Wafers::Fixed(k),
-                _ => return Err(Exit { code: 2, message: format!("--wafers is `{n}`; allowed: 1..=4096 or auto") }),
+                Ok(k) if (1..=MAX_WAFERS).contains(&k) => Wafers::Fixed(k),
+                _ => {
+                    return Err(Exit {
+                        code: 2,
+                        message: format!("--wafers is `{n}`; allowed: 1..={MAX_WAFERS} or auto"),
+                    })
+                }
             },
         };
         Ok((arch, wafers))
@@ -97,7 +103,7 @@ pub fn step_graph(step: &StepArgs) -> Result<Graph, Exit> {
 
 /// Compiles `g` onto a loaded machine ([`MachineArgs::load`]).
 pub fn compile_graph(g: &Graph, (arch, wafers): &(ArchSpec, Wafers), opts: CompileOptions) -> Result<Compiled, Exit> {
-    Ok(compile(g, arch, &CompileOptions { wafers: *wafers, ..opts })?)
+    Ok(compile(g, arch, &CompileOptions { wafers: *wafers, max_memory_bytes: crate::inputs::max_memory(), ..opts })?)
 }
 
 #[derive(Serialize)]

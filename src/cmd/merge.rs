@@ -23,8 +23,7 @@ pub fn run(a: Args) -> Result<(), Exit> {
     let mut parts = Vec::new();
     for s in &a.shards {
         let file = if s.is_dir() { s.join("sweep.json") } else { s.clone() };
-        let text = std::fs::read_to_string(&file)
-            .map_err(|e| Exit { code: 2, message: format!("cannot read {}: {e}", file.display()) })?;
+        let text = crate::inputs::read_input(&file, "sweep shard", crate::inputs::MAX_SWEEP_JSON_BYTES)?;
         let name = file.display().to_string();
         parts.push((name.clone(), SweepOutput::from_json(&text, &name)?));
     }

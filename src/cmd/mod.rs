@@ -36,7 +36,7 @@ pub mod limits {
     pub const CONTEXT: (i128, i128) = (1, 16_777_216);
     pub const BATCH: (i128, i128) = (1, 65_536);
     pub const GPUS: (i128, i128) = (1, 1024);
-    pub const STEPS: (i128, i128) = (1, 4096);
+    pub const STEPS: (i128, i128) = (1, 1024);
     pub const TOKENS: (i128, i128) = (1, 1_000_000_000);
 }
 

@@ -9,7 +9,7 @@ use crate::Exit;
 use wafer_compiler::CompileOptions;
 use wafer_ir::{verify_graph, Graph, ProgramInfo};
 use wafer_reports::{RunInputs, RunReport};
-use wafer_simulator::{simulate_analytical, simulate_event, EventLimits, FinishedSim};
+use wafer_simulator::{simulate_analytical, try_simulate_event, EventLimits, FinishedSim};
 use wafer_workloads::decode_graph;
 
 /// Which engine times the step.
@@ -107,6 +107,11 @@ pub struct Args {
     pub out: super::report_out::OutArgs,
 }
 
+/// The event engine's limits: the defaults, with `--max-memory`.
+pub fn event_limits() -> EventLimits {
+    EventLimits { max_memory_bytes: crate::inputs::max_memory(), ..Default::default() }
+}
+
 /// Times a compiled program with `engine`.
 pub fn simulate(engine: Engine, c: &wafer_compiler::Compiled) -> Result<FinishedSim, Exit> {
     simulate_program(engine, &c.program, &c.info)
@@ -117,7 +122,7 @@ pub fn simulate(engine: Engine, c: &wafer_compiler::Compiled) -> Result<Finished
 /// one way to a latency is through [`wafer_simulator::SimResult::finished`].
 pub fn simulate_program(engine: Engine, p: &wafer_ir::Program, info: &ProgramInfo) -> Result<FinishedSim, Exit> {
     let sim = match engine {
-        Engine::Event => simulate_event(p, info, &EventLimits::default()),
+        Engine::Event => try_simulate_event(p, info, &event_limits())?,
         Engine::Analytical => simulate_analytical(p, info),
         Engine::Functional => return Err(Engine::Functional.check_timing().unwrap_err()),
     };
@@ -223,8 +228,17 @@ fn functional(a: &Args) -> Result<FunctionalReport, Exit> {
         if t == first && t > 1 {
             (kv_ref, kv_fun) = wafer_simulator::KvState::random_past(&g, 7);
         }
+        let budget = crate::inputs::max_memory();
+        if weights.is_none() {
+            wafer_simulator::check_functional_budget(&g, a.steps, budget)?;
+        }
         // Compile first: a model that does not fit fails before its weights are drawn.
-        let opts = CompileOptions { wafers, accumulate: a.machine.accumulate.dtype(), ..Default::default() };
+        let opts = CompileOptions {
+            wafers,
+            accumulate: a.machine.accumulate.dtype(),
+            max_memory_bytes: budget,
+            ..Default::default()
+        };
         let c = wafer_compiler::compile(&g, &arch, &opts)?;
         let w = weights.get_or_insert_with(|| wafer_simulator::Weights::random(&g, 42));
         let tokens: Vec<u64> = (0..p.batch).map(|b| (7 * t + 13 * b + 3) % cfg.vocab).collect();

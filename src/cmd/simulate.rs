@@ -17,8 +17,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<(), Exit> {
-    let text = std::fs::read_to_string(&a.file)
-        .map_err(|e| Exit { code: 2, message: format!("cannot read {}: {e}", a.file.display()) })?;
+    let text = crate::inputs::read_input(&a.file, "program", crate::inputs::MAX_INPUT_BYTES)?;
     let p = parse_program(&text).map_err(|e| Exit { code: 2, message: format!("{}: {e}", a.file.display()) })?;
     let info = verify_program(&p).map_err(|e| Exit { code: 2, message: format!("{}: {e}", a.file.display()) })?;
     if a.engine == Engine::Functional {

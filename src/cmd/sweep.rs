@@ -25,6 +25,9 @@ pub struct Args {
     /// Engine for every point [default: the spec's `engine`, else analytical, the fast one].
     #[arg(long, value_enum)]
     pub engine: Option<Engine>,
+    /// Allow a grid of more than 100,000 points (a shard of one never needs it).
+    #[arg(long)]
+    pub allow_large: bool,
     #[command(flatten)]
     pub out: OutArgs,
 }
@@ -97,7 +100,12 @@ pub fn eval_point(inp: &Inputs, p: &Point) -> Result<Figures, String> {
         WafersSpec::Word(w) if w == "auto" => Wafers::Auto,
         WafersSpec::Word(_) => Wafers::Fixed(arch.system.wafers),
     };
-    let c = compile(&g, &arch, &CompileOptions { wafers, ..Default::default() }).map_err(|e| e.to_string())?;
+    let c = compile(
+        &g,
+        &arch,
+        &CompileOptions { wafers, max_memory_bytes: crate::inputs::max_memory(), ..Default::default() },
+    )
+    .map_err(|e| e.to_string())?;
     let sim = simulate(inp.engine, &c).map_err(|e| e.message)?;
     let us = |x: f64| x / (sim.clock_ghz * 1e3);
     let mut f = Figures {
@@ -168,9 +176,17 @@ pub fn run_points(inp: &Inputs, points: &[Point]) -> Vec<Row> {
 }
 
 pub fn run(a: Args) -> Result<(), Exit> {
-    let text = std::fs::read_to_string(&a.spec)
-        .map_err(|e| Exit { code: 2, message: format!("cannot read sweep spec {}: {e}", a.spec.display()) })?;
-    let spec = SweepSpec::from_toml(&text, &a.spec.display().to_string())?;
+    let text = crate::inputs::read_input(&a.spec, "sweep spec", crate::inputs::MAX_INPUT_BYTES)?;
+    let source = a.spec.display().to_string();
+    let spec = SweepSpec::from_toml(&text, &source)?;
+    // A shard computes only its own points: the grid's size matters for it only per shard.
+    spec.check_grid(
+        &source,
+        a.allow_large
+            || a.shard.is_some_and(|s| {
+                spec.grid_len().unwrap_or(u64::MAX) / s.count as u64 <= wafer_reports::sweep::MAX_GRID_POINTS
+            }),
+    )?;
     let engine = match (a.engine, &spec.engine) {
         (Some(e), _) => e,
         (None, Some(name)) => <Engine as clap::ValueEnum>::from_str(name, true).map_err(|_| Exit {
@@ -183,7 +199,15 @@ pub fn run(a: Args) -> Result<(), Exit> {
     engine.check_timing()?;
     let target = a.out.prepare()?;
     let inp = load_inputs(&spec, engine)?;
-    let points: Vec<Point> = spec.points().into_iter().filter(|p| a.shard.is_none_or(|s| s.holds(p.index))).collect();
+    // Each point holds its row and its share of sweep.json, sweep.csv and the
+    // summary in memory until the folder is written: ~4 KB, generously.
+    let count = spec.indices(a.shard).len() as u64;
+    wafer_ir::ResourceError::check_memory(
+        &format!("the sweep ({count} points)"),
+        count.saturating_mul(4096),
+        crate::inputs::max_memory(),
+    )?;
+    let points: Vec<Point> = spec.indices(a.shard).map(|i| spec.point(i)).collect();
     let rows = run_points(&inp, &points);
     let out = SweepOutput::new(&spec, engine.name(), a.shard, rows);
     let files = sweep_files(&out)?;

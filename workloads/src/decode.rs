@@ -27,9 +27,11 @@ impl Default for DecodeParams {
     }
 }
 
-/// Largest batch and context we accept (beyond these, sizes overflow u64 arithmetic).
-pub const MAX_BATCH: u64 = 1 << 16;
-pub const MAX_CONTEXT: u64 = 1 << 24;
+/// Largest batch and context we accept (documented in `wafer_ir::limits`).
+pub use wafer_ir::limits::{MAX_BATCH, MAX_CONTEXT};
+/// Largest KV-cache byte count or FLOP count of one step: 2^60 (~10^18),
+/// so sums over ops never wrap u64.
+pub const MAX_STEP_QUANTITY: u128 = 1 << 60;
 
 impl DecodeParams {
     pub fn validate(&self, cfg: &ModelConfig) -> Result<(), BuildError> {
@@ -48,6 +50,39 @@ impl DecodeParams {
                 value: self.context.to_string(),
                 allowed: format!("1..={max_ctx}{why}"),
             });
+        }
+        // The graph holds ~20 ops per layer (~9 KB): the layer range bounds its memory.
+        let max_layers = crate::hf::INT_LIMITS.iter().find(|l| l.0 == "num_hidden_layers").map_or(10_000, |l| l.1);
+        if cfg.layers == 0 || cfg.layers > max_layers {
+            return Err(BuildError::Invalid {
+                field: "num_hidden_layers",
+                value: cfg.layers.to_string(),
+                allowed: format!("1..={max_layers}"),
+            });
+        }
+        // Byte and FLOP counts of the step stay far inside u64 (checked here in u128).
+        let kv = cfg.layers as u128
+            * cfg.kv_heads as u128
+            * cfg.head_dim as u128
+            * 2
+            * 4
+            * self.context as u128
+            * self.batch as u128;
+        let attn_flops = 4
+            * cfg.layers as u128
+            * cfg.heads as u128
+            * cfg.head_dim as u128
+            * self.context as u128
+            * self.batch as u128;
+        let mat_flops = 2 * crate::hf::param_bound(cfg) * self.batch as u128;
+        for (what, v) in [("KV-cache bytes", kv), ("attention FLOPs", attn_flops), ("matrix FLOPs", mat_flops)] {
+            if v > MAX_STEP_QUANTITY {
+                return Err(BuildError::Invalid {
+                    field: "context x batch",
+                    value: format!("{} x {} ({what} of the step: ~{:.3e})", self.context, self.batch, v as f64),
+                    allowed: format!("{what} at most {:.3e}", MAX_STEP_QUANTITY as f64),
+                });
+            }
         }
         for (field, d) in
             [("activation dtype", self.act_dtype), ("kv dtype", self.kv_dtype), ("weight dtype", self.weight_dtype)]

@@ -9,6 +9,49 @@ use crate::model::{Family, MlpStyle, ModelConfig, NormStyle};
 use serde_json::{Map, Value};
 use wafer_ir::ActFn;
 
+/// Largest value accepted for each integer field, about ten times the largest
+/// released model (Llama-3.1-405B: hidden 16,384, 126 layers, 128 heads,
+/// FFN 53,248; vocabularies up to 256k; 256 experts; 10M positions). Every
+/// name a config may use for the field is listed.
+pub const INT_LIMITS: &[(&str, u64)] = &[
+    ("hidden_size", 1 << 18),
+    ("n_embd", 1 << 18),
+    ("intermediate_size", 1 << 20),
+    ("n_inner", 1 << 20),
+    ("num_hidden_layers", 10_000),
+    ("n_layer", 10_000),
+    ("num_attention_heads", 4096),
+    ("n_head", 4096),
+    ("num_key_value_heads", 4096),
+    ("head_dim", 4096),
+    ("rotary_dim", 4096),
+    ("vocab_size", 1 << 22),
+    ("num_local_experts", 4096),
+    ("num_experts_per_tok", 4096),
+    ("sliding_window", 1 << 27),
+    ("max_position_embeddings", 1 << 27),
+    ("n_positions", 1 << 27),
+];
+
+/// Range `(lo, hi]` of each float field (`lo` excluded, `hi` included).
+pub const FLOAT_LIMITS: &[(&str, f64, f64)] = &[
+    ("partial_rotary_factor", 0.0, 1.0),
+    ("rms_norm_eps", 0.0, 1.0),
+    ("layer_norm_epsilon", 0.0, 1.0),
+    ("rope_theta", 0.0, 1e12),
+    ("attn_logit_softcapping", 0.0, 1e6),
+    ("final_logit_softcapping", 0.0, 1e6),
+];
+
+/// Most parameters a model may have: 10^14, fifty times the largest released
+/// dense or MoE model (~2 x 10^12). Keeps every byte and FLOP count of the
+/// decode graph far inside 64-bit arithmetic.
+pub const MAX_PARAMS: u128 = 100_000_000_000_000;
+
+fn int_limit(key: &str) -> u64 {
+    INT_LIMITS.iter().find(|(k, _)| *k == key).map_or(1 << 40, |(_, m)| *m)
+}
+
 struct Fields<'a> {
     src: &'a str,
     obj: &'a Map<String, Value>,
@@ -35,10 +78,13 @@ impl<'a> Fields<'a> {
     fn opt_pos(&self, keys: &[&'static str]) -> Result<Option<u64>, ConfigError> {
         match self.raw(keys) {
             None => Ok(None),
-            Some((k, v)) => match v.as_u64() {
-                Some(n) if n > 0 && n <= 1 << 40 => Ok(Some(n)),
-                _ => Err(self.invalid(k, v, "a positive integer up to 2^40")),
-            },
+            Some((k, v)) => {
+                let max = int_limit(k);
+                match v.as_u64() {
+                    Some(n) if n > 0 && n <= max => Ok(Some(n)),
+                    _ => Err(self.invalid(k, v, &format!("an integer in 1..={max}"))),
+                }
+            }
         }
     }
 
@@ -46,7 +92,7 @@ impl<'a> Fields<'a> {
         self.opt_pos(keys)?.ok_or_else(|| ConfigError::Missing {
             source_name: self.src.into(),
             field: keys[0].into(),
-            expected: "a positive integer".into(),
+            expected: format!("an integer in 1..={}", int_limit(keys[0])),
         })
     }
 
@@ -58,11 +104,12 @@ impl<'a> Fields<'a> {
     }
 
     fn f64_or(&self, key: &'static str, default: f64) -> Result<f64, ConfigError> {
+        let (lo, hi) = FLOAT_LIMITS.iter().find(|l| l.0 == key).map_or((0.0, f64::MAX), |l| (l.1, l.2));
         match self.raw(&[key]) {
             None => Ok(default),
             Some((k, v)) => match v.as_f64() {
-                Some(x) if x > 0.0 && x.is_finite() => Ok(x),
-                _ => Err(self.invalid(k, v, "a positive number")),
+                Some(x) if x > lo && x <= hi => Ok(x),
+                _ => Err(self.invalid(k, v, &format!("a number in ({lo}, {}]", wafer_ir::limits::fmt_f64(hi)))),
             },
         }
     }
@@ -103,7 +150,10 @@ pub fn parse_hf_config(text: &str, source_name: &str, name: &str) -> Result<Mode
                 expected: format!("one of {}", Family::supported_list()),
             })
         }
-        Some((_, v)) => v.as_str().unwrap_or_default().to_string(),
+        Some((k, v)) => match v.as_str() {
+            Some(t) => t.to_string(),
+            None => return Err(f.invalid(k, v, &format!("a string, one of {}", Family::supported_list()))),
+        },
     };
     let family = Family::from_model_type(&model_type).ok_or_else(|| ConfigError::UnknownModelType {
         source_name: source_name.into(),
@@ -162,9 +212,6 @@ fn parse_llama_like(f: &Fields, family: Family, name: &str) -> Result<ModelConfi
         _ => window,
     };
     let partial = f.f64_or("partial_rotary_factor", 1.0)?;
-    if partial > 1.0 {
-        return Err(f.invalid("partial_rotary_factor", &Value::from(partial), "a number in (0, 1]"));
-    }
     let rotary_dim = ((head_dim as f64 * partial).round() as u64) & !1;
     let attention_bias = f.bool_or("attention_bias", false)?;
     Ok(ModelConfig {
@@ -267,9 +314,31 @@ pub fn validate(c: &ModelConfig, source_name: &str) -> Result<(), ConfigError> {
         ("head_dim", c.head_dim),
         ("vocab_size", c.vocab),
     ] {
-        if v == 0 {
-            return bad(format!("{field} must be positive"));
+        let max = int_limit(field);
+        if v == 0 || v > max {
+            return bad(format!("field `{field}` is {v}; allowed: 1..={max}"));
         }
+    }
+    if c.is_moe() && c.experts > int_limit("num_local_experts") {
+        return bad(format!(
+            "field `num_local_experts` is {}; allowed: 1..={}",
+            c.experts,
+            int_limit("num_local_experts")
+        ));
+    }
+    let params = param_bound(c);
+    if params > MAX_PARAMS {
+        return bad(format!(
+            "the model would have ~{params:.3e} parameters (hidden_size {}, intermediate_size {}, num_hidden_layers {}, \
+             vocab_size {}, experts {}); allowed: at most {MAX_PARAMS:.0e}",
+            c.hidden,
+            c.intermediate,
+            c.layers,
+            c.vocab,
+            c.experts.max(1),
+            params = params as f64,
+            MAX_PARAMS = MAX_PARAMS as f64
+        ));
     }
     if c.heads % c.kv_heads != 0 {
         return bad(format!("num_key_value_heads ({}) does not divide num_attention_heads ({})", c.kv_heads, c.heads));
@@ -287,4 +356,15 @@ pub fn validate(c: &ModelConfig, source_name: &str) -> Result<(), ConfigError> {
         return bad("the model has neither rotary nor learned position embeddings".into());
     }
     Ok(())
+}
+
+/// An upper bound of the parameter count, in 128-bit arithmetic (so no
+/// config can wrap it): embeddings and head, attention and MLP matrices.
+pub fn param_bound(c: &ModelConfig) -> u128 {
+    let (h, i, l, v) = (c.hidden as u128, c.intermediate as u128, c.layers as u128, c.vocab as u128);
+    let q = c.heads as u128 * c.head_dim as u128;
+    let kv = c.kv_heads as u128 * c.head_dim as u128;
+    let attn = h * (q + 2 * kv) + q * h;
+    let mlp = 3 * h * i * (c.experts.max(1) as u128) + h * c.experts as u128;
+    2 * v * h + l * (attn + mlp + 4 * h) + c.max_positions.min(1 << 27) as u128 * h * c.learned_positions as u128
 }
