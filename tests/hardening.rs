@@ -264,9 +264,9 @@ fn negative_numbers_get_a_message_naming_the_flag_and_its_range() {
         (vec!["graph", "--batch", "-2"], vec!["--batch", "-2 is negative; allowed 1..=65536"]),
         (vec!["run", "--gpus", "-1"], vec!["--gpus", "-1 is negative; allowed 1..=1024"]),
         (vec!["gpu", "--gpus", "-8"], vec!["--gpus", "-8 is negative"]),
-        (vec!["run", "--steps", "-3"], vec!["--steps", "-3 is negative; allowed 1..=4096"]),
+        (vec!["run", "--steps", "-3"], vec!["--steps", "-3 is negative; allowed 1..=1024"]),
         (vec!["compare", "--tokens", "-5"], vec!["--tokens", "-5 is negative"]),
-        (vec!["run", "--wafers", "-1"], vec!["--wafers is `-1`; allowed: 1..=4096 or auto"]),
+        (vec!["run", "--wafers", "-1"], vec!["--wafers is `-1`; allowed: 1..=10000 or auto"]),
         (vec!["sweep", "s.toml", "--shard", "-1/4"], vec!["--shard is `-1/4`"]),
         (
             vec!["check", "--baseline", "ci/baseline.toml", "--tolerance", "-1"],
