@@ -232,14 +232,16 @@ impl RunReport {
             };
             out.push(format!(
                 "The GPU figures are a roofline model, {cal}. The wafer figures are model predictions ({} engine) \
-                 from public per-PE and fabric parameters, not calibrated: no measured end-to-end decode latency \
-                 of the wafer is public with its conditions.",
+                 from public per-PE and fabric parameters, their reduction timing checked against kernels measured \
+                 on WSE-3 silicon (wafer kernel --calibration); the end-to-end decode latency is not calibrated: \
+                 none of the wafer's is public with its conditions.",
                 s.engine
             ));
         } else {
             out.push(format!(
-                "The wafer figures are model predictions ({} engine) from public per-PE and fabric parameters, not \
-                 calibrated against measured decode latency.",
+                "The wafer figures are model predictions ({} engine) from public per-PE and fabric parameters, their \
+                 reduction timing checked against kernels measured on WSE-3 silicon (wafer kernel --calibration); \
+                 not calibrated against measured decode latency.",
                 s.engine
             ));
         }

@@ -482,6 +482,24 @@ struct Sim<'p> {
     stats: EventStats,
 }
 
+/// `(line, message)` pairs grouped by line, stably: offsets (`nl + 1`) into the message list.
+fn by_line(nl: usize, pairs: Vec<(u32, u32)>) -> (Vec<u32>, Vec<u32>) {
+    let mut off = vec![0u32; nl + 1];
+    for &(l, _) in &pairs {
+        off[l as usize + 1] += 1;
+    }
+    for i in 0..nl {
+        off[i + 1] += off[i];
+    }
+    let mut fill = off.clone();
+    let mut msgs = vec![0; pairs.len()];
+    for (l, id) in pairs {
+        msgs[fill[l as usize] as usize] = id;
+        fill[l as usize] += 1;
+    }
+    (off, msgs)
+}
+
 fn len(s: (u64, u64)) -> u64 {
     s.1.saturating_sub(s.0)
 }
@@ -809,34 +827,8 @@ impl<'p> Sim<'p> {
         self.n_slot_off = off;
         // Output-line send lists (stable: route order, then message order).
         let nl = self.line_out.len();
-        let mut cnt = vec![0u32; nl + 1];
-        for &(l, _) in &line_sends {
-            cnt[l as usize + 1] += 1;
-        }
-        for i in 0..nl {
-            cnt[i + 1] += cnt[i];
-        }
-        let mut fill = cnt.clone();
-        self.out_msgs = vec![0; line_sends.len()];
-        for (l, id) in line_sends {
-            self.out_msgs[fill[l as usize] as usize] = id;
-            fill[l as usize] += 1;
-        }
-        self.out_off = cnt;
-        let mut cnt = vec![0u32; nl + 1];
-        for &(l, _) in &bcast_sends {
-            cnt[l as usize + 1] += 1;
-        }
-        for i in 0..nl {
-            cnt[i + 1] += cnt[i];
-        }
-        let mut fill = cnt.clone();
-        self.bc_msgs = vec![0; bcast_sends.len()];
-        for (l, id) in bcast_sends {
-            self.bc_msgs[fill[l as usize] as usize] = id;
-            fill[l as usize] += 1;
-        }
-        self.bc_off = cnt;
+        (self.out_off, self.out_msgs) = by_line(nl, line_sends);
+        (self.bc_off, self.bc_msgs) = by_line(nl, bcast_sends);
         self.dep = vec![Stamp::ZERO; self.msgs.len()];
         self.delivered = vec![false; self.msgs.len()];
         self.stats.messages = self.msgs.len() as u64;
