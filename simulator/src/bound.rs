@@ -23,12 +23,13 @@
 //! were larger. Every FLOP is priced at that peak, element-wise ones too.
 //!
 //! **Memory floor.** A PE reads only its own SRAM, so every byte the step
-//! must read (the weights it uses — [`wafer_ir::OpCost::weight_bytes`]: the
-//! gathered embedding rows, the experts a batch can touch — plus the KV cache
-//! it reads) is read by the PE holding it, at `sram_read_bytes_per_cycle`. At
-//! best those bytes are spread evenly over all `N` PEs and read once:
-//! `ceil(bytes / N) / sram_read_bytes_per_cycle` cycles. Cache writes (a
-//! separate port) and activations are left out.
+//! must read is read by the PE holding it, at `sram_read_bytes_per_cycle`.
+//! Those bytes are the weights it uses ([`wafer_ir::OpCost::weight_bytes`],
+//! except that the batch may share one embedding row and, of an MoE layer's
+//! experts, only the `top_k` every sequence might route to) and the KV cache
+//! it reads. At best they are spread evenly over all `N` PEs and read once:
+//! `ceil(ceil(bytes / N) / sram_read_bytes_per_cycle)` cycles. Cache writes
+//! (a separate port) and activations are left out.
 //!
 //! **Communication floor.** The step is a chain of *stages*, each ended by an
 //! op whose every output element depends on all of its input: a norm over the
@@ -55,11 +56,13 @@
 //! one PE), and the stages add up. We charge half the span, not a broadcast
 //! plus a reduction across it, and no relay per hop: conservative, not clever.
 //! When the stage sets do not fit one wafer (`N/wafers` PEs of usable SRAM),
-//! some stage's end depends on a value formed on another wafer: the largest
-//! stage's charge is replaced by `max(itself, inter_wafer(1 byte))`, one
-//! crossing, however many wafers the model needs (a pipeline pays one per
-//! wafer boundary, but a chain that returns need not). Stages that span more
-//! than one wafer are charged at most one wafer's PEs of span.
+//! the token's end depends on a value formed on another wafer, which crosses
+//! the system link at least once: the floor is then at least
+//! [`timing::inter_wafer`] of one byte, and it is the larger of that and the
+//! stages' sum (not their sum: the crossing may overlap the stages). One
+//! crossing, however many wafers the model needs: a pipeline pays one per
+//! wafer boundary, but a mapping need not. A stage's span is counted within
+//! one wafer's PEs at most.
 //!
 //! The floors are not added (compute may overlap reading memory and moving
 //! data); the bound is the largest. Tests check that no preset's event or
@@ -144,6 +147,19 @@ fn stage_bytes(g: &Graph, op: &wafer_ir::Op) -> u64 {
     }
 }
 
+/// Bytes of `op` the step must read from SRAM, at the least over routings and tokens.
+fn read_bytes(g: &Graph, op: &wafer_ir::Op) -> u64 {
+    let c = op_cost(g, op);
+    match &op.kind {
+        OpKind::Embedding | OpKind::PosEmbedding => c.weight_bytes / g.batch.max(1),
+        OpKind::MoeExperts { experts, top_k, .. } => {
+            let all: u64 = op.inputs[2..5].iter().map(|&w| g.tensor(w).bytes()).sum();
+            all / experts.max(&1) * top_k + c.kv_read_bytes
+        }
+        _ => c.weight_bytes + c.kv_read_bytes,
+    }
+}
+
 /// Whether every element of `op`'s output depends on every element of its input.
 fn ends_stage(op: &wafer_ir::Op) -> bool {
     match op.kind {
@@ -176,7 +192,7 @@ pub fn machine_bound(g: &Graph, arch: &ArchSpec, wafers: u32) -> MachineBound {
     let flops = stats.step.flops;
     let compute_cycles = flops.div_ceil(pes * peak);
 
-    let read = stats.step.weight_bytes + stats.step.kv_read_bytes;
+    let read: u64 = g.ops.iter().map(|op| read_bytes(g, op)).sum();
     let memory_cycles = read.div_ceil(pes).div_ceil(arch.pe.sram_read_bytes_per_cycle.max(1) as u64);
 
     let usable = arch.usable_sram().max(1);
@@ -193,17 +209,12 @@ pub fn machine_bound(g: &Graph, arch: &ArchSpec, wafers: u32) -> MachineBound {
             set = 0;
         }
     }
+    let mut comm_cycles: u64 = charges.iter().sum();
     let mut crossings = 0;
     if total > wafer_pes.saturating_mul(usable) {
         crossings = 1;
-        let iw = timing::inter_wafer(arch, 1);
-        if let Some(m) = charges.iter_mut().max() {
-            *m = (*m).max(iw);
-        } else {
-            charges.push(iw);
-        }
+        comm_cycles = comm_cycles.max(timing::inter_wafer(arch, 1));
     }
-    let comm_cycles: u64 = charges.iter().sum();
 
     let floors =
         [(compute_cycles, Floor::Compute), (memory_cycles, Floor::Memory), (comm_cycles, Floor::Communication)];
