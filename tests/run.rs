@@ -130,7 +130,7 @@ fn functional_engine_checks_a_compiled_tiny_model_against_the_reference() {
 fn compare_and_archs_print_tables() {
     let out =
         ok(&wafer(&["compare", "--model", "llama-3.1-8b", "--arch", "wse3", "--gpu", "H100-SXM", "--gpus", "1"], None));
-    for row in ["per-token latency", "tokens/s", "bound by", "faster per token"] {
+    for row in ["per-token latency", "tokens/s", "machine limit (any mapping)", "bound by", "faster per token"] {
         assert!(out.contains(row), "{row}: {out}");
     }
     let out = ok(&wafer(&["archs"], None));
