@@ -50,7 +50,9 @@
 //! of diameter `D` lies in a `(D+1)²` box of which half the points are mesh
 //! points; the bound is reached by a diamond). The stage's end, computed on
 //! some PE `c`, needs a value formed on `a` and one formed on `b`, each
-//! after the stage's input first existed anywhere; one of them travels
+//! after the previous stage's end first existed anywhere (every product of a
+//! stage uses a value derived from it, as in every block the workloads
+//! build); one of them travels
 //! `max(d(a,c), d(b,c)) ≥ ceil(D/2)` hops. So each stage adds at least
 //! `message(ceil(D/2), 1 byte)` cycles to the one before (0 when its set fits
 //! one PE), and the stages add up. We charge half the span, not a broadcast
@@ -62,7 +64,9 @@
 //! stages' sum (not their sum: the crossing may overlap the stages). One
 //! crossing, however many wafers the model needs: a pipeline pays one per
 //! wafer boundary, but a mapping need not. A stage's span is counted within
-//! one wafer's PEs at most.
+//! one wafer's PEs at most, and on more than one wafer a stage is charged at
+//! most one crossing: its set may be split over wafers, shortening the span
+//! on each, but then some part is on another wafer than `c`.
 //!
 //! The floors are not added (compute may overlap reading memory and moving
 //! data); the bound is the largest. Tests check that no preset's event or
@@ -196,6 +200,7 @@ pub fn machine_bound(g: &Graph, arch: &ArchSpec, wafers: u32) -> MachineBound {
     let memory_cycles = read.div_ceil(pes).div_ceil(arch.pe.sram_read_bytes_per_cycle.max(1) as u64);
 
     let usable = arch.usable_sram().max(1);
+    let crossing = timing::inter_wafer(arch, 1);
     let mut charges = Vec::new();
     let (mut hops, mut set, mut total) = (0u64, 0u64, 0u64);
     for op in &g.ops {
@@ -204,7 +209,11 @@ pub fn machine_bound(g: &Graph, arch: &ArchSpec, wafers: u32) -> MachineBound {
             let b = set.div_ceil(usable).min(wafer_pes);
             let h = min_diameter(b).div_ceil(2);
             hops += h;
-            charges.push(if b > 1 { timing::message(arch, h as u32, 1) } else { 0 });
+            let mut charge = if b > 1 { timing::message(arch, h as u32, 1) } else { 0 };
+            if wafers > 1 {
+                charge = charge.min(crossing);
+            }
+            charges.push(charge);
             total += set;
             set = 0;
         }
@@ -213,7 +222,7 @@ pub fn machine_bound(g: &Graph, arch: &ArchSpec, wafers: u32) -> MachineBound {
     let mut crossings = 0;
     if total > wafer_pes.saturating_mul(usable) {
         crossings = 1;
-        comm_cycles = comm_cycles.max(timing::inter_wafer(arch, 1));
+        comm_cycles = comm_cycles.max(crossing);
     }
 
     let floors =

@@ -93,3 +93,17 @@ fn no_compiled_preset_beats_the_machine_limit() {
         assert!(checked >= 20, "{arch_name}: {checked} points");
     }
 }
+
+#[test]
+fn on_several_wafers_no_stage_is_charged_more_than_a_crossing() {
+    // A stage's set may be split over wafers (shorter spans on each, one crossing):
+    // with a near-free system link, every stage costs at most that crossing.
+    let mut arch = arch_preset("wse3").unwrap();
+    arch.system.inter_wafer_latency_ns = 1.0;
+    let crossing = wafer_simulator::timing::inter_wafer(&arch, 1);
+    let g =
+        decode_graph(&preset("llama-3.1-8b").unwrap(), &DecodeParams { context: 1024, ..Default::default() }).unwrap();
+    let (one, two) = (machine_bound(&g, &arch, 1), machine_bound(&g, &arch, 2));
+    assert!(one.communication_floor_us > arch.cycles_to_us((one.chain_stages * crossing) as f64));
+    assert!(two.communication_floor_us <= arch.cycles_to_us((two.chain_stages * crossing) as f64));
+}
