@@ -87,7 +87,7 @@ fn run_out_writes_a_complete_self_contained_report_folder() {
 
     // report.json: the schema, with types.
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("report.json")).unwrap()).unwrap();
-    assert_eq!(v["schema_version"], 2);
+    assert_eq!(v["schema_version"], 3);
     for k in ["tpot_us", "tokens_per_s", "cycles", "clock_ghz"] {
         assert!(v[k].as_f64().is_some_and(|x| x > 0.0), "{k}: {}", v[k]);
     }
@@ -117,6 +117,10 @@ fn run_out_writes_a_complete_self_contained_report_folder() {
 
     let md = std::fs::read_to_string(dir.join("summary.md")).unwrap();
     assert!(md.starts_with("# llama-3.1-8b on 1 × wse3") && md.contains("![") && md.contains("| op kind |"), "{md}");
+    // The machine's limit beside the answer, in both documents.
+    for doc in [&md, &html] {
+        assert!(doc.contains("machine limit: ") && doc.contains("-bound floor); this mapping is "), "{doc}");
+    }
 
     // trace.json: trace-event JSON with slices on many tracks, a critical-path track and counters.
     let t: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("trace.json")).unwrap()).unwrap();
@@ -251,6 +255,19 @@ fn a_3x3_sweep_sharded_and_merged_equals_the_unsharded_run() {
     assert!(csv.starts_with(
         "index,model,arch,context,batch,wafers,gpu,pe.sram_bytes,router.link_bytes_per_cycle,engine,status,tpot_us"
     ));
+    // Every point that fits carries the machine's limit beside its latency, which never beats it.
+    let head: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    assert!(csv.lines().next().unwrap().contains(",bound,bound_us,bound_ratio,binding_floor,"), "{csv}");
+    let col = |name: &str| head.iter().position(|h| *h == name).unwrap();
+    for line in csv.lines().skip(1).filter(|l| l.contains(",ok,")) {
+        let f: Vec<&str> = line.split(',').collect();
+        let ratio: f64 = f[col("bound_ratio")].parse().unwrap();
+        assert!(ratio >= 1.0, "{line}");
+        assert!(["compute", "memory", "communication"].contains(&f[col("binding_floor")]), "{line}");
+    }
+    for r in rows.iter().filter(|r| r["figures"].is_object()) {
+        assert!(r["figures"]["bound_us"].as_f64().unwrap() <= r["figures"]["tpot_us"].as_f64().unwrap());
+    }
     assert_charts(&all, 2);
 
     let (s0, s1, merged) = (tmp.path().join("s0"), tmp.path().join("s1"), tmp.path().join("merged"));

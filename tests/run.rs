@@ -38,9 +38,18 @@ fn run_on_defaults_reports_latency_breakdown_and_the_gpu_comparison() {
     }
     assert_eq!(v["engine"], "event");
     assert!(v["breakdown"]["compute_cycles"].is_number() && v["breakdown"]["comm_cycles"].is_number());
+    // The machine's limit beside the answer: the bound, which floor binds, and the ratio.
+    assert!(out.contains("machine limit: ") && out.contains("-bound floor); this mapping is "), "{out}");
+    let (tpot, bound, ratio) =
+        (v["tpot_us"].as_f64().unwrap(), v["bound_us"].as_f64().unwrap(), v["bound_ratio"].as_f64().unwrap());
+    assert!(bound > 0.0 && bound <= tpot, "bound {bound} µs, achieved {tpot} µs");
+    assert!((ratio - tpot / bound).abs() <= 1e-9 * ratio);
+    let floor = v["machine_limit"]["binding_floor"].as_str().unwrap();
+    assert!(["compute", "memory", "communication"].contains(&floor), "{floor}");
+    assert_eq!(v["machine_limit"][format!("{floor}_floor_us")].as_f64(), Some(bound));
     assert!(v["simulation"]["by_kind"]["attention"].is_object());
     assert!(v["comparison"]["speedup"].as_f64().unwrap() > 0.0);
-    assert_eq!(v["schema_version"], 2);
+    assert_eq!(v["schema_version"], 3);
 }
 
 #[test]
@@ -121,7 +130,7 @@ fn functional_engine_checks_a_compiled_tiny_model_against_the_reference() {
 fn compare_and_archs_print_tables() {
     let out =
         ok(&wafer(&["compare", "--model", "llama-3.1-8b", "--arch", "wse3", "--gpu", "H100-SXM", "--gpus", "1"], None));
-    for row in ["per-token latency", "tokens/s", "bound by", "faster per token"] {
+    for row in ["per-token latency", "tokens/s", "machine limit (any mapping)", "bound by", "faster per token"] {
         assert!(out.contains(row), "{row}: {out}");
     }
     let out = ok(&wafer(&["archs"], None));

@@ -153,7 +153,7 @@ fn report_json_validates_against_its_documented_schema() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let file: Value = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
     assert_eq!(violations(&file), Vec::<String>::new());
-    assert_eq!(file["schema_version"], 2);
+    assert_eq!(file["schema_version"], 3);
 
     // Without one (gpu, gpu_calibration and comparison null), analytical, two wafers, with --timings.
     let bare = run_json(&[
@@ -227,6 +227,10 @@ fn the_schema_documents_every_key_with_its_meaning_and_the_change_log_names_this
     walk(&s, "$", &mut bare);
     assert!(bare.is_empty(), "numbers with neither a unit in the name nor a description: {bare:?}");
     let log = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("reports/schema/README.md")).unwrap();
-    assert!(log.contains("## Version 2"), "reports/schema/README.md has no entry for version 2");
-    assert_eq!(s["properties"]["schema_version"]["const"], 2);
+    let version = wafer_reports::run::SCHEMA_VERSION;
+    assert!(
+        log.contains(&format!("## Version {version}")),
+        "reports/schema/README.md has no entry for version {version}"
+    );
+    assert_eq!(s["properties"]["schema_version"]["const"], version);
 }

@@ -247,6 +247,11 @@ pub fn run_doc(r: &RunReport, p: &Program, charts: Vec<Chart>) -> Doc {
         thousands(s.cycles.round() as u64),
         s.clock_ghz
     ));
+    d.p(format!(
+        "{}. {}.",
+        crate::run::limit_line(s.tpot_us, &r.machine_limit),
+        crate::run::floors_line(&r.machine_limit)
+    ));
     if let Some((t, verdict)) = r.comparison_table() {
         d.h("Wafer against GPU");
         d.table(t);

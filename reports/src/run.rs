@@ -9,10 +9,10 @@ use crate::table::{si, Table};
 use serde::Serialize;
 use wafer_compiler::CompileStats;
 use wafer_gpu::GpuEstimate;
-use wafer_simulator::{Breakdown, FinishedSim};
+use wafer_simulator::{Breakdown, FinishedSim, MachineBound};
 
 /// Bumped whenever a field changes meaning or disappears.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// What was asked.
 #[derive(Debug, Clone, Serialize)]
@@ -78,6 +78,12 @@ pub struct RunReport {
     pub wafers: u32,
     pub engine: String,
     pub breakdown: Breakdown,
+    /// The machine's limit (a lower bound on the step for any mapping on
+    /// these wafers), µs, and the achieved latency over it (≥ 1).
+    pub bound_us: f64,
+    pub bound_ratio: f64,
+    /// The bound's floors and the figures they come from.
+    pub machine_limit: MachineBound,
     pub compile: CompileStats,
     pub simulation: FinishedSim,
     pub gpu: Option<GpuEstimate>,
@@ -132,6 +138,46 @@ pub fn sim_text(s: &FinishedSim) -> String {
     out
 }
 
+/// Achieved latency over the machine's limit.
+pub fn bound_ratio(tpot_us: f64, b: &MachineBound) -> f64 {
+    tpot_us / b.bound_us.max(1e-12)
+}
+
+/// The machine-limit line: `machine limit: X µs (memory-bound floor); this mapping is N× above it`.
+pub fn limit_line(tpot_us: f64, b: &MachineBound) -> String {
+    format!(
+        "machine limit: {} µs ({}-bound floor); this mapping is {}× above it",
+        sig(b.bound_us),
+        b.binding_floor.name(),
+        sig(bound_ratio(tpot_us, b))
+    )
+}
+
+/// The three floors, one line.
+pub fn floors_line(b: &MachineBound) -> String {
+    format!(
+        "floors: compute {} µs · SRAM reads {} µs · dependency chain {} µs ({} stages{})",
+        sig(b.compute_floor_us),
+        sig(b.memory_floor_us),
+        sig(b.communication_floor_us),
+        b.chain_stages,
+        if b.inter_wafer_crossings > 0 { ", one system-link crossing" } else { "" }
+    )
+}
+
+/// Three significant figures, without an exponent for the sizes we show.
+fn sig(x: f64) -> String {
+    if x >= 100.0 {
+        format!("{x:.0}")
+    } else if x >= 10.0 {
+        format!("{x:.1}")
+    } else if x >= 1.0 {
+        format!("{x:.2}")
+    } else {
+        format!("{x:.3}")
+    }
+}
+
 /// What dominates a breakdown.
 pub fn wafer_bound(b: &Breakdown) -> &'static str {
     let parts = [
@@ -144,7 +190,13 @@ pub fn wafer_bound(b: &Breakdown) -> &'static str {
 }
 
 impl RunReport {
-    pub fn new(inputs: RunInputs, compile: CompileStats, sim: FinishedSim, gpu: Option<GpuEstimate>) -> RunReport {
+    pub fn new(
+        inputs: RunInputs,
+        compile: CompileStats,
+        sim: FinishedSim,
+        bound: MachineBound,
+        gpu: Option<GpuEstimate>,
+    ) -> RunReport {
         let comparison = gpu.as_ref().map(|g| Comparison {
             wafers: sim.wafers,
             wafer_arch: inputs.arch.clone(),
@@ -165,6 +217,9 @@ impl RunReport {
             wafers: sim.wafers,
             engine: sim.engine.clone(),
             breakdown: sim.breakdown,
+            bound_us: bound.bound_us,
+            bound_ratio: bound_ratio(sim.tpot_us, &bound),
+            machine_limit: bound,
             inputs,
             compile,
             simulation: sim,
@@ -205,6 +260,21 @@ impl RunReport {
             crate::table::thousands(self.compile.pes_used),
             crate::table::thousands(self.compile.pes_available),
         )];
+        let b = &self.machine_limit;
+        out.push(format!(
+            "The machine limit is a lower bound on the step for any mapping on {} PEs: the largest of the step's \
+             {:.1} GFLOP at every PE's peak ({} FLOP/cycle), the {:.1} GB of weights and KV cache it must read \
+             spread over every PE's SRAM port, and the chain of {} stages (each ended by a full-width norm or \
+             the sampling) whose data must cross at least half the span of the PEs that could hold its weights{}. \
+             It assumes nothing of this mapping; {:.0}× above it is how much a better mapping could at most gain.",
+            crate::table::thousands(b.pes),
+            b.step_flops as f64 / 1e9,
+            b.peak_flops_per_pe_cycle,
+            b.sram_read_bytes as f64 / 1e9,
+            b.chain_stages,
+            if b.inter_wafer_crossings > 0 { ", and one crossing of the system link" } else { "" },
+            self.bound_ratio
+        ));
         if let (Some(g), Some(c)) = (&self.gpu, &self.comparison) {
             out.push(format!(
                 "The comparison is system against system: {} × {} against {} × {}{}. GPU \"bound by {}\": \
@@ -297,6 +367,10 @@ impl RunReport {
             si(s.cycles, "").trim_end(),
             s.clock_ghz
         );
+        out += &limit_line(s.tpot_us, &self.machine_limit);
+        out += "\n";
+        out += &floors_line(&self.machine_limit);
+        out += "\n";
         out += &format!(
             "mapping: {} regions on {} of {} PEs; SRAM mean {:.1} KiB per PE; at most {} colors per router\n\n",
             self.compile.regions,

@@ -378,6 +378,11 @@ pub struct Figures {
     pub inter_wafer_us: f64,
     pub wait_us: f64,
     pub bound: String,
+    /// The machine's limit (a lower bound for any mapping, µs), the latency
+    /// over it (×), and which of its floors binds (`compute`, `memory`, `communication`).
+    pub bound_us: f64,
+    pub bound_ratio: f64,
+    pub binding_floor: String,
     pub gpu_tpot_us: Option<f64>,
     pub gpu_tokens_per_s: Option<f64>,
     pub gpus_used: Option<u32>,
@@ -389,7 +394,7 @@ pub struct Figures {
 
 impl Figures {
     /// Numeric figures a curve or a CSV column can show.
-    pub const NAMES: [&'static str; 10] = [
+    pub const NAMES: [&'static str; 12] = [
         "tpot_us",
         "tokens_per_s",
         "cycles",
@@ -398,6 +403,8 @@ impl Figures {
         "sram_mean_bytes",
         "compute_us",
         "comm_us",
+        "bound_us",
+        "bound_ratio",
         "gpu_tpot_us",
         "speedup",
     ];
@@ -412,6 +419,8 @@ impl Figures {
             "sram_mean_bytes" => self.sram_mean_bytes,
             "compute_us" => self.compute_us,
             "comm_us" => self.comm_us,
+            "bound_us" => self.bound_us,
+            "bound_ratio" => self.bound_ratio,
             "gpu_tpot_us" => self.gpu_tpot_us?,
             "speedup" => self.speedup?,
             _ => return None,
@@ -573,6 +582,9 @@ pub fn to_csv(o: &SweepOutput) -> String {
             "inter_wafer_us",
             "wait_us",
             "bound",
+            "bound_us",
+            "bound_ratio",
+            "binding_floor",
             "gpu_tpot_us",
             "gpu_tokens_per_s",
             "gpus_used",
@@ -616,6 +628,9 @@ pub fn to_csv(o: &SweepOutput) -> String {
                     num(f.inter_wafer_us),
                     num(f.wait_us),
                     csv_field(&f.bound),
+                    num(f.bound_us),
+                    num(f.bound_ratio),
+                    csv_field(&f.binding_floor),
                     opt(f.gpu_tpot_us),
                     opt(f.gpu_tokens_per_s),
                     f.gpus_used.map_or(String::new(), |n| n.to_string()),
@@ -625,7 +640,7 @@ pub fn to_csv(o: &SweepOutput) -> String {
             }
             None => {
                 c.push("error".into());
-                c.extend(std::iter::repeat_n(String::new(), 15));
+                c.extend(std::iter::repeat_n(String::new(), 18));
                 c.push(csv_field(r.error.as_deref().unwrap_or("")));
             }
         }
@@ -708,6 +723,8 @@ fn y_desc(y: &str) -> &'static str {
         "sram_mean_bytes" => "mean SRAM per PE (bytes)",
         "compute_us" => "critical-path compute (µs)",
         "comm_us" => "critical-path communication (µs)",
+        "bound_us" => "machine limit: lower bound on the time per token (µs)",
+        "bound_ratio" => "time per token over the machine limit (×)",
         "gpu_tpot_us" => "GPU time per output token (µs)",
         "speedup" => "speed-up over the GPU baseline (×)",
         _ => "",
@@ -876,6 +893,7 @@ pub fn sweep_files(o: &SweepOutput) -> Result<Vec<OutFile>, ReportError> {
     cols.extend(keys.iter().map(|k| format!(">{k}")));
     cols.extend([
         ">µs/token".into(),
+        ">× machine limit".into(),
         ">tokens/s".into(),
         ">wafers used".into(),
         "bound".into(),
@@ -901,6 +919,7 @@ pub fn sweep_files(o: &SweepOutput) -> Result<Vec<OutFile>, ReportError> {
         match &r.figures {
             Some(f) => c.extend([
                 format!("{:.1}", f.tpot_us),
+                format!("{:.0}× ({})", f.bound_ratio, f.binding_floor),
                 format!("{:.0}", f.tokens_per_s),
                 f.wafers_used.to_string(),
                 f.bound.clone(),
@@ -914,6 +933,7 @@ pub fn sweep_files(o: &SweepOutput) -> Result<Vec<OutFile>, ReportError> {
             None => {
                 c.extend([
                     "does not fit / failed".to_string(),
+                    "-".into(),
                     "-".into(),
                     "-".into(),
                     "-".into(),
@@ -1108,6 +1128,9 @@ wafers = [1, "auto"]
             inter_wafer_us: 0.0,
             wait_us: 0.0,
             bound: "compute".into(),
+            bound_us: 1.0,
+            bound_ratio: 1e6 / tps,
+            binding_floor: "memory".into(),
             gpu_tpot_us: None,
             gpu_tokens_per_s: None,
             gpus_used: None,

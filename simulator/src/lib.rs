@@ -1,6 +1,7 @@
 //! wafer-simulator: per-token latency of a compiled program.
 //!
 //! * [`timing`]: the micro-timing model every engine (and the compiler's search) shares.
+//! * [`bound`]: the machine's limit, a lower bound on a step's latency that holds for any mapping.
 //! * [`result`]: `SimResult`, what every engine reports, and `FinishedSim`, the only form reports take.
 //! * [`reference`] and [`functional`]: real numbers — a dense interpreter of the graph IR, and the
 //!   compiled program run as partitioned, compared with it to prove the lowering right.
@@ -12,6 +13,7 @@
 //! runs only verified programs (engines take the verifier's `ProgramInfo`).
 
 pub mod analytical;
+pub mod bound;
 pub mod event;
 pub mod functional;
 pub mod reference;
@@ -19,6 +21,7 @@ pub mod result;
 pub mod timing;
 
 pub use analytical::{region_cost, simulate_analytical, RegionCost};
+pub use bound::{machine_bound, Floor, MachineBound};
 pub use event::{
     estimate_event, simulate_event, simulate_event_with_stats, try_simulate_event, EventEstimate, EventLimits,
     EventStats,

@@ -48,7 +48,8 @@ fn a_compiled_model_simulates_identically_twice() {
 
 /// Issue 4's acceptance: every preset that fits on up to 8 WSE-3 wafers, at
 /// contexts 1k, 8k and 32k (within the model's positions), event and
-/// analytical within 10%. Prints the distribution of event / analytical.
+/// analytical within 10%, and neither faster than the machine's limit
+/// ([`wafer_simulator::machine_bound`]). Prints the distribution of event / analytical.
 #[test]
 fn every_preset_on_up_to_8_wafers_agrees_within_ten_percent() {
     let arch = wafer_ir::arch_preset("wse3").unwrap();
@@ -69,6 +70,17 @@ fn every_preset_on_up_to_8_wafers_agrees_within_ten_percent() {
             let e = wafer_simulator::simulate_event(&c.program, &c.info, &wafer_simulator::EventLimits::default());
             let a = wafer_simulator::simulate_analytical(&c.program, &c.info);
             assert_eq!(e.outcome, wafer_simulator::Outcome::Finished, "{model} at {context}");
+            // Neither engine beats the machine's limit (a lower bound for any mapping).
+            let bound = wafer_simulator::machine_bound(&g, &arch, c.program.wafers);
+            for (engine, r) in [("event", &e), ("analytical", &a)] {
+                assert!(
+                    r.tpot_us >= bound.bound_us,
+                    "{model} at {context}: {engine} {:.2} µs beats the bound {:.2} µs ({:?})",
+                    r.tpot_us,
+                    bound.bound_us,
+                    bound.binding_floor
+                );
+            }
             ratios.push((e.cycles / a.cycles, format!("{model} @ {context} ({} wafers)", c.program.wafers)));
         }
     }

@@ -48,6 +48,15 @@ fn run_case(c: &Case, engine: Engine) -> Result<Figures, String> {
     let machine = MachineArgs { arch: c.arch.clone(), wafers, accumulate: super::compile::Accumulate::Fp32 };
     let gpu = GpuArgs { gpu: "H100-SXM".into(), gpus: None, gpu_mem_headroom: wafer_gpu::DEFAULT_MEM_HEADROOM };
     let r = run_report(&step, &machine, &gpu, true, engine).map_err(|e| e.message)?;
+    // The machine's limit holds for any mapping: a latency below it is a bug in an engine.
+    if r.tpot_us < r.bound_us {
+        return Err(format!(
+            "{:.2} µs per token is below the machine limit {:.2} µs ({}-bound floor): an engine undercounts",
+            r.tpot_us,
+            r.bound_us,
+            r.machine_limit.binding_floor.name()
+        ));
+    }
     Ok(Figures {
         tpot_us: Some(r.tpot_us),
         tokens_per_s: Some(r.tokens_per_s),

@@ -49,6 +49,12 @@ pub fn run(a: Args) -> Result<(), Exit> {
     t.row(["hardware".to_string(), format!("{} × {}", s.wafers, i.arch), format!("{} × {}", g.n_gpus, g.gpu)]);
     t.row(["per-token latency".to_string(), format!("{:.1} µs", c.wafer_tpot_us), format!("{:.1} µs", c.gpu_tpot_us)]);
     t.row(["tokens/s".to_string(), format!("{:.0}", s.tokens_per_s), format!("{:.0}", g.tokens_per_s)]);
+    let b = &r.machine_limit;
+    t.row([
+        "machine limit (any mapping)".to_string(),
+        format!("{:.2} µs ({} floor); {:.0}× above it", b.bound_us, b.binding_floor.name(), r.bound_ratio),
+        "-".to_string(),
+    ]);
     t.row([
         format!("time to write {} tokens", a.tokens),
         format!("{:.2} s", c.wafer_tpot_us * a.tokens as f64 / 1e6),

@@ -177,7 +177,8 @@ pub fn run_report_and_program(
         gpu: gpu_est.as_ref().map(|g| g.gpu.clone()),
         gpus: gpu_est.as_ref().map(|g| g.n_gpus),
     };
-    let mut r = RunReport::new(inputs, c.stats, sim, gpu_est);
+    let bound = wafer_simulator::machine_bound(&g, &p.arch, p.wafers);
+    let mut r = RunReport::new(inputs, c.stats, sim, bound, gpu_est);
     if r.gpu.is_some() {
         let k = wafer_gpu::calibration_report()?;
         r = r.with_gpu_calibration(wafer_reports::run::GpuCalibration {

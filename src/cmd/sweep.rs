@@ -108,6 +108,7 @@ pub fn eval_point(inp: &Inputs, p: &Point) -> Result<Figures, String> {
     .map_err(|e| e.to_string())?;
     let sim = simulate(inp.engine, &c).map_err(|e| e.message)?;
     let us = |x: f64| x / (sim.clock_ghz * 1e3);
+    let limit = wafer_simulator::machine_bound(&g, &arch, sim.wafers);
     let mut f = Figures {
         tpot_us: sim.tpot_us,
         tokens_per_s: sim.tokens_per_s,
@@ -120,6 +121,9 @@ pub fn eval_point(inp: &Inputs, p: &Point) -> Result<Figures, String> {
         inter_wafer_us: us(sim.breakdown.inter_wafer),
         wait_us: us(sim.breakdown.wait),
         bound: wafer_reports::run::wafer_bound(&sim.breakdown).into(),
+        bound_us: limit.bound_us,
+        bound_ratio: wafer_reports::run::bound_ratio(sim.tpot_us, &limit),
+        binding_floor: limit.binding_floor.name().into(),
         gpu_tpot_us: None,
         gpu_tokens_per_s: None,
         gpus_used: None,
