@@ -88,6 +88,11 @@ pub enum CompileError {
     Verify { pass: String, errors: ProgramErrors },
     #[error("unknown pass `{0}`; passes are fuse, partition, place, route, alloc, schedule")]
     UnknownPass(String),
+    #[error(
+        "prefill is not mapped onto the wafer yet: graph `{model}` computes {new_tokens} new tokens per sequence; \
+         compile decode steps (one new token) or use `wafer graph --prompt` / `wafer gpu --prompt` for prefill"
+    )]
+    Prefill { model: String, new_tokens: u64 },
 }
 
 /// A model that does not fit on the wafers given, with the numbers.
@@ -275,6 +280,9 @@ fn capacity(arch: &ArchSpec, wafers: u32) -> u64 {
 
 /// Compiles `g` for `arch`. The graph must have passed `verify_graph`.
 pub fn compile(g: &Graph, arch: &ArchSpec, opts: &CompileOptions) -> Result<Compiled, CompileError> {
+    if g.is_prefill() {
+        return Err(CompileError::Prefill { model: g.name.clone(), new_tokens: g.new_tokens });
+    }
     for d in &opts.dump_after {
         if !PASSES.iter().any(|(n, _)| n == d) {
             return Err(CompileError::UnknownPass(d.clone()));

@@ -10,6 +10,14 @@
 //! RMSNorm 4, LayerNorm 7, RoPE 3 per rotated element, softmax 5, SiLU 4,
 //! GELU 8, ReLU 1, gated activation +1 for the product, add 1, scale 1,
 //! softcap 3, router top-k selection 1 per expert score, sampling 1 per logit.
+//!
+//! Multi-token (prefill) steps: row-wise ops cost per row (`B·N` rows);
+//! attention counts only the causal triangle: query `i` (1-based) of a
+//! sequence's N sees `min(S' - N + i, window)` positions, so with C cached
+//! positions and no window the scores and the value products each cost
+//! `2·B·Hq·D·(N·C + N(N+1)/2)`. Activation bytes count every tensor as
+//! written in the graph (scores and probabilities included), i.e. as if
+//! materialised; a fused (flash) attention never writes them.
 
 use crate::graph::{ActFn, Elementwise, Graph, NormKind, Op, OpKind, TensorKind};
 use serde::{Deserialize, Serialize};
@@ -55,6 +63,40 @@ fn act_flops(f: ActFn) -> u64 {
     }
 }
 
+/// Positions the `n` queries of one sequence attend over in all, with a
+/// cache of `s` positions after the append (the queries are its last `n`)
+/// and the layer's `window`: `sum over i in 1..=n of min(s - n + i, window)`.
+pub fn attended_positions(s: u64, n: u64, window: Option<u64>) -> u64 {
+    let base = s - n; // positions before the first query
+    let tri = |lo: u64, hi: u64| (lo + hi) * (hi + 1 - lo) / 2; // lo + ... + hi
+    match window {
+        // Queries i with base + i <= w see base + i; the rest see w.
+        Some(w) if base + n > w => {
+            let free = w.saturating_sub(base).min(n); // i in 1..=free see base + i
+            let seen = if free == 0 { 0 } else { tri(base + 1, base + free) };
+            seen + (n - free) * w
+        }
+        _ => tri(base + 1, base + n),
+    }
+}
+
+/// The window of the `KvAppend` that produced cache tensor `t`, if any.
+fn cache_window(g: &Graph, t: crate::graph::TensorId) -> Option<u64> {
+    g.ops.iter().find(|o| o.outputs.contains(&t)).and_then(|o| match o.kind {
+        OpKind::KvAppend { window } => window,
+        _ => None,
+    })
+}
+
+/// Scores (or value) FLOPs of an attention op: `2·Hq·D` per attended position.
+fn attention_flops(g: &Graph, op: &Op, heads: u64, head_dim: u64) -> u64 {
+    let cache = g.tensor(op.inputs[1]);
+    let (b, s) = (cache.shape[0], cache.shape[2]);
+    let n = g.tensor(op.inputs[0]).shape[0] / b.max(1);
+    let positions = if n <= 1 { s } else { attended_positions(s, n, cache_window(g, op.inputs[1])) };
+    2 * b * heads * positions * head_dim
+}
+
 /// The cost of `op` in `g`. The graph must have passed the verifier.
 pub fn op_cost(g: &Graph, op: &Op) -> OpCost {
     let t = |i: usize| g.tensor(op.inputs[i]);
@@ -66,7 +108,8 @@ pub fn op_cost(g: &Graph, op: &Op) -> OpCost {
             c.act_bytes += tt.bytes();
         }
     }
-    let b = g.batch;
+    // Rows the op works on: batch × new tokens, or batch after `LastToken`.
+    let b = t(0).shape.first().copied().unwrap_or(g.batch);
     match &op.kind {
         OpKind::Embedding => {
             let row = t(1).shape[1];
@@ -98,16 +141,17 @@ pub fn op_cost(g: &Graph, op: &Op) -> OpCost {
             // Stored in the cache's dtype, whatever the activations' dtype.
             c.kv_write_bytes = t(2).dtype.bytes_for(t(0).elems() + t(1).elems());
         }
-        OpKind::AttnScores { heads, head_dim, .. } => {
-            let s = t(1).shape[2];
-            c.flops = 2 * b * heads * s * head_dim;
+        OpKind::AttnScores { heads, head_dim, .. } | OpKind::AttnValue { heads, head_dim, .. } => {
+            c.flops = attention_flops(g, op, *heads, *head_dim);
             c.kv_read_bytes = t(1).bytes();
         }
-        OpKind::Softmax => c.flops = 5 * out(0).elems(),
-        OpKind::AttnValue { heads, head_dim, .. } => {
-            let s = t(1).shape[2];
-            c.flops = 2 * b * heads * s * head_dim;
-            c.kv_read_bytes = t(1).bytes();
+        OpKind::Softmax => {
+            // Unmasked entries only: the causal triangle (windows not applied: a few FLOPs either way).
+            let sh = &out(0).shape;
+            let (rows, heads, s) = (sh[0], sh[1], sh[2]);
+            let n = (rows / g.batch.max(1)).max(1);
+            c.flops =
+                if n <= 1 || n > s { 5 * out(0).elems() } else { 5 * g.batch * heads * attended_positions(s, n, None) };
         }
         OpKind::Act { func } => c.flops = act_flops(*func) * out(0).elems(),
         OpKind::GatedAct { func } => c.flops = (act_flops(*func) + 1) * out(0).elems(),
@@ -133,6 +177,7 @@ pub fn op_cost(g: &Graph, op: &Op) -> OpCost {
             c.weight_bytes = all / experts * touched;
         }
         OpKind::Sample => c.flops = t(0).elems(),
+        OpKind::LastToken { .. } => {}
     }
     c
 }
@@ -148,7 +193,7 @@ pub struct GraphStats {
     pub weight_bytes: u64,
     /// KV-cache bytes one token adds (all layers, K and V).
     pub kv_bytes_per_token: u64,
-    /// FLOPs of the whole step divided by the batch.
+    /// FLOPs of the whole step divided by the tokens it computes (batch × new tokens).
     pub flops_per_token: u64,
     /// Totals for the whole step.
     pub step: OpCost,
@@ -187,8 +232,8 @@ pub fn graph_stats(g: &Graph) -> GraphStats {
         params_total: total,
         params_active: active,
         weight_bytes: bytes,
-        kv_bytes_per_token: step.kv_write_bytes / g.batch.max(1),
-        flops_per_token: step.flops / g.batch.max(1),
+        kv_bytes_per_token: step.kv_write_bytes / (g.batch * g.new_tokens).max(1),
+        flops_per_token: step.flops / (g.batch * g.new_tokens).max(1),
         step,
         by_kind,
     }

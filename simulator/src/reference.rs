@@ -31,6 +31,8 @@ pub enum ReferenceError {
     Op { op: String, why: String },
     #[error("the graph has no `sample` op, so it produces no logits")]
     NoSample,
+    #[error("the reference runs decode steps only; this graph is a prefill of {new_tokens} tokens per sequence")]
+    Prefill { new_tokens: u64 },
 }
 
 /// A SplitMix64 stream: small, fast and good enough for test weights.
@@ -315,6 +317,9 @@ pub fn run_reference(
     tokens: &[u64],
     kv: &mut KvState,
 ) -> Result<StepOutput, ReferenceError> {
+    if g.is_prefill() {
+        return Err(ReferenceError::Prefill { new_tokens: g.new_tokens });
+    }
     let batch = g.batch as usize;
     if tokens.len() != batch {
         return Err(ReferenceError::TokenCount { expected: g.batch, got: tokens.len() });
@@ -566,6 +571,9 @@ pub fn run_reference(
                     }
                 }
                 vec![out.into_dyn()]
+            }
+            OpKind::LastToken { .. } => {
+                return Err(ReferenceError::Op { op: op.name.clone(), why: "a prefill op in a decode step".into() })
             }
             OpKind::Sample => {
                 let l = to2(input(0)?);
