@@ -194,3 +194,56 @@ fn the_compiler_refuses_prefill_with_a_typed_error() {
     assert!(matches!(e, CompileError::Prefill { new_tokens: 16, .. }), "{e:?}");
     assert!(e.to_string().contains("prefill is not mapped onto the wafer yet"), "{e}");
 }
+
+fn wafer(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_wafer")).args(args).output().expect("run wafer")
+}
+
+fn json(args: &[&str]) -> serde_json::Value {
+    let o = wafer(args);
+    assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+#[test]
+fn cli_graph_prompt_prints_the_prefill_step() {
+    let v = json(&["graph", "--model", "llama-3.2-1b", "--prompt", "512", "--cached", "100", "--format", "json"]);
+    assert_eq!((v["prompt"].as_u64(), v["cached"].as_u64(), v["context"].as_u64()), (Some(512), Some(100), Some(612)));
+    let per_token = v["kv_bytes_per_token"].as_u64().unwrap();
+    assert_eq!(v["step"]["kv_write_bytes"].as_u64().unwrap(), 512 * per_token);
+    let d = json(&["graph", "--model", "llama-3.2-1b", "--format", "json"]);
+    assert!(d.get("prompt").is_none(), "decode output is unchanged: no prefill fields");
+    let text = String::from_utf8_lossy(&wafer(&["graph", "--model", "gpt2", "--prompt", "8"]).stdout).into_owned();
+    assert!(
+        text.contains("prefill step: batch 1, 8 prompt tokens over 0 cached") && text.contains("KV written"),
+        "{text}"
+    );
+}
+
+#[test]
+fn cli_gpu_prompt_prints_ttft_beside_tpot() {
+    let v = json(&["gpu", "--model", "llama-3.1-8b", "--prompt", "2048", "--cached", "1000", "--format", "json"]);
+    let (ttft, tpot) = (v["ttft_ms"].as_f64().unwrap(), v["tpot_ms"].as_f64().unwrap());
+    assert!(ttft > 5.0 * tpot, "a 2k prompt takes far longer than one token: {ttft} vs {tpot}");
+    assert_eq!(v["prefill"]["ttft_ms"].as_f64().unwrap(), ttft);
+    assert_eq!(v["context"].as_u64(), Some(3049), "the decode step after the prompt");
+    let cal = json(&["gpu", "--calibration", "--format", "json"]);
+    assert_eq!(cal["ttft"]["rows"].as_array().unwrap().len(), 13);
+    assert!(cal["median_abs_rel_error"].as_f64().is_some(), "the TPOT report keeps its fields");
+}
+
+#[test]
+fn cli_prefill_flags_are_checked() {
+    for (args, needle) in [
+        (vec!["graph", "--cached", "5"], "--prompt"),
+        (vec!["graph", "--prompt", "0"], "0 is out of range; allowed 1..="),
+        (vec!["gpu", "--prompt", "-3"], "-3 is negative"),
+        (vec!["graph", "--prompt", "4", "--context", "9"], "cannot be used with"),
+        (vec!["graph", "--model", "gpt2", "--prompt", "1000", "--cached", "100"], "1..=1024"),
+    ] {
+        let o = wafer(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(needle) && !err.contains("panicked"), "{args:?}: {err}");
+    }
+}
