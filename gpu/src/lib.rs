@@ -12,7 +12,8 @@
 //! Architecture invariant: text in, data out. No file reads, no printing, no
 //! process exit; errors are `GpuError`. Every constant is a datasheet figure
 //! (from the embedded reference table) or fitted to the embedded
-//! measurements by `fit_params`, with the fitted values in `model::FITTED`.
+//! measurements by `fit_params` (decode, `model::FITTED`) or `fit_prefill`
+//! (prefill, `prefill::PREFILL_FITTED`).
 
 pub mod calibrate;
 mod csv;
