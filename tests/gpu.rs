@@ -229,11 +229,17 @@ fn cli_calibration_prints_every_tpot_row_with_median_and_max() {
     let o = wafer(&["gpu", "--calibration"]);
     assert!(o.status.success());
     let out = String::from_utf8_lossy(&o.stdout);
+    let (tpot, ttft) = out.split_once("time to first token").expect("a second table for the TTFT rows");
     for id in ["c01", "c04", "c10", "c12", "c13", "c15", "c17", "c18", "c19"] {
-        assert!(out.contains(id), "missing {id}");
+        assert!(tpot.contains(id), "missing {id}");
     }
-    assert!(!out.contains("c14"), "c14 has no tpot_ms");
-    assert!(out.contains("median |error|") && out.contains("max"));
+    assert!(!tpot.contains("c14"), "c14 has no tpot_ms");
+    assert!(tpot.contains("median |error|") && tpot.contains("max"));
+    for id in ["c13", "c14", "c16", "c17", "c20", "c23", "c27"] {
+        assert!(ttft.contains(id), "TTFT table misses {id}");
+    }
+    assert!(!ttft.contains("c01") && !ttft.contains("c18"), "c01 and c18 have no ttft_ms");
+    assert!(ttft.contains("median |error|") && ttft.contains("leave-one-out"));
     let list = String::from_utf8_lossy(&wafer(&["gpu", "--list"]).stdout).into_owned();
     assert!(list.contains("B200-HGX") && list.contains("PCIe Gen4"));
 }

@@ -116,6 +116,7 @@ pub fn fuse(g: &Graph) -> Result<Vec<Group>, CompileError> {
         let op = g.op(id);
         let layer = op.layer;
         match &op.kind {
+            OpKind::LastToken { .. } => return Err(unsupported(id, "prefill is not mapped onto the wafer yet")),
             OpKind::Embedding => {
                 let t = g.tensor(op.inputs[1]);
                 groups.push(Group {

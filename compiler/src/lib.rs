@@ -111,6 +111,11 @@ pub enum CompileError {
     UnknownPass(String),
     #[error("compiling {0}")]
     Resources(wafer_ir::ResourceError),
+    #[error(
+        "prefill is not mapped onto the wafer yet: graph `{model}` computes {new_tokens} new tokens per sequence; \
+         compile decode steps (one new token) or use `wafer graph --prompt` / `wafer gpu --prompt` for prefill"
+    )]
+    Prefill { model: String, new_tokens: u64 },
 }
 
 /// A model that does not fit on the wafers given, with the numbers.
@@ -318,6 +323,9 @@ pub fn estimate_compile_bytes(g: &Graph, arch: &ArchSpec) -> u64 {
 
 /// Compiles `g` for `arch`. The graph must have passed `verify_graph`.
 pub fn compile(g: &Graph, arch: &ArchSpec, opts: &CompileOptions) -> Result<Compiled, CompileError> {
+    if g.is_prefill() {
+        return Err(CompileError::Prefill { model: g.name.clone(), new_tokens: g.new_tokens });
+    }
     for d in &opts.dump_after {
         if !PASSES.iter().any(|(n, _)| n == d) {
             return Err(CompileError::UnknownPass(d.clone()));

@@ -4,18 +4,22 @@
 //!   reference table, user specs from TOML.
 //! * [`model`]: `estimate(graph, gpu, n)`, the time of one decode step on N
 //!   tensor-parallel GPUs, what bounds it and where it goes.
+//! * [`prefill`]: `estimate_prefill(graph, gpu, n, opts)`, the time to first
+//!   token of a prefill graph, and its fit on the measured TTFT rows.
 //! * [`calibrate`]: the measured latencies, the model's error on them, and
 //!   the fit that recomputes the model's constants.
 //!
 //! Architecture invariant: text in, data out. No file reads, no printing, no
 //! process exit; errors are `GpuError`. Every constant is a datasheet figure
 //! (from the embedded reference table) or fitted to the embedded
-//! measurements by `fit_params`, with the fitted values in `model::FITTED`.
+//! measurements by `fit_params` (decode, `model::FITTED`) or `fit_prefill`
+//! (prefill, `prefill::PREFILL_FITTED`).
 
 pub mod calibrate;
 mod csv;
 pub mod error;
 pub mod model;
+pub mod prefill;
 pub mod spec;
 
 pub use calibrate::{
@@ -26,5 +30,9 @@ pub use error::{DoesNotFit, GpuError};
 pub use model::{
     estimate, estimate_opts, estimate_with, Bound, Breakdown, GpuEstimate, GpuOptions, MemoryUse, ModelParams,
     DEFAULT_MEM_HEADROOM, FITTED,
+};
+pub use prefill::{
+    estimate_prefill, fit_prefill, ttft_calibration_report, ttft_calibration_report_with, PrefillBreakdown,
+    PrefillConstants, PrefillEstimate, TtftCalibrationReport, TtftRow, PREFILL_FITTED,
 };
 pub use spec::{gpu_names, gpu_preset, gpu_presets, GpuSpec, LinkKind};

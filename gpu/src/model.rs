@@ -120,7 +120,7 @@ impl Breakdown {
 
 /// The largest of the four limits (ms); ties go to the earlier of bandwidth,
 /// compute, overhead, communication.
-fn bound_of(memory_limited_ms: f64, math_limited_ms: f64, overhead_ms: f64, communication_ms: f64) -> Bound {
+pub(crate) fn bound_of(memory_limited_ms: f64, math_limited_ms: f64, overhead_ms: f64, communication_ms: f64) -> Bound {
     let parts = [
         (Bound::Bandwidth, memory_limited_ms),
         (Bound::Compute, math_limited_ms),
@@ -224,37 +224,38 @@ pub fn estimate_with(graph: &Graph, gpu: &GpuSpec, n_gpus: u32, p: &ModelParams)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum CollectiveKind {
+pub(crate) enum CollectiveKind {
     AllReduce,
     AllGather,
 }
 
 /// One op's work on one GPU.
 #[derive(Debug, Clone)]
-struct OpLoad {
-    kind: &'static str,
-    weight_bytes: f64,
-    kv_bytes: f64,
-    act_bytes: f64,
-    flops: f64,
+pub(crate) struct OpLoad {
+    pub(crate) kind: &'static str,
+    pub(crate) weight_bytes: f64,
+    pub(crate) kv_bytes: f64,
+    pub(crate) act_bytes: f64,
+    pub(crate) flops: f64,
 }
 
 /// A graph laid out on N GPUs, before any constant is applied: what the fit
 /// evaluates many times.
 #[derive(Debug, Clone)]
 pub(crate) struct Profile {
-    model: String,
-    gpu: String,
-    n: u32,
-    batch: u64,
-    context: u64,
-    dtypes: [DType; 3],
-    hbm_bytes_per_s: f64,
-    peak_flops: f64,
-    link_bytes_per_s: f64,
-    ops: Vec<OpLoad>,
-    collectives: Vec<(CollectiveKind, f64)>,
-    memory: MemoryUse,
+    pub(crate) model: String,
+    pub(crate) gpu: String,
+    pub(crate) n: u32,
+    pub(crate) batch: u64,
+    pub(crate) context: u64,
+    pub(crate) dtypes: [DType; 3],
+    pub(crate) hbm_bytes_per_s: f64,
+    pub(crate) peak_flops: f64,
+    pub(crate) link_bytes_per_s: f64,
+    /// One load per graph op, in graph order.
+    pub(crate) ops: Vec<OpLoad>,
+    pub(crate) collectives: Vec<(CollectiveKind, f64)>,
+    pub(crate) memory: MemoryUse,
 }
 
 /// KV heads an op's cache holds, if it touches the cache.
@@ -409,7 +410,7 @@ impl Profile {
     }
 
     /// Bytes-only time of one collective, s (its fixed latency excluded).
-    fn collective_bytes_s(&self, kind: CollectiveKind, bytes: f64) -> f64 {
+    pub(crate) fn collective_bytes_s(&self, kind: CollectiveKind, bytes: f64) -> f64 {
         let n = self.n as f64;
         let share = match kind {
             CollectiveKind::AllReduce => 2.0 * (n - 1.0) / n,

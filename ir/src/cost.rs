@@ -10,6 +10,14 @@
 //! RMSNorm 4, LayerNorm 7, RoPE 3 per rotated element, softmax 5, SiLU 4,
 //! GELU 8, ReLU 1, gated activation +1 for the product, add 1, scale 1,
 //! softcap 3, router top-k selection 1 per expert score, sampling 1 per logit.
+//!
+//! Multi-token (prefill) steps: row-wise ops cost per row (`B·N` rows);
+//! attention counts only the causal triangle: query `i` (1-based) of a
+//! sequence's N sees `min(S' - N + i, window)` positions, so with C cached
+//! positions and no window the scores and the value products each cost
+//! `2·B·Hq·D·(N·C + N(N+1)/2)`. Activation bytes count every tensor as
+//! written in the graph (scores and probabilities included), i.e. as if
+//! materialised; a fused (flash) attention never writes them.
 
 use crate::graph::{ActFn, Elementwise, Graph, NormKind, Op, OpKind, Tensor, TensorKind};
 use serde::{Deserialize, Serialize};
@@ -54,6 +62,40 @@ fn act_flops(f: ActFn) -> u64 {
         ActFn::Gelu | ActFn::GeluTanh => 8,
         ActFn::Relu => 1,
     }
+}
+
+/// Positions the `n` queries of one sequence attend over in all, with a
+/// cache of `s` positions after the append (the queries are its last `n`)
+/// and the layer's `window`: `sum over i in 1..=n of min(s - n + i, window)`.
+pub fn attended_positions(s: u64, n: u64, window: Option<u64>) -> u64 {
+    let base = s - n; // positions before the first query
+    let tri = |lo: u64, hi: u64| (lo + hi) * (hi + 1 - lo) / 2; // lo + ... + hi
+    match window {
+        // Queries i with base + i <= w see base + i; the rest see w.
+        Some(w) if base + n > w => {
+            let free = w.saturating_sub(base).min(n); // i in 1..=free see base + i
+            let seen = if free == 0 { 0 } else { tri(base + 1, base + free) };
+            seen + (n - free) * w
+        }
+        _ => tri(base + 1, base + n),
+    }
+}
+
+/// The window of the `KvAppend` that produced cache tensor `t`, if any.
+fn cache_window(g: &Graph, t: crate::graph::TensorId) -> Option<u64> {
+    g.ops.iter().find(|o| o.outputs.contains(&t)).and_then(|o| match o.kind {
+        OpKind::KvAppend { window } => window,
+        _ => None,
+    })
+}
+
+/// Scores (or value) FLOPs of an attention op: `2·Hq·D` per attended position.
+fn attention_flops(g: &Graph, op: &Op, heads: u64, head_dim: u64) -> S {
+    let cache = g.tensor(op.inputs[1]);
+    let (b, s) = (cache.shape[0], cache.shape[2]);
+    let n = g.tensor(op.inputs[0]).shape[0] / b.max(1);
+    let positions = if n <= 1 { s } else { attended_positions(s, n, cache_window(g, op.inputs[1])) };
+    S(2) * w(b) * w(heads) * w(positions) * w(head_dim)
 }
 
 /// A cost figure that does not fit in 64 bits (the verifier reports it, naming the op).
@@ -128,7 +170,8 @@ pub fn try_op_cost(g: &Graph, op: &Op) -> Result<OpCost, CostOverflow> {
             act += bytes(tt);
         }
     }
-    let b = w(g.batch);
+    // Rows the op works on: batch × new tokens, or batch after `LastToken`.
+    let b = w(t(0).shape.first().copied().unwrap_or(g.batch));
     match &op.kind {
         OpKind::Embedding => {
             let row = w(t(1).shape[1]);
@@ -161,11 +204,20 @@ pub fn try_op_cost(g: &Graph, op: &Op) -> Result<OpCost, CostOverflow> {
             kv_write = packed(t(2).dtype, elems(t(0)) + elems(t(1)));
         }
         OpKind::AttnScores { heads, head_dim, .. } | OpKind::AttnValue { heads, head_dim, .. } => {
-            let s = w(t(1).shape[2]);
-            flops = S(2) * b * w(*heads) * s * w(*head_dim);
+            flops = attention_flops(g, op, *heads, *head_dim);
             kv_read = bytes(t(1));
         }
-        OpKind::Softmax => flops = S(5) * elems(out(0)),
+        OpKind::Softmax => {
+            // Unmasked entries only: the causal triangle (windows not applied: a few FLOPs either way).
+            let sh = &out(0).shape;
+            let (rows, heads, s) = (sh[0], sh[1], sh[2]);
+            let n = (rows / g.batch.max(1)).max(1);
+            flops = if n <= 1 || n > s {
+                S(5) * elems(out(0))
+            } else {
+                S(5) * w(g.batch) * w(heads) * w(attended_positions(s, n, None))
+            };
+        }
         OpKind::Act { func } => flops = w(act_flops(*func)) * elems(out(0)),
         OpKind::GatedAct { func } => flops = (w(act_flops(*func)) + S(1)) * elems(out(0)),
         OpKind::Add => flops = elems(out(0)),
@@ -190,6 +242,7 @@ pub fn try_op_cost(g: &Graph, op: &Op) -> Result<OpCost, CostOverflow> {
             weight = S(all.0 / (*experts).max(1) as u128) * touched;
         }
         OpKind::Sample => flops = elems(t(0)),
+        OpKind::LastToken { .. } => {}
     }
     let fit =
         |x: S, quantity: &'static str| u64::try_from(x.0).map_err(|_| CostOverflow { op: op.name.clone(), quantity });
@@ -240,7 +293,7 @@ pub struct GraphStats {
     pub weight_bytes: u64,
     /// KV-cache bytes one token adds (all layers, K and V).
     pub kv_bytes_per_token: u64,
-    /// FLOPs of the whole step divided by the batch.
+    /// FLOPs of the whole step divided by the tokens it computes (batch × new tokens).
     pub flops_per_token: u64,
     /// Totals for the whole step.
     pub step: OpCost,
@@ -279,8 +332,8 @@ pub fn graph_stats(g: &Graph) -> GraphStats {
         params_total: total,
         params_active: active,
         weight_bytes: bytes,
-        kv_bytes_per_token: step.kv_write_bytes / g.batch.max(1),
-        flops_per_token: step.flops / g.batch.max(1),
+        kv_bytes_per_token: step.kv_write_bytes / (g.batch * g.new_tokens).max(1),
+        flops_per_token: step.flops / (g.batch * g.new_tokens).max(1),
         step,
         by_kind,
     }

@@ -1,10 +1,20 @@
-//! Graph IR: one decode step of a transformer as typed tensor ops.
+//! Graph IR: one step of a transformer as typed tensor ops — a decode step
+//! (one new token per sequence) or a prefill step (`new_tokens` = N prompt
+//! tokens per sequence attending causally over the cache and themselves).
 //!
 //! Owns: the plain-data graph (tensors and ops in arena order), each op kind's
 //! shape rule (`OpKind::infer`), and the builder that applies it. The arena
 //! order of `Graph::ops` is a topological order: an op may only read tensors
 //! that are graph inputs (weights, token ids, KV-cache state) or outputs of
 //! earlier ops. Must not: know about models, meshes or hardware.
+//!
+//! Multi-token steps use the same ops: activations are `[B·N, features]`
+//! (sequence-major: row `b·N + i` is token `i` of sequence `b`), the KV cache
+//! stays `[B, kv_heads, S, D]`, and the attention ops infer N as the ratio of
+//! their rows to the cache's batch. Query `i` of a sequence sits at the
+//! cache's position `S' - N + i` and attends causally: over the positions up
+//! to its own, within the layer's window (that of the `KvAppend` that made the
+//! cache). With N = 1 every rule is the decode rule.
 
 use crate::dtype::DType;
 use serde::{Deserialize, Serialize};
@@ -132,17 +142,20 @@ pub enum OpKind {
     MatMul,
     /// (q[B,Hq*D], k[B,Hk*D]) -> (q', k'): rotary embedding on the first
     /// `rotary_dim` dims of each head (pairs `(i, i + rotary_dim/2)`, the
-    /// Llama/NeoX convention), at base frequency `theta`, for position `context - 1`.
+    /// Llama/NeoX convention), at base frequency `theta`, for position `context - 1`
+    /// (in a prefill of N tokens, row `i` of each sequence at `context - N + i`).
     Rope { heads: u64, kv_heads: u64, head_dim: u64, rotary_dim: u64, theta: f64 },
-    /// (k[B,Hk*D], v[B,Hk*D], kcache[B,Hk,S,D], vcache[B,Hk,S,D]) ->
-    /// (kcache'[B,Hk,S',D], vcache'[B,Hk,S',D]) with S' = min(S+1, window).
+    /// (k[B·N,Hk*D], v[B·N,Hk*D], kcache[B,Hk,S,D], vcache[B,Hk,S,D]) ->
+    /// (kcache'[B,Hk,S',D], vcache'[B,Hk,S',D]): appends N tokens per sequence,
+    /// S' = S + N, or with a window min(S + N, window + N - 1): every position
+    /// one of the N new queries can see (N = 1: min(S+1, window)).
     KvAppend { window: Option<u64> },
-    /// (q[B,Hq*D], kcache[B,Hk,S,D]) -> scores[B,Hq,S] = q·k / sqrt(D); query head
-    /// `h` reads KV head `h / (Hq/Hk)`.
+    /// (q[B·N,Hq*D], kcache[B,Hk,S,D]) -> scores[B·N,Hq,S] = q·k / sqrt(D); query head
+    /// `h` reads KV head `h / (Hq/Hk)`; causal when N > 1 (see the module doc).
     AttnScores { heads: u64, kv_heads: u64, head_dim: u64 },
-    /// (scores[B,Hq,S]) -> probs[B,Hq,S], over the last axis.
+    /// (scores[B·N,Hq,S]) -> probs[B·N,Hq,S], over the last axis (masked positions excluded).
     Softmax,
-    /// (probs[B,Hq,S], vcache[B,Hk,S,D]) -> [B,Hq*D].
+    /// (probs[B·N,Hq,S], vcache[B,Hk,S,D]) -> [B·N,Hq*D].
     AttnValue { heads: u64, kv_heads: u64, head_dim: u64 },
     /// (x) -> act(x).
     Act { func: ActFn },
@@ -159,6 +172,9 @@ pub enum OpKind {
     MoeExperts { experts: u64, top_k: u64, func: ActFn },
     /// (logits[B,V]) -> i32[B] (greedy arg-max).
     Sample,
+    /// (x[B·N,H]) -> [B,H]: the last of each sequence's N rows. A prefill
+    /// computes the final norm and the logits only for the token it samples.
+    LastToken { tokens: u64 },
 }
 
 impl OpKind {
@@ -181,6 +197,7 @@ impl OpKind {
             OpKind::MoeRouter { .. } => "moe_router",
             OpKind::MoeExperts { .. } => "moe_experts",
             OpKind::Sample => "sample",
+            OpKind::LastToken { .. } => "last_token",
         }
     }
 
@@ -210,6 +227,7 @@ impl OpKind {
             OpKind::MoeExperts { experts, top_k, func } => {
                 format!("experts={experts} top_k={top_k} {}", func.name())
             }
+            OpKind::LastToken { tokens } => format!("tokens={tokens}"),
             _ => String::new(),
         }
     }
@@ -268,6 +286,14 @@ impl OpKind {
                 ))
             } else {
                 Ok(())
+            }
+        };
+        // New tokens per sequence: `rows` over the cache's batch, a whole number >= 1.
+        let new_tokens = |what: &str, rows: u64, batch: u64| -> Result<u64, String> {
+            if batch == 0 || rows == 0 || rows % batch != 0 {
+                Err(format!("{what}: {rows} rows are not a positive multiple of {batch}"))
+            } else {
+                Ok(rows / batch)
             }
         };
         match self {
@@ -343,16 +369,17 @@ impl OpKind {
                 if kc != vc || inputs[2].dtype != inputs[3].dtype {
                     return Err(format!("k cache {:?} and v cache {:?} differ", kc, vc));
                 }
-                eq("k batch vs cache batch", k[0], kc[0])?;
+                let n = new_tokens("k rows vs cache batch", k[0], kc[0])?;
                 eq("k features vs kv_heads*head_dim", k[1], kc[1] * kc[3])?;
                 eq("v features vs k features", v[1], k[1])?;
+                eq("v rows vs k rows", v[0], k[0])?;
                 let s = match window {
                     Some(w) if *w == 0 => return Err("window must be positive".into()),
                     Some(w) if kc[2] > *w => {
                         return Err(format!("cache holds {} positions, more than the window {w}", kc[2]))
                     }
-                    Some(w) => (kc[2] + 1).min(*w),
-                    None => kc[2] + 1,
+                    Some(w) => (kc[2] + n).min(*w + n - 1),
+                    None => kc[2] + n,
                 };
                 let shape = vec![kc[0], kc[1], s, kc[3]];
                 Ok(vec![(shape.clone(), inputs[2].dtype), (shape, inputs[2].dtype)])
@@ -367,9 +394,12 @@ impl OpKind {
                 eq("q features vs heads*head_dim", q[1], heads * head_dim)?;
                 eq("cache kv_heads", kc[1], *kv_heads)?;
                 eq("cache head_dim", kc[3], *head_dim)?;
-                eq("q batch vs cache batch", q[0], kc[0])?;
+                let n = new_tokens("q rows vs cache batch", q[0], kc[0])?;
                 if kc[2] == 0 {
                     return Err("attends over an empty cache (append the new token first)".into());
+                }
+                if n > kc[2] {
+                    return Err(format!("{n} queries per sequence but the cache holds {} positions", kc[2]));
                 }
                 Ok(vec![(vec![q[0], *heads, kc[2]], inputs[0].dtype)])
             }
@@ -390,7 +420,7 @@ impl OpKind {
                 eq("probs positions vs cache positions", p[2], vc[2])?;
                 eq("cache kv_heads", vc[1], *kv_heads)?;
                 eq("cache head_dim", vc[3], *head_dim)?;
-                eq("probs batch vs cache batch", p[0], vc[0])?;
+                new_tokens("probs rows vs cache batch", p[0], vc[0])?;
                 Ok(vec![(vec![p[0], heads * head_dim], inputs[0].dtype)])
             }
             OpKind::Act { .. } | OpKind::Elementwise { .. } => {
@@ -449,6 +479,15 @@ impl OpKind {
                 let l = rank(0, 2)?;
                 Ok(vec![(vec![l[0]], DType::I32)])
             }
+            OpKind::LastToken { tokens } => {
+                arity(1, 1)?;
+                not_weight(0)?;
+                let x = rank(0, 2)?;
+                if *tokens == 0 || x[0] % tokens != 0 {
+                    return Err(format!("{} rows are not a positive multiple of tokens={tokens}", x[0]));
+                }
+                Ok(vec![(vec![x[0] / tokens, x[1]], inputs[0].dtype)])
+            }
         }
     }
 }
@@ -464,13 +503,18 @@ pub struct Op {
     pub outputs: Vec<TensorId>,
 }
 
-/// One decode step: `batch` sequences each producing one token while
-/// attending over `context` positions (the new token included).
+/// One step: `batch` sequences each adding `new_tokens` tokens (1 for decode,
+/// N for a prefill of N prompt tokens), the last of which attends over
+/// `context` positions (itself included; a prefill's first new token sees
+/// `context - new_tokens + 1`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Graph {
     pub name: String,
     pub batch: u64,
     pub context: u64,
+    /// Tokens per sequence this step computes (activation rows = batch × new_tokens).
+    #[serde(default = "one")]
+    pub new_tokens: u64,
     pub weight_dtype: DType,
     pub act_dtype: DType,
     pub kv_dtype: DType,
@@ -478,7 +522,19 @@ pub struct Graph {
     pub ops: Vec<Op>,
 }
 
+fn one() -> u64 {
+    1
+}
+
 impl Graph {
+    /// A prefill (or prefill chunk): more than one new token per sequence.
+    pub fn is_prefill(&self) -> bool {
+        self.new_tokens > 1
+    }
+    /// Positions already in the cache before this step (the last token's context less the new tokens).
+    pub fn cached(&self) -> u64 {
+        self.context - self.new_tokens
+    }
     pub fn tensor(&self, id: TensorId) -> &Tensor {
         &self.tensors[id.0 as usize]
     }
@@ -506,6 +562,7 @@ impl GraphBuilder {
                 name: name.to_string(),
                 batch,
                 context,
+                new_tokens: 1,
                 weight_dtype,
                 act_dtype,
                 kv_dtype,
@@ -513,6 +570,12 @@ impl GraphBuilder {
                 ops: Vec::new(),
             },
         }
+    }
+
+    /// Makes the graph a step of `n` new tokens per sequence (a prefill when n > 1).
+    pub fn with_new_tokens(mut self, n: u64) -> Self {
+        self.g.new_tokens = n;
+        self
     }
 
     /// Declares a graph input (weight, token ids, KV-cache state).

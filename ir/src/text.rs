@@ -16,9 +16,10 @@ fn ty(g: &Graph, id: TensorId) -> String {
 /// Prints `g` in the textual form.
 pub fn print_graph(g: &Graph) -> String {
     let mut s = String::new();
+    let prefill = if g.is_prefill() { format!(" new_tokens={}", g.new_tokens) } else { String::new() };
     let _ = writeln!(
         s,
-        "graph \"{}\" batch={} context={} weights={} acts={} kv={}",
+        "graph \"{}\" batch={} context={}{prefill} weights={} acts={} kv={}",
         g.name, g.batch, g.context, g.weight_dtype, g.act_dtype, g.kv_dtype
     );
     let mut produced = vec![false; g.tensors.len()];

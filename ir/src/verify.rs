@@ -49,6 +49,12 @@ pub fn verify_graph(g: &Graph) -> Result<(), GraphErrors> {
     if g.context == 0 {
         diags.push(GraphDiag::Graph("context must be at least 1".into()));
     }
+    if g.new_tokens == 0 || g.new_tokens > g.context {
+        diags.push(GraphDiag::Graph(format!(
+            "new_tokens is {}; allowed 1..={} (the context, which includes them)",
+            g.new_tokens, g.context
+        )));
+    }
     if !g.act_dtype.is_activation_legal() {
         diags.push(GraphDiag::Graph(format!("{} is not a legal activation dtype", g.act_dtype)));
     }

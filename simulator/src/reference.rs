@@ -2,7 +2,7 @@
 //!
 //! Owns: seeded random model weights ([`Weights`]), the KV-cache state carried
 //! between decode steps ([`KvState`]), the element-wise math every engine must
-//! agree on (activations, RoPE angles), and [`run_reference`], one decode step
+//! agree on (activations, RoPE angles), and [`run_reference`], one decode (or prefill) step
 //! computed straight from each [`OpKind`]'s documented semantics on whole
 //! tensors. Must not: look at a spatial program, a mesh or a tiling — it is the
 //! independent side of the functional engine's comparison, so it shares no
@@ -19,7 +19,7 @@ pub enum ReferenceError {
     MissingWeight { name: String },
     #[error("weight `{name}` has shape {got:?}, the graph expects {expected:?}")]
     WeightShape { name: String, expected: Vec<u64>, got: Vec<usize> },
-    #[error("{got} token ids given for a batch of {expected}")]
+    #[error("{got} token ids given for {expected} (batch × new tokens, sequence-major)")]
     TokenCount { expected: u64, got: usize },
     #[error("token {token} is outside the vocabulary of {vocab}")]
     TokenOutOfRange { token: u64, vocab: u64 },
@@ -207,7 +207,7 @@ impl KvState {
                 }
             }
         }
-        let past = g.context.saturating_sub(1) as usize;
+        let past = g.context.saturating_sub(g.new_tokens) as usize;
         let (mut dense, mut slots) = (KvState::new(), KvState::new());
         for (id, w) in window {
             let t = g.tensor(id);
@@ -306,18 +306,34 @@ fn to2(a: &ArrayD<f32>) -> Array2<f32> {
     a.to_shape((b, n)).map(|v| v.to_owned()).unwrap_or_else(|_| Array2::zeros((b, n)))
 }
 
-/// One decode step of `g` on whole tensors. `tokens` holds one id per
-/// sequence; `kv` holds the caches of the previous steps (empty before the
-/// first) and is advanced to include this step's token.
+/// One step of `g` on whole tensors: a decode step, or a prefill of
+/// `g.new_tokens` tokens per sequence (causal attention, the graph IR's
+/// semantics). `tokens` holds `new_tokens` ids per sequence, sequence-major;
+/// `kv` holds the caches of the previous steps (empty before the first) and
+/// is advanced to include this step's tokens (a windowed cache keeps the
+/// last `window` positions).
 pub fn run_reference(
     g: &Graph,
     weights: &Weights,
     tokens: &[u64],
     kv: &mut KvState,
 ) -> Result<StepOutput, ReferenceError> {
-    let batch = g.batch as usize;
-    if tokens.len() != batch {
-        return Err(ReferenceError::TokenCount { expected: g.batch, got: tokens.len() });
+    // Rows are sequence-major: row b·n + i is new token i of sequence b, at
+    // position context - n + i.
+    let n = g.new_tokens.max(1) as usize;
+    let rows = g.batch as usize * n;
+    if tokens.len() != rows {
+        return Err(ReferenceError::TokenCount { expected: rows as u64, got: tokens.len() });
+    }
+    let pos_of = |r: usize| g.context - n as u64 + (r % n) as u64;
+    // The window of each cache a KvAppend produced (the attention ops mask by it).
+    let mut window_of: BTreeMap<TensorId, Option<u64>> = BTreeMap::new();
+    for op in &g.ops {
+        if let OpKind::KvAppend { window } = op.kind {
+            for &o in &op.outputs {
+                window_of.insert(o, window);
+            }
+        }
     }
     let mut vals: Vec<Option<ArrayD<f32>>> = vec![None; g.tensors.len()];
     let mut tok_of: BTreeMap<TensorId, Vec<u64>> = BTreeMap::new();
@@ -364,7 +380,7 @@ pub fn run_reference(
                 let toks = op.inputs.first().and_then(|t| tok_of.get(t)).ok_or_else(|| err("no token ids".into()))?;
                 let table = to2(input(1)?);
                 let vocab = table.nrows() as u64;
-                let mut out = Array2::zeros((batch, table.ncols()));
+                let mut out = Array2::zeros((toks.len(), table.ncols()));
                 for (b, &t) in toks.iter().enumerate() {
                     if t >= vocab {
                         return Err(ReferenceError::TokenOutOfRange { token: t, vocab });
@@ -374,14 +390,16 @@ pub fn run_reference(
                 vec![out.into_dyn()]
             }
             OpKind::PosEmbedding => {
-                let x = to2(input(0)?);
+                let mut x = to2(input(0)?);
                 let table = to2(input(1)?);
-                let pos = g.context - 1;
-                if pos >= table.nrows() as u64 {
-                    return Err(ReferenceError::Position { op: op.name.clone(), pos, len: table.nrows() as u64 });
+                for (r, mut row) in x.rows_mut().into_iter().enumerate() {
+                    let pos = pos_of(r);
+                    if pos >= table.nrows() as u64 {
+                        return Err(ReferenceError::Position { op: op.name.clone(), pos, len: table.nrows() as u64 });
+                    }
+                    row += &table.row(pos as usize);
                 }
-                let out = &x + &table.row(pos as usize);
-                vec![out.into_dyn()]
+                vec![x.into_dyn()]
             }
             OpKind::Norm { kind, groups, eps } => {
                 let x = to2(input(0)?);
@@ -421,11 +439,11 @@ pub fn run_reference(
                 vec![y.into_dyn()]
             }
             OpKind::Rope { heads, kv_heads, head_dim, rotary_dim, theta } => {
-                let pos = g.context - 1;
                 let rot = |a: &ArrayD<f32>, nh: u64| -> Array2<f32> {
                     let mut x = to2(a);
                     let half = rotary_dim / 2;
-                    for mut row in x.rows_mut() {
+                    for (r, mut row) in x.rows_mut().into_iter().enumerate() {
+                        let pos = pos_of(r);
                         for h in 0..nh {
                             for i in 0..half {
                                 let (c, s) = rope_angle(*theta, *rotary_dim, i, pos);
@@ -446,7 +464,7 @@ pub fn run_reference(
                 let mut res = Vec::new();
                 for (new, cache) in [(input(0)?, kc), (input(1)?, input(3)?)] {
                     let new = to2(new);
-                    let mut c = Array4::<f32>::zeros((b, hk, s + 1, d));
+                    let mut c = Array4::<f32>::zeros((b, hk, s + n, d));
                     c.slice_mut(s![.., .., ..s, ..]).assign(
                         &cache
                             .view()
@@ -454,12 +472,16 @@ pub fn run_reference(
                             .map_err(|_| err("cache is not rank 4".into()))?,
                     );
                     for bi in 0..b {
-                        for h in 0..hk {
-                            c.slice_mut(s![bi, h, s, ..]).assign(&new.slice(s![bi, h * d..(h + 1) * d]));
+                        for i in 0..n {
+                            for h in 0..hk {
+                                c.slice_mut(s![bi, h, s + i, ..])
+                                    .assign(&new.slice(s![bi * n + i, h * d..(h + 1) * d]));
+                            }
                         }
                     }
-                    let keep = window.map_or(s + 1, |w| (s + 1).min(w as usize));
-                    let c = c.slice(s![.., .., (s + 1 - keep).., ..]).to_owned();
+                    // Every position one of the n new queries can see.
+                    let keep = window.map_or(s + n, |w| (s + n).min(w as usize + n - 1));
+                    let c = c.slice(s![.., .., (s + n - keep).., ..]).to_owned();
                     res.push(c.into_dyn());
                 }
                 res
@@ -470,13 +492,21 @@ pub fn run_reference(
                 let (hd, group) = (*head_dim as usize, (*heads / *kv_heads) as usize);
                 let s = kc.shape()[2];
                 let scale = 1.0 / (*head_dim as f32).sqrt();
-                let mut out = ArrayD::zeros(IxDyn(&[batch, *heads as usize, s]));
-                for b in 0..batch {
+                let window = op.inputs.get(1).and_then(|t| window_of.get(t)).copied().flatten();
+                let mut out = ArrayD::zeros(IxDyn(&[rows, *heads as usize, s]));
+                for r in 0..rows {
+                    let (b, i) = (r / n, r % n);
+                    // Causal: query i sits at cache index s - n + i and sees the window up to it.
+                    let own = s - n + i;
+                    let first = window.map_or(0, |w| (own + 1).saturating_sub(w as usize));
                     for h in 0..*heads as usize {
-                        let qh = q.slice(s![b, h * hd..(h + 1) * hd]);
+                        let qh = q.slice(s![r, h * hd..(h + 1) * hd]);
                         for p in 0..s {
-                            let k = kc.slice(s![b, h / group, p, ..]);
-                            out[[b, h, p]] = qh.dot(&k) * scale;
+                            out[[r, h, p]] = if p < first || p > own {
+                                f32::NEG_INFINITY
+                            } else {
+                                qh.dot(&kc.slice(s![b, h / group, p, ..])) * scale
+                            };
                         }
                     }
                 }
@@ -497,13 +527,14 @@ pub fn run_reference(
                 let vc = input(1)?;
                 let (hd, group) = (*head_dim as usize, (*heads / *kv_heads) as usize);
                 let s = vc.shape()[2];
-                let mut out = Array2::<f32>::zeros((batch, *heads as usize * hd));
-                for b in 0..batch {
+                let mut out = Array2::<f32>::zeros((rows, *heads as usize * hd));
+                for r in 0..rows {
+                    let b = r / n;
                     for h in 0..*heads as usize {
                         for pos in 0..s {
-                            let w = p[[b, h, pos]];
+                            let w = p[[r, h, pos]]; // 0 where masked
                             for d in 0..hd {
-                                out[[b, h * hd + d]] += w * vc[[b, h / group, pos, d]];
+                                out[[r, h * hd + d]] += w * vc[[b, h / group, pos, d]];
                             }
                         }
                     }
@@ -524,9 +555,9 @@ pub fn run_reference(
                 let w = to2(input(1)?);
                 let l = x.dot(&w.t());
                 let (k, _e) = (*top_k as usize, *experts as usize);
-                let mut weights_out = Array2::<f32>::zeros((batch, k));
+                let mut weights_out = Array2::<f32>::zeros((x.nrows(), k));
                 let mut picks = Vec::new();
-                for b in 0..batch {
+                for b in 0..x.nrows() {
                     let mut idx: Vec<usize> = (0..l.ncols()).collect();
                     idx.sort_by(|&i, &j| l[[b, j]].total_cmp(&l[[b, i]]).then(i.cmp(&j)));
                     idx.truncate(k);
@@ -553,7 +584,7 @@ pub fn run_reference(
                     .ok_or_else(|| err("routing without a router".into()))?;
                 let (wg, wu, wd) = (input(2)?, input(3)?, input(4)?);
                 let mut out = Array2::<f32>::zeros(x.dim());
-                for b in 0..batch {
+                for b in 0..x.nrows() {
                     for (j, &e) in picks[b].iter().enumerate() {
                         let as2 =
                             |w: &ArrayD<f32>| -> Array2<f32> { to2(&w.index_axis(Axis(0), e).to_owned().into_dyn()) };
@@ -566,6 +597,12 @@ pub fn run_reference(
                     }
                 }
                 vec![out.into_dyn()]
+            }
+            OpKind::LastToken { tokens } => {
+                let x = to2(input(0)?);
+                let t = *tokens as usize;
+                let last: Vec<usize> = (0..x.nrows() / t.max(1)).map(|b| b * t + t - 1).collect();
+                vec![x.select(Axis(0), &last).into_dyn()]
             }
             OpKind::Sample => {
                 let l = to2(input(0)?);
@@ -585,15 +622,18 @@ pub fn run_reference(
             vals[t.0 as usize] = Some(v);
         }
     }
-    // Advance the caches.
+    // Advance the caches (a windowed cache keeps the window: what the next step reads).
     for op in &g.ops {
-        if let OpKind::KvAppend { .. } = op.kind {
+        if let OpKind::KvAppend { window } = op.kind {
             for (i, o) in [(2usize, 0usize), (3, 1)] {
                 let (Some(&inp), Some(&out)) = (op.inputs.get(i), op.outputs.get(o)) else { continue };
                 if let Some(v) = vals[out.0 as usize].take() {
                     let v4 = v
                         .into_dimensionality::<ndarray::Ix4>()
                         .map_err(|e| ReferenceError::Op { op: op.name.clone(), why: e.to_string() })?;
+                    let len = v4.shape()[2];
+                    let keep = window.map_or(len, |w| len.min(w as usize));
+                    let v4 = v4.slice(s![.., .., (len - keep).., ..]).to_owned();
                     kv.caches.insert(g.tensor(inp).name.clone(), v4);
                 }
             }

@@ -1,19 +1,26 @@
-//! `wafer gpu`: the GPU baseline for one decode step, the model's error on
-//! the measured rows (`--calibration`), and the GPU presets (`--list`).
+//! `wafer gpu`: the GPU baseline for one decode step (and, with `--prompt`,
+//! the time to first token of a prefill), the models' error on the measured
+//! rows (`--calibration`: TPOT and TTFT), and the GPU presets (`--list`).
 
-use super::graph::StepArgs;
+use super::graph::{PrefillArgs, StepArgs};
 use super::{to_json, Format};
 use crate::inputs::load_gpu;
 use crate::Exit;
-use wafer_gpu::{calibration_report, estimate_opts, gpu_presets, GpuEstimate, GpuOptions};
+use serde::Serialize;
+use wafer_gpu::{
+    calibration_report, estimate_opts, estimate_prefill, gpu_presets, ttft_calibration_report, CalibrationReport,
+    GpuEstimate, GpuOptions, PrefillEstimate, TtftCalibrationReport,
+};
 use wafer_ir::verify_graph;
 use wafer_reports::Table;
-use wafer_workloads::decode_graph;
+use wafer_workloads::{decode_graph, prefill_graph};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
     #[command(flatten)]
     step: StepArgs,
+    #[command(flatten)]
+    prefill: PrefillArgs,
     /// GPU preset (see `--list`) or path to a TOML GPU spec.
     #[arg(long, short, default_value = "H100-SXM")]
     gpu: String,
@@ -42,16 +49,91 @@ pub fn run(a: Args) -> Result<(), Exit> {
     if a.calibration {
         return calibration(a.format);
     }
-    let (cfg, p) = a.step.load(super::graph::LATENCY_CONTEXT)?;
+    let (cfg, mut p) = a.step.load(super::graph::LATENCY_CONTEXT)?;
+    let pf = a.prefill.params(&p);
+    if let Some(f) = &pf {
+        // The decode step after the prompt: the second output token, over cached + prompt + 1
+        // positions (capped at a model's learned positions).
+        let next = f.context() + 1;
+        p.context = if cfg.learned_positions { next.min(cfg.max_positions) } else { next };
+    }
+    let opts = GpuOptions::with_headroom(a.gpu_mem_headroom)?;
+    let gpu = load_gpu(&a.gpu)?;
+    let prefill = match &pf {
+        Some(f) => {
+            let g = prefill_graph(&cfg, f)?;
+            verify_graph(&g)?;
+            Some(estimate_prefill(&g, &gpu, a.gpus, &opts)?)
+        }
+        None => None,
+    };
     let g = decode_graph(&cfg, &p)?;
     verify_graph(&g)?;
-    let gpu = load_gpu(&a.gpu)?;
-    let e = estimate_opts(&g, &gpu, a.gpus, &GpuOptions::with_headroom(a.gpu_mem_headroom)?)?;
-    match a.format {
-        Format::Json => print!("{}", to_json(&e)),
-        Format::Text => print!("{}", render(&e, &gpu)),
+    let e = estimate_opts(&g, &gpu, a.gpus, &opts)?;
+    match (a.format, prefill) {
+        (Format::Json, None) => print!("{}", to_json(&e)),
+        (Format::Json, Some(pe)) => {
+            print!("{}", to_json(&WithPrefill { ttft_ms: pe.ttft_ms, decode: &e, prefill: &pe }))
+        }
+        (Format::Text, pe) => {
+            if let Some(pe) = &pe {
+                println!("{}", render_prefill(pe));
+            }
+            print!("{}", render(&e, &gpu))
+        }
     }
     Ok(())
+}
+
+/// `wafer gpu --prompt --format json`: the decode estimate's fields, `ttft_ms`
+/// beside its `tpot_ms`, and the prefill estimate in full.
+#[derive(Serialize)]
+struct WithPrefill<'a> {
+    #[serde(flatten)]
+    decode: &'a GpuEstimate,
+    ttft_ms: f64,
+    prefill: &'a PrefillEstimate,
+}
+
+/// The prefill block of the text output.
+fn render_prefill(e: &PrefillEstimate) -> String {
+    let mut s = format!(
+        "prefill: {} prompt tokens over {} cached, batch {}, on {} × {}\n",
+        e.prompt, e.cached, e.batch, e.n_gpus, e.gpu
+    );
+    s += &format!("time to first token: {:.3} ms ({:.0} prompt tokens/s)\n", e.ttft_ms, e.prefill_tokens_per_s);
+    s += &format!("bound by:        {} ({} kernels, {} collectives)\n", e.bound.name(), e.kernels, e.collectives);
+    let b = &e.breakdown;
+    s += "(compute: math at the fitted fraction of the dense peak; attention fused, scores never in HBM)\n";
+    let mut t = Table::new(&["part", ">ms", ">share"]);
+    for (name, ms) in [
+        ("weights (HBM)", b.weights_ms),
+        ("KV cache (HBM)", b.kv_cache_ms),
+        ("activations (HBM)", b.activations_ms),
+        ("compute", b.compute_ms),
+        ("kernel overhead", b.kernel_overhead_ms),
+        ("fixed overhead", b.fixed_overhead_ms),
+        ("communication", b.communication_ms),
+        ("total", e.ttft_ms),
+    ] {
+        t.row([name.to_string(), format!("{ms:.3}"), format!("{:.1}%", ms / e.ttft_ms * 100.0)]);
+    }
+    s += &t.to_text();
+    let p = e.params;
+    s += &format!(
+        "fitted on the TTFT rows of gpu_measured.csv (wafer gpu --calibration): compute efficiency {}, \
+         kernel overhead {} µs, fixed overhead {} µs (HBM efficiency and collective latency from the decode fit)\n",
+        p.compute_efficiency, p.kernel_overhead_us, p.fixed_overhead_us
+    );
+    s
+}
+
+/// `wafer gpu --calibration --format json`: the TPOT report's fields and the TTFT report.
+#[derive(Serialize)]
+struct Calibrations<'a> {
+    #[serde(flatten)]
+    tpot: &'a CalibrationReport,
+    ttft: &'a TtftCalibrationReport,
 }
 
 /// What a bound means, in words.
@@ -134,8 +216,9 @@ fn render(e: &GpuEstimate, gpu: &wafer_gpu::GpuSpec) -> String {
 
 fn calibration(format: Format) -> Result<(), Exit> {
     let r = calibration_report()?;
+    let tt = ttft_calibration_report()?;
     if format == Format::Json {
-        print!("{}", to_json(&r));
+        print!("{}", to_json(&Calibrations { tpot: &r, ttft: &tt }));
         return Ok(());
     }
     let mut t = Table::new(&[
@@ -182,6 +265,54 @@ fn calibration(format: Format) -> Result<(), Exit> {
     println!(
         "constants fitted to these rows: HBM efficiency {}, kernel overhead {} µs, collective latency {} µs",
         p.hbm_efficiency, p.kernel_overhead_us, p.collective_latency_us
+    );
+    println!("\ntime to first token (prefill of input_len tokens, nothing cached):");
+    let mut t = Table::new(&[
+        "id",
+        "model",
+        "gpu",
+        ">n",
+        "dtype",
+        ">prompt",
+        "framework",
+        ">measured ms",
+        ">predicted ms",
+        ">error",
+        ">held out",
+        "bound",
+    ]);
+    for x in &tt.rows {
+        t.row([
+            x.id.clone(),
+            x.model.clone(),
+            x.gpu.clone(),
+            x.n_gpus.to_string(),
+            x.dtype.clone(),
+            x.prompt.to_string(),
+            x.framework.clone(),
+            format!("{:.2}", x.measured_ms),
+            format!("{:.2}", x.predicted_ms),
+            pct(x.rel_error),
+            pct(x.loo_rel_error),
+            x.bound.name().to_string(),
+        ]);
+    }
+    print!("{}", t.to_text());
+    println!(
+        "\n{} rows with a ttft_ms: median |error| {:.1}%, max {:.1}% ({}); leave-one-out (each row predicted by \
+         constants fitted without it): median {:.1}%, max {:.1}%",
+        tt.rows.len(),
+        tt.median_abs_rel_error * 100.0,
+        tt.max_abs_rel_error * 100.0,
+        tt.max_row,
+        tt.loo_median_abs_rel_error * 100.0,
+        tt.loo_max_abs_rel_error * 100.0
+    );
+    let q = tt.params;
+    println!(
+        "constants fitted to these rows: compute efficiency {} of the dense peak, kernel overhead {} µs, \
+         fixed overhead {} µs",
+        q.compute_efficiency, q.kernel_overhead_us, q.fixed_overhead_us
     );
     Ok(())
 }

@@ -1,13 +1,15 @@
-//! `wafer graph`: the decode-step graph of a model, its costs, and its textual IR.
+//! `wafer graph`: the decode-step (or, with `--prompt`, prefill-step) graph of
+//! a model, its costs, and its textual IR.
 
 use super::{to_json, Format};
 use crate::inputs::load_model;
 use crate::Exit;
 use serde::Serialize;
 use std::collections::BTreeMap;
+use wafer_ir::Graph;
 use wafer_ir::{graph_stats, print_graph, verify_graph, DType, OpCost};
 use wafer_reports::{bytes, si, thousands, Table};
-use wafer_workloads::{decode_graph, DecodeParams, ModelConfig};
+use wafer_workloads::{decode_graph, prefill_graph, DecodeParams, ModelConfig, PrefillParams};
 
 /// Flags that describe one decode step; shared by every command that builds a graph.
 #[derive(clap::Args, Debug, Clone)]
@@ -56,10 +58,46 @@ impl StepArgs {
     }
 }
 
+/// Flags that make the step a prefill: `--prompt N [--cached C]`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct PrefillArgs {
+    /// Build the prefill step instead: N new prompt tokens per sequence,
+    /// attending causally over the cached positions and themselves.
+    #[arg(long, value_parser = super::context_flag, allow_negative_numbers = true, conflicts_with = "context")]
+    pub prompt: Option<u64>,
+    /// Positions already in the KV cache before the prompt (chunked prefill); needs --prompt.
+    #[arg(long, value_parser = super::cached_flag, allow_negative_numbers = true, requires = "prompt")]
+    pub cached: Option<u64>,
+}
+
+impl PrefillArgs {
+    /// The prefill parameters with the step's batch and dtypes, when `--prompt` is given.
+    pub fn params(&self, step: &DecodeParams) -> Option<PrefillParams> {
+        self.prompt.map(|prompt| PrefillParams {
+            batch: step.batch,
+            prompt,
+            cached: self.cached.unwrap_or(0),
+            weight_dtype: step.weight_dtype,
+            act_dtype: step.act_dtype,
+            kv_dtype: step.kv_dtype,
+        })
+    }
+}
+
+/// The prefill graph when `pf` is given, else the decode graph.
+pub fn step_graph(cfg: &ModelConfig, p: &DecodeParams, pf: Option<&PrefillParams>) -> Result<Graph, Exit> {
+    Ok(match pf {
+        Some(pf) => prefill_graph(cfg, pf)?,
+        None => decode_graph(cfg, p)?,
+    })
+}
+
 #[derive(clap::Args, Debug)]
 pub struct Args {
     #[command(flatten)]
     step: StepArgs,
+    #[command(flatten)]
+    prefill: PrefillArgs,
     #[arg(long, value_enum, default_value_t)]
     format: Format,
     /// Print the textual graph IR instead of the summary.
@@ -73,6 +111,11 @@ struct GraphReport<'a> {
     model_type: String,
     batch: u64,
     context: u64,
+    /// Prefill only: new tokens per sequence and positions cached before them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prompt: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cached: Option<u64>,
     weight_dtype: DType,
     act_dtype: DType,
     kv_dtype: DType,
@@ -88,7 +131,8 @@ struct GraphReport<'a> {
 
 pub fn run(a: Args) -> Result<(), Exit> {
     let (cfg, p) = a.step.load(1)?;
-    let g = decode_graph(&cfg, &p)?;
+    let pf = a.prefill.params(&p);
+    let g = step_graph(&cfg, &p, pf.as_ref())?;
     verify_graph(&g)?;
     if a.dump {
         print!("{}", print_graph(&g));
@@ -99,7 +143,9 @@ pub fn run(a: Args) -> Result<(), Exit> {
         model: &cfg.name,
         model_type: cfg.family.to_string(),
         batch: p.batch,
-        context: p.context,
+        context: g.context,
+        prompt: pf.map(|f| f.prompt),
+        cached: pf.map(|f| f.cached),
         weight_dtype: p.weight_dtype,
         act_dtype: p.act_dtype,
         kv_dtype: p.kv_dtype,
@@ -131,10 +177,18 @@ pub fn run(a: Args) -> Result<(), Exit> {
                     String::new()
                 }
             );
+            let what = match pf {
+                Some(f) => format!(
+                    "prefill step: batch {}, {} prompt tokens over {} cached (context {})",
+                    f.batch,
+                    f.prompt,
+                    f.cached,
+                    f.context()
+                ),
+                None => format!("decode step: batch {}, context {}", p.batch, p.context),
+            };
             println!(
-                "decode step: batch {}, context {}, weights {}, activations {}, KV {}; {} ops",
-                p.batch,
-                p.context,
+                "{what}, weights {}, activations {}, KV {}; {} ops",
                 p.weight_dtype,
                 p.act_dtype,
                 p.kv_dtype,
@@ -144,6 +198,10 @@ pub fn run(a: Args) -> Result<(), Exit> {
             println!("weights:          {} ({})", bytes(s.weight_bytes), si(s.weight_bytes as f64, "B"));
             println!("KV cache:         {} per token", bytes(s.kv_bytes_per_token));
             println!("FLOPs per token:  {}", si(s.flops_per_token as f64, "FLOP"));
+            if pf.is_some() {
+                println!("FLOPs of step:    {}", si(s.step.flops as f64, "FLOP"));
+                println!("KV written:       {}", bytes(s.step.kv_write_bytes));
+            }
             println!();
             let mut t = Table::new(&["op kind", ">FLOPs", ">weights read", ">KV read", ">KV written", ">activations"]);
             for (k, c) in &s.by_kind {

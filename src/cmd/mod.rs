@@ -34,6 +34,7 @@ pub fn to_json<T: serde::Serialize>(v: &T) -> String {
 /// system; the model, arch and program limits apply on top).
 pub mod limits {
     pub const CONTEXT: (i128, i128) = (1, 16_777_216);
+    pub const CACHED: (i128, i128) = (0, 16_777_216);
     pub const BATCH: (i128, i128) = (1, 65_536);
     pub const GPUS: (i128, i128) = (1, 1024);
     pub const STEPS: (i128, i128) = (1, 1024);
@@ -66,6 +67,9 @@ pub fn whole<T: TryFrom<i128>>(s: &str, (lo, hi): (i128, i128)) -> Result<T, Str
 
 pub fn context_flag(s: &str) -> Result<u64, String> {
     whole(s, limits::CONTEXT)
+}
+pub fn cached_flag(s: &str) -> Result<u64, String> {
+    whole(s, limits::CACHED)
 }
 pub fn batch_flag(s: &str) -> Result<u64, String> {
     whole(s, limits::BATCH)

@@ -2,7 +2,9 @@
 //!
 //! Owns: the op sequence of each family (pre-norm decoder, GPT-J parallel
 //! block, Gemma-2 sandwich norms, MoE), tensor naming, and the decode
-//! parameters (batch, context, dtypes). Must not: cost or map anything.
+//! parameters (batch, context, dtypes). The same op sequence builds a
+//! prefill step (`crate::prefill`), with N rows per sequence. Must not: cost
+//! or map anything.
 
 use crate::error::BuildError;
 use crate::model::{MlpStyle, ModelConfig, NormStyle};
@@ -100,6 +102,18 @@ impl DecodeParams {
     }
 }
 
+/// The step being built: `batch` sequences of `new_tokens` tokens, the last
+/// attending over `context` positions.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StepShape {
+    pub batch: u64,
+    pub new_tokens: u64,
+    pub context: u64,
+    pub weight_dtype: DType,
+    pub act_dtype: DType,
+    pub kv_dtype: DType,
+}
+
 struct B<'a> {
     g: GraphBuilder,
     c: &'a ModelConfig,
@@ -160,7 +174,7 @@ impl B<'_> {
         }
     }
 
-    fn attention(&mut self, li: u64, h: TensorId, p: &DecodeParams) -> TensorId {
+    fn attention(&mut self, li: u64, h: TensorId, p: &StepShape) -> TensorId {
         let c = self.c;
         let l = Some(li as u32);
         let a = format!("l{li}.attn");
@@ -183,7 +197,7 @@ impl B<'_> {
             (q, k) = (qk[0], qk[1]);
         }
         let window = c.window_for_layer(li);
-        let past = (p.context - 1).min(window.unwrap_or(u64::MAX));
+        let past = (p.context - p.new_tokens).min(window.unwrap_or(u64::MAX));
         let shape = vec![p.batch, c.kv_heads, past, c.head_dim];
         let kc = self.g.input(&format!("l{li}.k_cache"), shape.clone(), p.kv_dtype, TensorKind::KvCache);
         let vc = self.g.input(&format!("l{li}.v_cache"), shape, p.kv_dtype, TensorKind::KvCache);
@@ -212,9 +226,27 @@ impl B<'_> {
 /// The decode-step graph of `cfg` under `p`. The result passes `verify_graph`.
 pub fn decode_graph(cfg: &ModelConfig, p: &DecodeParams) -> Result<Graph, BuildError> {
     p.validate(cfg)?;
-    let mut b =
-        B { g: GraphBuilder::new(&cfg.name, p.batch, p.context, p.weight_dtype, p.act_dtype, p.kv_dtype), c: cfg };
-    let tokens = b.g.input("tokens", vec![p.batch], DType::I32, TensorKind::Input);
+    Ok(build(
+        cfg,
+        &StepShape {
+            batch: p.batch,
+            new_tokens: 1,
+            context: p.context,
+            weight_dtype: p.weight_dtype,
+            act_dtype: p.act_dtype,
+            kv_dtype: p.kv_dtype,
+        },
+    ))
+}
+
+/// The graph of a step of shape `p` (already validated).
+pub(crate) fn build(cfg: &ModelConfig, p: &StepShape) -> Graph {
+    let mut b = B {
+        g: GraphBuilder::new(&cfg.name, p.batch, p.context, p.weight_dtype, p.act_dtype, p.kv_dtype)
+            .with_new_tokens(p.new_tokens),
+        c: cfg,
+    };
+    let tokens = b.g.input("tokens", vec![p.batch * p.new_tokens], DType::I32, TensorKind::Input);
     let table = b.g.weight("embed.weight", vec![cfg.vocab, cfg.hidden]);
     let mut x = b.g.one("embed", OpKind::Embedding, None, &[tokens, table]);
     if cfg.embed_scale {
@@ -246,6 +278,9 @@ pub fn decode_graph(cfg: &ModelConfig, p: &DecodeParams) -> Result<Graph, BuildE
             x = b.g.one(&format!("l{li}.mlp_residual"), OpKind::Add, l, &[x, m]);
         }
     }
+    if p.new_tokens > 1 {
+        x = b.g.one("last_token", OpKind::LastToken { tokens: p.new_tokens }, None, &[x]);
+    }
     let h = b.norm("final_norm", None, x, cfg.hidden, 1);
     let mut logits = if cfg.tied_embeddings {
         b.g.one("lm_head", OpKind::MatMul, None, &[h, table])
@@ -256,5 +291,5 @@ pub fn decode_graph(cfg: &ModelConfig, p: &DecodeParams) -> Result<Graph, BuildE
         logits = b.g.one("lm_head.softcap", OpKind::Elementwise { func: Elementwise::Softcap(cap) }, None, &[logits]);
     }
     b.g.one("sample", OpKind::Sample, None, &[logits]);
-    Ok(b.g.finish())
+    b.g.finish()
 }

@@ -4,6 +4,7 @@
 //! * [`hf`]: the Hugging Face `config.json` reader (text in, config out).
 //! * [`presets`](fn@presets): built-in configs (the `presets/` folder, embedded).
 //! * [`decode`]: the decode-step graph builder.
+//! * [`prefill`]: the prefill-step graph builder (N prompt tokens over C cached).
 //!
 //! Architecture invariant: no I/O — callers read files and pass their text.
 
@@ -11,11 +12,13 @@ pub mod decode;
 pub mod error;
 pub mod hf;
 pub mod model;
+pub mod prefill;
 
 pub use decode::{decode_graph, DecodeParams};
 pub use error::{BuildError, ConfigError};
 pub use hf::parse_hf_config;
 pub use model::{Family, MlpStyle, ModelConfig, NormStyle};
+pub use prefill::{prefill_graph, PrefillParams};
 
 /// Built-in presets: name and embedded `config.json` text.
 const PRESETS: &[(&str, &str)] = &[

@@ -1,0 +1,249 @@
+//! The prefill step in the graph IR: N new tokens per sequence attending
+//! causally over C cached positions and themselves. Its costs are checked
+//! against closed forms written from the model's shapes, not from the cost
+//! model; with N = 1 it is exactly the decode step.
+
+use wafer_compiler::{compile, CompileError, CompileOptions};
+use wafer_ir::{arch_preset, graph_stats, verify_graph, DType, Graph, OpKind, TensorKind};
+use wafer_workloads::{decode_graph, prefill_graph, preset, presets, DecodeParams, ModelConfig, PrefillParams};
+
+fn prefill(cfg: &ModelConfig, batch: u64, prompt: u64, cached: u64) -> Graph {
+    let p = PrefillParams { batch, prompt, cached, ..Default::default() };
+    let g = prefill_graph(cfg, &p).unwrap();
+    verify_graph(&g).unwrap_or_else(|e| panic!("{} N={prompt} C={cached}: {e}", cfg.name));
+    g
+}
+
+/// Parameters of every matrix that multiplies activations (rank ≥ 2 weights,
+/// routed experts at top_k/E), less the embedding and position tables, which
+/// are gathered; and the LM head's share of them.
+fn multiplying_params(g: &Graph) -> (u64, u64) {
+    let mut head = 0;
+    let mut all = 0;
+    for op in &g.ops {
+        match op.kind {
+            OpKind::MatMul => {
+                let w = g.tensor(op.inputs[1]);
+                all += w.elems();
+                if op.name == "lm_head" {
+                    head += w.elems();
+                }
+            }
+            OpKind::MoeRouter { .. } => all += g.tensor(op.inputs[1]).elems(),
+            OpKind::MoeExperts { experts, top_k, .. } => {
+                all += (2..5).map(|i| g.tensor(op.inputs[i]).elems() / experts * top_k).sum::<u64>()
+            }
+            _ => {}
+        }
+    }
+    (all, head)
+}
+
+/// Positions query i (1-based, of n) sees, summed by brute force.
+fn brute_attended(cached: u64, n: u64, window: Option<u64>) -> u64 {
+    (1..=n).map(|i| (cached + i).min(window.unwrap_or(u64::MAX))).sum()
+}
+
+#[test]
+fn a_one_token_prefill_is_the_decode_step() {
+    for cfg in presets() {
+        for cached in [0, 7, 5000] {
+            let d = DecodeParams { batch: 2, context: cached + 1, ..Default::default() };
+            if d.validate(&cfg).is_err() {
+                continue;
+            }
+            assert_eq!(prefill(&cfg, 2, 1, cached), decode_graph(&cfg, &d).unwrap(), "{} C={cached}", cfg.name);
+        }
+    }
+}
+
+#[test]
+fn prefill_flops_are_two_per_multiplying_parameter_per_token_plus_the_causal_triangle() {
+    for name in ["llama-3.1-8b", "llama-2-7b", "qwen2.5-7b", "gpt2", "mixtral-8x7b", "mistral-7b-v0.1"] {
+        let cfg = preset(name).unwrap();
+        for (b, n, c) in [(1, 2048, 0), (2, 300, 5000), (1, 17, 4090)] {
+            if c + n > cfg.max_positions && cfg.learned_positions {
+                continue;
+            }
+            let g = prefill(&cfg, b, n, c);
+            let s = graph_stats(&g);
+            let (p_mult, p_head) = multiplying_params(&g);
+            // Matrices: 2 FLOPs per parameter per token, the LM head on the last token only;
+            // biases add one FLOP per output; experts and router as routed.
+            let matmul = s.by_kind["matmul"].flops;
+            let dense_part = 2 * b * n * (p_mult - p_head) + 2 * b * p_head;
+            let biases: u64 = g
+                .ops
+                .iter()
+                .filter(|o| o.kind == OpKind::MatMul && o.inputs.len() == 3)
+                .map(|o| g.tensor(o.outputs[0]).elems())
+                .sum();
+            let moe_mult = if cfg.is_moe() {
+                let per = 2 * cfg.hidden * cfg.experts + 2 * 3 * cfg.hidden * cfg.intermediate * cfg.experts_per_tok;
+                cfg.layers * b * n * per
+            } else {
+                0
+            };
+            assert_eq!(matmul + moe_mult, dense_part + biases, "{name} B={b} N={n} C={c}: matmul FLOPs");
+            // Attention: scores and value, 2·Hq·D per attended position each, per layer.
+            let attn = s.by_kind["attn_scores"].flops + s.by_kind["attn_value"].flops;
+            let want: u64 = (0..cfg.layers)
+                .map(|l| 4 * b * cfg.heads * cfg.head_dim * brute_attended(c, n, cfg.window_for_layer(l)))
+                .sum();
+            assert_eq!(attn, want, "{name} B={b} N={n} C={c}: attention FLOPs");
+            // The whole step: those two plus element-wise work (< 3% here).
+            let total = s.step.flops as f64;
+            let closed = (2 * b * n * (p_mult - p_head) + 2 * b * p_head + want) as f64;
+            assert!(
+                (total - closed).abs() / closed < 0.03 || cfg.is_moe(),
+                "{name}: total {total} vs closed form {closed}"
+            );
+            // KV written: N tokens per sequence, each kv_bytes_per_token.
+            let kv_per_token = 2 * cfg.layers * cfg.kv_heads * cfg.head_dim * 2; // K and V, bf16
+            assert_eq!(s.step.kv_write_bytes, b * n * kv_per_token, "{name}: KV written");
+            assert_eq!(s.kv_bytes_per_token, kv_per_token);
+            // Weights are read once per step, whatever N (dense models: every matrix once).
+            if !cfg.is_moe() {
+                let d = decode_graph(&cfg, &DecodeParams { batch: b, context: c + n, ..Default::default() }).unwrap();
+                let embed = |g: &Graph| graph_stats(g).by_kind["embedding"].weight_bytes;
+                assert_eq!(
+                    s.step.weight_bytes - embed(&g),
+                    graph_stats(&d).step.weight_bytes - embed(&d),
+                    "{name}: weights read once"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_causal_triangle_closed_form_without_a_window() {
+    // llama-3.1-8b, N = 2048 from scratch: 4·L·Hq·D·N(N+1)/2.
+    let cfg = preset("llama-3.1-8b").unwrap();
+    let s = graph_stats(&prefill(&cfg, 1, 2048, 0));
+    let attn = s.by_kind["attn_scores"].flops + s.by_kind["attn_value"].flops;
+    assert_eq!(attn, 4 * 32 * 32 * 128 * (2048 * 2049 / 2));
+    // And as 2 × active params × N: the step is within 1% of 2·P·N + attention.
+    let (p_mult, _) = multiplying_params(&prefill(&cfg, 1, 2048, 0));
+    let approx = 2.0 * p_mult as f64 * 2048.0 + attn as f64;
+    let rel = (s.step.flops as f64 - approx).abs() / approx;
+    assert!(rel < 0.07, "LM head on the last token only accounts for the difference: {rel}");
+}
+
+#[test]
+fn sliding_windows_bound_what_each_prompt_token_sees() {
+    let cfg = preset("mistral-7b-v0.1").unwrap();
+    let w = cfg.sliding_window.unwrap();
+    for (n, c) in [(100, w - 30), (50, w + 1000), (w + 10, 0)] {
+        let g = prefill(&cfg, 1, n, c);
+        let kv = g.ops.iter().find(|o| matches!(o.kind, OpKind::KvAppend { .. })).unwrap();
+        let past = g.tensor(kv.inputs[2]).shape[2];
+        let after = g.tensor(kv.outputs[0]).shape[2];
+        assert_eq!(past, c.min(w), "the cache holds at most the window before the prompt");
+        assert_eq!(after, (c.min(w) + n).min(w + n - 1), "every position one of the prompt's queries sees");
+        let s = graph_stats(&g);
+        let want = cfg.layers * 2 * 2 * cfg.heads * cfg.head_dim * brute_attended(c, n, Some(w));
+        assert_eq!(s.by_kind["attn_scores"].flops + s.by_kind["attn_value"].flops, want, "N={n} C={c}");
+    }
+}
+
+#[test]
+fn prefill_graphs_have_rows_per_token_and_sample_the_last_one() {
+    let cfg = preset("llama-3.2-1b").unwrap();
+    let g = prefill(&cfg, 3, 5, 2);
+    assert_eq!((g.batch, g.new_tokens, g.context, g.cached()), (3, 5, 7, 2));
+    let tokens = g.tensors.iter().find(|t| t.kind == TensorKind::Input).unwrap();
+    assert_eq!(tokens.shape, vec![15]);
+    let last = g.ops.iter().find(|o| matches!(o.kind, OpKind::LastToken { .. })).unwrap();
+    assert_eq!(g.tensor(last.inputs[0]).shape, vec![15, cfg.hidden]);
+    assert_eq!(g.tensor(last.outputs[0]).shape, vec![3, cfg.hidden]);
+    let sample = g.ops.last().unwrap();
+    assert_eq!(g.tensor(sample.outputs[0]).shape, vec![3]);
+}
+
+#[test]
+fn bad_prefill_parameters_name_the_field_and_range() {
+    let cfg = preset("gpt2").unwrap();
+    let e = prefill_graph(&cfg, &PrefillParams { prompt: 0, ..Default::default() }).unwrap_err().to_string();
+    assert!(e.contains("prompt") && e.contains("at least 1"), "{e}");
+    let e = prefill_graph(&cfg, &PrefillParams { prompt: 1000, cached: 100, ..Default::default() })
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("prompt + cached") && e.contains("1..=1024"), "{e}");
+    let e = prefill_graph(&cfg, &PrefillParams { prompt: 4, act_dtype: DType::Int4, ..Default::default() })
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("activation dtype"), "{e}");
+}
+
+#[test]
+fn the_verifier_checks_new_tokens_against_the_context() {
+    let cfg = preset("gpt2").unwrap();
+    let mut g = prefill(&cfg, 1, 4, 0);
+    g.new_tokens = 5;
+    let e = verify_graph(&g).unwrap_err().to_string();
+    assert!(e.contains("new_tokens is 5"), "{e}");
+}
+
+#[test]
+fn the_compiler_refuses_prefill_with_a_typed_error() {
+    let cfg = preset("gpt2").unwrap();
+    let g = prefill(&cfg, 1, 16, 0);
+    let arch = arch_preset("wse3").unwrap();
+    let Err(e) = compile(&g, &arch, &CompileOptions::default()) else { panic!("prefill does not compile yet") };
+    assert!(matches!(e, CompileError::Prefill { new_tokens: 16, .. }), "{e:?}");
+    assert!(e.to_string().contains("prefill is not mapped onto the wafer yet"), "{e}");
+}
+
+fn wafer(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_wafer")).args(args).output().expect("run wafer")
+}
+
+fn json(args: &[&str]) -> serde_json::Value {
+    let o = wafer(args);
+    assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+#[test]
+fn cli_graph_prompt_prints_the_prefill_step() {
+    let v = json(&["graph", "--model", "llama-3.2-1b", "--prompt", "512", "--cached", "100", "--format", "json"]);
+    assert_eq!((v["prompt"].as_u64(), v["cached"].as_u64(), v["context"].as_u64()), (Some(512), Some(100), Some(612)));
+    let per_token = v["kv_bytes_per_token"].as_u64().unwrap();
+    assert_eq!(v["step"]["kv_write_bytes"].as_u64().unwrap(), 512 * per_token);
+    let d = json(&["graph", "--model", "llama-3.2-1b", "--format", "json"]);
+    assert!(d.get("prompt").is_none(), "decode output is unchanged: no prefill fields");
+    let text = String::from_utf8_lossy(&wafer(&["graph", "--model", "gpt2", "--prompt", "8"]).stdout).into_owned();
+    assert!(
+        text.contains("prefill step: batch 1, 8 prompt tokens over 0 cached") && text.contains("KV written"),
+        "{text}"
+    );
+}
+
+#[test]
+fn cli_gpu_prompt_prints_ttft_beside_tpot() {
+    let v = json(&["gpu", "--model", "llama-3.1-8b", "--prompt", "2048", "--cached", "1000", "--format", "json"]);
+    let (ttft, tpot) = (v["ttft_ms"].as_f64().unwrap(), v["tpot_ms"].as_f64().unwrap());
+    assert!(ttft > 5.0 * tpot, "a 2k prompt takes far longer than one token: {ttft} vs {tpot}");
+    assert_eq!(v["prefill"]["ttft_ms"].as_f64().unwrap(), ttft);
+    assert_eq!(v["context"].as_u64(), Some(3049), "the decode step after the prompt");
+    let cal = json(&["gpu", "--calibration", "--format", "json"]);
+    assert_eq!(cal["ttft"]["rows"].as_array().unwrap().len(), 13);
+    assert!(cal["median_abs_rel_error"].as_f64().is_some(), "the TPOT report keeps its fields");
+}
+
+#[test]
+fn cli_prefill_flags_are_checked() {
+    for (args, needle) in [
+        (vec!["graph", "--cached", "5"], "--prompt"),
+        (vec!["graph", "--prompt", "0"], "0 is out of range; allowed 1..="),
+        (vec!["gpu", "--prompt", "-3"], "-3 is negative"),
+        (vec!["graph", "--prompt", "4", "--context", "9"], "cannot be used with"),
+        (vec!["graph", "--model", "gpt2", "--prompt", "1000", "--cached", "100"], "1..=1024"),
+    ] {
+        let o = wafer(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(needle) && !err.contains("panicked"), "{args:?}: {err}");
+    }
+}
