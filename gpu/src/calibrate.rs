@@ -270,27 +270,8 @@ fn fit_on(cases: &[(String, Profile, f64)]) -> Option<ModelParams> {
                 ((fixed - m) / m, kernels / m, colls / m)
             })
             .collect();
-        let (sxx, sxy, syy, sxa, sya) = terms.iter().fold((0.0, 0.0, 0.0, 0.0, 0.0), |s, &(a, x, y)| {
-            (s.0 + x * x, s.1 + x * y, s.2 + y * y, s.3 + x * a, s.4 + y * a)
-        });
-        let sse = |k: f64, c: f64| terms.iter().map(|&(a, x, y)| (a + x * k + y * c).powi(2)).sum::<f64>();
-        let det = sxx * syy - sxy * sxy;
-        let mut candidates = vec![(0.0, 0.0)];
-        if sxx > 0.0 {
-            candidates.push(((-sxa / sxx).max(0.0), 0.0));
-        }
-        if syy > 0.0 {
-            candidates.push((0.0, (-sya / syy).max(0.0)));
-        }
-        if det.abs() > 0.0 {
-            let k = (-sxa * syy + sya * sxy) / det;
-            let c = (-sya * sxx + sxa * sxy) / det;
-            if k >= 0.0 && c >= 0.0 {
-                candidates.push((k, c));
-            }
-        }
-        for (k, c) in candidates {
-            let e = sse(k, c);
+        for (k, c) in nnls2_candidates(&terms) {
+            let e = sse2(&terms, k, c);
             if best.as_ref().is_none_or(|b| e < b.0) {
                 let p =
                     ModelParams { hbm_efficiency: eta, kernel_overhead_us: k * 1e6, collective_latency_us: c * 1e6 };
@@ -299,6 +280,38 @@ fn fit_on(cases: &[(String, Profile, f64)]) -> Option<ModelParams> {
         }
     }
     best.map(|b| b.1)
+}
+
+/// Sum of squared residuals `a + x·k + y·c` over `terms` `(a, x, y)`.
+pub(crate) fn sse2(terms: &[(f64, f64, f64)], k: f64, c: f64) -> f64 {
+    terms.iter().map(|&(a, x, y)| (a + x * k + y * c).powi(2)).sum()
+}
+
+/// Candidates for the non-negative least squares `min Σ (a + x·k + y·c)²`
+/// with `k, c ≥ 0` over `terms` `(a, x, y)`: the unconstrained optimum when
+/// it is non-negative and each one-variable optimum on the boundary (the
+/// caller keeps the one with the smallest [`sse2`]). Shared by the decode and
+/// prefill fits.
+pub(crate) fn nnls2_candidates(terms: &[(f64, f64, f64)]) -> Vec<(f64, f64)> {
+    let (sxx, sxy, syy, sxa, sya) = terms.iter().fold((0.0, 0.0, 0.0, 0.0, 0.0), |s, &(a, x, y)| {
+        (s.0 + x * x, s.1 + x * y, s.2 + y * y, s.3 + x * a, s.4 + y * a)
+    });
+    let det = sxx * syy - sxy * sxy;
+    let mut candidates = vec![(0.0, 0.0)];
+    if sxx > 0.0 {
+        candidates.push(((-sxa / sxx).max(0.0), 0.0));
+    }
+    if syy > 0.0 {
+        candidates.push((0.0, (-sya / syy).max(0.0)));
+    }
+    if det.abs() > 0.0 {
+        let k = (-sxa * syy + sya * sxy) / det;
+        let c = (-sya * sxx + sxa * sxy) / det;
+        if k >= 0.0 && c >= 0.0 {
+            candidates.push((k, c));
+        }
+    }
+    candidates
 }
 
 #[cfg(test)]

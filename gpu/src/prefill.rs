@@ -342,27 +342,8 @@ fn fit_on(cases: &[&Case]) -> Option<PrefillConstants> {
                 ((fixed - m) / m, kernels / m, 1.0 / m)
             })
             .collect();
-        let (sxx, sxy, syy, sxa, sya) = terms.iter().fold((0.0, 0.0, 0.0, 0.0, 0.0), |s, &(a, x, y)| {
-            (s.0 + x * x, s.1 + x * y, s.2 + y * y, s.3 + x * a, s.4 + y * a)
-        });
-        let sse = |k: f64, c: f64| terms.iter().map(|&(a, x, y)| (a + x * k + y * c).powi(2)).sum::<f64>();
-        let det = sxx * syy - sxy * sxy;
-        let mut candidates = vec![(0.0, 0.0)];
-        if sxx > 0.0 {
-            candidates.push(((-sxa / sxx).max(0.0), 0.0));
-        }
-        if syy > 0.0 {
-            candidates.push((0.0, (-sya / syy).max(0.0)));
-        }
-        if det.abs() > 0.0 {
-            let k = (-sxa * syy + sya * sxy) / det;
-            let c = (-sya * sxx + sxa * sxy) / det;
-            if k >= 0.0 && c >= 0.0 {
-                candidates.push((k, c));
-            }
-        }
-        for (k, c) in candidates {
-            let e = sse(k, c);
+        for (k, c) in crate::calibrate::nnls2_candidates(&terms) {
+            let e = crate::calibrate::sse2(&terms, k, c);
             if best.as_ref().is_none_or(|b| e < b.0) {
                 let p = PrefillConstants {
                     compute_efficiency: phi,
