@@ -105,20 +105,18 @@ fn render_prefill(e: &PrefillEstimate) -> String {
     s += &format!("bound by:        {} ({} kernels, {} collectives)\n", e.bound.name(), e.kernels, e.collectives);
     let b = &e.breakdown;
     s += "(compute: math at the fitted fraction of the dense peak; attention fused, scores never in HBM)\n";
-    let mut t = Table::new(&["part", ">ms", ">share"]);
-    for (name, ms) in [
-        ("weights (HBM)", b.weights_ms),
-        ("KV cache (HBM)", b.kv_cache_ms),
-        ("activations (HBM)", b.activations_ms),
-        ("compute", b.compute_ms),
-        ("kernel overhead", b.kernel_overhead_ms),
-        ("fixed overhead", b.fixed_overhead_ms),
-        ("communication", b.communication_ms),
-        ("total", e.ttft_ms),
-    ] {
-        t.row([name.to_string(), format!("{ms:.3}"), format!("{:.1}%", ms / e.ttft_ms * 100.0)]);
-    }
-    s += &t.to_text();
+    s += &parts_table(
+        &[
+            ("weights (HBM)", b.weights_ms),
+            ("KV cache (HBM)", b.kv_cache_ms),
+            ("activations (HBM)", b.activations_ms),
+            ("compute", b.compute_ms),
+            ("kernel overhead", b.kernel_overhead_ms),
+            ("fixed overhead", b.fixed_overhead_ms),
+            ("communication", b.communication_ms),
+        ],
+        e.ttft_ms,
+    );
     let p = e.params;
     s += &format!(
         "fitted on the TTFT rows of gpu_measured.csv (wafer gpu --calibration): compute efficiency {}, \
@@ -161,6 +159,15 @@ fn memory_line(e: &GpuEstimate) -> String {
     )
 }
 
+/// The breakdown's parts and their total, in ms and as shares of it.
+fn parts_table(parts: &[(&str, f64)], total_ms: f64) -> String {
+    let mut t = Table::new(&["part", ">ms", ">share"]);
+    for &(name, ms) in parts.iter().chain(std::iter::once(&("total", total_ms))) {
+        t.row([name.to_string(), format!("{ms:.3}"), format!("{:.1}%", ms / total_ms * 100.0)]);
+    }
+    t.to_text()
+}
+
 fn pct(x: f64) -> String {
     format!("{:+.1}%", x * 100.0)
 }
@@ -186,19 +193,17 @@ fn render(e: &GpuEstimate, gpu: &wafer_gpu::GpuSpec) -> String {
     s += &format!("kernels: {} per GPU per step; collectives: {}\n\n", e.kernels, e.collectives);
     let b = &e.breakdown;
     s += "(compute: math at the dense peak in every kernel; the HBM parts: memory time beyond that math)\n";
-    let mut t = Table::new(&["part", ">ms", ">share"]);
-    for (name, ms) in [
-        ("weights (HBM)", b.weights_ms),
-        ("KV cache (HBM)", b.kv_cache_ms),
-        ("activations (HBM)", b.activations_ms),
-        ("compute", b.compute_ms),
-        ("kernel overhead", b.kernel_overhead_ms),
-        ("communication", b.communication_ms),
-        ("total", e.tpot_ms),
-    ] {
-        t.row([name.to_string(), format!("{ms:.3}"), format!("{:.1}%", ms / e.tpot_ms * 100.0)]);
-    }
-    s += &t.to_text();
+    s += &parts_table(
+        &[
+            ("weights (HBM)", b.weights_ms),
+            ("KV cache (HBM)", b.kv_cache_ms),
+            ("activations (HBM)", b.activations_ms),
+            ("compute", b.compute_ms),
+            ("kernel overhead", b.kernel_overhead_ms),
+            ("communication", b.communication_ms),
+        ],
+        e.tpot_ms,
+    );
     s += "\n";
     let mut t = Table::new(&["op kind", ">ms"]);
     for (k, ms) in &e.by_kind_ms {
