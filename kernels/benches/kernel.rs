@@ -12,7 +12,7 @@ fn bench(c: &mut Criterion) {
     g.sample_size(10);
     for engine in [Engine::Event, Engine::Analytical] {
         g.bench_function(engine.name(), |b| {
-            b.iter(|| time_kernel(&k.program(&arch).unwrap(), engine).unwrap().cycles);
+            b.iter(|| time_kernel(&k.program(&arch).unwrap(), engine, &Default::default()).unwrap().1.cycles);
         });
     }
     g.finish();

@@ -23,6 +23,7 @@ use crate::{time_kernel, Engine, KernelError, MeshGemv};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use wafer_ir::ArchSpec;
+use wafer_simulator::EventLimits;
 
 /// The embedded MeshGEMV measurements (a verbatim copy of `shared/reference/kernels/meshgemv_wse3.csv`).
 pub const MESHGEMV_CSV: &str = include_str!("../data/meshgemv_wse3.csv");
@@ -118,7 +119,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn replay(arch: &ArchSpec, rows: &[GemvRow], engine: Engine) -> Result<Vec<f64>, KernelError> {
     // In row order whatever the thread count.
-    rows.par_iter().map(|r| Ok(time_kernel(&r.kernel().program(arch)?, engine)?.cycles)).collect()
+    let limits = EventLimits::default();
+    rows.par_iter().map(|r| Ok(time_kernel(&r.kernel().program(arch)?, engine, &limits)?.1.cycles)).collect()
 }
 
 fn summarise(arch: &ArchSpec, engine: Engine, rows: &[GemvRow], predicted: &[f64]) -> Calibration {

@@ -23,8 +23,10 @@ pub use calibrate::{
 };
 pub use meshgemv::MeshGemv;
 
-use wafer_ir::{verify_program, Program};
-use wafer_simulator::{simulate_analytical, simulate_event, EventLimits, Outcome, SimResult};
+use wafer_ir::{verify_program, Program, ProgramInfo};
+#[cfg(doc)]
+use wafer_simulator::SimResult;
+use wafer_simulator::{simulate_analytical, try_simulate_event, EventLimits, FinishedSim};
 
 /// Which timing engine replays a kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -50,8 +52,10 @@ pub enum KernelError {
     Invalid { field: &'static str, value: String, allowed: String },
     #[error("the kernel program does not verify: {0}")]
     Verify(String),
-    #[error("the {engine} engine did not finish the kernel: {outcome}")]
-    Unfinished { engine: &'static str, outcome: String },
+    #[error("{0}")]
+    Unfinished(String),
+    #[error("{0}")]
+    Budget(String),
     #[error("{kernel}: {why}")]
     Unsupported { kernel: &'static str, why: &'static str },
     #[error("embedded {file}, line {line}: {message}")]
@@ -74,15 +78,19 @@ pub const GEMM_UNSUPPORTED: KernelError = KernelError::Unsupported {
     why: "MeshGEMM (prefill) is not built yet: the spatial IR has no GEMM work; it comes with the prefill issue",
 };
 
-/// Verifies `p` and times it with `engine`; a run that does not finish is an error.
-pub fn time_kernel(p: &Program, engine: Engine) -> Result<SimResult, KernelError> {
+/// Verifies `p` and times it with `engine` within `limits` (the event
+/// engine's memory and event budgets); a run that does not finish is an error,
+/// through the same [`SimResult::finished`] gate as every decode step.
+pub fn time_kernel(
+    p: &Program,
+    engine: Engine,
+    limits: &EventLimits,
+) -> Result<(ProgramInfo, FinishedSim), KernelError> {
     let info = verify_program(p).map_err(|e| KernelError::Verify(e.to_string()))?;
     let r = match engine {
-        Engine::Event => simulate_event(p, &info, &EventLimits::default()),
+        Engine::Event => try_simulate_event(p, &info, limits).map_err(|e| KernelError::Budget(e.to_string()))?,
         Engine::Analytical => simulate_analytical(p, &info),
     };
-    match &r.outcome {
-        Outcome::Finished => Ok(r),
-        o => Err(KernelError::Unfinished { engine: engine.name(), outcome: format!("{o:?}") }),
-    }
+    let done = r.finished().map_err(|e| KernelError::Unfinished(e.to_string()))?;
+    Ok((info, done))
 }

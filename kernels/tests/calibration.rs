@@ -82,8 +82,12 @@ fn the_kernel_is_an_ordinary_program_that_verifies_and_round_trips() {
     verify_program(&p).unwrap();
     assert_eq!(parse_program(&print_program(&p)).unwrap(), p);
     // The local multiply-accumulate costs cycles when it runs (8 AXPYs of 2 fp16 per PE).
-    let with = time_kernel(&p, Engine::Event).unwrap().cycles;
-    let without = time_kernel(&MeshGemv { mac: false, ..k }.program(&arch).unwrap(), Engine::Event).unwrap().cycles;
+    let with = time_kernel(&p, Engine::Event, &Default::default()).unwrap().1.cycles;
+    let without =
+        time_kernel(&MeshGemv { mac: false, ..k }.program(&arch).unwrap(), Engine::Event, &Default::default())
+            .unwrap()
+            .1
+            .cycles;
     assert!(with > without + 100.0, "{with} vs {without}");
     // Bad configurations name the flag.
     for (bad, flag) in [

@@ -5,7 +5,7 @@
 use super::{to_json, Format};
 use crate::inputs::load_arch;
 use crate::Exit;
-use wafer_ir::{verify_program, ArchSpec};
+use wafer_ir::ArchSpec;
 use wafer_kernels::{
     calibrate_gemv, fit_ramp, time_kernel, Calibration, Engine, MeshGemv, RampFit, GEMM_UNSUPPORTED, SHIFT_UNSUPPORTED,
 };
@@ -118,8 +118,7 @@ pub fn run(a: Args) -> Result<(), Exit> {
         Some(Kernel::Gemv { grid, m, n, groups, no_mac }) => {
             let k = MeshGemv { grid, m, n, groups, mac: !no_mac };
             let prog = k.program(&arch)?;
-            let info = verify_program(&prog)?;
-            let r = time_kernel(&prog, engine)?;
+            let (info, r) = time_kernel(&prog, engine, &super::run::event_limits())?;
             match a.format {
                 Format::Json => {
                     let out = serde_json::json!({
