@@ -14,6 +14,7 @@ pub mod fuse;
 pub mod partition;
 pub mod place;
 pub mod route;
+pub mod spread;
 
 use fuse::{Group, GroupKind};
 use partition::{Ctx, Packing, Plan};
@@ -37,6 +38,48 @@ pub const PASSES: [(&str, &str); 6] = [
     ("schedule", "write each region's per-PE task template: receive, collectives, compute, send"),
 ];
 
+/// Which family of mappings the compiler may choose from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Strategy {
+    /// The fastest of the others on the cost model (the analytical closed form).
+    #[default]
+    Auto,
+    /// Disjoint regions, one per fused op, in strips (PEs never shared).
+    Pipeline,
+    /// Every layer of a wafer's stage over one block of PEs, layers taking turns.
+    Spread,
+    /// Blocks of `k` layers each, every block spread, the wafer holding several.
+    Hybrid(u32),
+}
+
+impl Strategy {
+    pub fn name(&self) -> String {
+        match self {
+            Strategy::Auto => "auto".into(),
+            Strategy::Pipeline => "pipeline".into(),
+            Strategy::Spread => "spread".into(),
+            Strategy::Hybrid(k) => format!("hybrid:{k}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Strategy {
+    type Err = String;
+    fn from_str(v: &str) -> Result<Strategy, String> {
+        match v {
+            "auto" => Ok(Strategy::Auto),
+            "pipeline" => Ok(Strategy::Pipeline),
+            "spread" => Ok(Strategy::Spread),
+            _ => match v.strip_prefix("hybrid:").map(str::parse::<u32>) {
+                Some(Ok(k)) if (1..=1024).contains(&k) => Ok(Strategy::Hybrid(k)),
+                _ => Err(format!(
+                    "unknown strategy `{v}`: auto, pipeline, spread or hybrid:K (K layers per block, 1..=1024)"
+                )),
+            },
+        }
+    }
+}
+
 /// How many wafers to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wafers {
@@ -59,6 +102,12 @@ pub struct CompileOptions {
     /// Refuse (before allocating) a compile whose estimated memory is above
     /// this many bytes ([`wafer_ir::limits::UNLIMITED`] by default; the CLI passes `--max-memory`).
     pub max_memory_bytes: u64,
+    /// Mapping family ([`Strategy::Auto`] by default).
+    pub strategy: Strategy,
+    /// `spread`/`hybrid` only: force square `P×P` blocks.
+    pub grid: Option<u32>,
+    /// `spread`/`hybrid` only: force MeshGEMV's `meet` reduction with `G` groups.
+    pub groups: Option<u32>,
 }
 
 impl Default for CompileOptions {
@@ -69,6 +118,9 @@ impl Default for CompileOptions {
             dump_after: Vec::new(),
             max_memory_bytes: wafer_ir::limits::UNLIMITED,
             accumulate: DType::F32,
+            strategy: Strategy::Auto,
+            grid: None,
+            groups: None,
         }
     }
 }
@@ -165,6 +217,22 @@ pub struct CompileStats {
     /// trees) on the same areas: the search's gain on the cost model.
     pub searched_region_cycles: f64,
     pub fixed_square_region_cycles: f64,
+    /// The strategy that was compiled (never `auto`).
+    pub strategy: String,
+    /// Block size (columns, rows) per wafer of a `spread`/`hybrid` mapping.
+    pub blocks: Vec<(u32, u32)>,
+    /// Every strategy `auto` weighed, with its estimate or why it failed.
+    pub alternatives: Vec<Alternative>,
+}
+
+/// One strategy `auto` tried.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Alternative {
+    pub strategy: String,
+    /// The analytical estimate, µs per token; `None` when it did not compile.
+    pub estimate_us: Option<f64>,
+    pub wafers: Option<u32>,
+    pub error: Option<String>,
 }
 
 /// A compiled program with its verifier witness.
@@ -220,6 +288,7 @@ fn groups_to_program(g: &Graph, arch: &ArchSpec, groups: &[Group], wafers: u32) 
                 layer: gr.layer,
                 wafer: 0,
                 rect: Rect { x: 0, y: 0, w: 1, h },
+                turn: 0,
                 active: gr.active,
                 ops: gr.ops.iter().map(|&o| g.op(o).name.clone()).collect(),
                 work,
@@ -353,38 +422,63 @@ pub fn compile(g: &Graph, arch: &ArchSpec, opts: &CompileOptions) -> Result<Comp
     after("fuse", &groups_to_program(g, arch, &groups, 1))?;
     let ctx =
         Ctx { arch, batch: g.batch, weight: g.weight_dtype, act: g.act_dtype, kv: g.kv_dtype, acc: opts.accumulate };
-    // Dense first-fit packing first; if its crossing routes need more colors
-    // than the routers have, pack in execution order instead.
-    let attempt = |packing: Packing, after: &mut dyn FnMut(&str, &Program) -> Result<(), CompileError>| {
-        let plan = plan(g, &ctx, &groups, opts.wafers, packing)?;
-        let mut p = groups_to_program(g, arch, &groups, plan.wafers);
-        for (r, s) in p.regions.iter_mut().zip(&plan.shapes) {
-            r.wafer = s.wafer;
-            r.rect = Rect { x: 0, y: 0, w: s.w, h: s.h };
-            r.work = s.work.clone();
-        }
-        after("partition", &p)?;
-        for (r, (wafer, rect)) in p.regions.iter_mut().zip(place::place(arch, &plan)?) {
-            r.wafer = wafer;
-            r.rect = rect;
-        }
-        after("place", &p)?;
-        route::route(&mut p, &groups)?;
-        after("route", &p)?;
-        Ok::<_, CompileError>((plan, p))
+    let spread_opts =
+        |k: Option<u32>| spread::SpreadOptions { layers_per_block: k, grid: opts.grid, groups: opts.groups };
+    let one = |s: Strategy, after: &mut dyn FnMut(&str, &Program) -> Result<(), CompileError>| match s {
+        Strategy::Pipeline => compile_pipeline(g, arch, &ctx, &groups, opts, after),
+        Strategy::Spread => compile_spread(g, arch, &ctx, &groups, opts.wafers, &spread_opts(None), after),
+        Strategy::Hybrid(k) => compile_spread(g, arch, &ctx, &groups, opts.wafers, &spread_opts(Some(k)), after),
+        Strategy::Auto => compile_pipeline(g, arch, &ctx, &groups, opts, after),
     };
-    let (plan, mut p) = match attempt(Packing::FirstFit, &mut after) {
-        Err(CompileError::Colors { .. }) => attempt(Packing::InOrder, &mut after)?,
-        other => other?,
+    let (mut built, alternatives) = match opts.strategy {
+        Strategy::Auto => {
+            // Forcing a block or a group count only makes sense for the spread family.
+            let tried: Vec<Strategy> = if opts.grid.is_some() || opts.groups.is_some() {
+                vec![Strategy::Spread]
+            } else {
+                vec![Strategy::Pipeline, Strategy::Spread, Strategy::Hybrid(4)]
+            };
+            let mut best: Option<(f64, Built)> = None;
+            let mut first_err = None;
+            let mut alts = Vec::new();
+            for s in tried {
+                match one(s, &mut after) {
+                    Ok(b) => {
+                        let est = wafer_simulator::simulate_analytical(&b.program, &b.info);
+                        alts.push(Alternative {
+                            strategy: s.name(),
+                            estimate_us: Some(est.tpot_us),
+                            wafers: Some(b.program.wafers),
+                            error: None,
+                        });
+                        // Fewer wafers first (auto wafers), then the faster.
+                        let key = (b.program.wafers, est.cycles);
+                        if best.as_ref().is_none_or(|(c, bb)| (key.0, key.1) < (bb.program.wafers, *c)) {
+                            best = Some((est.cycles, b));
+                        }
+                    }
+                    Err(e) => {
+                        alts.push(Alternative {
+                            strategy: s.name(),
+                            estimate_us: None,
+                            wafers: None,
+                            error: Some(e.to_string()),
+                        });
+                        first_err.get_or_insert(e);
+                    }
+                }
+            }
+            match best {
+                Some((_, b)) => (b, alts),
+                None => return Err(first_err.unwrap_or(CompileError::Packing { wafers: 0 })),
+            }
+        }
+        s => (one(s, &mut after)?, Vec::new()),
     };
-    alloc(&mut p);
-    after("alloc", &p)?;
-    schedule(&mut p);
-    after("schedule", &p)?;
-    let info = verify_program_checks(&p, Checks::ALL)
-        .map_err(|errors| CompileError::Verify { pass: "schedule".into(), errors })?;
-    let est = wafer_simulator::simulate_analytical(&p, &info);
-    let (searched, fixed) = partition::fixed_square_cost(&ctx, &groups, &plan);
+    let p = &mut built.program;
+    let info = built.info.clone();
+    let est = wafer_simulator::simulate_analytical(p, &info);
+    let (searched, fixed) = built.search;
     let stats = CompileStats {
         wafers: p.wafers,
         pes_used: info.pes_used,
@@ -403,11 +497,123 @@ pub fn compile(g: &Graph, arch: &ArchSpec, opts: &CompileOptions) -> Result<Comp
         longest_route_hops: info.longest_route_hops,
         estimate_cycles: est.cycles,
         estimate_us: est.tpot_us,
-        strip_widths: plan.strip.clone(),
+        strip_widths: built.strips.clone(),
         searched_region_cycles: searched,
         fixed_square_region_cycles: fixed,
+        strategy: built.strategy.name(),
+        blocks: built.blocks.clone(),
+        alternatives,
     };
-    Ok(Compiled { program: p, info, stats, dumps })
+    Ok(Compiled { program: built.program, info, stats, dumps })
+}
+
+/// One strategy's verified program with what its search found.
+struct Built {
+    program: Program,
+    info: ProgramInfo,
+    strategy: Strategy,
+    strips: Vec<u32>,
+    blocks: Vec<(u32, u32)>,
+    /// (searched, fixed-square) Σ region cycles.
+    search: (f64, f64),
+}
+
+fn finish(
+    mut p: Program,
+    after: &mut dyn FnMut(&str, &Program) -> Result<(), CompileError>,
+) -> Result<(Program, ProgramInfo), CompileError> {
+    alloc(&mut p);
+    after("alloc", &p)?;
+    schedule(&mut p);
+    after("schedule", &p)?;
+    let info = verify_program_checks(&p, Checks::ALL)
+        .map_err(|errors| CompileError::Verify { pass: "schedule".into(), errors })?;
+    Ok((p, info))
+}
+
+/// The `pipeline` strategy: disjoint regions in strips.
+fn compile_pipeline(
+    g: &Graph,
+    arch: &ArchSpec,
+    ctx: &Ctx,
+    groups: &[Group],
+    opts: &CompileOptions,
+    after: &mut dyn FnMut(&str, &Program) -> Result<(), CompileError>,
+) -> Result<Built, CompileError> {
+    // Dense first-fit packing first; if its crossing routes need more colors
+    // than the routers have, pack in execution order instead.
+    let attempt = |packing: Packing, after: &mut dyn FnMut(&str, &Program) -> Result<(), CompileError>| {
+        let plan = plan(g, ctx, groups, opts.wafers, packing)?;
+        let mut p = groups_to_program(g, arch, groups, plan.wafers);
+        for (r, s) in p.regions.iter_mut().zip(&plan.shapes) {
+            r.wafer = s.wafer;
+            r.rect = Rect { x: 0, y: 0, w: s.w, h: s.h };
+            r.work = s.work.clone();
+        }
+        after("partition", &p)?;
+        for (r, (wafer, rect)) in p.regions.iter_mut().zip(place::place(arch, &plan)?) {
+            r.wafer = wafer;
+            r.rect = rect;
+        }
+        after("place", &p)?;
+        route::route(&mut p, groups)?;
+        after("route", &p)?;
+        Ok::<_, CompileError>((plan, p))
+    };
+    let (plan, p) = match attempt(Packing::FirstFit, after) {
+        Err(CompileError::Colors { .. }) => attempt(Packing::InOrder, after)?,
+        other => other?,
+    };
+    let (program, info) = finish(p, after)?;
+    let search = partition::fixed_square_cost(ctx, groups, &plan);
+    Ok(Built { program, info, strategy: Strategy::Pipeline, strips: plan.strip.clone(), blocks: Vec::new(), search })
+}
+
+/// The `spread` and `hybrid:k` strategies: layers stacked on shared blocks.
+fn compile_spread(
+    g: &Graph,
+    arch: &ArchSpec,
+    ctx: &Ctx,
+    groups: &[Group],
+    wafers: Wafers,
+    o: &spread::SpreadOptions,
+    after: &mut dyn FnMut(&str, &Program) -> Result<(), CompileError>,
+) -> Result<Built, CompileError> {
+    let strategy = o.layers_per_block.map_or(Strategy::Spread, Strategy::Hybrid);
+    let layout = match wafers {
+        Wafers::Fixed(n) => spread::spread(ctx, groups, n, o)?,
+        Wafers::Auto => {
+            // From the fewest wafers whose SRAM could hold the bytes, up.
+            let need: u64 = groups.iter().map(|gr| ctx.resident_bytes(gr)).fold(0, u64::saturating_add);
+            let per = (arch.usable_sram() as f64 * arch.pes() as f64).max(1.0);
+            let mut n = ((need as f64 / per).ceil() as u32).max(1);
+            let mut last = None;
+            loop {
+                if n > MAX_WAFERS {
+                    return Err(last.unwrap_or(CompileError::Packing { wafers: MAX_WAFERS }));
+                }
+                match spread::spread(ctx, groups, n, o) {
+                    Ok(l) => break l,
+                    Err(e @ CompileError::Unsupported { .. }) => return Err(e),
+                    Err(e) => last = Some(e),
+                }
+                n += (n / 8).max(1);
+            }
+        }
+    };
+    let mut p = groups_to_program(g, arch, groups, layout.wafers);
+    for (r, pl) in p.regions.iter_mut().zip(&layout.placed) {
+        r.wafer = pl.wafer;
+        r.rect = pl.rect;
+        r.work = pl.work.clone();
+        r.turn = pl.turn;
+    }
+    after("partition", &p)?;
+    after("place", &p)?;
+    route::route(&mut p, groups)?;
+    after("route", &p)?;
+    let (program, info) = finish(p, after)?;
+    Ok(Built { program, info, strategy, strips: Vec::new(), blocks: layout.blocks, search: (layout.cost, layout.cost) })
 }
 
 /// Wafer count and partitioning, with the capacity errors users need.

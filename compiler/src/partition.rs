@@ -80,6 +80,16 @@ impl Ctx<'_> {
         }
     }
 
+    /// An empty program with this context's batch, dtypes and machine (for `sram_need`).
+    pub(crate) fn probe_program(&self) -> Program {
+        self.probe()
+    }
+
+    /// Closed-form cycles of `work` on `rect` (the search objective).
+    pub(crate) fn region_cycles(&self, work: &Work, rect: Rect) -> f64 {
+        region_cost(self.arch, work, rect, self.batch, self.weight, self.kv).total()
+    }
+
     fn fits(&self, probe: &Program, work: &Work) -> bool {
         sram_need(probe, work).total() <= self.arch.pe.sram_bytes
     }
@@ -106,7 +116,7 @@ impl Ctx<'_> {
 }
 
 /// Reduction shapes tried for a line of `w` PEs.
-fn reduce_candidates(w: u32) -> Vec<Reduce> {
+pub(crate) fn reduce_candidates(w: u32) -> Vec<Reduce> {
     let mut v = vec![Reduce::Tree, Reduce::Chain];
     for g in [4, 8, 16, 32] {
         if g < w {
@@ -118,7 +128,7 @@ fn reduce_candidates(w: u32) -> Vec<Reduce> {
 
 /// MeshGEMV's two-chain shape (Gemv rows only: attention combines towards column 0):
 /// one group (two chains meeting in the middle of the row) or groups of 8, 16, 32.
-fn meet_candidates(w: u32) -> Vec<Reduce> {
+pub(crate) fn meet_candidates(w: u32) -> Vec<Reduce> {
     if w < 3 {
         return Vec::new();
     }
@@ -129,7 +139,7 @@ fn meet_candidates(w: u32) -> Vec<Reduce> {
 /// output slice out of one row root: what its routes add on top of the region
 /// cost, whatever its neighbours (the analytical engine charges the larger of
 /// the two ends' backlogs per route).
-fn io_cycles(c: &Ctx, work: &Work) -> f64 {
+pub(crate) fn io_cycles(c: &Ctx, work: &Work) -> f64 {
     let (inp, out) = match *work {
         Work::Gemv { tile_n, tile_k, glu, .. } => (tile_k, if glu { tile_n / 2 } else { tile_n }),
         Work::Attention { group, head_dim, .. } => (group * head_dim, group * head_dim),
@@ -432,7 +442,7 @@ fn plan_wafer(c: &Ctx, groups: &[&Group], wafer: u32, packing: Packing) -> Optio
 
 /// Cuts groups into `wafers` contiguous stages at layer boundaries, balancing
 /// their minimal areas; `None` when some stage cannot hold its share.
-fn assign_wafers(c: &Ctx, groups: &[Group], wafers: u32) -> Option<Vec<u32>> {
+pub(crate) fn assign_wafers(c: &Ctx, groups: &[Group], wafers: u32) -> Option<Vec<u32>> {
     let per = c.arch.pes() as f64 * FILL;
     let mins: Vec<f64> = groups.iter().map(|g| c.min_pes(g) as f64).collect();
     let total: f64 = mins.iter().sum();

@@ -6,7 +6,7 @@
 //! route to, so their colors are not modelled), their byte counts (from the spatial
 //! IR's message expansion, so they agree with the engines), and color
 //! assignment: first fit, reusing a color only where the routes' bounding
-//! boxes do not meet. Must not: move regions.
+//! boxes do not meet or their turns cannot overlap. Must not: move regions.
 
 use crate::fuse::Group;
 use crate::CompileError;
@@ -60,10 +60,21 @@ pub fn route(p: &mut Program, groups: &[Group]) -> Result<(), CompileError> {
     // First-fit colors.
     let avail = p.arch.program_colors();
     let feet: Vec<Vec<(u32, Rect)>> = p.routes.iter().map(|rt| route_footprint(p, rt)).collect();
+    // A route is live from its source's turn to its destination's; routes whose
+    // turns cannot overlap (successive layers on the same PEs) may share a color.
+    let live: Vec<(u32, u32)> = p
+        .routes
+        .iter()
+        .map(|rt| {
+            let (a, b) = (p.region(rt.src).turn, p.region(rt.dst).turn);
+            (a.min(b), a.max(b))
+        })
+        .collect();
     let mut by_color: Vec<Vec<usize>> = vec![Vec::new(); avail as usize];
     for i in 0..p.routes.len() {
         let need = p.routes[i].colors;
-        let free = |c: u32| by_color[c as usize].iter().all(|&j| !footprints_meet(&feet[j], &feet[i]));
+        let meet = |j: usize| live[j].0 <= live[i].1 && live[i].0 <= live[j].1 && footprints_meet(&feet[j], &feet[i]);
+        let free = |c: u32| by_color[c as usize].iter().all(|&j| !meet(j));
         let Some(c) = (0..avail.saturating_sub(need - 1)).find(|&c| (c..c + need).all(free)) else {
             return Err(CompileError::Colors {
                 route: format!(

@@ -17,6 +17,7 @@ pub mod cost;
 pub mod dtype;
 pub mod graph;
 pub mod limits;
+pub mod occupancy;
 pub mod spatial;
 pub mod spatial_text;
 pub mod spatial_verify;
@@ -28,6 +29,7 @@ pub use cost::{check_costs, graph_stats, op_cost, try_op_cost, CostOverflow, Gra
 pub use dtype::DType;
 pub use graph::{ActFn, Elementwise, Graph, GraphBuilder, NormKind, Op, OpId, OpKind, Tensor, TensorId, TensorKind};
 pub use limits::{fmt_bytes, ResourceError};
+pub use occupancy::{Cell, Occupancy};
 pub use spatial::{
     footprints_meet, route_footprint, route_messages, sram_need, Message, Pe, Program, Purpose, Rect, Reduce, Region,
     RegionId, Route, RouteId, RouteKind, Sram, Step, Work,

@@ -18,6 +18,9 @@
 pub const MAX_MESH_SIDE: u32 = 4096;
 /// Largest wafer count of a system or a program (largest announced cluster: 2,048).
 pub const MAX_WAFERS: u32 = 10_000;
+/// Largest turn of a region (its position in the step's schedule): ten
+/// times the regions of the largest preset program stacked one per turn.
+pub const MAX_TURN: u32 = 1 << 20;
 /// Clock range, GHz: 10 MHz to 10 GHz (WSE-3: 1.1 GHz).
 pub const MIN_CLOCK_GHZ: f64 = 0.01;
 pub const MAX_CLOCK_GHZ: f64 = 10.0;

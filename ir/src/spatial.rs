@@ -363,6 +363,16 @@ impl Sram {
     pub fn total(&self) -> u64 {
         self.checked_total().unwrap_or(u64::MAX)
     }
+    /// Adds what region `o` keeps on a PE this one's regions share, in another
+    /// turn: the code reserve is one (the larger), weights and KV caches are
+    /// resident side by side, and the buffers are scratch the turns reuse
+    /// (the larger: regions of different turns never compute together).
+    pub fn stack(&mut self, o: &Sram) {
+        self.code = self.code.max(o.code);
+        self.weights = self.weights.saturating_add(o.weights);
+        self.kv = self.kv.saturating_add(o.kv);
+        self.buffers = self.buffers.max(o.buffers);
+    }
     /// The sum, `None` if it does not fit in 64 bits.
     pub fn checked_total(&self) -> Option<u64> {
         crate::limits::checked_sum(&[self.code, self.weights, self.kv, self.buffers])
@@ -389,6 +399,14 @@ pub struct Region {
     pub layer: Option<u32>,
     pub wafer: u32,
     pub rect: Rect,
+    /// Position in the step's schedule. Regions of one turn may run at the
+    /// same time and must not share a PE; a PE shared by regions of different
+    /// turns runs them one after the other, in turn order. Turns never
+    /// decrease along `Program::regions`. A pipeline of disjoint regions is
+    /// all turn 0; a mapping that stacks layers on the same PEs gives every
+    /// region its own turn.
+    #[serde(default)]
+    pub turn: u32,
     /// Resident but not run this step (MoE experts the token is not routed to).
     pub active: bool,
     /// Graph ops fused into this region, by name.

@@ -10,7 +10,7 @@
 //! Must not: hide state that is not in the `Program` value.
 
 use crate::arch::{ArchSpec, PeSpec, RouterSpec, SystemSpec};
-use crate::limits::{MAX_BATCH, MAX_CONTEXT, MAX_MESH_SIDE, MAX_WAFERS};
+use crate::limits::{MAX_BATCH, MAX_CONTEXT, MAX_MESH_SIDE, MAX_TURN, MAX_WAFERS};
 use crate::spatial::*;
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -101,7 +101,7 @@ pub fn print_program(p: &Program) -> String {
             .collect();
         let _ = writeln!(
             s,
-            "r{i} {} layer={} wafer={} rect={},{},{}x{} active={} ops={} {work} sram={},{},{},{} steps={}",
+            "r{i} {} layer={} wafer={} rect={},{},{}x{}{} active={} ops={} {work} sram={},{},{},{} steps={}",
             q(&r.name),
             r.layer.map_or("-".to_string(), |l| l.to_string()),
             r.wafer,
@@ -109,6 +109,7 @@ pub fn print_program(p: &Program) -> String {
             r.rect.y,
             r.rect.w,
             r.rect.h,
+            if r.turn > 0 { format!(" turn={}", r.turn) } else { String::new() },
             r.active as u8,
             if r.ops.is_empty() { "-".to_string() } else { r.ops.join(",") },
             r.sram.code,
@@ -396,7 +397,7 @@ pub fn parse_program(text: &str) -> Result<Program, ParseError> {
             }
             let name = l.pos.get(1).cloned().ok_or_else(|| l.err("missing region name"))?;
             let kind = l.pos.get(2).map(String::as_str).unwrap_or("");
-            const COMMON: [&str; 7] = ["layer", "wafer", "rect", "active", "ops", "sram", "steps"];
+            const COMMON: [&str; 8] = ["layer", "wafer", "rect", "turn", "active", "ops", "sram", "steps"];
             let keys = |work: &[&'static str]| -> Vec<&'static str> { COMMON.iter().chain(work).copied().collect() };
             let work = match kind {
                 "gemv" => {
@@ -527,6 +528,10 @@ pub fn parse_program(text: &str) -> Result<Program, ParseError> {
                 layer,
                 wafer: l.int32("wafer", 0, MAX_WAFERS as u64 - 1)?,
                 rect,
+                turn: match l.kv.get("turn") {
+                    Some(_) => l.int32("turn", 0, MAX_TURN as u64)?,
+                    None => 0,
+                },
                 active: l.flag("active")?,
                 ops,
                 work,

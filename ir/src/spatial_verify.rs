@@ -1,9 +1,13 @@
 //! Spatial IR verifier.
 //!
 //! Owns: the rules a program must satisfy before it is simulated — regions
-//! inside the mesh and not overlapping, SRAM within capacity on every PE,
-//! tilings that cover their matrices, colors within the router's limit with
-//! same-colored routes disjoint, every receive matched by a send of the same
+//! inside the mesh, regions that share PEs in different turns (turns never
+//! decreasing in region order), SRAM within capacity on every physical PE
+//! (weights and KV caches of every region there summed, code and scratch
+//! buffers once: [`Sram::stack`]), tilings that cover their
+//! matrices, colors within the router's limit with same-colored routes
+//! disjoint wherever they can be live together (a route is live from its
+//! source's turn to its destination's), every receive matched by a send of the same
 //! size, routes between existing regions in execution order. Returns a
 //! witness, [`ProgramInfo`], that the simulators require. Must not: repair.
 
@@ -223,9 +227,25 @@ pub fn verify_program_checks(p: &Program, checks: Checks) -> Result<ProgramInfo,
             });
         }
     }
-    // Overlaps, per wafer (sorted sweep on x).
+    // Turns never decrease in execution order.
+    for i in 1..p.regions.len() {
+        if p.regions[i].turn < p.regions[i - 1].turn {
+            d.push(reg_err(
+                i,
+                format!(
+                    "turn {} comes before the turn {} of region {} `{}`: turns must not decrease in region order",
+                    p.regions[i].turn,
+                    p.regions[i - 1].turn,
+                    RegionId(i as u32 - 1),
+                    p.regions[i - 1].name
+                ),
+            ));
+        }
+    }
+    // Regions sharing PEs must take turns (sorted sweep on x, per wafer).
     let mut order: Vec<usize> = (0..p.regions.len()).collect();
     order.sort_by_key(|&i| (p.regions[i].wafer, p.regions[i].rect.x, i));
+    let mut shared = false;
     for (oi, &i) in order.iter().enumerate().filter(|_| checks.geometry) {
         let ri = &p.regions[i];
         for &j in &order[oi + 1..] {
@@ -234,12 +254,66 @@ pub fn verify_program_checks(p: &Program, checks: Checks) -> Result<ProgramInfo,
                 break;
             }
             if ri.rect.overlaps(&rj.rect) {
-                let (lo, hi) = (i.min(j), i.max(j));
-                d.push(reg_err(
-                    hi,
-                    format!("overlaps region {} `{}` on wafer {}", RegionId(lo as u32), p.regions[lo].name, ri.wafer),
-                ));
+                shared = true;
+                if ri.turn == rj.turn {
+                    let (lo, hi) = (i.min(j), i.max(j));
+                    d.push(reg_err(
+                        hi,
+                        format!(
+                            "overlaps region {} `{}` on wafer {} in the same turn {}: regions sharing PEs must take turns",
+                            RegionId(lo as u32),
+                            p.regions[lo].name,
+                            ri.wafer,
+                            ri.turn
+                        ),
+                    ));
+                }
             }
+        }
+    }
+    // SRAM per physical PE: everything resident there ([`Sram::stack`]).
+    let occ = crate::Occupancy::new(&p.regions.iter().map(|r| (r.wafer, r.rect)).collect::<Vec<_>>());
+    let cells = occ.cells();
+    let mut per_cell = vec![(Sram::default(), 0u32); cells.len()];
+    if d.is_empty() {
+        for r in &p.regions {
+            for c in occ.cells_of(r.wafer, r.rect) {
+                let (s, n) = &mut per_cell[c];
+                s.stack(&r.sram);
+                *n += 1;
+            }
+        }
+    }
+    if checks.sram && shared {
+        let mut over: Vec<(u64, usize)> = per_cell
+            .iter()
+            .enumerate()
+            .filter(|(_, (s, n))| *n > 1 && s.total() > a.pe.sram_bytes)
+            .map(|(c, (s, _))| (s.total(), c))
+            .collect();
+        over.sort_by_key(|&(t, c)| (std::cmp::Reverse(t), c));
+        for &(_, c) in over.iter().take(4) {
+            let (s, n) = per_cell[c];
+            let cell = cells[c];
+            d.push(ProgramDiag::Pe {
+                pe: cell.rect.pe(0, 0),
+                wafer: cell.wafer,
+                msg: format!(
+                    "SRAM overflow: {n} regions share {} PEs from here ({}x{}) and hold {} bytes on each (code {} + weights {} + KV {} + buffers {}) > {} per PE",
+                    cell.rect.pes(),
+                    cell.rect.w,
+                    cell.rect.h,
+                    s.total(),
+                    s.code,
+                    s.weights,
+                    s.kv,
+                    s.buffers,
+                    a.pe.sram_bytes
+                ),
+            });
+        }
+        if over.len() > 4 {
+            d.push(ProgramDiag::Program(format!("… SRAM overflows on {} more shared areas", over.len() - 4)));
         }
     }
     if !d.is_empty() {
@@ -320,10 +394,17 @@ pub fn verify_program_checks(p: &Program, checks: Checks) -> Result<ProgramInfo,
             by_color[c as usize].push(i);
         }
     }
+    // A route is live from its source's turn to its destination's: routes
+    // whose turns cannot overlap (successive layers on the same PEs) may share colors.
+    let live = |i: usize| {
+        let rt = &p.routes[i];
+        (p.region(rt.src).turn.min(p.region(rt.dst).turn), p.region(rt.src).turn.max(p.region(rt.dst).turn))
+    };
     for (c, list) in by_color.iter().enumerate() {
         for (x, &i) in list.iter().enumerate() {
             for &j in &list[x + 1..] {
-                if footprints_meet(&feet[i], &feet[j]) {
+                let ((a0, a1), (b0, b1)) = (live(i), live(j));
+                if a0 <= b1 && b0 <= a1 && footprints_meet(&feet[i], &feet[j]) {
                     d.push(ProgramDiag::Route {
                         route: RouteId(j as u32),
                         msg: format!("shares color {c} with route {} on overlapping paths", RouteId(i as u32)),
@@ -332,13 +413,32 @@ pub fn verify_program_checks(p: &Program, checks: Checks) -> Result<ProgramInfo,
             }
         }
     }
-    // Colors per router: routes' footprints stacked on a per-wafer grid.
-    let (w, h) = (a.mesh_width as usize, a.mesh_height as usize);
+    // Colors per router. Regions sharing PEs: the distinct colors whose
+    // routes' footprints cover a router (same-colored routes there are
+    // already known not to be live together).
     let mut colors_max = 0u32;
+    if shared && checks.routes {
+        let mut rects: Vec<(u32, Rect)> = valid.iter().flat_map(|&i| feet[i].iter().copied()).collect();
+        rects.retain(|(_, r)| r.w > 0 && r.h > 0);
+        let fo = crate::Occupancy::new(&rects);
+        let mut masks = vec![0u64; fo.cells().len()];
+        for &i in &valid {
+            let rt = &p.routes[i];
+            let bits = (rt.color..rt.color.saturating_add(rt.colors).min(64)).fold(0u64, |m, c| m | 1u64 << c);
+            for &(fw, b) in &feet[i] {
+                for c in fo.cells_of(fw, b) {
+                    masks[c] |= bits;
+                }
+            }
+        }
+        colors_max = masks.iter().map(|m| m.count_ones()).max().unwrap_or(0);
+    }
+    // Otherwise (disjoint regions): routes' footprints stacked on a per-wafer grid.
+    let (w, h) = (a.mesh_width as usize, a.mesh_height as usize);
     let mut wafers_with_routes: Vec<u32> = valid.iter().flat_map(|&i| feet[i].iter().map(|f| f.0)).collect();
     wafers_with_routes.sort_unstable();
     wafers_with_routes.dedup();
-    for wafer in wafers_with_routes {
+    for wafer in wafers_with_routes.into_iter().filter(|_| !shared) {
         let mut diff = vec![0i32; (w + 1) * (h + 1)];
         let mut any = false;
         for &i in &valid {
@@ -444,18 +544,16 @@ pub fn verify_program_checks(p: &Program, checks: Checks) -> Result<ProgramInfo,
     if !d.is_empty() {
         return Err(ProgramErrors(d));
     }
-    let used: Vec<&Region> = p.regions.iter().collect();
-    let pes: u64 = used.iter().map(|r| r.rect.pes()).sum();
-    // Each region's SRAM is within a PE's (at most 2^30) by now, and PEs are
-    // at most 2^38, so these sums fit; saturating all the same.
+    // Per-PE figures over the PEs regions occupy (each PE once, whatever shares it).
+    let pes = occ.pes();
     let sum = |f: &dyn Fn(&Sram) -> u64| -> u64 {
-        used.iter().fold(0u64, |acc, r| acc.saturating_add(f(&r.sram).saturating_mul(r.rect.pes())))
+        cells.iter().zip(&per_cell).fold(0u64, |acc, (c, (s, _))| acc.saturating_add(f(s).saturating_mul(c.rect.pes())))
     };
     let total = sum(&|s| s.total());
     Ok(ProgramInfo {
         pes_used: pes,
         sram_mean: if pes > 0 { total as f64 / pes as f64 } else { 0.0 },
-        sram_max: used.iter().map(|r| r.sram.total()).max().unwrap_or(0),
+        sram_max: per_cell.iter().map(|(s, _)| s.total()).max().unwrap_or(0),
         sram_code: sum(&|s| s.code),
         sram_weights: sum(&|s| s.weights),
         sram_kv: sum(&|s| s.kv),

@@ -98,6 +98,7 @@ impl MeshGemv {
             layer: None,
             wafer: 0,
             rect: Rect { x: 0, y: 0, w: self.grid, h: self.grid },
+            turn: 0,
             active: true,
             ops: vec!["gemv".into()],
             work,

@@ -248,6 +248,13 @@ pub fn simulate_analytical(p: &Program, info: &ProgramInfo) -> SimResult {
     let mut crit_pred: Vec<Option<usize>> = vec![None; n];
     let mut timings = Vec::with_capacity(n);
     let mut own: Vec<(RegionCost, f64, f64)> = Vec::with_capacity(n); // cost, route on-wafer, route inter-wafer
+                                                                      // Regions sharing PEs take turns: a region starts once the PEs it covers
+                                                                      // have finished the earlier regions they hold (per cell of the occupancy).
+    let occ = wafer_ir::Occupancy::new(&p.regions.iter().map(|r| (r.wafer, r.rect)).collect::<Vec<_>>());
+    let shared = occ.pes() < p.regions.iter().map(|r| r.rect.pes()).sum::<u64>();
+    let cells_of: Vec<Vec<usize>> =
+        if shared { p.regions.iter().map(|r| occ.cells_of(r.wafer, r.rect)).collect() } else { vec![Vec::new(); n] };
+    let mut cell_free = vec![(0.0f64, 0usize); if shared { occ.cells().len() } else { 0 }];
     for (i, r) in p.regions.iter().enumerate() {
         let mut cost = region_cost(&p.arch, &r.work, r.rect, p.batch, p.weight_dtype, p.kv_dtype);
         cost.reduce_comm += row_bcast(p, i);
@@ -279,8 +286,22 @@ pub fn simulate_analytical(p: &Program, info: &ProgramInfo) -> SimResult {
                 }
             }
         }
+        if r.active && shared {
+            let (free, holder) =
+                cells_of[i].iter().map(|&c| cell_free[c]).fold((0.0, 0), |a, b| if b.0 > a.0 { b } else { a });
+            if free > ready {
+                // The PEs, not the data, were the last to be ready: the region that held them
+                // is on the critical path (no route between them: nothing to add).
+                (ready, via, rc, ri) = (free, Some(holder), 0.0, 0.0);
+            }
+        }
         start[i] = ready;
         end[i] = if r.active { ready + cost.total() } else { 0.0 };
+        if r.active {
+            for &c in &cells_of[i] {
+                cell_free[c] = (end[i], i);
+            }
+        }
         crit_pred[i] = via;
         own.push((cost, rc, ri));
     }

@@ -82,8 +82,9 @@ pub fn estimate_event(p: &Program, info: &ProgramInfo) -> EventEstimate {
     let stamp = size_of::<Stamp>() as u64;
     // Per PE: input stamp and output port; per collective node (at most two per
     // PE): base stamp, counters, flags, role; per output line: four stamps and counters.
-    let per_pe = stamp + 8;
-    let per_node = stamp + 4 * 4 + 1 + size_of::<Role>() as u64;
+    // (The per-physical-PE port and compute unit are counted per region PE: at least as many.)
+    let per_pe = stamp + 8 + 8;
+    let per_node = stamp + 5 * 4 + 1 + size_of::<Role>() as u64;
     let per_line = 4 * stamp + 24;
     // Per message: the table entry, departure stamp, delivery flag, receive slot, send lists,
     // the expanded `wafer_ir::Message` it came from, and its heap entry.
@@ -440,9 +441,12 @@ struct Sim<'p> {
     msgs: Vec<Msg>,
     dep: Vec<Stamp>,
     delivered: Vec<bool>,
-    // Per PE (global index over active regions).
+    // Per PE of an active region (global index over active regions).
     pe_in: Vec<Stamp>,
+    // Per physical PE (dense index over the PEs active regions cover; regions
+    // sharing a PE share its entry): output port and compute unit free from.
     port: Vec<u64>,
+    pe_free: Vec<u64>,
     // Collective nodes (row nodes share the PE index; extra nodes follow).
     n_base: Vec<Stamp>,
     n_pending: Vec<u32>,
@@ -451,6 +455,8 @@ struct Sim<'p> {
     n_chain: Vec<bool>,
     n_add: Vec<u32>,
     n_role: Vec<Role>,
+    /// Physical PE of each node (row nodes are the regions' PEs).
+    n_pe: Vec<u32>,
     slot_arr: Vec<Stamp>,
     slot_msg: Vec<u32>,
     // Output lines (global index).
@@ -576,7 +582,8 @@ impl<'p> Sim<'p> {
             dep: Vec::new(),
             delivered: Vec::new(),
             pe_in: vec![Stamp::ZERO; pes as usize],
-            port: vec![0; pes as usize],
+            port: Vec::new(),
+            pe_free: Vec::new(),
             n_base: vec![Stamp::ZERO; nodes as usize],
             n_pending: vec![1; nodes as usize],
             n_slot_off: Vec::new(),
@@ -584,6 +591,7 @@ impl<'p> Sim<'p> {
             n_chain: vec![false; nodes as usize],
             n_add: vec![0; nodes as usize],
             n_role: vec![Role::Unused; nodes as usize],
+            n_pe: vec![0; nodes as usize],
             slot_arr: Vec::new(),
             slot_msg: Vec::new(),
             line_reg,
@@ -611,8 +619,56 @@ impl<'p> Sim<'p> {
             stats: EventStats::default(),
         };
         s.init_nodes();
+        s.place_nodes();
         s.build_messages();
         s
+    }
+
+    /// Physical PE of every node: regions that share PEs share their entries.
+    fn place_nodes(&mut self) {
+        let active: Vec<usize> = (0..self.regs.len()).filter(|&i| self.regs[i].active).collect();
+        let rects: Vec<(u32, wafer_ir::Rect)> =
+            active.iter().map(|&i| (self.regs[i].r.wafer, self.regs[i].r.rect)).collect();
+        let pes: u64 = rects.iter().map(|r| r.1.pes()).sum();
+        let occ = wafer_ir::Occupancy::new(&rects);
+        let shared = occ.pes() < pes;
+        for &ri in &active {
+            let g = &self.regs[ri];
+            let (rect, wafer, base) = (g.r.rect, g.r.wafer, g.pe_base);
+            for r in 0..rect.h {
+                for c in 0..rect.w {
+                    let n = (base + r * rect.w + c) as usize;
+                    // Without sharing, the region-PE index is the physical one.
+                    self.n_pe[n] = if shared { occ.index(wafer, rect.pe(r, c)).unwrap_or(0) as u32 } else { n as u32 };
+                }
+            }
+            let at = |r: u32, c: u32| self.n_pe[(base + r * rect.w + c) as usize];
+            let mut extra: Vec<(u32, u32)> = Vec::new();
+            if g.norm_base != NONE {
+                extra.extend((0..rect.w).map(|c| (g.norm_base + c, at(0, c))));
+            }
+            if g.argmax_base != NONE {
+                extra.extend((0..rect.h).map(|r| (g.argmax_base + r, at(r, 0))));
+            }
+            if g.col_node_base != NONE {
+                extra.extend((0..rect.h).map(|r| (g.col_node_base + r, at(r, 0))));
+            }
+            for (n, pe) in extra {
+                self.n_pe[n as usize] = pe;
+            }
+        }
+        let n = if shared { occ.pes() } else { pes } as usize;
+        self.port = vec![0; n];
+        self.pe_free = vec![0; n];
+    }
+
+    /// A task of `cost` cycles on physical PE `pe`, ready at `ready`: it
+    /// starts once the PE has finished what it took on before (of any region).
+    fn occupy(&mut self, pe: u32, ready: Stamp, cost: u64) -> Stamp {
+        let free = &mut self.pe_free[pe as usize];
+        let end = ready.wait_until(*free).compute(cost);
+        *free = end.t;
+        end
     }
 
     fn init_nodes(&mut self) {
@@ -798,7 +854,7 @@ impl<'p> Sim<'p> {
                         }
                     }
                 };
-                let port = self.pe_idx(si, m.from);
+                let port = self.n_pe[self.pe_idx(si, m.from) as usize];
                 self.push_msg(&m, ri as u32, port, dest);
             }
         }
@@ -937,7 +993,8 @@ impl<'p> Sim<'p> {
             match r.work {
                 Work::Embedding { .. } => {
                     let task = self.p.arch.pe.task_overhead_cycles as u64;
-                    let st = Stamp::ZERO.compute(task);
+                    let holder = self.n_pe[self.pe_idx(ri, r.out_pe(0)) as usize];
+                    let st = self.occupy(holder, Stamp::ZERO, task);
                     self.regs[ri].busy += task;
                     self.regs[ri].start = 0;
                     self.line_ready(ri, 0, st);
@@ -1145,7 +1202,8 @@ impl<'p> Sim<'p> {
         };
         let node = g.pe_base + r * g.r.rect.w + c;
         self.regs[reg].busy += cost;
-        self.node_base(node, ready.compute(cost));
+        let end = self.occupy(self.n_pe[node as usize], ready, cost);
+        self.node_base(node, end);
     }
 
     fn norm_start(&mut self, reg: usize) {
@@ -1235,7 +1293,8 @@ impl<'p> Sim<'p> {
         let w = g.r.rect.w;
         let node = g.pe_base + (block * rows_per_head + i / w) * w + i % w;
         self.regs[reg].busy += cost;
-        self.node_base(node, ready.compute(cost));
+        let end = self.occupy(self.n_pe[node as usize], ready, cost);
+        self.node_base(node, end);
     }
 
     fn node_base(&mut self, n: u32, st: Stamp) {
@@ -1267,24 +1326,31 @@ impl<'p> Sim<'p> {
             Role::Unused => return,
         };
         self.regs[reg].busy += add * (hi - lo) as u64;
+        let pe = self.n_pe[ni];
         let out = if send != NONE && self.n_chain[ni] && hi > lo {
             // A relay: earlier receives are added first; the last one streams
             // through the adder, its head passing on once it is down the ramp
             // (`arrive`) and through the adder (the ramp back up is the send's).
             let mut part = base;
             for s in lo..hi - 1 {
-                part = part.later(self.slot_arr[s]).compute(add);
+                let ready = part.later(self.slot_arr[s]);
+                part = self.occupy(pe, ready, add);
             }
             let arr = self.slot_arr[hi - 1];
             let ser = timing::serialization(&self.p.arch, self.msgs[self.slot_msg[hi - 1] as usize].bytes);
             let mut head = arr;
             head.t -= ser;
             head.comm = head.comm.saturating_sub(ser as u32);
-            part.later(head.compute(timing::adder_pass(&self.p.arch)))
+            let ready = part.later(head);
+            let out = self.occupy(pe, ready, timing::adder_pass(&self.p.arch));
+            // The stream holds the adder until its tail has passed.
+            self.pe_free[pe as usize] = self.pe_free[pe as usize].max(arr.t);
+            out
         } else {
             let mut part = base;
             for s in lo..hi {
-                part = part.later(self.slot_arr[s]).compute(add);
+                let ready = part.later(self.slot_arr[s]);
+                part = self.occupy(pe, ready, add);
             }
             part
         };
@@ -1323,7 +1389,8 @@ impl<'p> Sim<'p> {
             Work::Gemv { epilogue_ops, argmax, .. } => {
                 let cost = timing::elementwise(&self.p.arch, len(r.out_slice(l)) * self.batch, epilogue_ops);
                 self.regs[reg].busy += cost;
-                let end = start.compute(cost);
+                let root = self.n_pe[self.pe_idx(reg, r.out_pe(l)) as usize];
+                let end = self.occupy(root, start, cost);
                 if argmax {
                     let n = self.regs[reg].argmax_base + l;
                     self.node_base(n, end);

@@ -43,6 +43,7 @@ impl Builder {
             layer: None,
             wafer: 0,
             rect: Rect { x, y, w, h },
+            turn: 0,
             active: true,
             ops: vec![],
             work,

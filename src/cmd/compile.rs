@@ -5,7 +5,7 @@ use super::{to_json, Format};
 use crate::inputs::{load_arch, write_atomic};
 use crate::Exit;
 use serde::Serialize;
-use wafer_compiler::{compile, CompileOptions, CompileStats, Compiled, Wafers};
+use wafer_compiler::{compile, CompileOptions, CompileStats, Compiled, Strategy, Wafers};
 use wafer_ir::limits::MAX_WAFERS;
 use wafer_ir::{print_program, verify_graph, ArchSpec, Graph};
 use wafer_reports::{bytes, thousands};
@@ -25,6 +25,23 @@ pub struct MachineArgs {
     /// twice the rate and half the fabric bytes, as MeshGEMV; coarser sums).
     #[arg(long, value_enum, default_value_t = Accumulate::Fp32)]
     pub accumulate: Accumulate,
+    /// Mapping: `pipeline` (disjoint regions, one per fused op), `spread`
+    /// (every layer of a wafer over one block, layers taking turns on the same
+    /// PEs), `hybrid:K` (blocks of K layers), or `auto`: the fastest on the
+    /// cost model, the others' estimates shown.
+    #[arg(long, default_value = "auto", value_parser = parse_strategy)]
+    pub strategy: Strategy,
+    /// `spread`/`hybrid`: square blocks of P×P PEs (e.g. 512, as WaferLLM's llama8B_4k_1_512).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub grid: Option<u32>,
+    /// `spread`/`hybrid`: every GEMV reduces with MeshGEMV's two-chain `meet`
+    /// shape in G groups per row (WaferLLM's group_num).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub groups: Option<u32>,
+}
+
+fn parse_strategy(v: &str) -> Result<Strategy, String> {
+    v.parse()
 }
 
 /// `--accumulate`: the GEMV accumulator dtype.
@@ -44,6 +61,29 @@ impl Accumulate {
 }
 
 impl MachineArgs {
+    /// The arch preset with the default mapping flags.
+    pub fn preset(arch: &str, wafers: Option<String>) -> MachineArgs {
+        MachineArgs {
+            arch: arch.into(),
+            wafers,
+            accumulate: Accumulate::Fp32,
+            strategy: Strategy::Auto,
+            grid: None,
+            groups: None,
+        }
+    }
+
+    /// `base` with the compile options these flags set.
+    pub fn options(&self, base: CompileOptions) -> CompileOptions {
+        CompileOptions {
+            accumulate: self.accumulate.dtype(),
+            strategy: self.strategy,
+            grid: self.grid,
+            groups: self.groups,
+            ..base
+        }
+    }
+
     pub fn load(&self) -> Result<(ArchSpec, Wafers), Exit> {
         let arch = load_arch(&self.arch)?;
         let wafers = match self.wafers.as_deref() {
@@ -89,7 +129,7 @@ pub struct Args {
 pub fn compile_step(step: &StepArgs, machine: &MachineArgs, opts: CompileOptions) -> Result<(Graph, Compiled), Exit> {
     let loaded = machine.load()?;
     let g = step_graph(step)?;
-    let c = compile_graph(&g, &loaded, CompileOptions { accumulate: machine.accumulate.dtype(), ..opts })?;
+    let c = compile_graph(&g, &loaded, machine.options(opts))?;
     Ok((g, c))
 }
 
@@ -144,13 +184,30 @@ pub fn run(a: Args) -> Result<(), Exit> {
         }
         Format::Text => {
             println!("{} on {} × {} (context {}, batch {})", p.model, s.wafers, p.arch.name, p.context, p.batch);
+            let layout = if s.blocks.is_empty() {
+                format!("strip widths {:?}", s.strip_widths)
+            } else {
+                let b: Vec<String> = s.blocks.iter().map(|(w, h)| format!("{w}x{h}")).collect();
+                format!("blocks {}", b.join(", "))
+            };
+            println!("strategy:        {} ({layout})", s.strategy);
+            for alt in &s.alternatives {
+                match (alt.estimate_us, &alt.error) {
+                    (Some(us), _) => println!(
+                        "  {:<14} {:.1} µs per token on {} wafer(s) (analytical)",
+                        alt.strategy,
+                        us,
+                        alt.wafers.unwrap_or(0)
+                    ),
+                    (None, e) => println!("  {:<14} does not compile: {}", alt.strategy, e.as_deref().unwrap_or("")),
+                }
+            }
             println!(
-                "PEs used:        {} of {} ({:.1}%) in {} regions, strip widths {:?}",
+                "PEs used:        {} of {} ({:.1}%) in {} regions",
                 thousands(s.pes_used),
                 thousands(s.pes_available),
                 100.0 * s.pes_used as f64 / s.pes_available as f64,
                 s.regions,
-                s.strip_widths
             );
             println!(
                 "SRAM per PE:     mean {}, max {} of {} (code {}, weights {}, KV {}, buffers {} in total)",
@@ -176,10 +233,12 @@ pub fn run(a: Args) -> Result<(), Exit> {
                 "estimate:        {:.1} µs per token ({:.0} cycles at {} GHz, analytical)",
                 s.estimate_us, s.estimate_cycles, p.arch.clock_ghz
             );
-            println!(
-                "mapping search:  {:.2}× faster than one square per matrix on the cost model",
-                s.fixed_square_region_cycles / s.searched_region_cycles.max(1.0)
-            );
+            if s.strategy == "pipeline" {
+                println!(
+                    "mapping search:  {:.2}× faster than one square per matrix on the cost model",
+                    s.fixed_square_region_cycles / s.searched_region_cycles.max(1.0)
+                );
+            }
             if let Some(path) = &a.output {
                 println!("wrote {}", path.display());
             }

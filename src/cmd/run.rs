@@ -157,7 +157,7 @@ pub fn run_report_and_program(
     let m = machine.load()?;
     let g = step_graph(step)?;
     let gpu_est = gpu_spec.map(|s| gpu_estimate(&g, &s, gpu)).transpose()?;
-    let c = compile_graph(&g, &m, CompileOptions { accumulate: machine.accumulate.dtype(), ..Default::default() })?;
+    let c = compile_graph(&g, &m, machine.options(CompileOptions::default()))?;
     let t2 = std::time::Instant::now();
     let sim = simulate(engine, &c)?;
     let timings = wafer_reports::Timings {
@@ -234,12 +234,7 @@ fn functional(a: &Args) -> Result<FunctionalReport, Exit> {
             wafer_simulator::check_functional_budget(&g, a.steps, budget)?;
         }
         // Compile first: a model that does not fit fails before its weights are drawn.
-        let opts = CompileOptions {
-            wafers,
-            accumulate: a.machine.accumulate.dtype(),
-            max_memory_bytes: budget,
-            ..Default::default()
-        };
+        let opts = a.machine.options(CompileOptions { wafers, max_memory_bytes: budget, ..Default::default() });
         let c = wafer_compiler::compile(&g, &arch, &opts)?;
         let w = weights.get_or_insert_with(|| wafer_simulator::Weights::random(&g, 42));
         let tokens: Vec<u64> = (0..p.batch).map(|b| (7 * t + 13 * b + 3) % cfg.vocab).collect();

@@ -1,0 +1,330 @@
+//! Mappings that share PEs over time: `spread` and `hybrid:k`.
+//!
+//! Owns: cutting a wafer's layers into blocks of `k` layers (`spread`: one
+//! block holding every layer of the wafer's stage), the blocks' rectangles
+//! (a grid over the wafer, or a forced `P×P`), and every group's place, tiling
+//! and turn inside its block. Every matrix of a block's layers is spread over
+//! the whole block (MeshGEMV-style: `tile_k = ⌈k / C⌉`, `tile_n = ⌈n / R⌉`, a
+//! row reduction searched among chains, trees and two-chain `meet` groups, or
+//! `--groups G` forced); attention takes a searched sub-block whose place
+//! moves from layer to layer so the layers' KV caches land on different PEs;
+//! the layers take turns on the same PEs (region `i` runs at turn `i`).
+//! Feasibility is checked per physical PE as the verifier does
+//! ([`wafer_ir::Sram::stack`]): everything stacked on a PE must fit. Candidate blocks are scored on the cost model
+//! (the regions' closed forms plus streaming, and the hidden vector's trip
+//! across the block between regions). Must not: route, allocate or verify
+//! (the later passes do), or run an engine.
+
+use crate::fuse::{Group, GroupKind};
+use crate::partition::{assign_wafers, io_cycles, meet_candidates, reduce_candidates, Ctx};
+use crate::CompileError;
+use wafer_ir::{sram_need, Occupancy, Rect, Reduce, Work};
+
+/// How a `spread`-family mapping is asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SpreadOptions {
+    /// Layers per block (`hybrid:k`); `None` for one block per wafer (`spread`).
+    pub layers_per_block: Option<u32>,
+    /// Force square `P×P` blocks.
+    pub grid: Option<u32>,
+    /// Force every Gemv's row reduction to MeshGEMV's `meet` with this many groups.
+    pub groups: Option<u32>,
+}
+
+/// One group's place.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Placed {
+    pub wafer: u32,
+    pub rect: Rect,
+    pub work: Work,
+    pub turn: u32,
+}
+
+/// A spread layout: a place per group (in group order) and its score.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Layout {
+    pub wafers: u32,
+    pub placed: Vec<Placed>,
+    /// Σ over active regions of closed-form cost, streaming and hops between regions, cycles.
+    pub cost: f64,
+    /// Block size per wafer (columns, rows).
+    pub blocks: Vec<(u32, u32)>,
+}
+
+/// Square block sides tried besides the full grid cell.
+const SIDES: [u32; 8] = [1024, 900, 720, 600, 512, 360, 256, 128];
+
+/// Lays out `groups` on `wafers` wafers, or says why it cannot.
+pub fn spread(c: &Ctx, groups: &[Group], wafers: u32, o: &SpreadOptions) -> Result<Layout, CompileError> {
+    let assignment = assign_wafers(c, groups, wafers).ok_or(CompileError::Packing { wafers })?;
+    let (mw, mh) = (c.arch.mesh_width, c.arch.mesh_height);
+    let mut placed: Vec<Option<Placed>> = vec![None; groups.len()];
+    let mut blocks = Vec::new();
+    let mut total = 0.0;
+    let used = assignment.iter().copied().max().map_or(1, |m| m + 1);
+    for wafer in 0..used {
+        let members: Vec<usize> = (0..groups.len()).filter(|&i| assignment[i] == wafer).collect();
+        // Block of each member: by layer position on this wafer, k layers a block.
+        let mut layers: Vec<u32> = members.iter().filter_map(|&i| groups[i].layer).collect();
+        layers.dedup();
+        let k = o.layers_per_block.unwrap_or(layers.len().max(1) as u32).max(1) as usize;
+        let nb = layers.len().div_ceil(k).max(1);
+        let block_of: Vec<usize> = members
+            .iter()
+            .map(|&i| match groups[i].layer {
+                Some(l) => layers.iter().position(|&x| x == l).unwrap_or(0) / k,
+                None if members.iter().take_while(|&&j| j != i).any(|&j| groups[j].layer.is_some()) => nb - 1,
+                None => 0,
+            })
+            .collect();
+        // The embedding table (whole rows per PE: lumpy) gets its own strip along
+        // the bottom of the wafer, as many rows per PE as SRAM allows; the
+        // blocks share the rest.
+        let mut strip_h = 0u32;
+        let mut embed_at: Option<(usize, Placed)> = None;
+        for &i in &members {
+            if let GroupKind::Embedding { vocab, hidden } = groups[i].kind {
+                let row = c.weight.bytes_for(hidden).max(1);
+                let fit = (c.arch.usable_sram() / row).max(1);
+                let rows_per_pe = fit.min(vocab.div_ceil(mw as u64));
+                let h = vocab.div_ceil(rows_per_pe * mw as u64) as u32;
+                if h >= mh {
+                    return Err(CompileError::Packing { wafers });
+                }
+                strip_h = h;
+                let rect = Rect { x: 0, y: mh - h, w: mw, h };
+                embed_at = Some((
+                    i,
+                    Placed {
+                        wafer,
+                        rect,
+                        work: Work::Embedding { vocab, hidden, rows_per_pe, token: vocab / 2 },
+                        turn: 0,
+                    },
+                ));
+            }
+        }
+        let mh = mh - strip_h;
+        // A grid of nb cells over the wafer, as square as the mesh allows.
+        let bx = (1..=nb as u32).min_by_key(|&bx| {
+            let by = (nb as u32).div_ceil(bx);
+            let (w, h) = (mw / bx, mh / by.max(1));
+            (w.max(h) as u64 * 1000 / w.min(h).max(1) as u64, bx)
+        });
+        let bx = bx.unwrap_or(1);
+        let by = (nb as u32).div_ceil(bx);
+        let (cw, ch) = (mw / bx, mh / by);
+        if cw == 0 || ch == 0 {
+            return Err(CompileError::Packing { wafers });
+        }
+        let mut sizes: Vec<(u32, u32)> = match o.grid {
+            Some(p) => vec![(p, p)],
+            None => std::iter::once((cw, ch)).chain(SIDES.iter().map(|&s| (s, s))).collect(),
+        };
+        sizes.retain(|&(w, h)| w >= 1 && h >= 1 && w <= cw && h <= ch);
+        if sizes.is_empty() {
+            return Err(CompileError::Unsupported {
+                op: "--grid".into(),
+                why: format!(
+                    "a {0}x{0} block does not fit a {cw}x{ch} cell of wafer {wafer} ({mw}x{mh} PEs, {nb} block(s))",
+                    o.grid.unwrap_or(0)
+                ),
+            });
+        }
+        let mut best: Option<(f64, (u32, u32), Vec<Placed>)> = None;
+        let in_blocks: Vec<usize> =
+            members.iter().copied().filter(|&i| embed_at.as_ref().is_none_or(|e| e.0 != i)).collect();
+        let blocks_of: Vec<usize> =
+            members.iter().zip(&block_of).filter(|(i, _)| in_blocks.contains(i)).map(|(_, &b)| b).collect();
+        for (bw, bh) in sizes {
+            // The fastest attention shapes first; where the KV caches then overflow, spread them thinner.
+            for kv_cap in [u64::MAX, 4, 1] {
+                let Some((cost, p)) =
+                    lay_blocks(c, groups, &in_blocks, &blocks_of, wafer, (bx, cw, ch), (bw, bh), o, kv_cap)
+                else {
+                    continue;
+                };
+                if best.as_ref().is_none_or(|b| cost < b.0) {
+                    best = Some((cost, (bw, bh), p));
+                }
+                break;
+            }
+        }
+        let Some((cost, size, p)) = best else { return Err(CompileError::Packing { wafers }) };
+        total += cost;
+        blocks.push(size);
+        for (&i, pl) in in_blocks.iter().zip(p) {
+            placed[i] = Some(pl);
+        }
+        if let Some((i, pl)) = embed_at {
+            total += c.region_cycles(&pl.work, pl.rect);
+            placed[i] = Some(pl);
+        }
+    }
+    let mut placed: Vec<Placed> =
+        placed.into_iter().map(|p| p.ok_or(CompileError::Packing { wafers })).collect::<Result<_, _>>()?;
+    for (i, p) in placed.iter_mut().enumerate() {
+        p.turn = i as u32;
+    }
+    Ok(Layout { wafers: used, placed, cost: total, blocks })
+}
+
+/// The members of one wafer laid out in blocks of `bw×bh` (at the corners of
+/// their grid cells), or `None` when some PE's SRAM overflows.
+#[allow(clippy::too_many_arguments)]
+fn lay_blocks(
+    c: &Ctx,
+    groups: &[Group],
+    members: &[usize],
+    block_of: &[usize],
+    wafer: u32,
+    (bx, cw, ch): (u32, u32, u32),
+    (bw, bh): (u32, u32),
+    o: &SpreadOptions,
+    kv_cap: u64,
+) -> Option<(f64, Vec<Placed>)> {
+    let probe = c.probe_program();
+    let mut out = Vec::with_capacity(members.len());
+    let mut cost = 0.0;
+    // Per block, how many regions of each kind it has placed: a region smaller
+    // than its block goes to the next slot of its kind, so the layers' weights
+    // and KV caches spread over the block instead of piling up in one corner.
+    let mut seen: Vec<Vec<(GroupKind, u32)>> = vec![Vec::new(); block_of.iter().max().map_or(1, |m| m + 1)];
+    let mut prev: Option<Rect> = None;
+    for (&i, &b) in members.iter().zip(block_of) {
+        let g = &groups[i];
+        let origin = ((b as u32 % bx) * cw, (b as u32 / bx) * ch);
+        let (work, rect) = match g.kind {
+            GroupKind::Gemv { n, k, glu, norm, argmax, epilogue_ops, align } => {
+                let tile_k = k.div_ceil(bw as u64);
+                let cols = k.div_ceil(tile_k) as u32;
+                let tile_n = n.div_ceil(bh as u64).next_multiple_of(align);
+                let rows = n.div_ceil(tile_n) as u32;
+                let rect = Rect { x: origin.0, y: origin.1, w: cols, h: rows };
+                let shapes: Vec<Reduce> = match o.groups {
+                    Some(gn) if cols >= 3 => vec![Reduce::Meet { group: cols.div_ceil(gn.clamp(1, cols)) }],
+                    Some(_) => vec![Reduce::Chain],
+                    None => reduce_candidates(cols).into_iter().chain(meet_candidates(cols)).collect(),
+                };
+                let work = |reduce| Work::Gemv {
+                    n,
+                    k,
+                    tile_n,
+                    tile_k,
+                    reduce,
+                    glu,
+                    norm,
+                    argmax,
+                    epilogue_ops,
+                    acc: c.acc,
+                    mac: true,
+                };
+                let best = shapes
+                    .into_iter()
+                    .map(|r| {
+                        let w = work(r);
+                        (c.region_cycles(&w, rect), w)
+                    })
+                    .min_by(|a, b| a.0.total_cmp(&b.0))?;
+                (best.1, rect)
+            }
+            GroupKind::Attention { kv_heads, group, head_dim, positions, slot } => {
+                let rph_max = (bh as u64 / kv_heads.max(1)) as u32;
+                if rph_max == 0 {
+                    return None;
+                }
+                let mut best: Option<((u64, f64), Work, u32, u32)> = None;
+                let mut w = bw;
+                loop {
+                    let mut rph = rph_max;
+                    loop {
+                        let pos_per_pe = positions.div_ceil(rph as u64 * w as u64);
+                        let empty_tail = (rph > 1 || w > 1) && pos_per_pe * (rph as u64 * w as u64 - 1) >= positions;
+                        if !empty_tail {
+                            for reduce in reduce_candidates(w) {
+                                let work = Work::Attention {
+                                    kv_heads,
+                                    group,
+                                    head_dim,
+                                    positions,
+                                    slot,
+                                    rows_per_head: rph,
+                                    pos_per_pe,
+                                    reduce,
+                                };
+                                let r = Rect { x: 0, y: 0, w, h: kv_heads as u32 * rph };
+                                let cyc = c.region_cycles(&work, r);
+                                // Within the cap on cached positions per PE, the fastest;
+                                // failing that, the fewest positions per PE.
+                                let key = (pos_per_pe.max(kv_cap) - kv_cap, cyc);
+                                if best.as_ref().is_none_or(|b| key.0 < b.0 .0 || (key.0 == b.0 .0 && key.1 < b.0 .1)) {
+                                    best = Some((key, work, w, rph));
+                                }
+                            }
+                        }
+                        if rph == 1 {
+                            break;
+                        }
+                        rph = rph.div_ceil(2);
+                    }
+                    if w == 1 {
+                        break;
+                    }
+                    w = w.div_ceil(2);
+                }
+                let (_, work, w, rph) = best?;
+                (work, Rect { x: origin.0, y: origin.1, w, h: kv_heads as u32 * rph })
+            }
+            GroupKind::Embedding { vocab, hidden } => {
+                let rows_per_pe = vocab.div_ceil(bw as u64 * bh as u64);
+                let h = vocab.div_ceil(rows_per_pe * bw as u64) as u32;
+                (
+                    Work::Embedding { vocab, hidden, rows_per_pe, token: vocab / 2 },
+                    Rect { x: origin.0, y: origin.1, w: bw, h },
+                )
+            }
+        };
+        let rect = {
+            let kinds = &mut seen[b];
+            let n = match kinds.iter_mut().find(|(k, _)| *k == g.kind) {
+                Some((_, n)) => {
+                    *n += 1;
+                    *n - 1
+                }
+                None => {
+                    kinds.push((g.kind.clone(), 1));
+                    0
+                }
+            };
+            let (sx, sy) = ((bw / rect.w).max(1), (bh / rect.h).max(1));
+            let s = n % (sx * sy);
+            Rect { x: rect.x + (s % sx) * rect.w, y: rect.y + (s / sx) * rect.h, ..rect }
+        };
+        if g.active {
+            cost += c.region_cycles(&work, rect) + io_cycles(c, &work);
+            // The hidden vector crosses from the last region's row roots to this one's heads.
+            if let Some(pr) = prev {
+                let hops = pr.x.abs_diff(rect.x) + pr.y.abs_diff(rect.y) + pr.h.max(rect.h) + pr.w.max(rect.w) / 2;
+                cost += (hops as u64 * c.arch.router.hop_latency_cycles as u64) as f64;
+            }
+            prev = Some(rect);
+        }
+        if sram_need(&probe, &work).total() > c.arch.pe.sram_bytes {
+            return None;
+        }
+        out.push(Placed { wafer, rect, work, turn: 0 });
+    }
+    // Everything stacked on a PE must fit its SRAM.
+    let occ = Occupancy::new(&out.iter().map(|p| (p.wafer, p.rect)).collect::<Vec<_>>());
+    let mut per_cell = vec![wafer_ir::Sram::default(); occ.cells().len()];
+    for p in &out {
+        let s = sram_need(&probe, &p.work);
+        for cell in occ.cells_of(p.wafer, p.rect) {
+            per_cell[cell].stack(&s);
+        }
+    }
+    if per_cell.iter().any(|s| s.total() > c.arch.pe.sram_bytes) {
+        return None;
+    }
+    Some((cost, out))
+}
