@@ -406,10 +406,10 @@ pub fn compile(g: &Graph, arch: &ArchSpec, opts: &CompileOptions) -> Result<Comp
         opts.max_memory_bytes,
     )
     .map_err(CompileError::Resources)?;
-    let mut dumps = Vec::new();
+    let dumps = std::cell::RefCell::new(Vec::new());
     let mut after = |pass: &str, p: &Program| -> Result<(), CompileError> {
         if opts.dump_after.iter().any(|d| d == pass) {
-            dumps.push((pass.to_string(), print_program(p)));
+            dumps.borrow_mut().push((pass.to_string(), print_program(p)));
         }
         if opts.verify_each {
             if let Some(c) = checks_after(pass) {
@@ -438,12 +438,15 @@ pub fn compile(g: &Graph, arch: &ArchSpec, opts: &CompileOptions) -> Result<Comp
             } else {
                 vec![Strategy::Pipeline, Strategy::Spread, Strategy::Hybrid(4)]
             };
-            let mut best: Option<(f64, Built)> = None;
+            let mut best: Option<(f64, Built, std::ops::Range<usize>)> = None;
             let mut first_err = None;
             let mut alts = Vec::new();
+            let fused = dumps.borrow().len();
             for s in tried {
+                let from = dumps.borrow().len();
                 match one(s, &mut after) {
                     Ok(b) => {
+                        let dumped = from..dumps.borrow().len();
                         let est = wafer_simulator::simulate_analytical(&b.program, &b.info);
                         alts.push(Alternative {
                             strategy: s.name(),
@@ -453,8 +456,8 @@ pub fn compile(g: &Graph, arch: &ArchSpec, opts: &CompileOptions) -> Result<Comp
                         });
                         // Fewer wafers first (auto wafers), then the faster.
                         let key = (b.program.wafers, est.cycles);
-                        if best.as_ref().is_none_or(|(c, bb)| (key.0, key.1) < (bb.program.wafers, *c)) {
-                            best = Some((est.cycles, b));
+                        if best.as_ref().is_none_or(|(c, bb, _)| (key.0, key.1) < (bb.program.wafers, *c)) {
+                            best = Some((est.cycles, b, dumped));
                         }
                     }
                     Err(e) => {
@@ -469,7 +472,14 @@ pub fn compile(g: &Graph, arch: &ArchSpec, opts: &CompileOptions) -> Result<Comp
                 }
             }
             match best {
-                Some((_, b)) => (b, alts),
+                Some((_, b, dumped)) => {
+                    // The dumps of the strategy kept, after the shared `fuse` ones.
+                    let mut d = dumps.borrow_mut();
+                    let kept: Vec<(String, String)> = d[dumped].to_vec();
+                    d.truncate(fused);
+                    d.extend(kept);
+                    (b, alts)
+                }
                 None => return Err(first_err.unwrap_or(CompileError::Packing { wafers: 0 })),
             }
         }
@@ -504,7 +514,7 @@ pub fn compile(g: &Graph, arch: &ArchSpec, opts: &CompileOptions) -> Result<Comp
         blocks: built.blocks.clone(),
         alternatives,
     };
-    Ok(Compiled { program: built.program, info, stats, dumps })
+    Ok(Compiled { program: built.program, info, stats, dumps: dumps.into_inner() })
 }
 
 /// One strategy's verified program with what its search found.

@@ -87,7 +87,8 @@ fn the_searched_mapping_beats_one_square_per_matrix_on_the_cost_model() {
     for (model, wafers) in
         [("llama-2-7b", Wafers::Fixed(1)), ("mixtral-8x7b", Wafers::Auto), ("llama-3.1-8b", Wafers::Fixed(1))]
     {
-        let c = compile_on(&graph(model, 4096), "wse3", wafers).unwrap();
+        let opts = CompileOptions { wafers, strategy: wafer_compiler::Strategy::Pipeline, ..Default::default() };
+        let c = compile(&graph(model, 4096), &arch_preset("wse3").unwrap(), &opts).unwrap();
         let gain = c.stats.fixed_square_region_cycles / c.stats.searched_region_cycles;
         println!("{model}: searched mapping {gain:.3}x faster than squares on the cost model");
         assert!(gain > 1.0, "{model}: {gain}");

@@ -28,7 +28,13 @@ fn tiny(dump: Vec<String>) -> wafer_compiler::Compiled {
     compile(
         &g,
         &arch(),
-        &CompileOptions { wafers: Wafers::Fixed(1), verify_each: true, dump_after: dump, ..Default::default() },
+        &CompileOptions {
+            wafers: Wafers::Fixed(1),
+            verify_each: true,
+            dump_after: dump,
+            strategy: wafer_compiler::Strategy::Pipeline,
+            ..Default::default()
+        },
     )
     .unwrap()
 }

@@ -93,7 +93,7 @@ impl Acc {
 /// The three maps, one grid per wafer each.
 #[derive(Debug, Clone)]
 pub struct WaferMaps {
-    /// SRAM allocated per PE, bytes (each region's largest PE).
+    /// SRAM allocated per PE, bytes (each region's largest PE; regions sharing a PE stacked).
     pub sram: Vec<Grid>,
     /// Fraction of the step each PE computes.
     pub busy: Vec<Grid>,
@@ -108,12 +108,23 @@ pub fn wafer_maps(p: &Program, sim: &FinishedSim) -> WaferMaps {
     let busy_of: BTreeMap<&str, f64> = sim.regions.iter().map(|r| (r.region.as_str(), r.busy_fraction)).collect();
     let mk = || (0..p.wafers).map(|_| Acc::new(&g)).collect::<Vec<_>>();
     let (mut sram, mut busy, mut link) = (mk(), mk(), mk());
-    for r in p.regions.iter().filter(|r| r.wafer < p.wafers) {
-        let w = r.wafer as usize;
-        let s = r.sram.total() as f64;
+    // Per physical PE (cells of the occupancy): what every region there keeps
+    // (`Sram::stack`, as the verifier counts it) and the sum of their busy fractions.
+    let mine: Vec<&wafer_ir::Region> = p.regions.iter().filter(|r| r.wafer < p.wafers).collect();
+    let occ = wafer_ir::Occupancy::new(&mine.iter().map(|r| (r.wafer, r.rect)).collect::<Vec<_>>());
+    let cells = occ.cells();
+    let mut stacked = vec![(wafer_ir::Sram::default(), 0.0f64); cells.len()];
+    for r in &mine {
         let b = if r.active { busy_of.get(r.name.as_str()).copied().unwrap_or(0.0) } else { 0.0 };
-        for (acc, v) in [(&mut sram[w], s), (&mut busy[w], b), (&mut link[w], 0.0)] {
-            g.cover(r.rect, |i, n| {
+        for c in occ.cells_of(r.wafer, r.rect) {
+            stacked[c].0.stack(&r.sram);
+            stacked[c].1 += b;
+        }
+    }
+    for (cell, (s, b)) in cells.iter().zip(&stacked) {
+        let w = cell.wafer as usize;
+        for (acc, v) in [(&mut sram[w], s.total() as f64), (&mut busy[w], *b), (&mut link[w], 0.0)] {
+            g.cover(cell.rect, |i, n| {
                 acc.sum[i] += v * n as f64;
                 acc.used[i] += n;
             });

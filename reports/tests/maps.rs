@@ -14,7 +14,8 @@ fn tiny(mesh: &str) -> (Program, FinishedSim) {
     let cfg = parse_hf_config(TINY, "tiny.json", "tiny").unwrap();
     let g = decode_graph(&cfg, &DecodeParams { context: 16, ..Default::default() }).unwrap();
     verify_graph(&g).unwrap();
-    let opts = CompileOptions { wafers: Wafers::Fixed(1), ..Default::default() };
+    let opts =
+        CompileOptions { wafers: Wafers::Fixed(1), strategy: wafer_compiler::Strategy::Pipeline, ..Default::default() };
     let c = compile(&g, &arch_preset(mesh).unwrap(), &opts).unwrap();
     let sim = simulate_analytical(&c.program, &c.info).finished().unwrap();
     (c.program, sim)
@@ -67,4 +68,26 @@ fn trace_has_a_track_per_region_and_the_critical_path() {
         let (s, d) = (e["ts"].as_f64().unwrap(), e["dur"].as_f64().unwrap());
         assert!(s >= ps - 1e-3 && s + d <= ps + pd + 1e-3, "{e}");
     }
+}
+
+#[test]
+fn a_pe_shared_by_regions_shows_everything_stacked_on_it() {
+    let cfg = parse_hf_config(TINY, "tiny.json", "tiny").unwrap();
+    let g = decode_graph(&cfg, &DecodeParams { context: 16, ..Default::default() }).unwrap();
+    let opts =
+        CompileOptions { wafers: Wafers::Fixed(1), strategy: wafer_compiler::Strategy::Spread, ..Default::default() };
+    let c = compile(&g, &arch_preset("mesh:32x32").unwrap(), &opts).unwrap();
+    let sim = simulate_analytical(&c.program, &c.info).finished().unwrap();
+    let m = wafer_maps(&c.program, &sim);
+    let grid = &m.sram[0];
+    // PE (0, 0) lies in the first block: every region covering it adds its weights and KV.
+    let mut want = wafer_ir::Sram::default();
+    let mut n = 0;
+    for r in c.program.regions.iter().filter(|r| r.rect.x == 0 && r.rect.y == 0) {
+        want.stack(&r.sram);
+        n += 1;
+    }
+    assert!(n >= 2, "PE (0,0) is shared");
+    assert_eq!(grid.get(0, 0), want.total() as f64);
+    assert_eq!(grid.values.iter().filter(|v| v.is_finite()).count() as u64, c.info.pes_used);
 }
