@@ -171,6 +171,30 @@ fn height_ladder(mh: u32) -> Vec<u32> {
     v
 }
 
+/// The attention tilings of `g` on `w` columns and `rph` rows per head, one
+/// per reduction shape; none when the last PE would hold no position (a
+/// taller or narrower block may not leave it empty).
+pub(crate) fn attention_works(g: &GroupKind, w: u32, rph: u32) -> Vec<Work> {
+    let GroupKind::Attention { kv_heads, group, head_dim, positions, slot } = *g else { return Vec::new() };
+    let pos_per_pe = positions.div_ceil(rph as u64 * w as u64);
+    if (rph > 1 || w > 1) && pos_per_pe * (rph as u64 * w as u64 - 1) >= positions {
+        return Vec::new();
+    }
+    reduce_candidates(w)
+        .into_iter()
+        .map(|reduce| Work::Attention {
+            kv_heads,
+            group,
+            head_dim,
+            positions,
+            slot,
+            rows_per_head: rph,
+            pos_per_pe,
+            reduce,
+        })
+        .collect()
+}
+
 /// Every SRAM-feasible shape of `g` no wider than the strip `ws`, pruned to
 /// the Pareto front of (height, cost): taller only where it is cheaper.
 fn candidates(c: &Ctx, probe: &Program, g: &GroupKind, ws: u32, mh: u32) -> Vec<Cand> {
@@ -230,24 +254,10 @@ fn candidates(c: &Ctx, probe: &Program, g: &GroupKind, ws: u32, mh: u32) -> Vec<
                 }
             }
         }
-        GroupKind::Attention { kv_heads, group, head_dim, positions, slot } => {
+        GroupKind::Attention { kv_heads, .. } => {
             for &w in &widths {
                 for rph in 1..=(mh as u64 / kv_heads) as u32 {
-                    let pos_per_pe = positions.div_ceil(rph as u64 * w as u64);
-                    if (rph > 1 || w > 1) && pos_per_pe * (rph as u64 * w as u64 - 1) >= positions {
-                        continue; // the last PE would be empty; a taller block may not be
-                    }
-                    for reduce in reduce_candidates(w) {
-                        let work = Work::Attention {
-                            kv_heads,
-                            group,
-                            head_dim,
-                            positions,
-                            slot,
-                            rows_per_head: rph,
-                            pos_per_pe,
-                            reduce,
-                        };
+                    for work in attention_works(g, w, rph) {
                         push(kv_heads as u32 * rph, w, work);
                     }
                 }

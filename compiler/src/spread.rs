@@ -16,7 +16,7 @@
 //! (the later passes do), or run an engine.
 
 use crate::fuse::{Group, GroupKind};
-use crate::partition::{assign_wafers, io_cycles, meet_candidates, reduce_candidates, Ctx};
+use crate::partition::{assign_wafers, attention_works, io_cycles, meet_candidates, reduce_candidates, Ctx};
 use crate::CompileError;
 use wafer_ir::{sram_need, Occupancy, Rect, Reduce, Work};
 
@@ -228,7 +228,7 @@ fn lay_blocks(
                     .min_by(|a, b| a.0.total_cmp(&b.0))?;
                 (best.1, rect)
             }
-            GroupKind::Attention { kv_heads, group, head_dim, positions, slot } => {
+            GroupKind::Attention { kv_heads, .. } => {
                 let rph_max = (bh as u64 / kv_heads.max(1)) as u32;
                 if rph_max == 0 {
                     return None;
@@ -238,28 +238,15 @@ fn lay_blocks(
                 loop {
                     let mut rph = rph_max;
                     loop {
-                        let pos_per_pe = positions.div_ceil(rph as u64 * w as u64);
-                        let empty_tail = (rph > 1 || w > 1) && pos_per_pe * (rph as u64 * w as u64 - 1) >= positions;
-                        if !empty_tail {
-                            for reduce in reduce_candidates(w) {
-                                let work = Work::Attention {
-                                    kv_heads,
-                                    group,
-                                    head_dim,
-                                    positions,
-                                    slot,
-                                    rows_per_head: rph,
-                                    pos_per_pe,
-                                    reduce,
-                                };
-                                let r = Rect { x: 0, y: 0, w, h: kv_heads as u32 * rph };
-                                let cyc = c.region_cycles(&work, r);
-                                // Within the cap on cached positions per PE, the fastest;
-                                // failing that, the fewest positions per PE.
-                                let key = (pos_per_pe.max(kv_cap) - kv_cap, cyc);
-                                if best.as_ref().is_none_or(|b| key.0 < b.0 .0 || (key.0 == b.0 .0 && key.1 < b.0 .1)) {
-                                    best = Some((key, work, w, rph));
-                                }
+                        for work in attention_works(&g.kind, w, rph) {
+                            let Work::Attention { pos_per_pe, .. } = work else { continue };
+                            let r = Rect { x: 0, y: 0, w, h: kv_heads as u32 * rph };
+                            let cyc = c.region_cycles(&work, r);
+                            // Within the cap on cached positions per PE, the fastest;
+                            // failing that, the fewest positions per PE.
+                            let key = (pos_per_pe.max(kv_cap) - kv_cap, cyc);
+                            if best.as_ref().is_none_or(|b| key.0 < b.0 .0 || (key.0 == b.0 .0 && key.1 < b.0 .1)) {
+                                best = Some((key, work, w, rph));
                             }
                         }
                         if rph == 1 {
