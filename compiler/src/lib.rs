@@ -108,6 +108,21 @@ pub struct CompileOptions {
     pub grid: Option<u32>,
     /// `spread`/`hybrid` only: force MeshGEMV's `meet` reduction with `G` groups.
     pub groups: Option<u32>,
+    /// What [`Strategy::Auto`] minimises first.
+    pub objective: Objective,
+}
+
+/// What [`Strategy::Auto`] minimises first when the strategies need different
+/// wafer counts (each strategy takes the fewest wafers it fits on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Objective {
+    /// The fewest wafers (what `--wafers auto` promises); among equals, the
+    /// lowest estimated latency.
+    #[default]
+    Wafers,
+    /// The lowest estimated latency, whatever wafer count it takes; among
+    /// equals, the fewest wafers.
+    Latency,
 }
 
 impl Default for CompileOptions {
@@ -121,6 +136,7 @@ impl Default for CompileOptions {
             strategy: Strategy::Auto,
             grid: None,
             groups: None,
+            objective: Objective::Wafers,
         }
     }
 }
@@ -454,9 +470,12 @@ pub fn compile(g: &Graph, arch: &ArchSpec, opts: &CompileOptions) -> Result<Comp
                             wafers: Some(b.program.wafers),
                             error: None,
                         });
-                        // Fewer wafers first (auto wafers), then the faster.
-                        let key = (b.program.wafers, est.cycles);
-                        if best.as_ref().is_none_or(|(c, bb, _)| (key.0, key.1) < (bb.program.wafers, *c)) {
+                        // The objective first, then the other figure.
+                        let better = |c: f64, w: u32| match opts.objective {
+                            Objective::Latency => (est.cycles, b.program.wafers) < (c, w),
+                            Objective::Wafers => (b.program.wafers, est.cycles) < (w, c),
+                        };
+                        if best.as_ref().is_none_or(|(c, bb, _)| better(*c, bb.program.wafers)) {
                             best = Some((est.cycles, b, dumped));
                         }
                     }

@@ -11,7 +11,8 @@
 use crate::fuse::Group;
 use crate::CompileError;
 use wafer_ir::{
-    footprints_meet, route_footprint, route_messages, Program, Rect, Reduce, RegionId, Route, RouteId, RouteKind, Work,
+    footprints_meet, for_each_message, route_footprint, Program, Rect, Reduce, RegionId, Route, RouteId, RouteKind,
+    Work,
 };
 
 /// Adds the routes of `groups` (whose regions `p` holds, in the same order) and colors them.
@@ -54,7 +55,14 @@ pub fn route(p: &mut Program, groups: &[Group]) -> Result<(), CompileError> {
     }
     p.routes = routes;
     for i in 0..p.routes.len() {
-        let bytes = route_messages(p, RouteId(i as u32)).iter().map(|m| m.bytes).sum();
+        let bytes = match reduce_bytes(p, &p.routes[i]) {
+            Some(b) => b,
+            None => {
+                let mut bytes = 0u64;
+                for_each_message(p, RouteId(i as u32), |m| bytes += m.bytes);
+                bytes
+            }
+        };
         p.routes[i].bytes = bytes;
     }
     // First-fit colors.
@@ -92,4 +100,33 @@ pub fn route(p: &mut Program, groups: &[Group]) -> Result<(), CompileError> {
         }
     }
     Ok(())
+}
+
+/// The bytes a `reduce` route carries, in closed form (a full-wafer reduction
+/// sends millions of messages; the verifier still counts them one by one, so
+/// this sum is checked against the messages on every compile).
+fn reduce_bytes(p: &Program, rt: &Route) -> Option<u64> {
+    if rt.kind != RouteKind::Reduce {
+        return None;
+    }
+    let r = p.region(rt.src);
+    let b = p.batch;
+    let sends = |shape: Reduce, n: u32| shape.rounds(n).iter().map(|round| round.len() as u64).sum::<u64>();
+    match r.work {
+        Work::Gemv { reduce, acc, .. } => {
+            let per_row: u64 = (0..r.rect.h)
+                .map(|row| {
+                    let (lo, hi) = r.rows_of(row);
+                    acc.bytes_for((hi - lo) * b)
+                })
+                .sum();
+            Some(per_row * sends(reduce, r.rect.w))
+        }
+        Work::Attention { kv_heads, group, head_dim, rows_per_head, reduce, .. } => {
+            let bytes = 4 * group * (head_dim + 2) * b;
+            let rows = kv_heads * rows_per_head as u64;
+            Some(bytes * (rows * sends(reduce, r.rect.w) + kv_heads * sends(Reduce::Chain, rows_per_head)))
+        }
+        Work::Embedding { .. } => Some(0),
+    }
 }

@@ -105,49 +105,67 @@ pub fn spread(c: &Ctx, groups: &[Group], wafers: u32, o: &SpreadOptions) -> Resu
             }
         }
         let mh = mh - strip_h;
-        // A grid of nb cells over the wafer, as square as the mesh allows.
-        let bx = (1..=nb as u32).min_by_key(|&bx| {
-            let by = (nb as u32).div_ceil(bx);
-            let (w, h) = (mw / bx, mh / by.max(1));
-            (w.max(h) as u64 * 1000 / w.min(h).max(1) as u64, bx)
-        });
-        let bx = bx.unwrap_or(1);
-        let by = (nb as u32).div_ceil(bx);
-        let (cw, ch) = (mw / bx, mh / by);
-        if cw == 0 || ch == 0 {
-            return Err(CompileError::Packing { wafers });
-        }
-        let mut sizes: Vec<(u32, u32)> = match o.grid {
-            Some(p) => vec![(p, p)],
-            None => std::iter::once((cw, ch)).chain(SIDES.iter().map(|&s| (s, s))).collect(),
-        };
-        sizes.retain(|&(w, h)| w >= 1 && h >= 1 && w <= cw && h <= ch);
-        if sizes.is_empty() {
-            return Err(CompileError::Unsupported {
-                op: "--grid".into(),
-                why: format!(
-                    "a {0}x{0} block does not fit a {cw}x{ch} cell of wafer {wafer} ({mw}x{mh} PEs, {nb} block(s))",
-                    o.grid.unwrap_or(0)
-                ),
-            });
-        }
-        let mut best: Option<(f64, (u32, u32), Vec<Placed>)> = None;
         let in_blocks: Vec<usize> =
             members.iter().copied().filter(|&i| embed_at.as_ref().is_none_or(|e| e.0 != i)).collect();
         let blocks_of: Vec<usize> =
             members.iter().zip(&block_of).filter(|(i, _)| in_blocks.contains(i)).map(|(_, &b)| b).collect();
-        for (bw, bh) in sizes {
-            // The fastest attention shapes first; where the KV caches then overflow, spread them thinner.
-            for kv_cap in [u64::MAX, 4, 1] {
-                let Some((cost, p)) =
-                    lay_blocks(c, groups, &in_blocks, &blocks_of, wafer, (bx, cw, ch), (bw, bh), o, kv_cap)
-                else {
-                    continue;
-                };
-                if best.as_ref().is_none_or(|b| cost < b.0) {
-                    best = Some((cost, (bw, bh), p));
+        let mut best: Option<(f64, (u32, u32), Vec<Placed>)> = None;
+        let mut grid_err = None;
+        // Attention either shares the blocks' PEs with the weights or takes a
+        // strip of its own above the embedding (its scratch and KV cache then
+        // never stack on weights: what a wide GQA group needs).
+        let mut att_heights = vec![0u32];
+        if members.iter().any(|&i| matches!(groups[i].kind, GroupKind::Attention { .. })) {
+            att_heights.extend([mh / 16, mh / 8, mh / 4].into_iter().filter(|&h| h >= 1));
+            att_heights.dedup();
+        }
+        for att_h in att_heights {
+            let mh = mh - att_h;
+            let att = (att_h > 0).then_some(Rect { x: 0, y: mh, w: mw, h: att_h });
+            // A grid of nb cells over the wafer, as square as the mesh allows.
+            let bx = (1..=nb as u32).min_by_key(|&bx| {
+                let by = (nb as u32).div_ceil(bx);
+                let (w, h) = (mw / bx, mh / by.max(1));
+                (w.max(h) as u64 * 1000 / w.min(h).max(1) as u64, bx)
+            });
+            let bx = bx.unwrap_or(1);
+            let by = (nb as u32).div_ceil(bx);
+            let (cw, ch) = (mw / bx, mh / by);
+            if cw == 0 || ch == 0 {
+                continue;
+            }
+            let mut sizes: Vec<(u32, u32)> = match o.grid {
+                Some(p) => vec![(p, p)],
+                None => std::iter::once((cw, ch)).chain(SIDES.iter().map(|&s| (s, s))).collect(),
+            };
+            sizes.retain(|&(w, h)| w >= 1 && h >= 1 && w <= cw && h <= ch);
+            if sizes.is_empty() {
+                grid_err.get_or_insert(CompileError::Unsupported {
+                    op: "--grid".into(),
+                    why: format!(
+                        "a {0}x{0} block does not fit a {cw}x{ch} cell of wafer {wafer} ({mw}x{mh} PEs, {nb} block(s))",
+                        o.grid.unwrap_or(0)
+                    ),
+                });
+                continue;
+            }
+            for (bw, bh) in sizes {
+                // The fastest attention shapes first; where the KV caches then overflow, spread them thinner.
+                for kv_cap in [u64::MAX, 4, 1] {
+                    let area = Area { wafer, grid: (bx, cw, ch), block: (bw, bh), att };
+                    let Some((cost, p)) = lay_blocks(c, groups, &in_blocks, &blocks_of, &area, o, kv_cap) else {
+                        continue;
+                    };
+                    if best.as_ref().is_none_or(|b| cost < b.0) {
+                        best = Some((cost, (bw, bh), p));
+                    }
+                    break;
                 }
-                break;
+            }
+        }
+        if best.is_none() {
+            if let Some(e) = grid_err {
+                return Err(e);
             }
         }
         let Some((cost, size, p)) = best else { return Err(CompileError::Packing { wafers }) };
@@ -169,21 +187,32 @@ pub fn spread(c: &Ctx, groups: &[Group], wafers: u32, o: &SpreadOptions) -> Resu
     Ok(Layout { wafers: used, placed, cost: total, blocks })
 }
 
+/// Where one wafer's blocks go.
+struct Area {
+    wafer: u32,
+    /// Grid cells per row, cell width and height.
+    grid: (u32, u32, u32),
+    /// Block width and height (at the corner of its cell).
+    block: (u32, u32),
+    /// The attention strip, when attention does not share the blocks.
+    att: Option<Rect>,
+}
+
 /// The members of one wafer laid out in blocks of `bw×bh` (at the corners of
 /// their grid cells), or `None` when some PE's SRAM overflows.
-#[allow(clippy::too_many_arguments)]
 fn lay_blocks(
     c: &Ctx,
     groups: &[Group],
     members: &[usize],
     block_of: &[usize],
-    wafer: u32,
-    (bx, cw, ch): (u32, u32, u32),
-    (bw, bh): (u32, u32),
+    area: &Area,
     o: &SpreadOptions,
     kv_cap: u64,
 ) -> Option<(f64, Vec<Placed>)> {
+    let Area { wafer, grid: (bx, cw, ch), block: (bw, bh), att } = *area;
     let probe = c.probe_program();
+    // Every layer's attention has the same shape: searched once.
+    let mut att_memo: Vec<(GroupKind, Work, u32, u32)> = Vec::new();
     let mut out = Vec::with_capacity(members.len());
     let mut cost = 0.0;
     // Per block, how many regions of each kind it has placed: a region smaller
@@ -229,38 +258,20 @@ fn lay_blocks(
                 (best.1, rect)
             }
             GroupKind::Attention { kv_heads, .. } => {
-                let rph_max = (bh as u64 / kv_heads.max(1)) as u32;
-                if rph_max == 0 {
-                    return None;
-                }
-                let mut best: Option<((u64, f64), Work, u32, u32)> = None;
-                let mut w = bw;
-                loop {
-                    let mut rph = rph_max;
-                    loop {
-                        for work in attention_works(&g.kind, w, rph) {
-                            let Work::Attention { pos_per_pe, .. } = work else { continue };
-                            let r = Rect { x: 0, y: 0, w, h: kv_heads as u32 * rph };
-                            let cyc = c.region_cycles(&work, r);
-                            // Within the cap on cached positions per PE, the fastest;
-                            // failing that, the fewest positions per PE.
-                            let key = (pos_per_pe.max(kv_cap) - kv_cap, cyc);
-                            if best.as_ref().is_none_or(|b| key.0 < b.0 .0 || (key.0 == b.0 .0 && key.1 < b.0 .1)) {
-                                best = Some((key, work, w, rph));
-                            }
-                        }
-                        if rph == 1 {
-                            break;
-                        }
-                        rph = rph.div_ceil(2);
+                // In the attention strip when there is one, else in the block.
+                let (ox, oy, aw, ah) = match att {
+                    Some(r) => (r.x, r.y, r.w, r.h),
+                    None => (origin.0, origin.1, bw, bh),
+                };
+                let (work, w, rph) = match att_memo.iter().find(|m| m.0 == g.kind) {
+                    Some(m) => (m.1.clone(), m.2, m.3),
+                    None => {
+                        let (work, w, rph) = attention_shape(c, &g.kind, aw, ah, kv_cap)?;
+                        att_memo.push((g.kind.clone(), work.clone(), w, rph));
+                        (work, w, rph)
                     }
-                    if w == 1 {
-                        break;
-                    }
-                    w = w.div_ceil(2);
-                }
-                let (_, work, w, rph) = best?;
-                (work, Rect { x: origin.0, y: origin.1, w, h: kv_heads as u32 * rph })
+                };
+                (work, Rect { x: ox, y: oy, w, h: kv_heads as u32 * rph })
             }
             GroupKind::Embedding { vocab, hidden } => {
                 let rows_per_pe = vocab.div_ceil(bw as u64 * bh as u64);
@@ -283,7 +294,11 @@ fn lay_blocks(
                     0
                 }
             };
-            let (sx, sy) = ((bw / rect.w).max(1), (bh / rect.h).max(1));
+            let (aw, ah) = match (att, &g.kind) {
+                (Some(r), GroupKind::Attention { .. }) => (r.w, r.h),
+                _ => (bw, bh),
+            };
+            let (sx, sy) = ((aw / rect.w).max(1), (ah / rect.h).max(1));
             let s = n % (sx * sy);
             Rect { x: rect.x + (s % sx) * rect.w, y: rect.y + (s / sx) * rect.h, ..rect }
         };
@@ -314,4 +329,37 @@ fn lay_blocks(
         return None;
     }
     Some((cost, out))
+}
+
+/// The attention shape (work, width, rows per head) within `aw×ah` PEs:
+/// within the cap on cached positions per PE, the fastest; failing that, the
+/// fewest positions per PE.
+fn attention_shape(c: &Ctx, kind: &GroupKind, aw: u32, ah: u32, kv_cap: u64) -> Option<(Work, u32, u32)> {
+    let GroupKind::Attention { kv_heads, positions, .. } = *kind else { return None };
+    let rph_max = (ah as u64 / kv_heads.max(1)) as u32;
+    let mut best: Option<((u64, f64), Work, u32, u32)> = None;
+    for rph in 1..=rph_max {
+        // Widths that give each count of cached positions per PE exactly
+        // (the fewest PEs holding it), plus the halvings of the area.
+        let mut widths: Vec<u32> = std::iter::successors(Some(aw), |&w| (w > 1).then(|| w.div_ceil(2))).collect();
+        for p in [1u64, 2, 3, 4, 6, 8, 12, 16, 24, 32] {
+            let w = positions.div_ceil(p * rph as u64);
+            if w <= aw as u64 {
+                widths.push(w as u32);
+            }
+        }
+        widths.sort_unstable();
+        widths.dedup();
+        for w in widths {
+            for work in attention_works(kind, w, rph) {
+                let Work::Attention { pos_per_pe, .. } = work else { continue };
+                let cyc = c.region_cycles(&work, Rect { x: 0, y: 0, w, h: kv_heads as u32 * rph });
+                let key = (pos_per_pe.max(kv_cap) - kv_cap, cyc);
+                if best.as_ref().is_none_or(|b| key.0 < b.0 .0 || (key.0 == b.0 .0 && key.1 < b.0 .1)) {
+                    best = Some((key, work, w, rph));
+                }
+            }
+        }
+    }
+    best.map(|(_, work, w, rph)| (work, w, rph))
 }

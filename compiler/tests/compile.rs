@@ -33,6 +33,7 @@ fn llama_3_1_8b_fits_one_wse3_at_context_4096() {
 #[test]
 fn llama_3_1_70b_picks_its_wafer_count_and_too_few_is_an_error_with_numbers() {
     let g = graph("llama-3.1-70b", 4096);
+    // The fewest wafers (the default objective); the error below names the pipeline's count.
     let auto = compile_on(&g, "wse3", Wafers::Auto).unwrap();
     let n = auto.stats.wafers;
     assert!((5..=10).contains(&n), "{n} wafers");
@@ -182,4 +183,65 @@ fn a_region_no_pe_can_hold_is_named_with_its_bytes() {
     assert_eq!(region, "l0.attention");
     assert!(need > sram, "{need} {sram}");
     assert!(e.to_string().contains("smaller batch"), "{e}");
+}
+
+/// The analytical estimate of a compiled program, cycles.
+fn estimate(c: &Compiled) -> f64 {
+    wafer_simulator::simulate_analytical(&c.program, &c.info).cycles
+}
+
+/// Issue 11's acceptance: `auto` is never slower than any single strategy on
+/// the same inputs. On one WSE-3 (the wafer count fixed), every preset that
+/// one wafer holds, at context 1024: auto's estimate is at most each
+/// strategy's that compiles, and auto names the strategy it kept.
+#[test]
+fn auto_is_never_slower_than_any_single_strategy_on_one_wafer() {
+    use wafer_compiler::Strategy;
+    let arch = arch_preset("wse3").unwrap();
+    let mut compared = 0;
+    for model in ["gpt2", "llama-3.2-1b", "llama-3.2-3b", "llama-3.1-8b", "mistral-7b-v0.1", "qwen2.5-7b", "gpt-j-6b"] {
+        let g = graph(model, 1024);
+        let with =
+            |strategy| compile(&g, &arch, &CompileOptions { wafers: Wafers::Fixed(1), strategy, ..Default::default() });
+        let auto = with(Strategy::Auto).unwrap_or_else(|e| panic!("{model}: {e}"));
+        assert!(["pipeline", "spread", "hybrid:4"].contains(&auto.stats.strategy.as_str()), "{}", auto.stats.strategy);
+        for s in [Strategy::Pipeline, Strategy::Spread, Strategy::Hybrid(4)] {
+            let Ok(one) = with(s) else { continue };
+            assert!(
+                estimate(&auto) <= estimate(&one),
+                "{model}: auto ({}) {} cycles, {} {} cycles",
+                auto.stats.strategy,
+                estimate(&auto),
+                s.name(),
+                estimate(&one)
+            );
+            compared += 1;
+        }
+    }
+    assert!(compared >= 14, "{compared} comparisons");
+}
+
+/// With `--wafers auto` each strategy takes the fewest wafers it fits on; the
+/// objective says which figure auto minimises first. llama-3.1-8b on WSE-2:
+/// the pipeline fits one wafer, spread takes more and is faster.
+#[test]
+fn the_objective_chooses_between_fewer_wafers_and_lower_latency() {
+    use wafer_compiler::{Objective, Strategy};
+    let g = graph("llama-3.1-8b", 4096);
+    let arch = arch_preset("wse2").unwrap();
+    let with = |strategy, objective| {
+        compile(&g, &arch, &CompileOptions { wafers: Wafers::Auto, strategy, objective, ..Default::default() }).unwrap()
+    };
+    let fewest = with(Strategy::Auto, Objective::Wafers);
+    let fastest = with(Strategy::Auto, Objective::Latency);
+    for s in [Strategy::Pipeline, Strategy::Spread, Strategy::Hybrid(4)] {
+        let Ok(one) = compile(&g, &arch, &CompileOptions { wafers: Wafers::Auto, strategy: s, ..Default::default() })
+        else {
+            continue;
+        };
+        assert!(fewest.program.wafers <= one.program.wafers, "{}", s.name());
+        assert!(estimate(&fastest) <= estimate(&one), "{}", s.name());
+    }
+    assert!(fastest.program.wafers > fewest.program.wafers, "{} vs {}", fastest.program.wafers, fewest.program.wafers);
+    assert!(estimate(&fastest) < estimate(&fewest));
 }

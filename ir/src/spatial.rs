@@ -613,13 +613,42 @@ fn overlap(a: (u64, u64), b: (u64, u64)) -> u64 {
 /// every line's transfers (rows of the region for `reduce`, row 0 for `norm`,
 /// column 0 for `argmax`), round by round.
 pub fn route_messages(p: &Program, id: RouteId) -> Vec<Message> {
+    let mut out = Vec::new();
+    for_each_message(p, id, |m| out.push(*m));
+    out
+}
+
+/// Hands `f` the messages of `route`, in [`route_messages`]'s order, without
+/// collecting them: a full-wafer reduction sends millions.
+pub fn for_each_message(p: &Program, id: RouteId, mut f: impl FnMut(&Message)) {
+    if p.arch.router.multicast {
+        multicast_messages(p, id, |m| f(&m));
+        return;
+    }
+    // Without multicast, every PE a tail would reach gets its own copy from the source.
+    multicast_messages(p, id, |m| {
+        for dy in 0..=m.fan_rows {
+            for dx in 0..=m.fan_cols {
+                f(&Message {
+                    to: Pe { x: if m.west { m.to.x - dx } else { m.to.x + dx }, y: m.to.y + dy },
+                    fan_cols: 0,
+                    fan_rows: 0,
+                    west: false,
+                    ..m
+                })
+            }
+        }
+    });
+}
+
+/// The messages of `route` with multicast tails, in order.
+fn multicast_messages(p: &Program, id: RouteId, mut out: impl FnMut(Message)) {
     let rt = p.route(id);
     let src = p.region(rt.src);
     let dst = p.region(rt.dst);
     let act = p.act_dtype;
     let b = p.batch;
     let inter = src.wafer != dst.wafer;
-    let mut out = Vec::new();
     let msg = |purpose: Purpose, from: Pe, to: Pe, bytes: u64, fan_cols: u32, fan_rows: u32, round: u32| Message {
         from,
         to,
@@ -641,10 +670,12 @@ pub fn route_messages(p: &Program, id: RouteId) -> Vec<Message> {
                 let from = src.out_pe(r);
                 match dst.work {
                     Work::Gemv { .. } => {
-                        for c in 0..dst.rect.w {
+                        // Columns hold ascending input slices: start at the first that ends past `s`.
+                        let first = partition_point(dst.rect.w, |c| dst.cols_of(c).1 <= s.0);
+                        for c in (first..dst.rect.w).take_while(|&c| dst.cols_of(c).0 < s.1) {
                             let n = overlap(s, dst.cols_of(c));
                             if n > 0 {
-                                out.push(msg(
+                                out(msg(
                                     Purpose::ColumnInput,
                                     from,
                                     dst.rect.pe(0, c),
@@ -662,7 +693,7 @@ pub fn route_messages(p: &Program, id: RouteId) -> Vec<Message> {
                             let top = dst.rect.pe(h as u32 * rows_per_head, 0);
                             let q = overlap(s, (h * qw, (h + 1) * qw));
                             if q > 0 {
-                                out.push(msg(
+                                out(msg(
                                     Purpose::Query,
                                     from,
                                     top,
@@ -679,7 +710,7 @@ pub fn route_messages(p: &Program, id: RouteId) -> Vec<Message> {
                                 let lo = kbase + part * kv_heads * kw + h * kw;
                                 let n = overlap(s, (lo, lo + kw));
                                 if n > 0 {
-                                    out.push(msg(Purpose::KvAppend, from, holder, act.bytes_for(n * b), 0, 0, 0));
+                                    out(msg(Purpose::KvAppend, from, holder, act.bytes_for(n * b), 0, 0, 0));
                                 }
                             }
                         }
@@ -691,10 +722,12 @@ pub fn route_messages(p: &Program, id: RouteId) -> Vec<Message> {
         RouteKind::Residual => {
             for r in 0..src.out_lines() {
                 let s = src.out_slice(r);
-                for r2 in 0..dst.out_lines() {
+                // Output lines hold ascending slices: start at the first that ends past `s`.
+                let first = partition_point(dst.out_lines(), |r2| dst.out_slice(r2).1 <= s.0);
+                for r2 in (first..dst.out_lines()).take_while(|&r2| dst.out_slice(r2).0 < s.1) {
                     let n = overlap(s, dst.out_slice(r2));
                     if n > 0 {
-                        out.push(msg(Purpose::Residual, src.out_pe(r), dst.out_pe(r2), act.bytes_for(n * b), 0, 0, 0));
+                        out(msg(Purpose::Residual, src.out_pe(r), dst.out_pe(r2), act.bytes_for(n * b), 0, 0, 0));
                     }
                 }
             }
@@ -709,7 +742,7 @@ pub fn route_messages(p: &Program, id: RouteId) -> Vec<Message> {
                             continue;
                         }
                         for &(a, z) in pairs {
-                            out.push(msg(
+                            out(msg(
                                 Purpose::Collective,
                                 src.rect.pe(r, a),
                                 src.rect.pe(r, z),
@@ -730,7 +763,7 @@ pub fn route_messages(p: &Program, id: RouteId) -> Vec<Message> {
                 for (round, pairs) in row_rounds.iter().enumerate() {
                     for r in 0..(kv_heads as u32 * rows_per_head) {
                         for &(a, z) in pairs {
-                            out.push(msg(
+                            out(msg(
                                 Purpose::Collective,
                                 src.rect.pe(r, a),
                                 src.rect.pe(r, z),
@@ -746,7 +779,7 @@ pub fn route_messages(p: &Program, id: RouteId) -> Vec<Message> {
                     for h in 0..kv_heads as u32 {
                         for &(a, z) in pairs {
                             let base = h * rows_per_head;
-                            out.push(msg(
+                            out(msg(
                                 Purpose::Collective,
                                 src.rect.pe(base + a, 0),
                                 src.rect.pe(base + z, 0),
@@ -767,19 +800,11 @@ pub fn route_messages(p: &Program, id: RouteId) -> Vec<Message> {
             let n = rounds.len();
             for (i, pairs) in rounds.iter().enumerate() {
                 for &(a, z) in pairs {
-                    out.push(msg(Purpose::Collective, src.rect.pe(0, a), src.rect.pe(0, z), 8 * b, 0, 0, i as u32));
+                    out(msg(Purpose::Collective, src.rect.pe(0, a), src.rect.pe(0, z), 8 * b, 0, 0, i as u32));
                 }
             }
             if src.rect.w > 1 {
-                out.push(msg(
-                    Purpose::NormBcast,
-                    src.rect.pe(0, 0),
-                    src.rect.pe(0, 1),
-                    8 * b,
-                    src.rect.w - 2,
-                    0,
-                    n as u32,
-                ));
+                out(msg(Purpose::NormBcast, src.rect.pe(0, 0), src.rect.pe(0, 1), 8 * b, src.rect.w - 2, 0, n as u32));
             }
         }
         RouteKind::Bcast => {
@@ -795,10 +820,10 @@ pub fn route_messages(p: &Program, id: RouteId) -> Vec<Message> {
                     let bytes = act.bytes_for((hi - lo) * b);
                     let c = root.x - src.rect.x;
                     if c + 1 < w {
-                        out.push(msg(Purpose::RowBcast, root, Pe { x: root.x + 1, y: root.y }, bytes, w - c - 2, 0, 0));
+                        out(msg(Purpose::RowBcast, root, Pe { x: root.x + 1, y: root.y }, bytes, w - c - 2, 0, 0));
                     }
                     if c > 0 {
-                        out.push(Message {
+                        out(Message {
                             west: true,
                             ..msg(Purpose::RowBcast, root, Pe { x: root.x - 1, y: root.y }, bytes, c - 1, 0, 0)
                         });
@@ -809,28 +834,25 @@ pub fn route_messages(p: &Program, id: RouteId) -> Vec<Message> {
         RouteKind::Argmax => {
             for (i, pairs) in Reduce::Tree.rounds(src.rect.h).iter().enumerate() {
                 for &(a, z) in pairs {
-                    out.push(msg(Purpose::Collective, src.rect.pe(a, 0), src.rect.pe(z, 0), 8 * b, 0, 0, i as u32));
+                    out(msg(Purpose::Collective, src.rect.pe(a, 0), src.rect.pe(z, 0), 8 * b, 0, 0, i as u32));
                 }
             }
         }
     }
-    if p.arch.router.multicast {
-        return out;
+}
+
+/// The first `i` in `0..n` where `pred` is false (`pred` true on a prefix).
+fn partition_point(n: u32, pred: impl Fn(u32) -> bool) -> u32 {
+    let (mut lo, mut hi) = (0u32, n);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if pred(mid) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
     }
-    // Without multicast, every PE a tail would reach gets its own copy from the source.
-    out.into_iter()
-        .flat_map(|m| {
-            (0..=m.fan_rows).flat_map(move |dy| {
-                (0..=m.fan_cols).map(move |dx| Message {
-                    to: Pe { x: if m.west { m.to.x - dx } else { m.to.x + dx }, y: m.to.y + dy },
-                    fan_cols: 0,
-                    fan_rows: 0,
-                    west: false,
-                    ..m
-                })
-            })
-        })
-        .collect()
+    lo
 }
 
 /// The SRAM a region's PEs need (the largest PE), from its work and the

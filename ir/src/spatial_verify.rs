@@ -367,16 +367,20 @@ pub fn verify_program_checks(p: &Program, checks: Checks) -> Result<ProgramInfo,
                 rt.color.saturating_add(rt.colors)
             )));
         }
-        let msgs = route_messages(p, id);
-        if msgs.is_empty() {
+        let (mut count, mut total, mut hops) = (0u64, 0u64, 0u32);
+        for_each_message(p, id, |m| {
+            count += 1;
+            total = total.saturating_add(m.bytes);
+            hops = hops.max(m.hops());
+        });
+        if count == 0 {
             d.push(rerr(format!("{} {} -> {} carries nothing (disconnected layouts)", rt.kind.name(), rt.src, rt.dst)));
         }
-        let total = msgs.iter().fold(0u64, |x, m| x.saturating_add(m.bytes));
         if total != rt.bytes {
             d.push(rerr(format!("declares {} bytes but its messages carry {total}", rt.bytes)));
         }
-        messages += msgs.len() as u64;
-        longest = longest.max(msgs.iter().map(Message::hops).max().unwrap_or(0));
+        messages += count;
+        longest = longest.max(hops);
     }
     // Same-colored routes must not share a router.
     let valid: Vec<usize> = (0..p.routes.len())

@@ -548,8 +548,11 @@ fn a_broken_spread_partition_is_caught() {
     assert!(bad[1..].iter().all(|&e| e > 1e-2), "{bad:?}");
     // Two regions sharing PEs in one turn are refused by the verifier.
     let mut p = c(&graph(&cfg, 4, 1));
-    let t = p.regions[2].turn;
-    p.regions[1].turn = t;
+    let i = (0..p.regions.len() - 1)
+        .find(|&i| p.regions[i].wafer == p.regions[i + 1].wafer && p.regions[i].rect.overlaps(&p.regions[i + 1].rect))
+        .expect("a spread mapping stacks successive regions");
+    let t = p.regions[i].turn;
+    p.regions[i + 1].turn = t;
     let errs = verify_program(&p).unwrap_err();
     assert!(errs.to_string().contains("same turn"), "{errs}");
 }

@@ -38,6 +38,18 @@ pub struct MachineArgs {
     /// shape in G groups per row (WaferLLM's group_num).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub groups: Option<u32>,
+    /// What `--strategy auto` minimises first when strategies need different
+    /// wafer counts (`--wafers auto`): `wafers` (the fewest, then the fastest)
+    /// or `latency` (the fastest, whatever wafer count it takes).
+    #[arg(long, value_enum, default_value_t = ObjectiveArg::Wafers)]
+    pub objective: ObjectiveArg,
+}
+
+/// `--objective`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ObjectiveArg {
+    Wafers,
+    Latency,
 }
 
 fn parse_strategy(v: &str) -> Result<Strategy, String> {
@@ -70,6 +82,7 @@ impl MachineArgs {
             strategy: Strategy::Auto,
             grid: None,
             groups: None,
+            objective: ObjectiveArg::Wafers,
         }
     }
 
@@ -80,6 +93,10 @@ impl MachineArgs {
             strategy: self.strategy,
             grid: self.grid,
             groups: self.groups,
+            objective: match self.objective {
+                ObjectiveArg::Latency => wafer_compiler::Objective::Latency,
+                ObjectiveArg::Wafers => wafer_compiler::Objective::Wafers,
+            },
             ..base
         }
     }

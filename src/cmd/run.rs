@@ -15,8 +15,13 @@ use wafer_workloads::decode_graph;
 /// Which engine times the step.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Engine {
-    /// Discrete-event: every message on every link, with contention (the reference).
+    /// The event engine where its run fits `--max-memory` and takes at most
+    /// 2^24 messages (about ten seconds), else the analytical one (full-wafer
+    /// spread mappings of large models send tens of millions of messages);
+    /// reports name the engine that ran.
     #[default]
+    Auto,
+    /// Discrete-event: every message on every link, with contention (the reference).
     Event,
     /// Closed form per region along the critical path: fast, for sweeps.
     Analytical,
@@ -42,6 +47,7 @@ impl Engine {
 
     pub fn name(self) -> &'static str {
         match self {
+            Engine::Auto => "auto",
             Engine::Event => "event",
             Engine::Analytical => "analytical",
             Engine::Functional => "functional",
@@ -107,6 +113,10 @@ pub struct Args {
     pub out: super::report_out::OutArgs,
 }
 
+/// The most messages `--engine auto` plays with the event engine (about ten
+/// seconds of it); beyond, or beyond `--max-memory`, auto runs the analytical one.
+pub const AUTO_EVENTS: u64 = 1 << 24;
+
 /// The event engine's limits: the defaults, with `--max-memory`.
 pub fn event_limits() -> EventLimits {
     EventLimits { max_memory_bytes: crate::inputs::max_memory(), ..Default::default() }
@@ -122,6 +132,13 @@ pub fn simulate(engine: Engine, c: &wafer_compiler::Compiled) -> Result<Finished
 /// one way to a latency is through [`wafer_simulator::SimResult::finished`].
 pub fn simulate_program(engine: Engine, p: &wafer_ir::Program, info: &ProgramInfo) -> Result<FinishedSim, Exit> {
     let sim = match engine {
+        Engine::Auto => match try_simulate_event(p, info, &EventLimits { max_events: AUTO_EVENTS, ..event_limits() }) {
+            Ok(sim) => sim,
+            Err(wafer_ir::ResourceError::Memory { .. } | wafer_ir::ResourceError::Work { .. }) => {
+                simulate_analytical(p, info)
+            }
+            Err(e) => return Err(e.into()),
+        },
         Engine::Event => try_simulate_event(p, info, &event_limits())?,
         Engine::Analytical => simulate_analytical(p, info),
         Engine::Functional => return Err(Engine::Functional.check_timing().unwrap_err()),
