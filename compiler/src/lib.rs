@@ -110,6 +110,9 @@ pub struct CompileOptions {
     pub groups: Option<u32>,
     /// What [`Strategy::Auto`] minimises first.
     pub objective: Objective,
+    /// `spread`/`hybrid` only: attention in a strip of its own (`Some(true)`),
+    /// inside the blocks (`Some(false)`), or whichever is faster (`None`).
+    pub attention_strip: Option<bool>,
 }
 
 /// What [`Strategy::Auto`] minimises first when the strategies need different
@@ -137,6 +140,7 @@ impl Default for CompileOptions {
             grid: None,
             groups: None,
             objective: Objective::Wafers,
+            attention_strip: None,
         }
     }
 }
@@ -438,8 +442,12 @@ pub fn compile(g: &Graph, arch: &ArchSpec, opts: &CompileOptions) -> Result<Comp
     after("fuse", &groups_to_program(g, arch, &groups, 1))?;
     let ctx =
         Ctx { arch, batch: g.batch, weight: g.weight_dtype, act: g.act_dtype, kv: g.kv_dtype, acc: opts.accumulate };
-    let spread_opts =
-        |k: Option<u32>| spread::SpreadOptions { layers_per_block: k, grid: opts.grid, groups: opts.groups };
+    let spread_opts = |k: Option<u32>| spread::SpreadOptions {
+        layers_per_block: k,
+        grid: opts.grid,
+        groups: opts.groups,
+        attention_strip: opts.attention_strip,
+    };
     let one = |s: Strategy, after: &mut dyn FnMut(&str, &Program) -> Result<(), CompileError>| match s {
         Strategy::Pipeline => compile_pipeline(g, arch, &ctx, &groups, opts, after),
         Strategy::Spread => compile_spread(g, arch, &ctx, &groups, opts.wafers, &spread_opts(None), after),
@@ -624,7 +632,10 @@ fn compile_spread(
                 match spread::spread(ctx, groups, n, o) {
                     Ok(l) => break l,
                     Err(e @ CompileError::Unsupported { .. }) => return Err(e),
-                    Err(e) => last = Some(e),
+                    // The error at the fewest wafers that could hold the bytes says the most.
+                    Err(e) => {
+                        last.get_or_insert(e);
+                    }
                 }
                 n += (n / 8).max(1);
             }

@@ -29,6 +29,9 @@ pub struct SpreadOptions {
     pub grid: Option<u32>,
     /// Force every Gemv's row reduction to MeshGEMV's `meet` with this many groups.
     pub groups: Option<u32>,
+    /// Where attention goes: `None` searched, `Some(false)` inside the
+    /// blocks, `Some(true)` in a strip of its own.
+    pub attention_strip: Option<bool>,
 }
 
 /// One group's place.
@@ -114,8 +117,13 @@ pub fn spread(c: &Ctx, groups: &[Group], wafers: u32, o: &SpreadOptions) -> Resu
         // Attention either shares the blocks' PEs with the weights or takes a
         // strip of its own above the embedding (its scratch and KV cache then
         // never stack on weights: what a wide GQA group needs).
-        let mut att_heights = vec![0u32];
-        if members.iter().any(|&i| matches!(groups[i].kind, GroupKind::Attention { .. })) {
+        let mut att_heights = Vec::new();
+        if o.attention_strip != Some(true) {
+            att_heights.push(0u32);
+        }
+        if o.attention_strip != Some(false)
+            && members.iter().any(|&i| matches!(groups[i].kind, GroupKind::Attention { .. }))
+        {
             att_heights.extend([mh / 16, mh / 8, mh / 4].into_iter().filter(|&h| h >= 1));
             att_heights.dedup();
         }

@@ -505,7 +505,16 @@ fn fp16_accumulation_is_honoured_within_its_error_bound() {
 // ---- mappings that share PEs over time ----
 
 fn compiled_with(arch: &wafer_ir::ArchSpec, g: &Graph, strategy: wafer_compiler::Strategy) -> Program {
-    let opts = wafer_compiler::CompileOptions { strategy, ..Default::default() };
+    compiled_opts(arch, g, strategy, None)
+}
+
+fn compiled_opts(
+    arch: &wafer_ir::ArchSpec,
+    g: &Graph,
+    strategy: wafer_compiler::Strategy,
+    attention_strip: Option<bool>,
+) -> Program {
+    let opts = wafer_compiler::CompileOptions { strategy, attention_strip, ..Default::default() };
     wafer_compiler::compile(g, arch, &opts).unwrap_or_else(|e| panic!("{strategy:?}: {e}")).program
 }
 
@@ -518,20 +527,43 @@ fn shared_pes(p: &Program) -> u64 {
 #[test]
 fn spread_and_hybrid_mappings_match_the_reference_on_three_meshes() {
     use wafer_compiler::Strategy;
+    let mut strips = 0;
     for (cfg, name) in [(model(LLAMA, "tiny-llama"), "tiny llama"), (model(GPT2, "tiny-gpt2"), "tiny gpt2")] {
         for (w, h, usable) in [(24, 24, 4096), (32, 16, 4096), (40, 40, 8192)] {
             let arch = small_mesh(w, h, usable);
-            for strategy in [Strategy::Spread, Strategy::Hybrid(1)] {
-                let c = |g: &Graph| compiled_with(&arch, g, strategy);
+            // Attention inside the blocks, and in a strip of its own (no weights under it)
+            // where the mesh has the rows for one.
+            for (strategy, strip) in
+                [(Strategy::Spread, Some(false)), (Strategy::Spread, Some(true)), (Strategy::Hybrid(1), None)]
+            {
+                let opts = wafer_compiler::CompileOptions { strategy, attention_strip: strip, ..Default::default() };
+                if strip == Some(true) && wafer_compiler::compile(&graph(&cfg, 4, 1), &arch, &opts).is_err() {
+                    continue;
+                }
+                strips += (strip == Some(true)) as u32;
+                let c = |g: &Graph| compiled_opts(&arch, g, strategy, strip);
                 let p = c(&graph(&cfg, 4, 1));
                 assert!(shared_pes(&p) > 0, "{name} {strategy:?} on mesh:{w}x{h} shares no PE");
+                if strip == Some(true) {
+                    let attn = |r: &wafer_ir::Region| matches!(r.work, wafer_ir::Work::Attention { .. });
+                    let under = p.regions.iter().filter(|a| attn(a)).any(|a| {
+                        p.regions
+                            .iter()
+                            .any(|g| matches!(g.work, wafer_ir::Work::Gemv { .. }) && g.rect.overlaps(&a.rect))
+                    });
+                    assert!(!under, "{name} on mesh:{w}x{h}: attention strip overlaps a Gemv");
+                }
                 assert!(p.regions.windows(2).all(|r| r[0].turn < r[1].turn), "every region its own turn");
                 let errs = compare(&cfg, 1, 6, &c, &|_, _| {}).unwrap_or_else(|e| panic!("{e}"));
-                println!("{name} {strategy:?} on mesh:{w}x{h}: max rel err per step {}", fmt_errs(&errs));
+                println!(
+                    "{name} {strategy:?} (strip {strip:?}) on mesh:{w}x{h}: max rel err per step {}",
+                    fmt_errs(&errs)
+                );
                 assert!(errs.iter().all(|&e| e <= 1e-4), "{name} {strategy:?} mesh:{w}x{h}: {errs:?}");
             }
         }
     }
+    assert!(strips >= 4, "the attention strip ran on {strips} of 6 model-mesh pairs");
 }
 
 #[test]
