@@ -3,6 +3,7 @@
 //! * [`timing`]: the micro-timing model every engine (and the compiler's search) shares.
 //! * [`bound`]: the machine's limit, a lower bound on a step's latency that holds for any mapping.
 //! * [`result`]: `SimResult`, what every engine reports, and `FinishedSim`, the only form reports take.
+//! * [`steady`]: users in flight — the steady state of several sequences pipelined through a mapping.
 //! * [`reference`] and [`functional`]: real numbers — a dense interpreter of the graph IR, and the
 //!   compiled program run as partitioned, compared with it to prove the lowering right.
 //!
@@ -18,6 +19,7 @@ pub mod event;
 pub mod functional;
 pub mod reference;
 pub mod result;
+pub mod steady;
 pub mod timing;
 
 pub use analytical::{region_cost, simulate_analytical, RegionCost};
@@ -27,6 +29,7 @@ pub use event::{
     EventStats,
 };
 pub use result::{role_of, Breakdown, FinishedSim, LayerTiming, LinkLoad, Outcome, RegionTiming, SimError, SimResult};
+pub use steady::{pipelining, Pipelining};
 
 pub use functional::{
     check_functional_budget, estimate_functional_bytes, run_functional, FunctionalError, FunctionalOutput,

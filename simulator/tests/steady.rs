@@ -1,0 +1,68 @@
+//! Users in flight ([`wafer_simulator::pipelining`]): several independent
+//! sequences pipelined through a mapping's PEs, in closed form from one step.
+
+use wafer_compiler::{compile, CompileOptions, Compiled, Strategy};
+use wafer_ir::arch_preset;
+use wafer_simulator::{pipelining, simulate_analytical, simulate_event, EventLimits, FinishedSim};
+use wafer_workloads::{decode_graph, preset, DecodeParams};
+
+fn compiled(model: &str, strategy: Strategy) -> Compiled {
+    let g = decode_graph(&preset(model).unwrap(), &DecodeParams { context: 1024, ..Default::default() }).unwrap();
+    compile(&g, &arch_preset("wse3").unwrap(), &CompileOptions { strategy, ..Default::default() }).unwrap()
+}
+
+fn analytical(c: &Compiled) -> FinishedSim {
+    simulate_analytical(&c.program, &c.info).finished().unwrap()
+}
+
+/// On a pipeline mapping (every fused op on its own PEs) users ride along for
+/// free up to the stage count: aggregate = U × one user's tokens/s while
+/// U ≤ stages, then it stays at the bottleneck's rate.
+#[test]
+fn pipeline_users_add_up_until_the_bottleneck_binds() {
+    let c = compiled("llama-3.2-1b", Strategy::Pipeline);
+    let sim = analytical(&c);
+    let one = pipelining(&c.program, &sim, 1);
+    assert!((one.aggregate_tokens_per_s - sim.tokens_per_s).abs() < 1e-9 * sim.tokens_per_s);
+    assert!(one.stages >= 8, "{} stages: bottleneck {}", one.stages, one.bottleneck);
+    assert!(one.bottleneck.starts_with("region "), "{}", one.bottleneck);
+    for u in 1..=one.stages {
+        let k = pipelining(&c.program, &sim, u);
+        let want = u as f64 * sim.tokens_per_s;
+        assert!(
+            (k.aggregate_tokens_per_s - want).abs() <= 0.10 * want,
+            "U = {u}: {} vs {want}",
+            k.aggregate_tokens_per_s
+        );
+        assert!((k.per_user_tokens_per_s - sim.tokens_per_s).abs() <= 1e-9 * sim.tokens_per_s);
+    }
+    // Past the stage count the bottleneck sets the rate; each user slows down.
+    let many = pipelining(&c.program, &sim, 4 * one.stages);
+    let cap = c.program.batch as f64 / (many.bottleneck_cycles / (c.program.arch.clock_ghz * 1e9));
+    assert!((many.aggregate_tokens_per_s - cap).abs() < 1e-9 * cap);
+    assert!(many.per_user_tokens_per_s < sim.tokens_per_s);
+}
+
+/// A spread mapping puts every region on the same PEs: they are busy for
+/// almost the whole step, so a second user gains (almost) nothing.
+#[test]
+fn spread_users_share_the_step() {
+    let c = compiled("llama-3.2-1b", Strategy::Spread);
+    let sim = analytical(&c);
+    let two = pipelining(&c.program, &sim, 2);
+    assert!(two.stages <= 2, "{} stages", two.stages);
+    assert!(two.aggregate_tokens_per_s <= 2.0 * sim.tokens_per_s);
+    assert!(two.bottleneck.contains("regions sharing PEs"), "{}", two.bottleneck);
+}
+
+/// The closed form reads any engine's region timings: event and analytical
+/// agree on the stage count of a pipeline within the engines' own 10%.
+#[test]
+fn both_engines_give_the_same_steady_state_within_ten_percent() {
+    let c = compiled("gpt2", Strategy::Pipeline);
+    let a = pipelining(&c.program, &analytical(&c), 8);
+    let e = simulate_event(&c.program, &c.info, &EventLimits::default()).finished().unwrap();
+    let e = pipelining(&c.program, &e, 8);
+    let r = e.aggregate_tokens_per_s / a.aggregate_tokens_per_s;
+    assert!((0.9..=1.1).contains(&r), "event {} vs analytical {}", e.aggregate_tokens_per_s, a.aggregate_tokens_per_s);
+}
