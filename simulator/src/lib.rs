@@ -29,7 +29,7 @@ pub use event::{
     EventStats,
 };
 pub use result::{role_of, Breakdown, FinishedSim, LayerTiming, LinkLoad, Outcome, RegionTiming, SimError, SimResult};
-pub use steady::{pipelining, Pipelining};
+pub use steady::{pipelining, streamed_prefill, Pipelining, StreamedPrefill};
 
 pub use functional::{
     check_functional_budget, estimate_functional_bytes, run_functional, FunctionalError, FunctionalOutput,

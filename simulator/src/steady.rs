@@ -112,3 +112,41 @@ pub fn pipelining(p: &Program, sim: &FinishedSim, users: u32) -> Pipelining {
         per_user_token_us: users as f64 / per_cycle / hz * 1e6,
     }
 }
+
+/// A prompt streamed through a mapping: `prompt` tokens of one sequence
+/// enter one after the other, each as soon as the bottleneck lets it (a
+/// token needs only the earlier tokens' K and V of each layer, which the same
+/// attention region wrote before it), and the first output token comes out
+/// with the last prompt token. `ttft = T + (prompt − 1) · B`, with `T` and
+/// `B` from a decode step at the prompt's last position: an upper bound for
+/// the earlier tokens, which attend over fewer positions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StreamedPrefill {
+    pub prompt: u64,
+    /// One token's trip through the mapping (`T`), cycles.
+    pub step_cycles: f64,
+    /// Cycles between tokens in steady state (`B`).
+    pub bottleneck_cycles: f64,
+    pub bottleneck: String,
+    pub ttft_cycles: f64,
+    pub ttft_us: f64,
+    /// Prompt tokens per second.
+    pub prompt_tokens_per_s: f64,
+}
+
+/// [`StreamedPrefill`] of `prompt` (≥ 1) tokens through `p`, from one finished decode step of it.
+pub fn streamed_prefill(p: &Program, sim: &FinishedSim, prompt: u64) -> StreamedPrefill {
+    let prompt = prompt.max(1);
+    let s = pipelining(p, sim, u32::MAX);
+    let ttft = s.step_cycles + (prompt - 1) as f64 * s.bottleneck_cycles;
+    let hz = p.arch.clock_ghz * 1e9;
+    StreamedPrefill {
+        prompt,
+        step_cycles: s.step_cycles,
+        bottleneck_cycles: s.bottleneck_cycles,
+        bottleneck: s.bottleneck,
+        ttft_cycles: ttft,
+        ttft_us: ttft / hz * 1e6,
+        prompt_tokens_per_s: (prompt * p.batch) as f64 / (ttft / hz),
+    }
+}

@@ -66,3 +66,18 @@ fn both_engines_give_the_same_steady_state_within_ten_percent() {
     let r = e.aggregate_tokens_per_s / a.aggregate_tokens_per_s;
     assert!((0.9..=1.1).contains(&r), "event {} vs analytical {}", e.aggregate_tokens_per_s, a.aggregate_tokens_per_s);
 }
+
+/// A prompt streamed through a pipeline mapping: the first token takes a
+/// whole step, each further one the bottleneck's time; one token is a step.
+#[test]
+fn a_streamed_prompt_takes_one_step_then_one_bottleneck_per_token() {
+    let c = compiled("llama-3.2-1b", Strategy::Pipeline);
+    let sim = analytical(&c);
+    let one = wafer_simulator::streamed_prefill(&c.program, &sim, 1);
+    assert!((one.ttft_cycles - sim.cycles).abs() < 1e-9 * sim.cycles);
+    let n = wafer_simulator::streamed_prefill(&c.program, &sim, 1000);
+    let b = pipelining(&c.program, &sim, 1).bottleneck_cycles;
+    assert!((n.ttft_cycles - (sim.cycles + 999.0 * b)).abs() < 1e-6 * n.ttft_cycles);
+    // Streaming beats a thousand separate steps by about the stage count.
+    assert!(n.ttft_cycles < 1000.0 * sim.cycles / 4.0, "{} vs {}", n.ttft_cycles, 1000.0 * sim.cycles);
+}
