@@ -36,7 +36,7 @@ pub struct Args {
     pp: Option<u32>,
     /// Price of one GPU-hour, USD, for the cost per million tokens [default: the GPU's assumed
     /// price in reports/data/power.toml, shown as assumed].
-    #[arg(long, value_name = "USD", value_parser = super::price_flag)]
+    #[arg(long, value_name = "USD", value_parser = super::price_flag, allow_negative_numbers = true)]
     price_per_hour: Option<f64>,
     /// Speculative decoding: the draft model (a preset or a config.json), run on the same GPUs.
     #[arg(long, requires_all = ["spec_k", "accept"], conflicts_with = "prompt")]

@@ -73,13 +73,13 @@ pub struct GpuArgs {
 pub struct EnergyArgs {
     /// Price of one wafer system-hour, USD, for the cost per million tokens
     /// [default: the arch's assumed price in reports/data/power.toml, shown as assumed].
-    #[arg(long, value_name = "USD", value_parser = super::price_flag)]
+    #[arg(long, value_name = "USD", value_parser = super::price_flag, allow_negative_numbers = true)]
     pub price_per_hour: Option<f64>,
     /// Price of one GPU-hour, USD [default: the GPU's assumed price in reports/data/power.toml].
-    #[arg(long, value_name = "USD", value_parser = super::price_flag)]
+    #[arg(long, value_name = "USD", value_parser = super::price_flag, allow_negative_numbers = true)]
     pub gpu_price_per_hour: Option<f64>,
     /// Power of one wafer system, kW [default: the documented figure of wse2 / wse3; none for other archs].
-    #[arg(long, value_name = "KW", value_parser = super::power_kw_flag)]
+    #[arg(long, value_name = "KW", value_parser = super::power_kw_flag, allow_negative_numbers = true)]
     pub wafer_power_kw: Option<f64>,
 }
 
