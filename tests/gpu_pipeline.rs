@@ -8,8 +8,8 @@
 
 use std::process::Command;
 use wafer_gpu::{
-    estimate_auto, estimate_opts, estimate_pipeline, estimate_prefill, estimate_prefill_pipeline, gpu_preset,
-    GpuError, GpuOptions, FITTED,
+    estimate_auto, estimate_opts, estimate_pipeline, estimate_prefill, estimate_prefill_pipeline, gpu_preset, GpuError,
+    GpuOptions, FITTED,
 };
 use wafer_ir::Graph;
 use wafer_workloads::{decode_graph, prefill_graph, preset, DecodeParams, PrefillParams};

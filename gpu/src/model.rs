@@ -1,4 +1,5 @@
-//! The GPU baseline model: time of one decode step on N tensor-parallel GPUs.
+//! The GPU baseline model: time of one decode step on N tensor-parallel GPUs
+//! (in P pipeline stages).
 //!
 //! Owns: how the graph splits over N GPUs (Megatron-style tensor
 //! parallelism), the per-op roofline time (bytes against achievable HBM
@@ -20,6 +21,14 @@
 //!   vocab-split logits are all-gathered once before sampling. A collective
 //!   takes `collective_latency + ring bytes / link bandwidth` (ring all-reduce
 //!   sends `2 (N-1)/N` of the tensor per GPU, an all-gather `(N-1)/N`);
+//! * pipeline parallelism (`estimate_pipeline`): P stages of N GPUs each,
+//!   contiguous runs of decoder layers (`op_stages`); for one sequence the
+//!   stages run one after another, so the step is every stage's kernels and
+//!   collectives in turn plus P − 1 point-to-point sends of the residual
+//!   stream, each `collective_latency + bytes / link bandwidth` over the
+//!   GPU's own link (the stages are taken to share its NVLink or PCIe
+//!   fabric; no inter-node figure is in the reference data); memory is the
+//!   heaviest stage's;
 //! * the KV cache read by attention grows with the context the graph was
 //!   built for; weights plus that cache must fit in the N GPUs' memory less a
 //!   headroom (`GpuOptions::mem_headroom`, default 10%: what vLLM's default
