@@ -105,25 +105,24 @@ pub fn energy_of(
 }
 
 /// The GPU estimate with `--gpus N` (and `--pp`, or the fewest stages that
-/// hold the model); without `--gpus`, the fewest GPUs of one 8-GPU node
-/// (1, 2, 4, 8 tensor parallel) and beyond that pipeline stages of 8
-/// (`--pp`, if given, applies to every count tried).
+/// hold the model); without `--gpus`, the fewest power-of-two count up to 128
+/// that holds the model by tensor parallelism alone (one stage, or `--pp`
+/// stages if given), and where none does, the fewest stages of 8 GPUs (one
+/// HGX node each).
 pub fn gpu_estimate(g: &Graph, gpu: &wafer_gpu::GpuSpec, args: &GpuArgs) -> Result<wafer_gpu::GpuEstimate, Exit> {
     let opts = wafer_gpu::GpuOptions::with_headroom(args.gpu_mem_headroom)?;
     if let Some(n) = args.gpus {
         return Ok(wafer_gpu::estimate_auto(g, gpu, n, args.pp, &opts)?);
     }
     let mut last = None;
-    for (n, auto_pp) in [(1u32, false), (2, false), (4, false), (8, false), (8, true)] {
-        let pp = if auto_pp { args.pp } else { Some(args.pp.unwrap_or(1)) };
-        match wafer_gpu::estimate_auto(g, gpu, n, pp, &opts) {
+    for n in [1u32, 2, 4, 8, 16, 32, 64, 128] {
+        match wafer_gpu::estimate_auto(g, gpu, n, Some(args.pp.unwrap_or(1)), &opts) {
             Ok(e) => return Ok(e),
             Err(e) => last = Some(e),
         }
     }
-    // Heads that 8 does not divide: tensor parallelism alone, as far as the heads allow.
-    for n in [16u32, 32, 64, 128] {
-        if let Ok(e) = wafer_gpu::estimate_auto(g, gpu, n, args.pp, &opts) {
+    if args.pp.is_none() {
+        if let Ok(e) = wafer_gpu::estimate_auto(g, gpu, 8, None, &opts) {
             return Ok(e);
         }
     }
