@@ -421,7 +421,8 @@ impl RunReport {
         out += &floors_line(&self.machine_limit);
         out += "\n";
         out += &format!(
-            "mapping: {} regions on {} of {} PEs; SRAM mean {:.1} KiB per PE; at most {} colors per router\n\n",
+            "mapping: {}, {} regions on {} of {} PEs; SRAM mean {:.1} KiB per PE; at most {} colors per router\n\n",
+            self.compile.strategy,
             self.compile.regions,
             crate::table::thousands(self.compile.pes_used),
             crate::table::thousands(self.compile.pes_available),
