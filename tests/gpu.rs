@@ -254,7 +254,10 @@ fn cli_bad_input_exits_2_with_a_message_not_a_panic() {
     for (args, needle) in [
         (vec!["gpu", "--gpu", "V100"], "unknown GPU `V100`"),
         (vec!["gpu", "--gpu", bad], "`hbm_gb` is -80"),
-        (vec!["gpu", "--model", "llama-3.1-405b", "--gpu", "H100-SXM"], "at least 12"),
+        (vec!["gpu", "--model", "llama-3.1-405b", "--gpu", "H100-SXM", "--pp", "2"], "at least 12"),
+        (vec!["gpu", "--model", "gpt2", "--pp", "13"], "1..=12 pipeline stages"),
+        (vec!["gpu", "--draft", "llama-3.2-1b", "--spec-k", "33", "--accept", "0.5"], "allowed 1..=32"),
+        (vec!["gpu", "--draft", "llama-3.2-1b", "--spec-k", "4", "--accept", "1.5"], "0 <= a <= 1"),
         (vec!["gpu", "--gpu-mem-headroom", "1"], "--gpu-mem-headroom is 1"),
         (vec!["run", "--gpu-mem-headroom=-0.5", "--engine", "analytical"], "0 <= f < 1"),
         (vec!["gpu", "--gpus", "0"], "--gpus <GPUS>': 0 is out of range; allowed 1..=1024"),

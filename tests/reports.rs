@@ -87,7 +87,7 @@ fn run_out_writes_a_complete_self_contained_report_folder() {
 
     // report.json: the schema, with types.
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("report.json")).unwrap()).unwrap();
-    assert_eq!(v["schema_version"], 3);
+    assert_eq!(v["schema_version"], wafer_reports::SCHEMA_VERSION);
     for k in ["tpot_us", "tokens_per_s", "cycles", "clock_ghz"] {
         assert!(v[k].as_f64().is_some_and(|x| x > 0.0), "{k}: {}", v[k]);
     }

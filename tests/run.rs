@@ -53,7 +53,7 @@ fn run_on_defaults_reports_latency_breakdown_and_the_gpu_comparison() {
     assert_eq!(v["machine_limit"][format!("{floor}_floor_us")].as_f64(), Some(bound));
     assert!(v["simulation"]["by_kind"]["attention"].is_object());
     assert!(v["comparison"]["speedup"].as_f64().unwrap() > 0.0);
-    assert_eq!(v["schema_version"], 3);
+    assert_eq!(v["schema_version"], wafer_reports::SCHEMA_VERSION);
 }
 
 #[test]

@@ -153,7 +153,10 @@ fn report_json_validates_against_its_documented_schema() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let file: Value = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
     assert_eq!(violations(&file), Vec::<String>::new());
-    assert_eq!(file["schema_version"], 3);
+    assert_eq!(file["schema_version"], wafer_reports::run::SCHEMA_VERSION);
+    assert!(
+        file["energy"]["wafer"]["joules_per_token"].is_number() && file["energy"]["gpu"]["usd_per_mtok"].is_number()
+    );
 
     // Without one (gpu, gpu_calibration and comparison null), analytical, two wafers, with --timings.
     let bare = run_json(&[
@@ -172,6 +175,7 @@ fn report_json_validates_against_its_documented_schema() {
         "json",
     ]);
     assert!(bare["gpu"].is_null() && bare["comparison"].is_null() && bare["timings"].is_object());
+    assert!(bare["energy"]["gpu"].is_null() && bare["energy"]["wafer"]["power"].is_object());
     assert_eq!(violations(&bare), Vec::<String>::new());
 }
 

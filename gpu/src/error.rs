@@ -27,14 +27,18 @@ pub enum GpuError {
 /// A model whose weights and KV cache do not fit in the GPUs' memory.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error(
-    "{model} does not fit on {gpus} × {gpu} ({have_gb:.0} GB each, {usable_gb:.1} GB of it for weights and KV cache \
+    "{model} does not fit on {gpus} × {gpu}{stages} ({have_gb:.0} GB each, {usable_gb:.1} GB of it for weights and KV cache \
      after the {headroom_pct:.0}% headroom): it needs {need_gb:.1} GB per GPU \
-     ({weights_gb:.1} GB of weights and {kv_gb:.1} GB of KV cache in all); {advice}"
+     ({weights_gb:.1} GB of weights and {kv_gb:.1} GB of KV cache in all); {advice}",
+    stages = if *pipeline_stages > 1 { format!(" in each of {pipeline_stages} pipeline stages") } else { String::new() }
 )]
 pub struct DoesNotFit {
     pub model: String,
     pub gpu: String,
+    /// GPUs in each stage's tensor-parallel group.
     pub gpus: u32,
+    /// Pipeline stages asked for (1: tensor parallelism alone).
+    pub pipeline_stages: u32,
     pub need_gb: f64,
     pub have_gb: f64,
     /// What weights and KV cache may fill on each GPU: capacity less the headroom, GB.
@@ -47,6 +51,9 @@ pub struct DoesNotFit {
     pub min_gpus: Option<u32>,
     /// The smallest tensor-parallel count (a divisor of the head count) that holds it, if any.
     pub min_tp_gpus: Option<u32>,
+    /// A (tensor-parallel GPUs, stages) split that holds it: the fewest stages with
+    /// this group, else the fewest GPUs in all; `None` if none does.
+    pub min_pipeline: Option<(u32, u32)>,
     /// The two numbers above, in words.
     pub advice: String,
 }

@@ -3,9 +3,12 @@
 //! * [`spec`]: `GpuSpec`, the datasheet figures of a GPU; presets from the
 //!   reference table, user specs from TOML.
 //! * [`model`]: `estimate(graph, gpu, n)`, the time of one decode step on N
-//!   tensor-parallel GPUs, what bounds it and where it goes.
+//!   tensor-parallel GPUs (and `estimate_pipeline` / `estimate_auto`: in P
+//!   pipeline stages), what bounds it and where it goes.
 //! * [`prefill`]: `estimate_prefill(graph, gpu, n, opts)`, the time to first
 //!   token of a prefill graph, and its fit on the measured TTFT rows.
+//! * [`speculative`]: speculative decoding's effective time per token from
+//!   the draft's decode step and the target's (k + 1)-token verify step.
 //! * [`calibrate`]: the measured latencies, the model's error on them, and
 //!   the fit that recomputes the model's constants.
 //!
@@ -21,6 +24,7 @@ pub mod error;
 pub mod model;
 pub mod prefill;
 pub mod spec;
+pub mod speculative;
 
 pub use calibrate::{
     calibration_report, calibration_report_with, fit_params, measured_rows, CalibrationReport, CalibrationRow,
@@ -28,11 +32,12 @@ pub use calibrate::{
 };
 pub use error::{DoesNotFit, GpuError};
 pub use model::{
-    estimate, estimate_opts, estimate_with, Bound, Breakdown, GpuEstimate, GpuOptions, MemoryUse, ModelParams,
-    DEFAULT_MEM_HEADROOM, FITTED,
+    estimate, estimate_auto, estimate_opts, estimate_pipeline, estimate_with, Bound, Breakdown, GpuEstimate,
+    GpuOptions, MemoryUse, ModelParams, DEFAULT_MEM_HEADROOM, FITTED,
 };
 pub use prefill::{
-    estimate_prefill, fit_prefill, ttft_calibration_report, ttft_calibration_report_with, PrefillBreakdown,
-    PrefillConstants, PrefillEstimate, TtftCalibrationReport, TtftRow, PREFILL_FITTED,
+    estimate_prefill, estimate_prefill_pipeline, fit_prefill, ttft_calibration_report, ttft_calibration_report_with,
+    PrefillBreakdown, PrefillConstants, PrefillEstimate, TtftCalibrationReport, TtftRow, PREFILL_FITTED,
 };
 pub use spec::{gpu_names, gpu_preset, gpu_presets, GpuSpec, LinkKind};
+pub use speculative::{speculative, SpecEstimate, SpecParams, MAX_SPEC_K};

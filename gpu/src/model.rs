@@ -1,4 +1,5 @@
-//! The GPU baseline model: time of one decode step on N tensor-parallel GPUs.
+//! The GPU baseline model: time of one decode step on N tensor-parallel GPUs
+//! (in P pipeline stages).
 //!
 //! Owns: how the graph splits over N GPUs (Megatron-style tensor
 //! parallelism), the per-op roofline time (bytes against achievable HBM
@@ -20,6 +21,14 @@
 //!   vocab-split logits are all-gathered once before sampling. A collective
 //!   takes `collective_latency + ring bytes / link bandwidth` (ring all-reduce
 //!   sends `2 (N-1)/N` of the tensor per GPU, an all-gather `(N-1)/N`);
+//! * pipeline parallelism (`estimate_pipeline`): P stages of N GPUs each,
+//!   contiguous runs of decoder layers (`op_stages`); for one sequence the
+//!   stages run one after another, so the step is every stage's kernels and
+//!   collectives in turn plus P − 1 point-to-point sends of the residual
+//!   stream, each `collective_latency + bytes / link bandwidth` over the
+//!   GPU's own link (the stages are taken to share its NVLink or PCIe
+//!   fabric; no inter-node figure is in the reference data); memory is the
+//!   heaviest stage's;
 //! * the KV cache read by attention grows with the context the graph was
 //!   built for; weights plus that cache must fit in the N GPUs' memory less a
 //!   headroom (`GpuOptions::mem_headroom`, default 10%: what vLLM's default
@@ -183,7 +192,12 @@ pub struct MemoryUse {
 pub struct GpuEstimate {
     pub model: String,
     pub gpu: String,
+    /// All GPUs: `tensor_parallel × pipeline_stages`.
     pub n_gpus: u32,
+    /// GPUs in each stage's tensor-parallel group.
+    pub tensor_parallel: u32,
+    /// Pipeline stages (1: tensor parallelism alone).
+    pub pipeline_stages: u32,
     pub batch: u64,
     pub context: u64,
     pub weight_dtype: DType,
@@ -199,8 +213,10 @@ pub struct GpuEstimate {
     pub by_kind_ms: BTreeMap<String, f64>,
     /// Kernels each GPU launches per step (one per graph op).
     pub kernels: u64,
-    /// Collectives per step (0 on one GPU).
+    /// Collectives per step within the tensor-parallel groups (0 on one GPU per stage).
     pub collectives: u64,
+    /// Sends between consecutive pipeline stages per step (`pipeline_stages − 1`).
+    pub stage_sends: u64,
     pub memory: MemoryUse,
     /// The constants the estimate used.
     pub params: ModelParams,
@@ -223,10 +239,63 @@ pub fn estimate_with(graph: &Graph, gpu: &GpuSpec, n_gpus: u32, p: &ModelParams)
     Ok(Profile::new(graph, gpu, n_gpus, &GpuOptions::default())?.evaluate(p))
 }
 
+/// `estimate_opts` with `pp` pipeline stages of `n_gpus` tensor-parallel GPUs
+/// each (`n_gpus × pp` GPUs): a sequence's token passes the stages one after
+/// another, so the step is the sum of every stage's kernels and collectives
+/// plus one send of the residual stream between consecutive stages
+/// (`collective_latency + bytes / link bandwidth`, over the GPU's own link:
+/// the stages are taken to share its NVLink or PCIe fabric). Memory is the
+/// heaviest stage's.
+pub fn estimate_pipeline(
+    graph: &Graph,
+    gpu: &GpuSpec,
+    n_gpus: u32,
+    pp: u32,
+    o: &GpuOptions,
+) -> Result<GpuEstimate, GpuError> {
+    Ok(Profile::with_stages(graph, gpu, n_gpus, pp, o)?.evaluate(&FITTED))
+}
+
+/// `estimate_pipeline` with `pp` stages, or, without one, tensor parallelism
+/// alone when the model fits and else the fewest stages that hold it
+/// (the error of one stage when none does).
+pub fn estimate_auto(
+    graph: &Graph,
+    gpu: &GpuSpec,
+    n_gpus: u32,
+    pp: Option<u32>,
+    o: &GpuOptions,
+) -> Result<GpuEstimate, GpuError> {
+    if let Some(p) = pp {
+        return estimate_pipeline(graph, gpu, n_gpus, p, o);
+    }
+    let one = match estimate_pipeline(graph, gpu, n_gpus, 1, o) {
+        Err(GpuError::DoesNotFit(d)) => d,
+        other => return other,
+    };
+    match one.min_pipeline {
+        Some((t, p)) if t == n_gpus && p > 1 => estimate_pipeline(graph, gpu, n_gpus, p, o),
+        _ => Err(GpuError::DoesNotFit(one)),
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum CollectiveKind {
     AllReduce,
     AllGather,
+    /// A pipeline stage handing its output to the next (point to point).
+    StageSend,
+}
+
+impl CollectiveKind {
+    /// Its name in `by_kind_ms`.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            CollectiveKind::AllReduce => "all_reduce",
+            CollectiveKind::AllGather => "all_gather",
+            CollectiveKind::StageSend => "stage_send",
+        }
+    }
 }
 
 /// One op's work on one GPU.
@@ -245,7 +314,10 @@ pub(crate) struct OpLoad {
 pub(crate) struct Profile {
     pub(crate) model: String,
     pub(crate) gpu: String,
+    /// Tensor-parallel GPUs per stage.
     pub(crate) n: u32,
+    /// Pipeline stages, run one after another for a sequence.
+    pub(crate) pp: u32,
     pub(crate) batch: u64,
     pub(crate) context: u64,
     pub(crate) dtypes: [DType; 3],
@@ -275,70 +347,139 @@ fn heads(g: &Graph) -> Option<u64> {
     })
 }
 
-/// Weight bytes and KV-cache bytes one GPU holds on `n` GPUs.
-fn memory_on(g: &Graph, n: u64) -> (u64, u64) {
-    let weights: u64 = g
-        .tensors
+/// The pipeline stage of each op, in graph order: decoder layer `l` of `L`
+/// goes to stage `⌊l·P/L⌋` (contiguous stages, balanced to within a layer);
+/// ops before the first layer (the embeddings) to stage 0, ops after the last
+/// (final norm, LM head, sampling) to stage `P − 1`.
+pub(crate) fn op_stages(g: &Graph, pp: u32) -> Vec<u32> {
+    let layers = u64::from(g.num_layers().max(1));
+    let mut seen_layer = false;
+    g.ops
         .iter()
-        .filter(|t| t.kind == TensorKind::Weight)
-        .map(|t| if t.shape.len() >= 2 { t.bytes().div_ceil(n) } else { t.bytes() })
-        .sum();
-    let kv: u64 = g
-        .ops
-        .iter()
-        .filter(|o| matches!(o.kind, OpKind::KvAppend { .. }))
-        .map(|o| {
-            let split = n.min(kv_heads(g, o).unwrap_or(1)).max(1);
-            o.outputs.iter().map(|&t| g.tensor(t).bytes()).sum::<u64>().div_ceil(split)
+        .map(|o| match o.layer {
+            Some(l) => {
+                seen_layer = true;
+                (u64::from(l) * u64::from(pp) / layers) as u32
+            }
+            None if seen_layer => pp - 1,
+            None => 0,
         })
-        .sum();
-    (weights, kv)
+        .collect()
+}
+
+/// Weight bytes and KV-cache bytes one GPU holds with `tp`-way tensor
+/// parallelism and `pp` pipeline stages: those of the heaviest stage. A
+/// weight sits on every stage whose ops read it (a tied embedding on the
+/// first and the last); matrices split `tp` ways, vectors are replicated;
+/// the KV cache splits `min(tp, kv_heads)` ways.
+fn memory_on(g: &Graph, tp: u64, pp: u32) -> (u64, u64) {
+    let stages = op_stages(g, pp);
+    let (mut w, mut kv) = (vec![0u64; pp as usize], vec![0u64; pp as usize]);
+    // Stages are non-decreasing in graph order, so "added to this stage already" is the last stage added.
+    let mut last: Vec<Option<u32>> = vec![None; g.tensors.len()];
+    for (op, &st) in g.ops.iter().zip(&stages) {
+        for &t in &op.inputs {
+            let tt = g.tensor(t);
+            if tt.kind == TensorKind::Weight && last[t.0 as usize] != Some(st) {
+                last[t.0 as usize] = Some(st);
+                w[st as usize] += if tt.shape.len() >= 2 { tt.bytes().div_ceil(tp) } else { tt.bytes() };
+            }
+        }
+        if matches!(op.kind, OpKind::KvAppend { .. }) {
+            let split = tp.min(kv_heads(g, op).unwrap_or(1)).max(1);
+            kv[st as usize] += op.outputs.iter().map(|&t| g.tensor(t).bytes()).sum::<u64>().div_ceil(split);
+        }
+    }
+    let heaviest = (0..pp as usize).fold(0, |b, i| if w[i] + kv[i] > w[b] + kv[b] { i } else { b });
+    (w[heaviest], kv[heaviest])
+}
+
+/// Bytes one pipeline stage hands the next: the residual stream
+/// (`[batch × new tokens, hidden]`, the embedding's output).
+fn stage_send_bytes(g: &Graph) -> f64 {
+    g.ops.iter().find(|o| matches!(o.kind, OpKind::Embedding)).map_or(0.0, |o| g.tensor(o.outputs[0]).bytes() as f64)
 }
 
 impl Profile {
     pub(crate) fn new(g: &Graph, gpu: &GpuSpec, n_gpus: u32, o: &GpuOptions) -> Result<Profile, GpuError> {
+        Profile::with_stages(g, gpu, n_gpus, 1, o)
+    }
+
+    /// `tp`-way tensor parallelism in each of `pp` pipeline stages (`tp × pp` GPUs).
+    pub(crate) fn with_stages(
+        g: &Graph,
+        gpu: &GpuSpec,
+        n_gpus: u32,
+        pp: u32,
+        o: &GpuOptions,
+    ) -> Result<Profile, GpuError> {
         let h = heads(g).unwrap_or(1);
         if n_gpus == 0 || h % n_gpus as u64 != 0 {
             return Err(GpuError::GpuCount { gpus: n_gpus, heads: h, allowed: divisors(h) });
+        }
+        let layers = g.num_layers().max(1);
+        if pp == 0 || pp > layers {
+            return Err(GpuError::InvalidOption {
+                field: "pp",
+                value: pp.to_string(),
+                allowed: format!("1..={layers} pipeline stages (at most one per decoder layer of {})", g.name),
+            });
         }
         let o = GpuOptions::with_headroom(o.mem_headroom)?;
         let n = n_gpus as u64;
         let cap = gpu.hbm_bytes();
         let usable = (cap * (1.0 - o.mem_headroom)).floor();
-        let fits = |m: u64| {
-            let (w, kv) = memory_on(g, m);
+        let fits = |m: u64, p: u32| {
+            let (w, kv) = memory_on(g, m, p);
             (w + kv) as f64 <= usable
         };
-        let (w, kv) = memory_on(g, n);
-        if !fits(n) {
-            let min_gpus = (1..=1u64 << 16).find(|&m| fits(m)).map(|m| m as u32);
-            let min_tp_gpus = (1..=h).filter(|d| h % d == 0).find(|&d| fits(d)).map(|d| d as u32);
-            let advice = match (min_gpus, min_tp_gpus) {
+        let (w, kv) = memory_on(g, n, pp);
+        if !fits(n, pp) {
+            let min_gpus = (1..=1u64 << 16).find(|&m| fits(m, 1)).map(|m| m as u32);
+            let min_tp_gpus = (1..=h).filter(|d| h % d == 0).find(|&d| fits(d, 1)).map(|d| d as u32);
+            // The fewest stages that hold it with this tensor-parallel group, else the fewest GPUs in all.
+            let stages_here = (1..=layers).find(|&p| fits(n, p));
+            let fewest = (1..=h)
+                .filter(|d| h % d == 0)
+                .filter_map(|d| (1..=layers).find(|&p| fits(d, p)).map(|p| (d as u32, p)))
+                .min_by_key(|&(d, p)| (d as u64 * p as u64, p));
+            let min_pipeline = stages_here.map(|p| (n_gpus, p)).or(fewest);
+            let mut advice = match (min_gpus, min_tp_gpus) {
                 (Some(m), Some(d)) if m as u64 == d as u64 => format!("it needs at least {m} {}", gpu.name),
                 (Some(m), Some(d)) => format!(
                     "it needs at least {m} {}s' memory, {d} for tensor parallelism (a divisor of its {h} attention heads)",
                     gpu.name
                 ),
                 (Some(m), None) => format!(
-                    "it needs at least {m} {}s' memory, more than tensor parallelism over {h} heads allows \
-                     (pipeline parallelism is not modelled)",
+                    "it needs at least {m} {}s' memory, more than tensor parallelism over {h} heads allows",
                     gpu.name
                 ),
-                (None, _) => "no number of these GPUs holds it (replicated weights and KV heads alone exceed one GPU)"
-                    .to_string(),
+                (None, _) => "no number of these GPUs holds it by tensor parallelism alone".to_string(),
             };
+            match min_pipeline {
+                Some((t, p)) if p > 1 => {
+                    advice += &format!(
+                    "; with pipeline parallelism, {} GPUs: --gpus {t} --pp {p} ({t}-way tensor parallel × {p} stages)",
+                    t as u64 * p as u64
+                )
+                }
+                None => advice += " (nor with pipeline parallelism)",
+                _ => {}
+            }
             return Err(GpuError::DoesNotFit(Box::new(DoesNotFit {
                 model: g.name.clone(),
                 gpu: gpu.name.clone(),
                 gpus: n_gpus,
+                pipeline_stages: pp,
                 need_gb: (w + kv) as f64 / 1e9,
                 have_gb: gpu.hbm_gb,
                 usable_gb: usable / 1e9,
                 headroom_pct: 100.0 * o.mem_headroom,
-                weights_gb: memory_on(g, 1).0 as f64 / 1e9,
-                kv_gb: memory_on(g, 1).1 as f64 / 1e9,
+                weights_gb: memory_on(g, 1, 1).0 as f64 / 1e9,
+                kv_gb: memory_on(g, 1, 1).1 as f64 / 1e9,
                 min_gpus,
                 min_tp_gpus,
+                min_pipeline,
                 advice,
             })));
         }
@@ -386,10 +527,15 @@ impl Profile {
         if n == 1 {
             collectives.clear();
         }
+        // One point-to-point send of the residual stream between consecutive stages.
+        for _ in 1..pp {
+            collectives.push((CollectiveKind::StageSend, stage_send_bytes(g)));
+        }
         Ok(Profile {
             model: g.name.clone(),
             gpu: gpu.name.clone(),
             n: n_gpus,
+            pp,
             batch: g.batch,
             context: g.context,
             dtypes: [g.weight_dtype, g.act_dtype, g.kv_dtype],
@@ -409,12 +555,19 @@ impl Profile {
         })
     }
 
+    /// Collectives within the tensor-parallel groups, and sends between stages.
+    pub(crate) fn collectives(&self) -> (u64, u64) {
+        let sends = self.collectives.iter().filter(|c| c.0 == CollectiveKind::StageSend).count() as u64;
+        (self.collectives.len() as u64 - sends, sends)
+    }
+
     /// Bytes-only time of one collective, s (its fixed latency excluded).
     pub(crate) fn collective_bytes_s(&self, kind: CollectiveKind, bytes: f64) -> f64 {
         let n = self.n as f64;
         let share = match kind {
             CollectiveKind::AllReduce => 2.0 * (n - 1.0) / n,
             CollectiveKind::AllGather => (n - 1.0) / n,
+            CollectiveKind::StageSend => 1.0,
         };
         share * bytes / self.link_bytes_per_s
     }
@@ -464,17 +617,15 @@ impl Profile {
         for &(kind, bytes) in &self.collectives {
             let t = (p.collective_latency_us * 1e-6 + self.collective_bytes_s(kind, bytes)) * 1e3;
             b.communication_ms += t;
-            let name = match kind {
-                CollectiveKind::AllReduce => "all_reduce",
-                CollectiveKind::AllGather => "all_gather",
-            };
-            *by_kind.entry(name.to_string()).or_default() += t;
+            *by_kind.entry(kind.name().to_string()).or_default() += t;
         }
         let tpot_ms = b.total_ms();
         GpuEstimate {
             model: self.model.clone(),
             gpu: self.gpu.clone(),
-            n_gpus: self.n,
+            n_gpus: self.n * self.pp,
+            tensor_parallel: self.n,
+            pipeline_stages: self.pp,
             batch: self.batch,
             context: self.context,
             weight_dtype: self.dtypes[0],
@@ -486,7 +637,8 @@ impl Profile {
             breakdown: b,
             by_kind_ms: by_kind,
             kernels: self.ops.len() as u64,
-            collectives: self.collectives.len() as u64,
+            collectives: self.collectives().0,
+            stage_sends: self.collectives().1,
             memory: self.memory,
             params: *p,
         }

@@ -98,7 +98,10 @@ impl PrefillBreakdown {
 pub struct PrefillEstimate {
     pub model: String,
     pub gpu: String,
+    /// All GPUs: `tensor_parallel × pipeline_stages`.
     pub n_gpus: u32,
+    pub tensor_parallel: u32,
+    pub pipeline_stages: u32,
     pub batch: u64,
     /// New tokens per sequence.
     pub prompt: u64,
@@ -120,6 +123,8 @@ pub struct PrefillEstimate {
     pub by_kind_ms: BTreeMap<String, f64>,
     pub kernels: u64,
     pub collectives: u64,
+    /// Sends between consecutive pipeline stages.
+    pub stage_sends: u64,
     /// Memory per GPU with the KV cache after the prompt.
     pub memory: MemoryUse,
     pub params: PrefillConstants,
@@ -138,7 +143,18 @@ pub(crate) struct PrefillProfile {
 
 impl PrefillProfile {
     pub(crate) fn new(g: &Graph, gpu: &GpuSpec, n_gpus: u32, o: &GpuOptions) -> Result<PrefillProfile, GpuError> {
-        let mut base = Profile::new(g, gpu, n_gpus, o)?;
+        PrefillProfile::with_stages(g, gpu, n_gpus, 1, o)
+    }
+
+    /// `n_gpus`-way tensor parallelism in each of `pp` pipeline stages.
+    pub(crate) fn with_stages(
+        g: &Graph,
+        gpu: &GpuSpec,
+        n_gpus: u32,
+        pp: u32,
+        o: &GpuOptions,
+    ) -> Result<PrefillProfile, GpuError> {
+        let mut base = Profile::with_stages(g, gpu, n_gpus, pp, o)?;
         // Fuse each run scores .. value into one kernel: its FLOPs and KV reads
         // summed, activations only Q in and the output out.
         let mut fused: Vec<OpLoad> = Vec::with_capacity(base.ops.len());
@@ -216,11 +232,7 @@ impl PrefillProfile {
         for &(kind, bytes) in &b.collectives {
             let t = (FITTED.collective_latency_us * 1e-6 + b.collective_bytes_s(kind, bytes)) * 1e3;
             br.communication_ms += t;
-            let name = match kind {
-                crate::model::CollectiveKind::AllReduce => "all_reduce",
-                crate::model::CollectiveKind::AllGather => "all_gather",
-            };
-            *by_kind.entry(name.to_string()).or_default() += t;
+            *by_kind.entry(kind.name().to_string()).or_default() += t;
         }
         br.fixed_overhead_ms = p.fixed_overhead_us * 1e-3;
         by_kind.insert("fixed".into(), br.fixed_overhead_ms);
@@ -229,7 +241,9 @@ impl PrefillProfile {
         PrefillEstimate {
             model: b.model.clone(),
             gpu: b.gpu.clone(),
-            n_gpus: b.n,
+            n_gpus: b.n * b.pp,
+            tensor_parallel: b.n,
+            pipeline_stages: b.pp,
             batch: b.batch,
             prompt: self.prompt,
             cached: self.cached,
@@ -242,7 +256,8 @@ impl PrefillProfile {
             breakdown: br,
             by_kind_ms: by_kind,
             kernels: b.ops.len() as u64,
-            collectives: b.collectives.len() as u64,
+            collectives: b.collectives().0,
+            stage_sends: b.collectives().1,
             memory: b.memory,
             params: *p,
             hbm_efficiency: FITTED.hbm_efficiency,
@@ -260,7 +275,20 @@ pub fn estimate_prefill(
     n_gpus: u32,
     o: &GpuOptions,
 ) -> Result<PrefillEstimate, GpuError> {
-    Ok(PrefillProfile::new(graph, gpu, n_gpus, o)?.evaluate(&PREFILL_FITTED))
+    estimate_prefill_pipeline(graph, gpu, n_gpus, 1, o)
+}
+
+/// `estimate_prefill` with `pp` pipeline stages of `n_gpus` tensor-parallel
+/// GPUs each: the prompt passes the stages one after another (no
+/// micro-batching), one send of its activations between consecutive stages.
+pub fn estimate_prefill_pipeline(
+    graph: &Graph,
+    gpu: &GpuSpec,
+    n_gpus: u32,
+    pp: u32,
+    o: &GpuOptions,
+) -> Result<PrefillEstimate, GpuError> {
+    Ok(PrefillProfile::with_stages(graph, gpu, n_gpus, pp, o)?.evaluate(&PREFILL_FITTED))
 }
 
 /// The model against one measured TTFT.

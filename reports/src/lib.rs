@@ -17,6 +17,7 @@
 pub mod charts;
 pub mod check;
 pub mod doc;
+pub mod energy;
 pub mod folder;
 pub mod heatmap;
 pub mod run;
@@ -24,6 +25,7 @@ pub mod sweep;
 pub mod table;
 pub mod trace;
 
+pub use energy::{Energy, EnergyFigure};
 pub use folder::{run_folder, OutFile};
 pub use run::{Comparison, RunInputs, RunReport, Timings, SCHEMA_VERSION};
 pub use table::{bytes, si, thousands, Table};

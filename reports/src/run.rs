@@ -5,6 +5,7 @@
 //! comparison) — and its text rendering. It takes only a [`FinishedSim`], so a
 //! simulation that did not finish has no report. Must not: compute results.
 
+use crate::energy::Energy;
 use crate::table::{si, Table};
 use serde::Serialize;
 use wafer_compiler::CompileStats;
@@ -12,7 +13,7 @@ use wafer_gpu::GpuEstimate;
 use wafer_simulator::{Breakdown, FinishedSim, MachineBound};
 
 /// Bumped whenever a field changes meaning or disappears.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// What was asked.
 #[derive(Debug, Clone, Serialize)]
@@ -90,6 +91,8 @@ pub struct RunReport {
     /// The GPU model's error on the measured rows, when a GPU is compared.
     pub gpu_calibration: Option<GpuCalibration>,
     pub comparison: Option<Comparison>,
+    /// Energy and cost per token, wafer and GPU (`crate::energy`).
+    pub energy: Energy,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timings: Option<Timings>,
 }
@@ -178,6 +181,13 @@ fn sig(x: f64) -> String {
     }
 }
 
+/// The J/token and $/Mtok cells of a table row ("-" where a figure is missing).
+pub fn energy_cells(e: Option<&crate::energy::EnergyFigure>) -> (String, String) {
+    let j = e.and_then(|e| e.joules_per_token).map_or("-".to_string(), |j| format!("{j:.3}"));
+    let c = e.and_then(|e| e.usd_per_mtok).map_or("-".to_string(), crate::energy::money);
+    (j, c)
+}
+
 /// What dominates a breakdown.
 pub fn wafer_bound(b: &Breakdown) -> &'static str {
     let parts = [
@@ -196,6 +206,7 @@ impl RunReport {
         sim: FinishedSim,
         bound: MachineBound,
         gpu: Option<GpuEstimate>,
+        energy: Energy,
     ) -> RunReport {
         let comparison = gpu.as_ref().map(|g| Comparison {
             wafers: sim.wafers,
@@ -226,6 +237,7 @@ impl RunReport {
             gpu,
             gpu_calibration: None,
             comparison,
+            energy,
             timings: None,
         }
     }
@@ -284,7 +296,13 @@ impl RunReport {
                 c.wafer_arch,
                 c.gpus,
                 c.gpu,
-                if c.gpus > 1 { " (tensor parallel)" } else { "" },
+                if g.pipeline_stages > 1 {
+                    format!(" ({} pipeline stages of {} tensor-parallel GPUs)", g.pipeline_stages, g.tensor_parallel)
+                } else if c.gpus > 1 {
+                    " (tensor parallel)".to_string()
+                } else {
+                    String::new()
+                },
                 g.bound.name(),
                 g.gpu,
                 (g.memory.weight_bytes_per_gpu + g.memory.kv_bytes_per_gpu) as f64 / 1e9,
@@ -315,18 +333,47 @@ impl RunReport {
                 s.engine
             ));
         }
+        out.push(self.energy_explanation());
         out
+    }
+
+    /// What the energy and cost figures rest on, one paragraph.
+    pub fn energy_explanation(&self) -> String {
+        let mut s = format!(
+            "Energy per token is the machines' power over the tokens per second; cost per million tokens is their \
+             price per hour over the tokens per hour. Wafer {} × {}: {}, {}.",
+            self.energy.wafer.machines,
+            self.energy.wafer.machine,
+            self.energy.wafer.joules_text(),
+            self.energy.wafer.cost_text()
+        );
+        if let Some(g) = &self.energy.gpu {
+            s += &format!(" GPU {} × {}: {}, {}.", g.machines, g.machine, g.joules_text(), g.cost_text());
+        }
+        s += " Sources: ";
+        s += &self.energy.wafer.sources_text();
+        if let Some(g) = &self.energy.gpu {
+            s += " ";
+            s += &g.sources_text();
+        }
+        s += " The wafer's figure is a whole system's (low confidence), the GPU's its board power only; neither \
+              includes the facility.";
+        s
     }
 
     /// Wafer and GPU side by side, and the verdict sentence; `None` without a GPU.
     pub fn comparison_table(&self) -> Option<(Table, String)> {
         let (Some(g), Some(c)) = (&self.gpu, &self.comparison) else { return None };
         let s = &self.simulation;
-        let mut t = Table::new(&["", ">per-token latency", ">tokens/s", "bound by", "figures"]);
+        let mut t = Table::new(&["", ">per-token latency", ">tokens/s", ">J/token", ">$/Mtok", "bound by", "figures"]);
+        let (jw, cw) = energy_cells(Some(&self.energy.wafer));
+        let (jg, cg) = energy_cells(self.energy.gpu.as_ref());
         t.row([
             format!("wafer: {} × {}", s.wafers, self.inputs.arch),
             format!("{:.1} µs", c.wafer_tpot_us),
             format!("{:.0}", s.tokens_per_s),
+            jw,
+            cw,
             c.wafer_bound.clone(),
             "model prediction".into(),
         ]);
@@ -334,6 +381,8 @@ impl RunReport {
             format!("GPU: {} × {}", g.n_gpus, g.gpu),
             format!("{:.1} µs", c.gpu_tpot_us),
             format!("{:.0}", g.tokens_per_s),
+            jg,
+            cg,
             c.gpu_bound.clone(),
             match &self.gpu_calibration {
                 Some(k) => format!("calibrated (median error {:.1}%)", k.median_abs_error_pct),
@@ -372,7 +421,8 @@ impl RunReport {
         out += &floors_line(&self.machine_limit);
         out += "\n";
         out += &format!(
-            "mapping: {} regions on {} of {} PEs; SRAM mean {:.1} KiB per PE; at most {} colors per router\n\n",
+            "mapping: {}, {} regions on {} of {} PEs; SRAM mean {:.1} KiB per PE; at most {} colors per router\n\n",
+            self.compile.strategy,
             self.compile.regions,
             crate::table::thousands(self.compile.pes_used),
             crate::table::thousands(self.compile.pes_available),
@@ -385,6 +435,9 @@ impl RunReport {
             out += &table.to_text();
             out += &verdict;
             out += "\n";
+        } else {
+            let w = &self.energy.wafer;
+            out += &format!("\nenergy: {}; cost: {}\n", w.joules_text(), w.cost_text());
         }
         for e in self.explanations() {
             out += "\n";

@@ -46,8 +46,9 @@ fn run_case(c: &Case, engine: Engine) -> Result<Figures, String> {
         WafersSpec::Word(_) => None,
     };
     let machine = MachineArgs::preset(&c.arch, wafers);
-    let gpu = GpuArgs { gpu: "H100-SXM".into(), gpus: None, gpu_mem_headroom: wafer_gpu::DEFAULT_MEM_HEADROOM };
-    let r = run_report(&step, &machine, &gpu, true, engine).map_err(|e| e.message)?;
+    let gpu =
+        GpuArgs { gpu: "H100-SXM".into(), gpus: None, pp: None, gpu_mem_headroom: wafer_gpu::DEFAULT_MEM_HEADROOM };
+    let r = run_report(&step, &machine, &gpu, &Default::default(), true, engine).map_err(|e| e.message)?;
     // The machine's limit holds for any mapping: a latency below it is a bug in an engine.
     if r.tpot_us < r.bound_us {
         return Err(format!(

@@ -3,7 +3,7 @@
 
 use super::compile::MachineArgs;
 use super::graph::StepArgs;
-use super::run::{run_report_and_program, Engine, GpuArgs};
+use super::run::{run_report_and_program, EnergyArgs, Engine, GpuArgs};
 use super::{to_json, Format};
 use crate::Exit;
 use wafer_reports::Table;
@@ -16,6 +16,8 @@ pub struct Args {
     machine: MachineArgs,
     #[command(flatten)]
     gpu: GpuArgs,
+    #[command(flatten)]
+    energy: EnergyArgs,
     #[arg(long, value_enum, default_value_t)]
     engine: Engine,
     /// Tokens in one edit round trip, for the "time to write N tokens" row.
@@ -29,7 +31,7 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<(), Exit> {
     let target = a.out.prepare()?;
-    let (mut r, program) = run_report_and_program(&a.step, &a.machine, &a.gpu, false, a.engine)?;
+    let (mut r, program) = run_report_and_program(&a.step, &a.machine, &a.gpu, &a.energy, false, a.engine)?;
     r.timings = None;
     if let Some(t) = target {
         let shown = t.shown().display().to_string();
@@ -60,6 +62,9 @@ pub fn run(a: Args) -> Result<(), Exit> {
         format!("{:.2} s", c.wafer_tpot_us * a.tokens as f64 / 1e6),
         format!("{:.2} s", c.gpu_tpot_us * a.tokens as f64 / 1e6),
     ]);
+    let (w, gp) = (&r.energy.wafer, r.energy.gpu.as_ref());
+    t.row(["energy per token".to_string(), w.joules_text(), gp.map_or("-".into(), |e| e.joules_text())]);
+    t.row(["cost".to_string(), w.cost_text(), gp.map_or("-".into(), |e| e.cost_text())]);
     t.row(["bound by".to_string(), c.wafer_bound.clone(), c.gpu_bound.clone()]);
     let m = &g.memory;
     t.row([

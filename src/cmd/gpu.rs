@@ -5,15 +5,18 @@
 use super::graph::{PrefillArgs, StepArgs};
 use super::{to_json, Format};
 use crate::inputs::load_gpu;
+use crate::inputs::load_model;
 use crate::Exit;
 use serde::Serialize;
 use wafer_gpu::{
-    calibration_report, estimate_opts, estimate_prefill, gpu_presets, ttft_calibration_report, CalibrationReport,
-    GpuEstimate, GpuOptions, PrefillEstimate, TtftCalibrationReport,
+    calibration_report, estimate_auto, estimate_opts, estimate_pipeline, estimate_prefill_pipeline, gpu_presets,
+    speculative, ttft_calibration_report, CalibrationReport, GpuEstimate, GpuOptions, PrefillEstimate, SpecEstimate,
+    SpecParams, TtftCalibrationReport,
 };
 use wafer_ir::verify_graph;
+use wafer_reports::energy;
 use wafer_reports::Table;
-use wafer_workloads::{decode_graph, prefill_graph};
+use wafer_workloads::{decode_graph, prefill_graph, PrefillParams};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -24,9 +27,26 @@ pub struct Args {
     /// GPU preset (see `--list`) or path to a TOML GPU spec.
     #[arg(long, short, default_value = "H100-SXM")]
     gpu: String,
-    /// GPUs in the tensor-parallel group (must divide the attention heads).
+    /// GPUs in each pipeline stage's tensor-parallel group (must divide the attention heads).
     #[arg(long, default_value_t = 1, value_parser = super::gpus_flag, allow_negative_numbers = true)]
     gpus: u32,
+    /// Pipeline stages, each a tensor-parallel group of --gpus GPUs (--gpus × --pp GPUs in all)
+    /// [default: 1 when the model fits, else the fewest stages that hold it].
+    #[arg(long, value_parser = super::pp_flag, allow_negative_numbers = true)]
+    pp: Option<u32>,
+    /// Price of one GPU-hour, USD, for the cost per million tokens [default: the GPU's assumed
+    /// price in reports/data/power.toml, shown as assumed].
+    #[arg(long, value_name = "USD", value_parser = super::price_flag, allow_negative_numbers = true)]
+    price_per_hour: Option<f64>,
+    /// Speculative decoding: the draft model (a preset or a config.json), run on the same GPUs.
+    #[arg(long, requires_all = ["spec_k", "accept"], conflicts_with = "prompt")]
+    draft: Option<String>,
+    /// Tokens the draft proposes per verify step, 1..=32 (needs --draft).
+    #[arg(long, value_parser = super::spec_k_flag, allow_negative_numbers = true, requires = "draft")]
+    spec_k: Option<u32>,
+    /// Probability that the target accepts each drafted token, 0..=1 (needs --draft).
+    #[arg(long, value_parser = super::accept_flag, allow_negative_numbers = true, requires = "draft")]
+    accept: Option<f64>,
     /// Fraction of each GPU's memory kept free of weights and KV cache (CUDA
     /// context, runtime workspace, activations): 0 <= f < 1. The default 0.1 is
     /// vLLM's default `gpu_memory_utilization = 0.9`.
@@ -57,49 +77,187 @@ pub fn run(a: Args) -> Result<(), Exit> {
         let next = f.context() + 1;
         p.context = if cfg.learned_positions { next.min(cfg.max_positions) } else { next };
     }
+    let spec = match (a.spec_k, a.accept) {
+        (Some(k), Some(acc)) => Some(SpecParams::new(k, acc)?),
+        _ => None,
+    };
     let opts = GpuOptions::with_headroom(a.gpu_mem_headroom)?;
     let gpu = load_gpu(&a.gpu)?;
+    let draft_cfg = a.draft.as_deref().map(load_model).transpose()?;
+    // The decode step first: it sets the pipeline stages (its KV cache, after the prompt, is the larger).
+    let g = decode_graph(&cfg, &p)?;
+    verify_graph(&g)?;
+    let e = estimate_auto(&g, &gpu, a.gpus, a.pp, &opts)?;
     let prefill = match &pf {
         Some(f) => {
             let g = prefill_graph(&cfg, f)?;
             verify_graph(&g)?;
-            Some(estimate_prefill(&g, &gpu, a.gpus, &opts)?)
+            Some(estimate_prefill_pipeline(&g, &gpu, e.tensor_parallel, e.pipeline_stages, &opts)?)
         }
         None => None,
     };
-    let g = decode_graph(&cfg, &p)?;
-    verify_graph(&g)?;
-    let e = estimate_opts(&g, &gpu, a.gpus, &opts)?;
-    match (a.format, prefill) {
-        (Format::Json, None) => print!("{}", to_json(&e)),
-        (Format::Json, Some(pe)) => {
-            print!("{}", to_json(&WithPrefill { ttft_ms: pe.ttft_ms, decode: &e, prefill: &pe }))
-        }
-        (Format::Text, pe) => {
-            if let Some(pe) = &pe {
+    let spec = match (spec, &draft_cfg) {
+        (Some(sp), Some(dc)) => Some(speculate(&cfg, dc, &p, &e, &gpu, sp, &opts)?),
+        _ => None,
+    };
+    let tokens_per_s = spec.as_ref().map_or(e.tokens_per_s, |s| s.estimate.effective_tokens_per_s);
+    let price = a
+        .price_per_hour
+        .map(|u| energy::given_price(u, "--price-per-hour"))
+        .or_else(|| energy::default_price(&gpu.name));
+    let en = energy::energy(&gpu.name, e.n_gpus, tokens_per_s, energy::gpu_power(&gpu), price);
+    match a.format {
+        Format::Json => print!(
+            "{}",
+            to_json(&GpuOut {
+                decode: &e,
+                ttft_ms: prefill.as_ref().map(|p| p.ttft_ms),
+                prefill: prefill.as_ref(),
+                speculative: spec.as_ref(),
+                energy: &en,
+            })
+        ),
+        Format::Text => {
+            if let Some(pe) = &prefill {
                 println!("{}", render_prefill(pe));
             }
-            print!("{}", render(&e, &gpu))
+            print!("{}", render(&e, &gpu));
+            if let Some(sp) = &spec {
+                print!("\n{}", render_spec(sp));
+            }
+            println!(
+                "\nenergy: {}{}; cost: {}",
+                en.joules_text(),
+                if spec.is_some() { " (speculative)" } else { "" },
+                en.cost_text()
+            );
+            println!("({})", en.sources_text());
         }
     }
     Ok(())
 }
 
-/// `wafer gpu --prompt --format json`: the decode estimate's fields, `ttft_ms`
-/// beside its `tpot_ms`, and the prefill estimate in full.
+/// `wafer gpu --format json`: the decode estimate's fields; with `--prompt`,
+/// `ttft_ms` beside its `tpot_ms` and the prefill estimate in full; with
+/// `--draft`, the speculative figures; and the energy and cost per token.
 #[derive(Serialize)]
-struct WithPrefill<'a> {
+struct GpuOut<'a> {
     #[serde(flatten)]
     decode: &'a GpuEstimate,
-    ttft_ms: f64,
-    prefill: &'a PrefillEstimate,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ttft_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prefill: Option<&'a PrefillEstimate>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    speculative: Option<&'a Speculative>,
+    energy: &'a wafer_reports::EnergyFigure,
+}
+
+/// Speculative decoding's figures and the verify step priced the other way.
+#[derive(Serialize)]
+struct Speculative {
+    #[serde(flatten)]
+    estimate: SpecEstimate,
+    /// The verify step priced by the prefill model instead (its per-kernel
+    /// overhead fitted on 128- and 2,048-token prompts), ms: a sensitivity figure.
+    verify_step_ms_prefill_model: f64,
+    /// GPU memory the draft's weights and KV cache take per GPU, bytes.
+    draft_bytes_per_gpu: u64,
+}
+
+/// Prices speculative decoding on the target's GPUs: the draft's decode step
+/// (same context, dtypes and tensor-parallel group, one stage) and the
+/// target's (k + 1)-token verify step over the cached context, both by the
+/// decode model; the draft must fit in the memory the target leaves free.
+fn speculate(
+    target: &wafer_workloads::ModelConfig,
+    draft: &wafer_workloads::ModelConfig,
+    p: &wafer_workloads::DecodeParams,
+    e: &GpuEstimate,
+    gpu: &wafer_gpu::GpuSpec,
+    sp: SpecParams,
+    opts: &GpuOptions,
+) -> Result<Speculative, Exit> {
+    let mut dp = *p;
+    if draft.learned_positions {
+        dp.context = dp.context.min(draft.max_positions);
+    }
+    let dg = decode_graph(draft, &dp)?;
+    verify_graph(&dg)?;
+    let d = estimate_opts(&dg, gpu, e.tensor_parallel, opts)?;
+    let draft_bytes = d.memory.weight_bytes_per_gpu + d.memory.kv_bytes_per_gpu;
+    if draft_bytes > e.memory.free_bytes_per_gpu {
+        return Err(Exit {
+            code: 2,
+            message: format!(
+                "the draft {} needs {:.2} GB per GPU beside {}, which leaves {:.2} GB free on each {}: \
+                 pick a smaller draft, more GPUs (--gpus, --pp) or a lower --gpu-mem-headroom",
+                dg.name,
+                draft_bytes as f64 / 1e9,
+                e.model,
+                e.memory.free_bytes_per_gpu as f64 / 1e9,
+                gpu.name
+            ),
+        });
+    }
+    let vp = PrefillParams {
+        batch: p.batch,
+        prompt: sp.k as u64 + 1,
+        cached: p.context - 1,
+        weight_dtype: p.weight_dtype,
+        act_dtype: p.act_dtype,
+        kv_dtype: p.kv_dtype,
+    };
+    let vg = prefill_graph(target, &vp)?;
+    verify_graph(&vg)?;
+    let v = estimate_pipeline(&vg, gpu, e.tensor_parallel, e.pipeline_stages, opts)?;
+    let vpre = estimate_prefill_pipeline(&vg, gpu, e.tensor_parallel, e.pipeline_stages, opts)?;
+    Ok(Speculative {
+        estimate: speculative(&dg.name, sp, d.tpot_ms, v.tpot_ms, e.tpot_ms, p.batch),
+        verify_step_ms_prefill_model: vpre.ttft_ms,
+        draft_bytes_per_gpu: draft_bytes,
+    })
+}
+
+/// The speculative-decoding block of the text output.
+fn render_spec(s: &Speculative) -> String {
+    let x = &s.estimate;
+    let mut out = format!(
+        "speculative decoding: draft {} proposes k = {} tokens, each accepted with probability {}\n",
+        x.draft_model, x.k, x.accept
+    );
+    out += &format!("expected tokens per verify step (1 − α^(k+1)) / (1 − α) = {:.3}\n", x.expected_tokens_per_step);
+    out += &format!(
+        "round: {} × {:.3} ms draft + {:.3} ms verify ({}-token step) = {:.3} ms\n",
+        x.k,
+        x.draft_step_ms,
+        x.verify_step_ms,
+        x.k + 1,
+        x.round_ms
+    );
+    out += &format!(
+        "effective time per token: {:.3} ms ({:.1} tokens/s), {:.2}× plain decode ({:.3} ms)\n",
+        x.effective_tpot_ms, x.effective_tokens_per_s, x.speedup, x.plain_tpot_ms
+    );
+    out += &format!(
+        "(steps priced by the decode model; the verify step by the prefill model would take {:.3} ms; \
+         the draft holds {:.2} GB per GPU)\n",
+        s.verify_step_ms_prefill_model,
+        s.draft_bytes_per_gpu as f64 / 1e9
+    );
+    out
 }
 
 /// The prefill block of the text output.
 fn render_prefill(e: &PrefillEstimate) -> String {
     let mut s = format!(
-        "prefill: {} prompt tokens over {} cached, batch {}, on {} × {}\n",
-        e.prompt, e.cached, e.batch, e.n_gpus, e.gpu
+        "prefill: {} prompt tokens over {} cached, batch {}, on {} × {}{}\n",
+        e.prompt,
+        e.cached,
+        e.batch,
+        e.n_gpus,
+        e.gpu,
+        if e.pipeline_stages > 1 { format!(" ({} pipeline stages)", e.pipeline_stages) } else { String::new() }
     );
     s += &format!("time to first token: {:.3} ms ({:.0} prompt tokens/s)\n", e.ttft_ms, e.prefill_tokens_per_s);
     s += &format!("bound by:        {} ({} kernels, {} collectives)\n", e.bound.name(), e.kernels, e.collectives);
@@ -173,8 +331,13 @@ fn pct(x: f64) -> String {
 }
 
 fn render(e: &GpuEstimate, gpu: &wafer_gpu::GpuSpec) -> String {
+    let layout = if e.pipeline_stages > 1 {
+        format!(" ({} pipeline stages × {}-way tensor parallel)", e.pipeline_stages, e.tensor_parallel)
+    } else {
+        String::new()
+    };
     let mut s = format!(
-        "{} on {} × {} ({} GB, {} GB/s, {}): batch {}, context {}, weights {}, activations {}, KV {}\n",
+        "{} on {} × {}{layout} ({} GB, {} GB/s, {}): batch {}, context {}, weights {}, activations {}, KV {}\n",
         e.model,
         e.n_gpus,
         e.gpu,
@@ -190,7 +353,17 @@ fn render(e: &GpuEstimate, gpu: &wafer_gpu::GpuSpec) -> String {
     s += &format!("time per token:  {:.3} ms ({:.1} tokens/s)\n", e.tpot_ms, e.tokens_per_s);
     s += &format!("bound by:        {} ({})\n", e.bound.name(), bound_meaning(e.bound));
     s += &memory_line(e);
-    s += &format!("kernels: {} per GPU per step; collectives: {}\n\n", e.kernels, e.collectives);
+    s += &format!("kernels: {} per GPU per step; collectives: {}", e.kernels, e.collectives);
+    if e.stage_sends > 0 {
+        s += &format!(
+            "; sends between stages: {} (stages run one after another for a sequence; each send over {} at \
+             {:.0} GB/s plus the collective latency)",
+            e.stage_sends,
+            gpu.link.name(),
+            gpu.link_bytes_per_s() / 1e9
+        );
+    }
+    s += "\n\n";
     let b = &e.breakdown;
     s += "(compute: math at the dense peak in every kernel; the HBM parts: memory time beyond that math)\n";
     s += &parts_table(

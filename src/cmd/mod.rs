@@ -39,6 +39,8 @@ pub mod limits {
     pub const GPUS: (i128, i128) = (1, 1024);
     pub const STEPS: (i128, i128) = (1, 1024);
     pub const TOKENS: (i128, i128) = (1, 1_000_000_000);
+    pub const PP: (i128, i128) = (1, 1024);
+    pub const SPEC_K: (i128, i128) = (1, 32);
 }
 
 /// A whole-number flag value in `range`, parsed as signed so that `-1` gets
@@ -82,4 +84,44 @@ pub fn steps_flag(s: &str) -> Result<u64, String> {
 }
 pub fn tokens_flag(s: &str) -> Result<u64, String> {
     whole(s, limits::TOKENS)
+}
+
+/// A price per machine-hour, USD: finite, above 0, at most 1,000,000.
+pub fn price_flag(s: &str) -> Result<f64, String> {
+    positive(s, 1e6, "USD per machine-hour")
+}
+
+/// A wafer system's power, kW: finite, above 0, at most 10,000 (a CS-3 draws ~23).
+pub fn power_kw_flag(s: &str) -> Result<f64, String> {
+    positive(s, 1e4, "kW per wafer system")
+}
+
+/// A number in (0, hi], finite.
+fn positive(s: &str, hi: f64, unit: &str) -> Result<f64, String> {
+    let allowed = format!("allowed: a number above 0 and at most {hi} ({unit})");
+    let v: f64 = s.trim().parse().map_err(|_| format!("`{s}` is not a number; {allowed}"))?;
+    if !v.is_finite() || v <= 0.0 || v > hi {
+        return Err(format!("{s} is out of range; {allowed}"));
+    }
+    Ok(v)
+}
+
+/// Pipeline stages (the model's layer count is checked on top).
+pub fn pp_flag(s: &str) -> Result<u32, String> {
+    whole(s, limits::PP)
+}
+
+/// Drafted tokens per verify step.
+pub fn spec_k_flag(s: &str) -> Result<u32, String> {
+    whole(s, limits::SPEC_K)
+}
+
+/// An acceptance rate, 0..=1.
+pub fn accept_flag(s: &str) -> Result<f64, String> {
+    let allowed = "allowed: a probability per drafted token, 0 <= a <= 1";
+    let v: f64 = s.trim().parse().map_err(|_| format!("`{s}` is not a number; {allowed}"))?;
+    if !(0.0..=1.0).contains(&v) {
+        return Err(format!("{s} is out of range; {allowed}"));
+    }
+    Ok(v)
 }

@@ -64,6 +64,9 @@ pub struct GpuArgs {
     /// GPUs in the tensor-parallel group [default: the fewest that hold the model].
     #[arg(long, value_parser = super::gpus_flag, allow_negative_numbers = true)]
     pub gpus: Option<u32>,
+    /// Pipeline stages of --gpus GPUs each [default: 1 when the model fits, else the fewest that hold it].
+    #[arg(long, value_parser = super::pp_flag, allow_negative_numbers = true)]
+    pub pp: Option<u32>,
     /// Fraction of each GPU's memory kept free of weights and KV cache (CUDA
     /// context, runtime workspace, activations): 0 <= f < 1. The default 0.1 is
     /// vLLM's default `gpu_memory_utilization = 0.9`.
@@ -71,17 +74,62 @@ pub struct GpuArgs {
     pub gpu_mem_headroom: f64,
 }
 
-/// The GPU estimate with `n` GPUs, or the fewest power-of-two count that holds the model.
+/// Power and price overrides for the energy and cost figures.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct EnergyArgs {
+    /// Price of one wafer system-hour, USD, for the cost per million tokens
+    /// [default: the arch's assumed price in reports/data/power.toml, shown as assumed].
+    #[arg(long, value_name = "USD", value_parser = super::price_flag, allow_negative_numbers = true)]
+    pub price_per_hour: Option<f64>,
+    /// Price of one GPU-hour, USD [default: the GPU's assumed price in reports/data/power.toml].
+    #[arg(long, value_name = "USD", value_parser = super::price_flag, allow_negative_numbers = true)]
+    pub gpu_price_per_hour: Option<f64>,
+    /// Power of one wafer system, kW [default: the documented figure of wse2 / wse3; none for other archs].
+    #[arg(long, value_name = "KW", value_parser = super::power_kw_flag, allow_negative_numbers = true)]
+    pub wafer_power_kw: Option<f64>,
+}
+
+/// The energy and cost figures of a run: the wafer side on `wafers` systems
+/// of `arch`, the GPU side from its estimate and spec.
+pub fn energy_of(
+    arch: &str,
+    wafers: u32,
+    wafer_tokens_per_s: f64,
+    gpu: Option<(&wafer_gpu::GpuEstimate, &wafer_gpu::GpuSpec)>,
+    a: &EnergyArgs,
+) -> wafer_reports::Energy {
+    use wafer_reports::energy::{default_price, energy, given_price, given_wafer_power, gpu_power, wafer_power};
+    let power = a.wafer_power_kw.map(given_wafer_power).or_else(|| wafer_power(arch));
+    let price = a.price_per_hour.map(|p| given_price(p, "--price-per-hour")).or_else(|| default_price(arch));
+    let wafer = energy(arch, wafers, wafer_tokens_per_s, power, price);
+    let gpu = gpu.map(|(e, spec)| {
+        let price =
+            a.gpu_price_per_hour.map(|p| given_price(p, "--gpu-price-per-hour")).or_else(|| default_price(&spec.name));
+        energy(&e.gpu, e.n_gpus, e.tokens_per_s, gpu_power(spec), price)
+    });
+    wafer_reports::Energy { wafer, gpu }
+}
+
+/// The GPU estimate with `--gpus N` (and `--pp`, or the fewest stages that
+/// hold the model); without `--gpus`, the fewest power-of-two count up to 128
+/// that holds the model by tensor parallelism alone (one stage, or `--pp`
+/// stages if given), and where none does, the fewest stages of 8 GPUs (one
+/// HGX node each).
 pub fn gpu_estimate(g: &Graph, gpu: &wafer_gpu::GpuSpec, args: &GpuArgs) -> Result<wafer_gpu::GpuEstimate, Exit> {
     let opts = wafer_gpu::GpuOptions::with_headroom(args.gpu_mem_headroom)?;
     if let Some(n) = args.gpus {
-        return Ok(wafer_gpu::estimate_opts(g, gpu, n, &opts)?);
+        return Ok(wafer_gpu::estimate_auto(g, gpu, n, args.pp, &opts)?);
     }
     let mut last = None;
     for n in [1u32, 2, 4, 8, 16, 32, 64, 128] {
-        match wafer_gpu::estimate_opts(g, gpu, n, &opts) {
+        match wafer_gpu::estimate_auto(g, gpu, n, Some(args.pp.unwrap_or(1)), &opts) {
             Ok(e) => return Ok(e),
             Err(e) => last = Some(e),
+        }
+    }
+    if args.pp.is_none() {
+        if let Ok(e) = wafer_gpu::estimate_auto(g, gpu, 8, None, &opts) {
+            return Ok(e);
         }
     }
     Err(last.map_or_else(|| Exit { code: 2, message: "no GPU count holds the model".into() }, Exit::from))
@@ -95,6 +143,8 @@ pub struct Args {
     pub machine: MachineArgs,
     #[command(flatten)]
     pub gpu: GpuArgs,
+    #[command(flatten)]
+    pub energy: EnergyArgs,
     /// Leave out the GPU comparison.
     #[arg(long)]
     pub no_gpu: bool,
@@ -151,10 +201,11 @@ pub fn run_report(
     step: &StepArgs,
     machine: &MachineArgs,
     gpu: &GpuArgs,
+    energy: &EnergyArgs,
     no_gpu: bool,
     engine: Engine,
 ) -> Result<RunReport, Exit> {
-    Ok(run_report_and_program(step, machine, gpu, no_gpu, engine)?.0)
+    Ok(run_report_and_program(step, machine, gpu, energy, no_gpu, engine)?.0)
 }
 
 /// Compiles, simulates and (unless `no_gpu`) estimates the GPU side; returns
@@ -165,6 +216,7 @@ pub fn run_report_and_program(
     step: &StepArgs,
     machine: &MachineArgs,
     gpu: &GpuArgs,
+    energy: &EnergyArgs,
     no_gpu: bool,
     engine: Engine,
 ) -> Result<(RunReport, wafer_ir::Program), Exit> {
@@ -173,7 +225,7 @@ pub fn run_report_and_program(
     let t0 = std::time::Instant::now();
     let m = machine.load()?;
     let g = step_graph(step)?;
-    let gpu_est = gpu_spec.map(|s| gpu_estimate(&g, &s, gpu)).transpose()?;
+    let gpu_est = gpu_spec.as_ref().map(|s| gpu_estimate(&g, s, gpu)).transpose()?;
     let c = compile_graph(&g, &m, machine.options(CompileOptions::default()))?;
     let t2 = std::time::Instant::now();
     let sim = simulate(engine, &c)?;
@@ -195,7 +247,8 @@ pub fn run_report_and_program(
         gpus: gpu_est.as_ref().map(|g| g.n_gpus),
     };
     let bound = wafer_simulator::machine_bound(&g, &p.arch, p.wafers);
-    let mut r = RunReport::new(inputs, c.stats, sim, bound, gpu_est);
+    let en = energy_of(&p.arch.name, sim.wafers, sim.tokens_per_s, gpu_est.as_ref().zip(gpu_spec.as_ref()), energy);
+    let mut r = RunReport::new(inputs, c.stats, sim, bound, gpu_est, en);
     if r.gpu.is_some() {
         let k = wafer_gpu::calibration_report()?;
         r = r.with_gpu_calibration(wafer_reports::run::GpuCalibration {
@@ -322,7 +375,7 @@ pub fn run(a: Args) -> Result<(), Exit> {
         };
     }
     let target = a.out.prepare()?;
-    let (mut r, program) = run_report_and_program(&a.step, &a.machine, &a.gpu, a.no_gpu, a.engine)?;
+    let (mut r, program) = run_report_and_program(&a.step, &a.machine, &a.gpu, &a.energy, a.no_gpu, a.engine)?;
     if !a.timings {
         r.timings = None;
     }
