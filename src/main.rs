@@ -52,6 +52,8 @@ enum Command {
     Trace(cmd::trace::Args),
     /// Build a published wafer kernel (MeshGEMV) as a program and time it; `--calibration` replays the silicon rows.
     Kernel(cmd::kernel::Args),
+    /// One editor round trip: time to first token on a prompt over a cached context, then the answer, wafer vs GPU.
+    Roundtrip(cmd::roundtrip::Args),
 }
 
 /// An error already rendered for the user, with the exit code to leave with.
@@ -97,6 +99,7 @@ fn main() -> ExitCode {
         Command::Archs(a) => cmd::archs::run(a),
         Command::Trace(a) => cmd::trace::run(a),
         Command::Kernel(a) => cmd::kernel::run(a),
+        Command::Roundtrip(a) => cmd::roundtrip::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -10,6 +10,7 @@ pub mod kernel;
 pub mod merge;
 pub mod models;
 pub mod report_out;
+pub mod roundtrip;
 pub mod run;
 pub mod simulate;
 pub mod sweep;

@@ -1,0 +1,283 @@
+//! `wafer roundtrip`: one editor interaction — a prompt over a cached
+//! context, then the answer streamed — on the wafer and on the GPU baseline.
+//!
+//! The wafer side compiles one mapping per strategy that holds the whole
+//! interaction's KV cache (`cached + prompt + output` positions) and times
+//! its decode step at that context. Time to first token streams the prompt
+//! through that mapping ([`wafer_simulator::streamed_prefill`]); the answer
+//! is the other `output − 1` steps. Both are priced at the final context: an
+//! upper bound, as earlier tokens attend over fewer positions (one mapping
+//! serves the whole interaction; compiling each context separately would
+//! price steps on mappings that cannot hold the later KV, and the search is
+//! not monotone in the context). The GPU side prices the prefill with its
+//! calibrated TTFT model and the answer's steps at the same final context.
+//! `--strategy auto` weighs pipeline, spread and hybrid:4 on the round trip.
+
+use super::compile::{compile_graph, MachineArgs, ObjectiveArg};
+use super::graph::StepArgs;
+use super::run::{gpu_estimate, simulate, Engine, GpuArgs};
+use super::{to_json, Format};
+use crate::inputs::load_gpu;
+use crate::Exit;
+use serde::Serialize;
+use wafer_compiler::{CompileOptions, Strategy};
+use wafer_ir::verify_graph;
+use wafer_workloads::{decode_graph, prefill_graph, DecodeParams, PrefillParams};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    pub step: StepArgs,
+    /// New prompt tokens the user sends.
+    #[arg(long, default_value_t = 2000, value_parser = super::context_flag, allow_negative_numbers = true)]
+    pub prompt: u64,
+    /// Tokens of context already in the KV cache (the file, the conversation so far).
+    #[arg(long, default_value_t = 30000, value_parser = super::cached_flag, allow_negative_numbers = true)]
+    pub cached: u64,
+    /// Tokens of the answer.
+    #[arg(long, default_value_t = 400, value_parser = super::context_flag, allow_negative_numbers = true)]
+    pub output: u64,
+    #[command(flatten)]
+    pub machine: MachineArgs,
+    #[command(flatten)]
+    pub gpu: GpuArgs,
+    #[arg(long, value_enum, default_value_t)]
+    pub engine: Engine,
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
+/// One side of the round trip, µs.
+#[derive(Debug, Clone, Serialize)]
+pub struct Side {
+    /// `wafer: 1 × wse3 (spread)` or `GPU: 1 × H100-SXM`.
+    pub system: String,
+    pub ttft_us: f64,
+    pub decode_us: f64,
+    pub total_us: f64,
+    /// Answer tokens per second while streaming (after the first).
+    pub output_tokens_per_s: f64,
+    /// Per-token time of the answer's steps, µs (at the final context).
+    pub tpot_us: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RoundTrip {
+    pub model: String,
+    pub prompt: u64,
+    pub cached: u64,
+    pub output: u64,
+    pub batch: u64,
+    pub wafer: Side,
+    /// The mapping and how the prompt streams through it.
+    pub wafer_strategy: String,
+    pub wafers: u32,
+    pub wafer_engine: String,
+    pub prefill_bottleneck: String,
+    /// Every strategy tried: its wafers and round trip, or why it failed.
+    pub alternatives: Vec<Alternative>,
+    pub gpu: Side,
+    pub gpus: u32,
+}
+
+/// A strategy `roundtrip` weighed.
+#[derive(Debug, Clone, Serialize)]
+pub struct Alternative {
+    pub strategy: String,
+    pub wafers: Option<u32>,
+    pub total_us: Option<f64>,
+    pub error: Option<String>,
+}
+
+fn side(system: String, ttft_us: f64, tpot_us: f64, output: u64) -> Side {
+    let decode_us = (output - 1) as f64 * tpot_us;
+    Side {
+        system,
+        ttft_us,
+        decode_us,
+        total_us: ttft_us + decode_us,
+        output_tokens_per_s: if decode_us > 0.0 { (output - 1) as f64 / decode_us * 1e6 } else { 0.0 },
+        tpot_us,
+    }
+}
+
+pub fn roundtrip(a: &Args) -> Result<RoundTrip, Exit> {
+    a.engine.check_timing()?;
+    if a.step.context.is_some() {
+        return Err(Exit {
+            code: 2,
+            message: "--context: roundtrip sets the context itself (--cached + --prompt + --output)".into(),
+        });
+    }
+    let gpu_spec = load_gpu(&a.gpu.gpu)?;
+    let (cfg, p) = a.step.load(super::graph::LATENCY_CONTEXT)?;
+    let last_ctx = a.cached + a.prompt + a.output;
+    if cfg.learned_positions && last_ctx > cfg.max_positions {
+        return Err(Exit {
+            code: 2,
+            message: format!(
+                "--cached {} + --prompt {} + --output {} = {last_ctx} positions; {} knows {} (learned positions)",
+                a.cached, a.prompt, a.output, cfg.name, cfg.max_positions
+            ),
+        });
+    }
+    let graph = |context| -> Result<wafer_ir::Graph, Exit> {
+        let g = decode_graph(&cfg, &DecodeParams { context, ..p })?;
+        verify_graph(&g)?;
+        Ok(g)
+    };
+    let g_last = graph(last_ctx)?;
+    let pf = PrefillParams {
+        batch: p.batch,
+        prompt: a.prompt,
+        cached: a.cached,
+        weight_dtype: p.weight_dtype,
+        act_dtype: p.act_dtype,
+        kv_dtype: p.kv_dtype,
+    };
+    let g_prefill = prefill_graph(&cfg, &pf)?;
+    verify_graph(&g_prefill)?;
+    // GPU first: it needs only the graphs.
+    // The GPU count (and pipeline stages) that hold the whole interaction, for every part.
+    let gpu_last = gpu_estimate(&g_last, &gpu_spec, &a.gpu)?;
+    let (tp, pp) = (gpu_last.tensor_parallel, gpu_last.pipeline_stages);
+    let n = gpu_last.n_gpus;
+    let opts = wafer_gpu::GpuOptions::with_headroom(a.gpu.gpu_mem_headroom)?;
+    let gpu_prefill = wafer_gpu::estimate_prefill_pipeline(&g_prefill, &gpu_spec, tp, pp, &opts)?;
+    // The wafer: per strategy, the mapping that holds the whole interaction.
+    let m = a.machine.load()?;
+    let tried: Vec<Strategy> = match a.machine.strategy {
+        Strategy::Auto if a.machine.grid.is_none() && a.machine.groups.is_none() => {
+            vec![Strategy::Pipeline, Strategy::Spread, Strategy::Hybrid(4)]
+        }
+        Strategy::Auto => vec![Strategy::Spread],
+        s => vec![s],
+    };
+    let wafer_side = |strategy: Strategy| -> Result<WaferSide, Exit> {
+        let base = a.machine.options(CompileOptions::default());
+        let last = compile_graph(&g_last, &m, CompileOptions { strategy, ..base })?;
+        let sim_last = simulate(a.engine, &last)?;
+        let stream = wafer_simulator::streamed_prefill(&last.program, &sim_last, a.prompt);
+        let wafers = last.program.wafers;
+        Ok(WaferSide {
+            side: side(
+                format!("wafer: {wafers} × {} ({})", m.0.name, strategy.name()),
+                stream.ttft_us,
+                sim_last.tpot_us,
+                a.output,
+            ),
+            strategy: strategy.name(),
+            wafers,
+            engine: sim_last.engine.clone(),
+            bottleneck: stream.bottleneck,
+        })
+    };
+    let mut best: Option<WaferSide> = None;
+    let mut alternatives = Vec::new();
+    let mut first_err = None;
+    for s in tried {
+        match wafer_side(s) {
+            Ok(w) => {
+                alternatives.push(Alternative {
+                    strategy: w.strategy.clone(),
+                    wafers: Some(w.wafers),
+                    total_us: Some(w.side.total_us),
+                    error: None,
+                });
+                let key = |x: &WaferSide| match a.machine.objective {
+                    ObjectiveArg::Wafers => (x.wafers as f64, x.side.total_us),
+                    ObjectiveArg::Latency => (x.side.total_us, x.wafers as f64),
+                };
+                if best.as_ref().is_none_or(|b| key(&w) < key(b)) {
+                    best = Some(w);
+                }
+            }
+            Err(e) => {
+                alternatives.push(Alternative {
+                    strategy: s.name(),
+                    wafers: None,
+                    total_us: None,
+                    error: Some(e.message.clone()),
+                });
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    let Some(w) = best else { return Err(first_err.unwrap_or(Exit { code: 2, message: "no strategy".into() })) };
+    Ok(RoundTrip {
+        model: cfg.name.clone(),
+        prompt: a.prompt,
+        cached: a.cached,
+        output: a.output,
+        batch: p.batch,
+        wafer: w.side,
+        wafer_strategy: w.strategy,
+        wafers: w.wafers,
+        wafer_engine: w.engine,
+        prefill_bottleneck: w.bottleneck,
+        alternatives,
+        gpu: side(format!("GPU: {n} × {}", gpu_last.gpu), gpu_prefill.ttft_ms * 1e3, gpu_last.tpot_ms * 1e3, a.output),
+        gpus: n,
+    })
+}
+
+/// One strategy's wafer side.
+struct WaferSide {
+    side: Side,
+    strategy: String,
+    wafers: u32,
+    engine: String,
+    bottleneck: String,
+}
+
+fn render(r: &RoundTrip) -> String {
+    let mut s = format!(
+        "{}: one round trip — {} prompt tokens over {} cached, {} answer tokens, batch {}\n\n",
+        r.model, r.prompt, r.cached, r.output, r.batch
+    );
+    let mut t =
+        wafer_reports::Table::new(&["", ">time to first token", ">answer (decode)", ">round trip", ">answer tokens/s"]);
+    let fmt = |us: f64| if us >= 1e5 { format!("{:.2} s", us / 1e6) } else { format!("{:.1} ms", us / 1e3) };
+    for side in [&r.wafer, &r.gpu] {
+        t.row(vec![
+            side.system.clone(),
+            fmt(side.ttft_us),
+            fmt(side.decode_us),
+            fmt(side.total_us),
+            format!("{:.0}", side.output_tokens_per_s),
+        ]);
+    }
+    s += &t.to_text();
+    s += &format!(
+        "\nThe round trip takes {:.2}× as long on the GPU baseline as on the wafer.\n",
+        r.gpu.total_us / r.wafer.total_us
+    );
+    if r.alternatives.len() > 1 {
+        s += "Wafer strategies weighed:";
+        for x in &r.alternatives {
+            match (x.total_us, x.wafers, &x.error) {
+                (Some(t), Some(w), _) => s += &format!(" {} {} on {w} wafer(s);", x.strategy, fmt(t)),
+                (_, _, Some(e)) => s += &format!(" {} does not compile ({e});", x.strategy),
+                _ => {}
+            }
+        }
+        s.pop();
+        s += ".\n";
+    }
+    s += &format!(
+        "Wafer: the prompt streams through the {} mapping one token per bottleneck ({}); the prompt and \
+         the answer are priced at the final context, an upper bound ({} engine). GPU: the calibrated \
+         TTFT and decode models, the answer at the final context too.\n",
+        r.wafer_strategy, r.prefill_bottleneck, r.wafer_engine
+    );
+    s
+}
+
+pub fn run(a: Args) -> Result<(), Exit> {
+    let r = roundtrip(&a)?;
+    match a.format {
+        Format::Json => print!("{}", to_json(&r)),
+        Format::Text => print!("{}", render(&r)),
+    }
+    Ok(())
+}

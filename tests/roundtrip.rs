@@ -1,0 +1,85 @@
+//! `wafer roundtrip`: one editor interaction (a prompt over a cached
+//! context, then the answer) on the wafer and on the GPU baseline.
+
+use std::process::{Command, Output};
+
+fn wafer(args: &[&str], threads: Option<&str>) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_wafer"));
+    c.args(args);
+    if let Some(t) = threads {
+        c.env("RAYON_NUM_THREADS", t);
+    }
+    c.output().expect("run wafer")
+}
+
+fn ok(o: &Output) -> String {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn json(args: &[&str]) -> serde_json::Value {
+    serde_json::from_str(&ok(&wafer(args, None))).unwrap()
+}
+
+#[test]
+fn the_defaults_give_both_sides_whose_parts_add_up() {
+    let out = ok(&wafer(&["roundtrip"], None));
+    assert!(out.contains("2000 prompt tokens over 30000 cached, 400 answer tokens"), "{out}");
+    assert!(
+        out.contains("time to first token") && out.contains("wafer: 1 × wse3") && out.contains("GPU: 1 × H100-SXM")
+    );
+    let v = json(&["roundtrip", "--format", "json"]);
+    for side in ["wafer", "gpu"] {
+        let s = &v[side];
+        let (ttft, decode, total) =
+            (s["ttft_us"].as_f64().unwrap(), s["decode_us"].as_f64().unwrap(), s["total_us"].as_f64().unwrap());
+        assert!(ttft > 0.0 && decode > 0.0, "{side}: {s}");
+        assert!((ttft + decode - total).abs() <= 1e-9 * total, "{side}: {s}");
+        // 399 answer steps after the first token, each the side's per-token time.
+        let tpot = s["tpot_us"].as_f64().unwrap();
+        assert!((decode - 399.0 * tpot).abs() <= 1e-9 * decode, "{side}: {s}");
+    }
+    assert!(v["alternatives"].as_array().unwrap().len() == 3, "{}", v["alternatives"]);
+    assert!(["pipeline", "spread", "hybrid:4"].contains(&v["wafer_strategy"].as_str().unwrap()));
+}
+
+#[test]
+fn the_figures_are_identical_for_any_thread_count() {
+    let args = ["roundtrip", "--model", "llama-3.2-1b", "--format", "json"];
+    let one = ok(&wafer(&args, Some("1")));
+    assert_eq!(one, ok(&wafer(&args, Some("2"))));
+    assert_eq!(one, ok(&wafer(&args, None)));
+}
+
+/// A pipeline mapping streams the prompt (one token per bottleneck); a spread
+/// mapping, whose regions all share the same PEs, takes about a step per
+/// token, so auto weighs the round trip, not the decode step alone.
+#[test]
+fn longer_prompts_take_longer_and_the_pipeline_streams_them() {
+    let base = ["roundtrip", "--model", "llama-3.2-1b", "--strategy", "pipeline", "--format", "json"];
+    let t = |prompt: &str| {
+        let mut a = base.to_vec();
+        a.extend(["--prompt", prompt]);
+        json(&a)["wafer"]["ttft_us"].as_f64().unwrap()
+    };
+    let (short, long) = (t("256"), t("4096"));
+    assert!(long > short, "{short} vs {long}");
+    let v = json(&base);
+    let tpot = v["wafer"]["tpot_us"].as_f64().unwrap();
+    assert!(v["wafer"]["ttft_us"].as_f64().unwrap() < 2000.0 * tpot / 4.0, "{v}");
+}
+
+#[test]
+fn inputs_it_cannot_honour_are_errors_that_name_them() {
+    for (args, want) in [
+        (vec!["roundtrip", "--context", "100"], "--context"),
+        (vec!["roundtrip", "--model", "gpt2"], "learned positions"),
+        (vec!["roundtrip", "--output", "0"], "--output"),
+        (vec!["roundtrip", "--prompt", "-4"], "negative"),
+    ] {
+        let o = wafer(&args, None);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+}
