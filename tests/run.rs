@@ -181,3 +181,43 @@ fn more_wafers_than_stages_use_only_the_wafers_that_hold_regions() {
     let w = v["wafers"].as_u64().unwrap();
     assert!((2..=14).contains(&w), "{w} wafers");
 }
+
+/// `--users U`: U sequences pipelined through the mapping. A layer pipeline
+/// carries several at full speed (aggregate = U × one user's tokens/s up to
+/// its stage count); the line and the JSON say which PEs bind after that.
+#[test]
+fn users_in_flight_add_up_on_a_pipeline_until_its_bottleneck() {
+    let args = |u: &'static str| -> Vec<&'static str> {
+        vec![
+            "run",
+            "--model",
+            "llama-3.2-1b",
+            "--strategy",
+            "pipeline",
+            "--engine",
+            "analytical",
+            "--no-gpu",
+            "--users",
+            u,
+        ]
+    };
+    let json = |u: &'static str| -> serde_json::Value {
+        let mut a = args(u);
+        a.extend(["--format", "json"]);
+        serde_json::from_str(&ok(&wafer(&a, None))).unwrap()
+    };
+    let one = json("1");
+    let stages = one["users"]["stages"].as_u64().unwrap();
+    assert!(stages >= 8, "{}", one["users"]);
+    let eight = json("8");
+    let (single, all) =
+        (one["tokens_per_s"].as_f64().unwrap(), eight["users"]["aggregate_tokens_per_s"].as_f64().unwrap());
+    assert!((all - 8.0 * single).abs() <= 1e-9 * all, "{all} vs 8 × {single}");
+    let text = ok(&wafer(&args("8"), None));
+    assert!(
+        text.contains("users in flight: 8 — ") && text.contains("ride along at full speed before region "),
+        "{text}"
+    );
+    let o = wafer(&["run", "--users", "0"], None);
+    assert_eq!(o.status.code(), Some(2));
+}

@@ -10,7 +10,7 @@ use crate::table::{si, Table};
 use serde::Serialize;
 use wafer_compiler::CompileStats;
 use wafer_gpu::GpuEstimate;
-use wafer_simulator::{Breakdown, FinishedSim, MachineBound};
+use wafer_simulator::{Breakdown, FinishedSim, MachineBound, Pipelining};
 
 /// Bumped whenever a field changes meaning or disappears.
 pub const SCHEMA_VERSION: u32 = 4;
@@ -93,6 +93,10 @@ pub struct RunReport {
     pub comparison: Option<Comparison>,
     /// Energy and cost per token, wafer and GPU (`crate::energy`).
     pub energy: Energy,
+    /// Users in flight (`wafer run --users U`): the steady state of `U`
+    /// sequences pipelined through the mapping (`wafer_simulator::steady`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub users: Option<Pipelining>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timings: Option<Timings>,
 }
@@ -238,6 +242,7 @@ impl RunReport {
             gpu_calibration: None,
             comparison,
             energy,
+            users: None,
             timings: None,
         }
     }
@@ -429,6 +434,10 @@ impl RunReport {
             self.compile.sram_mean_bytes / 1024.0,
             self.compile.colors_max_per_router
         );
+        if let Some(u) = &self.users {
+            out += &users_line(u);
+            out += "\n";
+        }
         out += &breakdown_text(s);
         if let Some((table, verdict)) = self.comparison_table() {
             out += "\n";
@@ -451,4 +460,20 @@ impl RunReport {
         }
         out
     }
+}
+
+/// The users-in-flight line of `wafer run --users U`.
+pub fn users_line(u: &Pipelining) -> String {
+    let head = if u.users == 1 {
+        "users in flight: 1".to_string()
+    } else {
+        format!(
+            "users in flight: {} — {:.0} tokens/s in all, {:.0} tokens/s each ({:.1} µs between a user's tokens)",
+            u.users, u.aggregate_tokens_per_s, u.per_user_tokens_per_s, u.per_user_token_us
+        )
+    };
+    format!(
+        "{head}; up to {} ride along at full speed before {} binds ({:.1} µs per token)\n",
+        u.stages, u.bottleneck, u.bottleneck_us
+    )
 }

@@ -38,6 +38,8 @@ pub struct Pipelining {
     pub step_cycles: f64,
     /// Cycles the busiest resource is held per token (`B`).
     pub bottleneck_cycles: f64,
+    /// The same, µs.
+    pub bottleneck_us: f64,
     /// What that resource is: the regions on the busiest PEs, or a system link.
     pub bottleneck: String,
     /// Users that fit in flight before the bottleneck binds: `⌊T / B⌋` (at least 1).
@@ -105,6 +107,7 @@ pub fn pipelining(p: &Program, sim: &FinishedSim, users: u32) -> Pipelining {
         users,
         step_cycles: step,
         bottleneck_cycles: bottleneck,
+        bottleneck_us: bottleneck / hz * 1e6,
         bottleneck: what,
         stages: ((step / bottleneck).floor() as u32).max(1),
         aggregate_tokens_per_s: aggregate,

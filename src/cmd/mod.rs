@@ -40,6 +40,7 @@ pub mod limits {
     pub const GPUS: (i128, i128) = (1, 1024);
     pub const STEPS: (i128, i128) = (1, 1024);
     pub const TOKENS: (i128, i128) = (1, 1_000_000_000);
+    pub const USERS: (i128, i128) = (1, 65_536);
     pub const PP: (i128, i128) = (1, 1024);
     pub const SPEC_K: (i128, i128) = (1, 32);
 }
@@ -82,6 +83,9 @@ pub fn gpus_flag(s: &str) -> Result<u32, String> {
 }
 pub fn steps_flag(s: &str) -> Result<u64, String> {
     whole(s, limits::STEPS)
+}
+pub fn users_flag(s: &str) -> Result<u32, String> {
+    whole(s, limits::USERS)
 }
 pub fn tokens_flag(s: &str) -> Result<u64, String> {
     whole(s, limits::TOKENS)

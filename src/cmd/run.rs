@@ -159,6 +159,11 @@ pub struct Args {
     /// Also report wall-clock time of compiling and simulating (not reproducible).
     #[arg(long)]
     pub timings: bool,
+    /// Independent sequences (users) pipelined through the mapping at once:
+    /// their aggregate and per-user tokens/s in steady state, and how many fit
+    /// before the busiest PEs bind (closed form from the simulated step).
+    #[arg(long, default_value_t = 1, value_parser = super::users_flag, allow_negative_numbers = true)]
+    pub users: u32,
     #[command(flatten)]
     pub out: super::report_out::OutArgs,
 }
@@ -379,6 +384,7 @@ pub fn run(a: Args) -> Result<(), Exit> {
     if !a.timings {
         r.timings = None;
     }
+    r.users = Some(wafer_simulator::pipelining(&program, &r.simulation, a.users));
     if let Some(t) = target {
         let shown = t.shown().display().to_string();
         t.write(&wafer_reports::run_folder(&r, &program)?)?;
