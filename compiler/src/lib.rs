@@ -4,10 +4,13 @@
 //! plain function; the spatial IR can be printed after any of them
 //! (`dump_after`) and verified after each (`verify_each`, with the rules that
 //! hold at that stage). The mapping search scores candidates with the
-//! simulator's analytical closed form, so the compiler optimises exactly
-//! what the analytical engine reports.
+//! per-region closed forms of `wafer-cost`, and `auto` weighs whole programs
+//! with its program-level closed form ([`wafer_cost::estimate`]) — the same
+//! functions the analytical engine reports, so the compiler optimises what
+//! the engines price.
 //!
-//! Architecture invariant: no I/O; errors are typed and carry the numbers
+//! Architecture invariant: no I/O; depends on `ir` and `cost`, never on the
+//! simulator, and runs no engine. Errors are typed and carry the numbers
 //! (bytes that do not fit, wafers that would, the largest context that fits).
 
 pub mod fuse;
@@ -183,6 +186,8 @@ pub enum CompileError {
     UnknownPass(String),
     #[error("compiling {0}")]
     Resources(wafer_ir::ResourceError),
+    #[error("the compiled program has no latency: {0}")]
+    Starved(wafer_cost::Starved),
     #[error(
         "prefill is not mapped onto the wafer yet: graph `{model}` computes {new_tokens} new tokens per sequence; \
          compile decode steps (one new token) or use `wafer graph --prompt` / `wafer gpu --prompt` for prefill"
@@ -228,7 +233,8 @@ pub struct CompileStats {
     pub colors_max_per_router: u32,
     pub colors_available: u32,
     pub longest_route_hops: u32,
-    /// The analytical engine's per-token latency.
+    /// The step's closed form ([`wafer_cost::estimate`], what the analytical
+    /// engine reports): cycles and µs per token.
     pub estimate_cycles: f64,
     pub estimate_us: f64,
     /// Strip width per wafer chosen by the search.
@@ -249,7 +255,7 @@ pub struct CompileStats {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Alternative {
     pub strategy: String,
-    /// The analytical estimate, µs per token; `None` when it did not compile.
+    /// Its closed-form estimate ([`wafer_cost::estimate`]), µs per token; `None` when it did not compile.
     pub estimate_us: Option<f64>,
     pub wafers: Option<u32>,
     pub error: Option<String>,
@@ -471,20 +477,20 @@ pub fn compile(g: &Graph, arch: &ArchSpec, opts: &CompileOptions) -> Result<Comp
                 match one(s, &mut after) {
                     Ok(b) => {
                         let dumped = from..dumps.borrow().len();
-                        let est = wafer_simulator::simulate_analytical(&b.program, &b.info);
+                        let (cycles, us) = (b.estimate.cycles, b.estimate.us);
                         alts.push(Alternative {
                             strategy: s.name(),
-                            estimate_us: Some(est.tpot_us),
+                            estimate_us: Some(us),
                             wafers: Some(b.program.wafers),
                             error: None,
                         });
                         // The objective first, then the other figure.
                         let better = |c: f64, w: u32| match opts.objective {
-                            Objective::Latency => (est.cycles, b.program.wafers) < (c, w),
-                            Objective::Wafers => (b.program.wafers, est.cycles) < (w, c),
+                            Objective::Latency => (cycles, b.program.wafers) < (c, w),
+                            Objective::Wafers => (b.program.wafers, cycles) < (w, c),
                         };
                         if best.as_ref().is_none_or(|(c, bb, _)| better(*c, bb.program.wafers)) {
-                            best = Some((est.cycles, b, dumped));
+                            best = Some((cycles, b, dumped));
                         }
                     }
                     Err(e) => {
@@ -514,7 +520,7 @@ pub fn compile(g: &Graph, arch: &ArchSpec, opts: &CompileOptions) -> Result<Comp
     };
     let p = &mut built.program;
     let info = built.info.clone();
-    let est = wafer_simulator::simulate_analytical(p, &info);
+    let est = &built.estimate;
     let (searched, fixed) = built.search;
     let stats = CompileStats {
         wafers: p.wafers,
@@ -533,7 +539,7 @@ pub fn compile(g: &Graph, arch: &ArchSpec, opts: &CompileOptions) -> Result<Comp
         colors_available: arch.program_colors(),
         longest_route_hops: info.longest_route_hops,
         estimate_cycles: est.cycles,
-        estimate_us: est.tpot_us,
+        estimate_us: est.us,
         strip_widths: built.strips.clone(),
         searched_region_cycles: searched,
         fixed_square_region_cycles: fixed,
@@ -548,6 +554,8 @@ pub fn compile(g: &Graph, arch: &ArchSpec, opts: &CompileOptions) -> Result<Comp
 struct Built {
     program: Program,
     info: ProgramInfo,
+    /// Its step on the cost model: what `auto` compares.
+    estimate: wafer_cost::Estimate,
     strategy: Strategy,
     strips: Vec<u32>,
     blocks: Vec<(u32, u32)>,
@@ -555,17 +563,19 @@ struct Built {
     search: (f64, f64),
 }
 
+/// The last passes, the verifier and the program's closed-form estimate.
 fn finish(
     mut p: Program,
     after: &mut dyn FnMut(&str, &Program) -> Result<(), CompileError>,
-) -> Result<(Program, ProgramInfo), CompileError> {
+) -> Result<(Program, ProgramInfo, wafer_cost::Estimate), CompileError> {
     alloc(&mut p);
     after("alloc", &p)?;
     schedule(&mut p);
     after("schedule", &p)?;
     let info = verify_program_checks(&p, Checks::ALL)
         .map_err(|errors| CompileError::Verify { pass: "schedule".into(), errors })?;
-    Ok((p, info))
+    let est = wafer_cost::estimate(&p, &info).map_err(CompileError::Starved)?;
+    Ok((p, info, est))
 }
 
 /// The `pipeline` strategy: disjoint regions in strips.
@@ -601,9 +611,17 @@ fn compile_pipeline(
         Err(CompileError::Colors { .. }) => attempt(Packing::InOrder, after)?,
         other => other?,
     };
-    let (program, info) = finish(p, after)?;
+    let (program, info, estimate) = finish(p, after)?;
     let search = partition::fixed_square_cost(ctx, groups, &plan);
-    Ok(Built { program, info, strategy: Strategy::Pipeline, strips: plan.strip.clone(), blocks: Vec::new(), search })
+    Ok(Built {
+        program,
+        info,
+        estimate,
+        strategy: Strategy::Pipeline,
+        strips: plan.strip.clone(),
+        blocks: Vec::new(),
+        search,
+    })
 }
 
 /// The `spread` and `hybrid:k` strategies: layers stacked on shared blocks.
@@ -652,8 +670,16 @@ fn compile_spread(
     after("place", &p)?;
     route::route(&mut p, groups)?;
     after("route", &p)?;
-    let (program, info) = finish(p, after)?;
-    Ok(Built { program, info, strategy, strips: Vec::new(), blocks: layout.blocks, search: (layout.cost, layout.cost) })
+    let (program, info, estimate) = finish(p, after)?;
+    Ok(Built {
+        program,
+        info,
+        estimate,
+        strategy,
+        strips: Vec::new(),
+        blocks: layout.blocks,
+        search: (layout.cost, layout.cost),
+    })
 }
 
 /// Wafer count and partitioning, with the capacity errors users need.

@@ -5,8 +5,8 @@
 //! layers into contiguous pipeline stages, one per wafer; (3) per wafer, a
 //! search over the strip width (the placement grid, see `place`) and, per
 //! region, its height and width, reduction shape and attention rows-per-head,
-//! scored by the analytical engine's closed form — the same cost model the
-//! simulator reports. Each distinct region kind gets the Pareto front of
+//! scored by `wafer_cost::region_cost` — the closed form the analytical
+//! engine adds up, so the search and the simulator price regions alike. Each distinct region kind gets the Pareto front of
 //! (height, cost) shapes; a Lagrange multiplier on height, bisected, picks one
 //! shape per region so that together they fill the strips (minimising Σ cost
 //! under the strip-height budget). Strip widths are searched in parallel
@@ -16,8 +16,8 @@
 use crate::fuse::{Group, GroupKind};
 use crate::CompileError;
 use rayon::prelude::*;
+use wafer_cost::region_cost;
 use wafer_ir::{sram_need, ArchSpec, DType, Program, Rect, Reduce, Work};
-use wafer_simulator::region_cost;
 
 /// Share of a wafer's PEs that regions' minimal areas may claim when the
 /// layers are cut into per-wafer stages (and in capacity messages); the rest
@@ -145,7 +145,7 @@ pub(crate) fn io_cycles(c: &Ctx, work: &Work) -> f64 {
         Work::Attention { group, head_dim, .. } => (group * head_dim, group * head_dim),
         Work::Embedding { hidden, .. } => (0, hidden),
     };
-    let ser = |e: u64| wafer_simulator::timing::serialization(c.arch, c.act.bytes_for(e * c.batch)) as f64;
+    let ser = |e: u64| wafer_cost::timing::serialization(c.arch, c.act.bytes_for(e * c.batch)) as f64;
     ser(inp) + ser(out)
 }
 

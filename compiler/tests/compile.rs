@@ -185,9 +185,9 @@ fn a_region_no_pe_can_hold_is_named_with_its_bytes() {
     assert!(e.to_string().contains("smaller batch"), "{e}");
 }
 
-/// The analytical estimate of a compiled program, cycles.
+/// The closed-form estimate of a compiled program (what the analytical engine reports), cycles.
 fn estimate(c: &Compiled) -> f64 {
-    wafer_simulator::simulate_analytical(&c.program, &c.info).cycles
+    wafer_cost::estimate(&c.program, &c.info).unwrap().cycles
 }
 
 /// Issue 11's acceptance: `auto` is never slower than any single strategy on

@@ -7,7 +7,7 @@
 //! calibration report ([`calibrate_gemv`]) and the fit of the micro-timing
 //! constant the rows pin down ([`fit_ramp`], with leave-one-P-out
 //! cross-validation). Must not: read files, print, or change the micro-timing
-//! model (that is `wafer_simulator::timing`; the fitted value lives in the
+//! model (that is `wafer_cost::timing`; the fitted value lives in the
 //! arch presets, and a test here re-runs the fit against it).
 //!
 //! Kernels the IR cannot express yet are typed errors, not guesses: Shift moves

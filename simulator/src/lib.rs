@@ -1,6 +1,9 @@
 //! wafer-simulator: per-token latency of a compiled program.
 //!
-//! * [`timing`]: the micro-timing model every engine (and the compiler's search) shares.
+//! * [`timing`]: the micro-timing model every engine (and the compiler's search) shares,
+//!   re-exported from `wafer-cost` with the per-region closed forms ([`region_cost`]).
+//! * [`analytical`]: the cost crate's program-level closed form (`wafer_cost::estimate`)
+//!   reported as a `SimResult`; [`event`]: every message played on the links.
 //! * [`bound`]: the machine's limit, a lower bound on a step's latency that holds for any mapping.
 //! * [`result`]: `SimResult`, what every engine reports, and `FinishedSim`, the only form reports take.
 //! * [`steady`]: users in flight — the steady state of several sequences pipelined through a mapping.
@@ -10,7 +13,7 @@
 //! Budgets: `try_simulate_event` and `check_functional_budget` refuse a run
 //! whose estimate is above the caller's byte limit, before allocating.
 //!
-//! Architecture invariant: depends on `ir` only — never on the compiler — and
+//! Architecture invariant: depends on `ir` and `cost` only — never on the compiler — and
 //! runs only verified programs (engines take the verifier's `ProgramInfo`).
 
 pub mod analytical;
@@ -20,9 +23,10 @@ pub mod functional;
 pub mod reference;
 pub mod result;
 pub mod steady;
-pub mod timing;
 
-pub use analytical::{region_cost, simulate_analytical, RegionCost};
+pub use wafer_cost::timing;
+
+pub use analytical::simulate_analytical;
 pub use bound::{machine_bound, Floor, MachineBound};
 pub use event::{
     estimate_event, simulate_event, simulate_event_with_stats, try_simulate_event, EventEstimate, EventLimits,
@@ -30,6 +34,7 @@ pub use event::{
 };
 pub use result::{role_of, Breakdown, FinishedSim, LayerTiming, LinkLoad, Outcome, RegionTiming, SimError, SimResult};
 pub use steady::{pipelining, streamed_prefill, Pipelining, StreamedPrefill};
+pub use wafer_cost::{region_cost, RegionCost};
 
 pub use functional::{
     check_functional_budget, estimate_functional_bytes, run_functional, FunctionalError, FunctionalOutput,
