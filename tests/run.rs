@@ -221,3 +221,26 @@ fn users_in_flight_add_up_on_a_pipeline_until_its_bottleneck() {
     let o = wafer(&["run", "--users", "0"], None);
     assert_eq!(o.status.code(), Some(2));
 }
+
+/// `--prompt N --cached C`: time to first token beside the per-token latency,
+/// on the step after the prompt (C + N + 1 positions).
+#[test]
+fn run_with_a_prompt_reports_time_to_first_token_on_both_sides() {
+    let json = |extra: &[&str]| -> serde_json::Value {
+        let mut a = vec!["run", "--model", "llama-3.2-1b", "--engine", "analytical", "--format", "json"];
+        a.extend(extra);
+        serde_json::from_str(&ok(&wafer(&a, None))).unwrap()
+    };
+    let v = json(&["--prompt", "512", "--cached", "1000"]);
+    assert_eq!(v["inputs"]["context"], 1513);
+    let f = &v["prefill"];
+    let (ttft, tpot) = (f["ttft_us"].as_f64().unwrap(), v["tpot_us"].as_f64().unwrap());
+    // One step for the first prompt token, then one bottleneck per further token.
+    let b = v["users"]["bottleneck_us"].as_f64().unwrap();
+    assert!((ttft - (tpot + 511.0 * b)).abs() <= 1e-6 * ttft, "{f}");
+    assert!(f["gpu_ttft_us"].as_f64().unwrap() > 0.0, "{f}");
+    let longer = json(&["--prompt", "2048", "--cached", "1000"]);
+    assert!(longer["prefill"]["ttft_us"].as_f64().unwrap() > ttft);
+    assert!(json(&["--prompt", "512", "--no-gpu"])["prefill"]["gpu_ttft_us"].is_null());
+    assert!(v.get("prefill").is_some() && json(&[]).get("prefill").is_none());
+}

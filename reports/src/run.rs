@@ -97,6 +97,9 @@ pub struct RunReport {
     /// sequences pipelined through the mapping (`wafer_simulator::steady`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub users: Option<Pipelining>,
+    /// Time to first token (`wafer run --prompt N [--cached C]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefill: Option<RunPrefill>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timings: Option<Timings>,
 }
@@ -243,6 +246,7 @@ impl RunReport {
             comparison,
             energy,
             users: None,
+            prefill: None,
             timings: None,
         }
     }
@@ -434,6 +438,21 @@ impl RunReport {
             self.compile.sram_mean_bytes / 1024.0,
             self.compile.colors_max_per_router
         );
+        if let Some(f) = &self.prefill {
+            out += &format!(
+                "time to first token: {:.2} ms for {} prompt tokens over {} cached ({:.0} prompt tokens/s, streamed \
+                 through the mapping one token per bottleneck: {})",
+                f.ttft_us / 1e3,
+                f.prompt,
+                f.cached,
+                f.prompt_tokens_per_s,
+                f.bottleneck
+            );
+            if let Some(g) = f.gpu_ttft_us {
+                out += &format!("; GPU {:.2} ms", g / 1e3);
+            }
+            out += "\n";
+        }
         if let Some(u) = &self.users {
             out += &users_line(u);
             out += "\n";
@@ -476,4 +495,18 @@ pub fn users_line(u: &Pipelining) -> String {
         "{head}; up to {} ride along at full speed before {} binds ({:.1} µs per token)\n",
         u.stages, u.bottleneck, u.bottleneck_us
     )
+}
+
+/// Time to first token of `wafer run --prompt`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunPrefill {
+    pub prompt: u64,
+    pub cached: u64,
+    /// The prompt streamed through the wafer's mapping (`wafer_simulator::streamed_prefill`).
+    pub ttft_us: f64,
+    pub prompt_tokens_per_s: f64,
+    /// What sets the time between prompt tokens.
+    pub bottleneck: String,
+    /// The GPU baseline's calibrated TTFT, µs (null without a GPU).
+    pub gpu_ttft_us: Option<f64>,
 }

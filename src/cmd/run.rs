@@ -164,6 +164,12 @@ pub struct Args {
     /// before the busiest PEs bind (closed form from the simulated step).
     #[arg(long, default_value_t = 1, value_parser = super::users_flag, allow_negative_numbers = true)]
     pub users: u32,
+    /// With `--prompt N` (and `--cached C`): time to first token beside the
+    /// per-token latency — the prompt streamed through the mapping on the
+    /// wafer, the calibrated TTFT model on the GPU; the decode step is then the
+    /// first answer token's, over C + N + 1 positions.
+    #[command(flatten)]
+    pub prefill: super::graph::PrefillArgs,
     #[command(flatten)]
     pub out: super::report_out::OutArgs,
 }
@@ -380,11 +386,48 @@ pub fn run(a: Args) -> Result<(), Exit> {
         };
     }
     let target = a.out.prepare()?;
-    let (mut r, program) = run_report_and_program(&a.step, &a.machine, &a.gpu, &a.energy, a.no_gpu, a.engine)?;
+    let mut step = a.step.clone();
+    if let Some(prompt) = a.prefill.prompt {
+        // The step after the prompt: the first answer token, over cached + prompt + 1 positions.
+        step.context = Some(a.prefill.cached.unwrap_or(0) + prompt + 1);
+    }
+    let (mut r, program) = run_report_and_program(&step, &a.machine, &a.gpu, &a.energy, a.no_gpu, a.engine)?;
     if !a.timings {
         r.timings = None;
     }
     r.users = Some(wafer_simulator::pipelining(&program, &r.simulation, a.users));
+    if let Some(prompt) = a.prefill.prompt {
+        let cached = a.prefill.cached.unwrap_or(0);
+        let s = wafer_simulator::streamed_prefill(&program, &r.simulation, prompt);
+        let gpu_ttft_us = match &r.gpu {
+            Some(g) => {
+                let (cfg, p) = step.load(super::graph::LATENCY_CONTEXT)?;
+                let pf = wafer_workloads::PrefillParams {
+                    batch: p.batch,
+                    prompt,
+                    cached,
+                    weight_dtype: p.weight_dtype,
+                    act_dtype: p.act_dtype,
+                    kv_dtype: p.kv_dtype,
+                };
+                let gp = wafer_workloads::prefill_graph(&cfg, &pf)?;
+                wafer_ir::verify_graph(&gp)?;
+                let opts = wafer_gpu::GpuOptions::with_headroom(a.gpu.gpu_mem_headroom)?;
+                let spec = load_gpu(&a.gpu.gpu)?;
+                let e = wafer_gpu::estimate_prefill_pipeline(&gp, &spec, g.tensor_parallel, g.pipeline_stages, &opts)?;
+                Some(e.ttft_ms * 1e3)
+            }
+            None => None,
+        };
+        r.prefill = Some(wafer_reports::run::RunPrefill {
+            prompt,
+            cached,
+            ttft_us: s.ttft_us,
+            prompt_tokens_per_s: s.prompt_tokens_per_s,
+            bottleneck: s.bottleneck,
+            gpu_ttft_us,
+        });
+    }
     if let Some(t) = target {
         let shown = t.shown().display().to_string();
         t.write(&wafer_reports::run_folder(&r, &program)?)?;
