@@ -362,6 +362,7 @@ fn check_passes_on_its_fresh_baseline_fails_when_tightened_and_rejects_bad_files
         ("[[case]]\nmodel = \"gpt2\"\n[case.expect]\ntpot_us = 1.0\n", "context"),
         ("[[case]]\nmodel = \"gpt2\"\ncontext = 64\nengine = \"quantum\"\n[case.expect]\ntpot_us = 1.0\n", "engine"),
         ("[[case]]\nmodel = \"nope\"\ncontext = 64\n[case.expect]\ntpot_us = 1.0\n", "model"),
+        ("[[case]]\nmodel = \"gpt2\"\ncontext = 64\nprompt = 0\n[case.expect]\nttft_us = 1.0\n", "prompt"),
         ("this is not toml", "bad.toml"),
     ] {
         let bad = tmp.path().join("bad.toml");

@@ -44,6 +44,11 @@ pub struct Case {
     pub wafers: WafersSpec,
     #[serde(default = "default_engine")]
     pub engine: String,
+    /// With a prompt, the case also records the time to first token of
+    /// `prompt` tokens streamed through the mapping (`ttft_us`); `context`
+    /// stays the decode step's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<u64>,
     /// Absent (empty) until `--update` records it.
     #[serde(default)]
     pub expect: Figures,
@@ -76,6 +81,9 @@ pub struct Figures {
     pub pes_used: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wafers_used: Option<u32>,
+    /// Time to first token, µs (cases with a `prompt`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttft_us: Option<f64>,
 }
 
 /// Whether a larger value of a figure is better.
@@ -101,6 +109,9 @@ impl Figures {
         }
         if let Some(x) = self.wafers_used {
             v.push(("wafers_used", x as f64));
+        }
+        if let Some(x) = self.ttft_us {
+            v.push(("ttft_us", x));
         }
         v
     }
@@ -145,6 +156,11 @@ impl Baseline {
             if !(1..=MAX_BATCH).contains(&c.batch) {
                 return Err(bad(source, format!("{} is {}; allowed: 1..={MAX_BATCH}", at("batch"), c.batch)));
             }
+            if let Some(n) = c.prompt {
+                if !(1..=MAX_CONTEXT).contains(&n) {
+                    return Err(bad(source, format!("{} is {n}; allowed: 1..={MAX_CONTEXT}", at("prompt"))));
+                }
+            }
             match &c.wafers {
                 WafersSpec::Count(n) if !(1..=MAX_WAFERS).contains(n) => {
                     return Err(bad(
@@ -175,7 +191,7 @@ impl Baseline {
                     source,
                     format!(
                         "case[{i}] ({}): field `expect` records no figure; give tpot_us, tokens_per_s, cycles, \
-                         pes_used or wafers_used, or record them with `wafer check --baseline {source} --update`",
+                         pes_used, wafers_used or ttft_us, or record them with `wafer check --baseline {source} --update`",
                         c.label()
                     ),
                 ));
@@ -185,7 +201,7 @@ impl Baseline {
     }
 
     /// `text` (the file this baseline was parsed from) with every case's
-    /// `[case.expect]` set to its `current` figures (all five), made where
+    /// `[case.expect]` set to its `current` figures (all of them), made where
     /// absent; comments, order and layout are kept, as are a value's trailing comment.
     pub fn updated_text(&self, text: &str, current: &[Result<Figures, String>]) -> Result<String, String> {
         use toml_edit::{value, DocumentMut, Item, Table, Value};
@@ -206,12 +222,13 @@ impl Baseline {
                 .get_mut("expect")
                 .and_then(Item::as_table_like_mut)
                 .ok_or_else(|| format!("case `{}`: field `expect` is not a table", c.label()))?;
-            let figures: [(&str, Option<Value>); 5] = [
+            let figures: [(&str, Option<Value>); 6] = [
                 ("tpot_us", f.tpot_us.map(Value::from)),
                 ("tokens_per_s", f.tokens_per_s.map(Value::from)),
                 ("cycles", f.cycles.map(Value::from)),
                 ("pes_used", f.pes_used.map(|x| Value::from(x as i64))),
                 ("wafers_used", f.wafers_used.map(|x| Value::from(x as i64))),
+                ("ttft_us", f.ttft_us.map(Value::from)),
             ];
             for (k, v) in figures {
                 let Some(v) = v else { continue };
@@ -392,6 +409,7 @@ pes_used = 50
             cycles: Some(1.0),
             pes_used: Some(pes),
             wafers_used: Some(1),
+            ttft_us: None,
         }
     }
 

@@ -8,7 +8,7 @@
 
 use super::compile::MachineArgs;
 use super::graph::StepArgs;
-use super::run::{run_report, Engine, GpuArgs};
+use super::run::{run_report_and_program, Engine, GpuArgs};
 use crate::inputs::{load_arch, load_model, write_atomic};
 use crate::Exit;
 use rayon::prelude::*;
@@ -48,7 +48,8 @@ fn run_case(c: &Case, engine: Engine) -> Result<Figures, String> {
     let machine = MachineArgs::preset(&c.arch, wafers);
     let gpu =
         GpuArgs { gpu: "H100-SXM".into(), gpus: None, pp: None, gpu_mem_headroom: wafer_gpu::DEFAULT_MEM_HEADROOM };
-    let r = run_report(&step, &machine, &gpu, &Default::default(), true, engine).map_err(|e| e.message)?;
+    let (r, program) =
+        run_report_and_program(&step, &machine, &gpu, &Default::default(), true, engine).map_err(|e| e.message)?;
     // The machine's limit holds for any mapping: a latency below it is a bug in an engine.
     if r.tpot_us < r.bound_us {
         return Err(format!(
@@ -64,6 +65,7 @@ fn run_case(c: &Case, engine: Engine) -> Result<Figures, String> {
         cycles: Some(r.cycles),
         pes_used: Some(r.compile.pes_used),
         wafers_used: Some(r.wafers),
+        ttft_us: c.prompt.map(|n| wafer_simulator::streamed_prefill(&program, &r.simulation, n).ttft_us),
     })
 }
 

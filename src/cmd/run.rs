@@ -207,18 +207,6 @@ pub fn simulate_program(engine: Engine, p: &wafer_ir::Program, info: &ProgramInf
     sim.finished().map_err(|e| Exit { code: 1, message: e.to_string() })
 }
 
-/// [`run_report_and_program`] without the program.
-pub fn run_report(
-    step: &StepArgs,
-    machine: &MachineArgs,
-    gpu: &GpuArgs,
-    energy: &EnergyArgs,
-    no_gpu: bool,
-    engine: Engine,
-) -> Result<RunReport, Exit> {
-    Ok(run_report_and_program(step, machine, gpu, energy, no_gpu, engine)?.0)
-}
-
 /// Compiles, simulates and (unless `no_gpu`) estimates the GPU side; returns
 /// the compiled program too (report folders paint it). Every input (engine,
 /// GPU, GPU count, model, arch, wafers) is checked before the compile starts:
