@@ -83,3 +83,27 @@ fn inputs_it_cannot_honour_are_errors_that_name_them() {
         assert!(err.contains(want), "{args:?}: {err}");
     }
 }
+
+/// `--out DIR`: the JSON as printed, a Markdown summary and the timeline chart
+/// (the wait for the first token, then the answer, per side).
+#[test]
+fn the_report_folder_holds_the_json_the_summary_and_the_timeline() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("rt");
+    let args = ["roundtrip", "--model", "llama-3.2-1b", "--format", "json", "--out", dir.to_str().unwrap()];
+    let printed = ok(&wafer(&args, None));
+    let mut names: Vec<String> =
+        std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    assert_eq!(names, ["roundtrip.json", "roundtrip.png", "roundtrip.svg", "summary.md"]);
+    assert_eq!(std::fs::read_to_string(dir.join("roundtrip.json")).unwrap(), printed);
+    let md = std::fs::read_to_string(dir.join("summary.md")).unwrap();
+    assert!(md.contains("time to first token") && md.contains("roundtrip.svg"), "{md}");
+    let png = std::fs::read(dir.join("roundtrip.png")).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    // A second run needs --force, and then replaces the folder it wrote.
+    assert_eq!(wafer(&args, None).status.code(), Some(2));
+    let mut again = args.to_vec();
+    again.push("--force");
+    ok(&wafer(&again, None));
+}

@@ -32,7 +32,7 @@ impl OutFile {
 /// The files whose presence (with a `schema_version`) marks a folder as one
 /// wafer wrote: `report.json` for run and compare folders, `sweep.json` for
 /// sweep and merge folders.
-pub const MARKER_FILES: [&str; 2] = ["report.json", "sweep.json"];
+pub const MARKER_FILES: [&str; 3] = ["report.json", "sweep.json", "roundtrip.json"];
 
 /// True when `text`, the content of the file `name`, marks a wafer report
 /// folder: `name` is one of [`MARKER_FILES`] and the text is a JSON object with
@@ -350,5 +350,54 @@ pub fn run_folder(r: &RunReport, p: &Program) -> Result<Vec<OutFile>, ReportErro
     files.push(OutFile::new("report.html", doc.to_html()));
     files.push(OutFile::new("trace.json", chrome_trace(p, &r.simulation)));
     files.extend(chart_files);
+    Ok(files)
+}
+
+/// One side of a round trip for [`roundtrip_folder`]: its label, time to
+/// first token and answer time, µs.
+#[derive(Debug, Clone)]
+pub struct RoundTripSide {
+    pub system: String,
+    pub ttft_us: f64,
+    pub decode_us: f64,
+}
+
+/// The files of `wafer roundtrip --out`: `roundtrip.json` (`json`, as
+/// printed), `summary.md` (`text` in a block, then a table), and the
+/// timeline chart `roundtrip.svg` / `.png` — per side, the wait for the first
+/// token and then the answer, stacked on one time axis.
+pub fn roundtrip_folder(
+    title: &str,
+    what: &str,
+    json: &str,
+    text: &str,
+    sides: &[RoundTripSide],
+) -> Result<Vec<OutFile>, ReportError> {
+    let longest = sides.iter().map(|s| s.ttft_us + s.decode_us).fold(0.0, f64::max);
+    let (unit, scale) = if longest >= 2e6 { ("s", 1e-6) } else { ("ms", 1e-3) };
+    let chart = StackedBars {
+        name: "roundtrip".into(),
+        title: title.into(),
+        x_desc: what.into(),
+        y_desc: format!("time since the prompt was sent ({unit})"),
+        parts: vec!["time to first token (prefill)".into(), "the answer (decode)".into()],
+        bars: sides.iter().map(|s| (s.system.clone(), vec![s.ttft_us * scale, s.decode_us * scale])).collect(),
+        notes: sides.iter().map(|s| format!("{:.3} {unit}", (s.ttft_us + s.decode_us) * scale)).collect(),
+        colors: vec![1, 0],
+        numeric_x: false,
+    }
+    .render()?;
+    let mut t = Table::new(&["", ">time to first token (ms)", ">answer (ms)", ">round trip (ms)"]);
+    for s in sides {
+        t.row([
+            s.system.clone(),
+            format!("{:.2}", s.ttft_us / 1e3),
+            format!("{:.2}", s.decode_us / 1e3),
+            format!("{:.2}", (s.ttft_us + s.decode_us) / 1e3),
+        ]);
+    }
+    let md = format!("# {title}\n\n```text\n{text}```\n\n{}\n![round trip](roundtrip.svg)\n", t.to_markdown());
+    let mut files = vec![OutFile::new("roundtrip.json", json.to_string()), OutFile::new("summary.md", md)];
+    files.extend(chart_files(&[chart]));
     Ok(files)
 }

@@ -26,7 +26,7 @@ pub mod table;
 pub mod trace;
 
 pub use energy::{Energy, EnergyFigure};
-pub use folder::{run_folder, OutFile};
+pub use folder::{roundtrip_folder, run_folder, OutFile, RoundTripSide};
 pub use run::{Comparison, RunInputs, RunReport, Timings, SCHEMA_VERSION};
 pub use table::{bytes, si, thousands, Table};
 

@@ -45,6 +45,8 @@ pub struct Args {
     pub engine: Engine,
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
+    #[command(flatten)]
+    pub out: super::report_out::OutArgs,
 }
 
 /// One side of the round trip, µs.
@@ -63,6 +65,8 @@ pub struct Side {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct RoundTrip {
+    /// Version of this JSON's layout (fields added keep it; a change of meaning bumps it).
+    pub schema_version: u32,
     pub model: String,
     pub prompt: u64,
     pub cached: u64,
@@ -205,6 +209,7 @@ pub fn roundtrip(a: &Args) -> Result<RoundTrip, Exit> {
     }
     let Some(w) = best else { return Err(first_err.unwrap_or(Exit { code: 2, message: "no strategy".into() })) };
     Ok(RoundTrip {
+        schema_version: 1,
         model: cfg.name.clone(),
         prompt: a.prompt,
         cached: a.cached,
@@ -274,7 +279,23 @@ fn render(r: &RoundTrip) -> String {
 }
 
 pub fn run(a: Args) -> Result<(), Exit> {
+    let target = a.out.prepare()?;
     let r = roundtrip(&a)?;
+    if let Some(t) = target {
+        let shown = t.shown().display().to_string();
+        let sides: Vec<wafer_reports::RoundTripSide> = [&r.wafer, &r.gpu]
+            .into_iter()
+            .map(|s| wafer_reports::RoundTripSide {
+                system: s.system.clone(),
+                ttft_us: s.ttft_us,
+                decode_us: s.decode_us,
+            })
+            .collect();
+        let title = format!("{}: one round trip, wafer vs GPU", r.model);
+        let what = format!("{} prompt tokens over {} cached, then {} answer tokens", r.prompt, r.cached, r.output);
+        t.write(&wafer_reports::roundtrip_folder(&title, &what, &to_json(&r), &render(&r), &sides)?)?;
+        eprintln!("wrote {shown}");
+    }
     match a.format {
         Format::Json => print!("{}", to_json(&r)),
         Format::Text => print!("{}", render(&r)),
