@@ -31,8 +31,8 @@ impl OutFile {
 
 /// The files whose presence (with a `schema_version`) marks a folder as one
 /// wafer wrote: `report.json` for run and compare folders, `sweep.json` for
-/// sweep and merge folders.
-pub const MARKER_FILES: [&str; 2] = ["report.json", "sweep.json"];
+/// sweep and merge folders, `frontier.json` for frontier folders.
+pub const MARKER_FILES: [&str; 3] = ["report.json", "sweep.json", "frontier.json"];
 
 /// True when `text`, the content of the file `name`, marks a wafer report
 /// folder: `name` is one of [`MARKER_FILES`] and the text is a JSON object with
