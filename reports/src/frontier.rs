@@ -314,7 +314,11 @@ impl FrontierReport {
             let mut w: Vec<u32> = self.wafer_points.iter().map(|p| p.machines).collect();
             w.sort_unstable();
             w.dedup();
-            w.iter().map(|n| n.to_string()).collect::<Vec<_>>().join("/")
+            match (w.first(), w.last()) {
+                (Some(a), Some(b)) if a != b => format!("{a}–{b}"),
+                (Some(a), _) => a.to_string(),
+                _ => "0".into(),
+            }
         };
         FrontierChart {
             name: "frontier".into(),
