@@ -54,6 +54,8 @@ enum Command {
     Kernel(cmd::kernel::Args),
     /// One editor round trip: time to first token on a prompt over a cached context, then the answer, wafer vs GPU.
     Roundtrip(cmd::roundtrip::Args),
+    /// The latency–throughput frontier: per-user against aggregate tokens/s over strategies, batches and users, wafer vs GPU.
+    Frontier(cmd::frontier::Args),
 }
 
 /// An error already rendered for the user, with the exit code to leave with.
@@ -100,6 +102,7 @@ fn main() -> ExitCode {
         Command::Trace(a) => cmd::trace::run(a),
         Command::Kernel(a) => cmd::kernel::run(a),
         Command::Roundtrip(a) => cmd::roundtrip::run(a),
+        Command::Frontier(a) => cmd::frontier::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

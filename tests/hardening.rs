@@ -166,7 +166,7 @@ fn force_replaces_only_a_folder_wafer_wrote_or_an_empty_one() {
     fails(
         &run_tiny(None, &model, &["--out", p(&fake), "--force"]),
         2,
-        &["no report.json or sweep.json with a schema_version"],
+        &["no report.json, sweep.json, frontier.json or roundtrip.json with a schema_version"],
     );
     // A file is never replaced; an empty folder is, without --force.
     let file = tmp.path().join("file.txt");

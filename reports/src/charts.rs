@@ -511,6 +511,184 @@ impl Curves {
     }
 }
 
+// ------------------------------------------------------------------ frontier
+
+/// One side of a frontier chart (the wafer, or the GPU baseline).
+#[derive(Debug, Clone)]
+pub struct FrontierSide {
+    pub label: String,
+    /// The Pareto-optimal points, in increasing x; joined by a line.
+    pub frontier: Vec<(f64, f64)>,
+    /// A short label per frontier point (e.g. `pipeline B4 U16`), or empty.
+    pub frontier_labels: Vec<String>,
+    /// Every other operating point, drawn faint.
+    pub others: Vec<(f64, f64)>,
+    /// Points left off the frontier because their memory does not fit, faint crosses.
+    pub over_memory: Vec<(f64, f64)>,
+}
+
+/// Operating points of several sides on log–log axes: each side's frontier
+/// joined and marked, its other points faint, a legend beside the plot.
+#[derive(Debug, Clone)]
+pub struct FrontierChart {
+    pub name: String,
+    pub title: String,
+    pub x_desc: String,
+    pub y_desc: String,
+    pub sides: Vec<FrontierSide>,
+}
+
+/// `c` mixed with white: `f` = 0 is `c`, 1 is white.
+fn lighten(c: RGBColor, f: f64) -> RGBColor {
+    let m = |v: u8| (v as f64 + (255.0 - v as f64) * f).round() as u8;
+    RGBColor(m(c.0), m(c.1), m(c.2))
+}
+
+/// A log axis range holding `lo..=hi` (both > 0) with some margin, its ends
+/// a power of ten below and 1, 2 or 5 times one above (so both carry tick labels).
+fn log_range(lo: f64, hi: f64) -> std::ops::Range<f64> {
+    if !(lo.is_finite() && hi.is_finite() && lo > 0.0) {
+        return 1.0..10.0;
+    }
+    let steps = |v: f64| {
+        let p = 10f64.powf(v.log10().floor());
+        [p, 2.0 * p, 5.0 * p, 10.0 * p]
+    };
+    // The low end at a whole decade: plotters labels a log axis from its first decade up.
+    let a = 10f64.powf((lo / 1.25).log10().floor());
+    let b = steps(hi * 1.25).into_iter().find(|&s| s >= hi * 1.25).unwrap_or(hi * 1.25);
+    a..b
+}
+
+impl FrontierChart {
+    pub fn render(&self) -> Result<Chart, ReportError> {
+        render(&self.name, &self.title, (1000 + LEGEND_W, 680), |a| self.draw(a))
+    }
+
+    fn draw<DB: DrawingBackend>(&self, root: &Area<DB>) -> Result<(), ReportError> {
+        let (w, _) = root.dim_in_pixel();
+        let (plot, legend) = root.split_horizontally(w.saturating_sub(LEGEND_W));
+        let all = || self.sides.iter().flat_map(|s| s.frontier.iter().chain(&s.others).chain(&s.over_memory).copied());
+        let pos = |v: f64| v.is_finite() && v > 0.0;
+        let (mut x0, mut x1, mut y0, mut y1) = (f64::INFINITY, 0f64, f64::INFINITY, 0f64);
+        for (x, y) in all().filter(|p| pos(p.0) && pos(p.1)) {
+            (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
+        }
+        let mut chart = ChartBuilder::on(&plot)
+            .caption(&self.title, title_font())
+            .margin(16)
+            .margin_right(30)
+            .x_label_area_size(55)
+            .y_label_area_size(90)
+            .build_cartesian_2d(log_range(x0, x1).log_scale(), log_range(y0, y1).log_scale())
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .x_desc(&self.x_desc)
+            .y_desc(&self.y_desc)
+            .axis_desc_style(("sans-serif", LABEL))
+            .label_style(("sans-serif", TICK))
+            .x_label_formatter(&|x| log_tick(*x))
+            .y_label_formatter(&|y| log_tick(*y))
+            .x_labels(40)
+            .y_labels(40)
+            .light_line_style(WHITE)
+            .bold_line_style(RGBColor(228, 228, 228))
+            .draw()
+            .map_err(err)?;
+        for (i, s) in self.sides.iter().enumerate() {
+            let c = color(i);
+            let faint = lighten(c, 0.6);
+            let others = s.others.iter().copied().filter(|p| pos(p.0) && pos(p.1));
+            chart.draw_series(others.map(|p| Circle::new(p, 3, faint.filled()))).map_err(err)?;
+            let over = s.over_memory.iter().copied().filter(|p| pos(p.0) && pos(p.1));
+            chart.draw_series(over.map(|p| Cross::new(p, 4, lighten(c, 0.5).stroke_width(2)))).map_err(err)?;
+        }
+        for (i, s) in self.sides.iter().enumerate() {
+            let c = color(i);
+            let pts: Vec<(f64, f64)> = s.frontier.iter().copied().filter(|p| pos(p.0) && pos(p.1)).collect();
+            chart.draw_series(LineSeries::new(pts.iter().copied(), c.stroke_width(3))).map_err(err)?;
+            if i % 2 == 0 {
+                chart.draw_series(pts.iter().map(|&p| Circle::new(p, 6, c.filled()))).map_err(err)?;
+            } else {
+                chart
+                    .draw_series(
+                        pts.iter().map(|&p| EmptyElement::at(p) + Rectangle::new([(-5, -5), (5, 5)], c.filled())),
+                    )
+                    .map_err(err)?;
+            }
+            if s.frontier_labels.len() <= 14 {
+                let style = ("sans-serif", 12).into_font().color(&lighten(c, 0.0));
+                let labels =
+                    s.frontier.iter().zip(&s.frontier_labels).filter(|(p, l)| pos(p.0) && pos(p.1) && !l.is_empty());
+                chart
+                    .draw_series(
+                        labels.map(|(&p, l)| EmptyElement::at(p) + Text::new(l.clone(), (8, 4), style.clone())),
+                    )
+                    .map_err(err)?;
+            }
+        }
+        // Legend: per side, the frontier (line and marker), the other points (faint
+        // dots) and those whose memory does not fit (faint crosses), where there are any.
+        let font = ("sans-serif", LEGEND).into_font();
+        let step = LEGEND as i32 + 3;
+        let mut y = 60;
+        let text = |y: &mut i32, s: &str| -> Result<(), ReportError> {
+            for part in wrap(s, LEGEND_CHARS) {
+                legend.draw(&Text::new(part, (36, *y), font.clone())).map_err(err)?;
+                *y += step;
+            }
+            *y += 6;
+            Ok(())
+        };
+        for (i, s) in self.sides.iter().enumerate() {
+            let c = color(i);
+            for part in wrap(&s.label, LEGEND_CHARS) {
+                legend.draw(&Text::new(part, (36, y), font.clone().style(FontStyle::Bold))).map_err(err)?;
+                y += step;
+            }
+            legend.draw(&PathElement::new(vec![(4, y + 7), (32, y + 7)], c.stroke_width(3))).map_err(err)?;
+            if i % 2 == 0 {
+                legend.draw(&Circle::new((18, y + 7), 6, c.filled())).map_err(err)?;
+            } else {
+                legend.draw(&Rectangle::new([(13, y + 2), (23, y + 12)], c.filled())).map_err(err)?;
+            }
+            text(&mut y, "Pareto frontier")?;
+            if !s.others.is_empty() {
+                legend.draw(&Circle::new((18, y + 7), 3, lighten(c, 0.6).filled())).map_err(err)?;
+                text(&mut y, "other operating points")?;
+            }
+            if !s.over_memory.is_empty() {
+                legend.draw(&Cross::new((18, y + 7), 4, lighten(c, 0.5).stroke_width(2))).map_err(err)?;
+                text(&mut y, "memory does not hold their KV cache")?;
+            }
+            y += 14;
+        }
+        Ok(())
+    }
+}
+
+/// A log axis' tick label: 1, 2 and 5 times a power of ten, written short
+/// (`200`, `5k`, `100k`); the other ticks (grid lines only) get none.
+fn log_tick(v: f64) -> String {
+    if !(v.is_finite() && v > 0.0) {
+        return String::new();
+    }
+    let p = 10f64.powf(v.log10().floor());
+    let m = (v / p * 1000.0).round() / 1000.0;
+    if ![1.0, 2.0, 5.0].contains(&m) {
+        return String::new();
+    }
+    let whole = |x: f64| trim_zeros(format!("{x:.3}"));
+    if v >= 1e6 {
+        format!("{}M", whole(v / 1e6))
+    } else if v >= 1e3 {
+        format!("{}k", whole(v / 1e3))
+    } else {
+        whole(v)
+    }
+}
+
 // ------------------------------------------------------------------- heatmap
 
 /// Values painted over one wafer's mesh, downsampled to cells of `cell`×`cell` PEs.

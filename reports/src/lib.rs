@@ -8,6 +8,7 @@
 //! * [`trace`]: Chrome trace-event JSON of a simulated step (Perfetto).
 //! * [`doc`]: a document rendered as Markdown and as one self-contained HTML page.
 //! * [`folder`]: the files of a run's report folder.
+//! * [`frontier`]: operating points, their Pareto frontier per side, its CSV / JSON / chart.
 //! * [`sweep`]: sweep specs, their grid, shards, result rows, CSV/JSON/curves, merging.
 //! * [`check`]: CI baselines: parsing, comparing within tolerance, the diff table.
 //!
@@ -19,6 +20,7 @@ pub mod check;
 pub mod doc;
 pub mod energy;
 pub mod folder;
+pub mod frontier;
 pub mod heatmap;
 pub mod run;
 pub mod sweep;

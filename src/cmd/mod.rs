@@ -4,6 +4,7 @@ pub mod archs;
 pub mod check;
 pub mod compare;
 pub mod compile;
+pub mod frontier;
 pub mod gpu;
 pub mod graph;
 pub mod kernel;

@@ -6,8 +6,9 @@
 //! folder however it is spelled), decides whether it may be replaced, and
 //! creates the hidden sibling folder `.DIR.tmp-*` the files go into (so an
 //! unwritable place fails at once, not after the simulation). A `DIR` that is
-//! absent or empty is written; one that holds a wafer report (`report.json` or
-//! `sweep.json` with a `schema_version`, and only files a report writes) is
+//! absent or empty is written; one that holds a wafer report (`report.json`,
+//! `sweep.json` or `frontier.json` with a `schema_version`, and only files a
+//! report writes) is
 //! replaced only with `--force`; anything else — a file, a folder of other
 //! things — is refused, `--force` or not.
 //!
@@ -149,7 +150,7 @@ fn state(dir: &Path, shown: &Path, force: bool) -> Result<State, Exit> {
     let Some(marker) = marker.filter(|_| odd.is_empty()) else {
         odd.sort();
         let why = if odd.is_empty() {
-            "it has no report.json or sweep.json with a schema_version".to_string()
+            "it has no report.json, sweep.json, frontier.json or roundtrip.json with a schema_version".to_string()
         } else {
             let shown_odd: Vec<&str> = odd.iter().take(5).map(String::as_str).collect();
             let more = if odd.len() > 5 { format!(" and {} more", odd.len() - 5) } else { String::new() };

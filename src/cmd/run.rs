@@ -98,16 +98,35 @@ pub fn energy_of(
     gpu: Option<(&wafer_gpu::GpuEstimate, &wafer_gpu::GpuSpec)>,
     a: &EnergyArgs,
 ) -> wafer_reports::Energy {
-    use wafer_reports::energy::{default_price, energy, given_price, given_wafer_power, gpu_power, wafer_power};
-    let power = a.wafer_power_kw.map(given_wafer_power).or_else(|| wafer_power(arch));
-    let price = a.price_per_hour.map(|p| given_price(p, "--price-per-hour")).or_else(|| default_price(arch));
-    let wafer = energy(arch, wafers, wafer_tokens_per_s, power, price);
+    let (power, price) = wafer_power_price(arch, a);
+    let wafer = wafer_reports::energy::energy(arch, wafers, wafer_tokens_per_s, power, price);
     let gpu = gpu.map(|(e, spec)| {
-        let price =
-            a.gpu_price_per_hour.map(|p| given_price(p, "--gpu-price-per-hour")).or_else(|| default_price(&spec.name));
-        energy(&e.gpu, e.n_gpus, e.tokens_per_s, gpu_power(spec), price)
+        let (power, price) = gpu_power_price(spec, a);
+        wafer_reports::energy::energy(&e.gpu, e.n_gpus, e.tokens_per_s, power, price)
     });
     wafer_reports::Energy { wafer, gpu }
+}
+
+/// One wafer system's power and price-per-hour for `arch`: the flags, else the documented figures.
+pub fn wafer_power_price(
+    arch: &str,
+    a: &EnergyArgs,
+) -> (Option<wafer_reports::energy::Power>, Option<wafer_reports::energy::Price>) {
+    use wafer_reports::energy::{default_price, given_price, given_wafer_power, wafer_power};
+    let power = a.wafer_power_kw.map(given_wafer_power).or_else(|| wafer_power(arch));
+    let price = a.price_per_hour.map(|p| given_price(p, "--price-per-hour")).or_else(|| default_price(arch));
+    (power, price)
+}
+
+/// One GPU's power and price-per-hour: its `tdp_w` and `--gpu-price-per-hour`, else the assumed price.
+pub fn gpu_power_price(
+    spec: &wafer_gpu::GpuSpec,
+    a: &EnergyArgs,
+) -> (Option<wafer_reports::energy::Power>, Option<wafer_reports::energy::Price>) {
+    use wafer_reports::energy::{default_price, given_price, gpu_power};
+    let price =
+        a.gpu_price_per_hour.map(|p| given_price(p, "--gpu-price-per-hour")).or_else(|| default_price(&spec.name));
+    (gpu_power(spec), price)
 }
 
 /// The GPU estimate with `--gpus N` (and `--pp`, or the fewest stages that

@@ -1,0 +1,362 @@
+//! The latency–throughput frontier: operating points of one model on a wafer
+//! machine and on a GPU baseline, each side's Pareto frontier of per-user
+//! tokens/s against aggregate tokens/s, and its tables, JSON and chart.
+//!
+//! Owns: the operating-point rows ([`OperatingPoint`]), Pareto dominance
+//! ([`pareto`]: a point is on its side's frontier when no other point of that
+//! side is at least as good on both axes and better on one), the
+//! [`FrontierReport`] (the JSON source of truth, `frontier.json`), its CSV,
+//! its text form and the chart (`frontier.svg/.png`, drawn by
+//! [`crate::charts::FrontierChart`]). Must not: compile, simulate, estimate
+//! or write files (the CLI sweeps the points and writes what this renders).
+
+use crate::charts::{FrontierChart, FrontierSide};
+use crate::energy::{Power, Price};
+use crate::folder::OutFile;
+use crate::table::Table;
+use crate::ReportError;
+use serde::Serialize;
+
+/// Version of `frontier.json`'s layout.
+pub const FRONTIER_SCHEMA_VERSION: u32 = 1;
+
+/// One way to run the model: a mapping (or GPU layout), a batch and users in flight.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OperatingPoint {
+    /// `wafer` or `gpu`.
+    pub side: String,
+    /// Wafer: the mapping strategy (`pipeline`, `spread`, `hybrid:4`); GPU:
+    /// `tp N` (`× pp P` with pipeline stages).
+    pub strategy: String,
+    /// Sequences in one step.
+    pub batch: u64,
+    /// Steps in flight at once (wafer: users pipelined through the mapping,
+    /// each a batch of `batch` sequences; GPU: 1).
+    pub users: u32,
+    /// Sequences served at once: `users × batch`. Each is one user of the
+    /// service, so per-user tokens/s is per sequence.
+    pub sequences: u64,
+    /// Tokens per second each sequence sees: `aggregate / sequences`.
+    pub per_user_tokens_per_s: f64,
+    /// Tokens per second over all sequences.
+    pub aggregate_tokens_per_s: f64,
+    /// Wafers or GPUs.
+    pub machines: u32,
+    /// One step of one batch, µs (wafer: the simulated step `T`; GPU: TPOT).
+    pub step_us: f64,
+    /// Machines × power ÷ aggregate tokens/s; null without a power figure.
+    pub joules_per_token: Option<f64>,
+    /// Machines × price per hour ÷ tokens per hour × 10⁶; null without a price.
+    pub usd_per_mtok: Option<f64>,
+    /// The machine holds the KV cache of all `sequences`: on the wafer, a
+    /// mapping of this strategy compiled at a batch of at least `sequences`
+    /// (the closed form for users in flight does not model their KV cache, so
+    /// this is its check); on the GPU, always (the estimate checks memory).
+    pub kv_fits: bool,
+    /// On its side's Pareto frontier.
+    pub frontier: bool,
+}
+
+/// Why a side's batch sweep stopped: the largest batch that fitted and the
+/// first one's error (or the sweep's own cap).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Limit {
+    pub side: String,
+    pub strategy: String,
+    /// Largest batch that mapped; null when not even batch 1 did.
+    pub largest_batch: Option<u64>,
+    /// The error of the next batch, or that the sweep ends there.
+    pub bound: String,
+}
+
+/// Everything `wafer frontier` found: the JSON source of truth.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FrontierReport {
+    pub schema_version: u32,
+    pub model: String,
+    pub context: u64,
+    pub arch: String,
+    /// `--wafers` as given (`1`, `auto`, …); each point names the wafers it used.
+    pub wafers: String,
+    /// The engine that timed the wafer steps.
+    pub engine: String,
+    pub gpu: String,
+    pub gpus: u32,
+    pub gpu_pipeline_stages: u32,
+    /// Wafer operating points in sweep order (strategy, batch, users).
+    pub wafer_points: Vec<OperatingPoint>,
+    /// GPU operating points in batch order.
+    pub gpu_points: Vec<OperatingPoint>,
+    /// Where each wafer strategy's and the GPU's batch sweep stopped.
+    pub limits: Vec<Limit>,
+    pub wafer_power: Option<Power>,
+    pub wafer_price: Option<Price>,
+    pub gpu_power: Option<Power>,
+    pub gpu_price: Option<Price>,
+    /// The frontier leaves out points whose KV cache does not fit
+    /// (`kv_fits: false`); false with `--ignore-kv`.
+    pub frontier_needs_kv_fit: bool,
+}
+
+/// `frontier[i]`: no other point is at least as good on both coordinates
+/// (larger is better) and strictly better on one. Points with a non-finite
+/// coordinate are never on the frontier and dominate nothing.
+pub fn pareto(points: &[(f64, f64)]) -> Vec<bool> {
+    let ok = |p: &(f64, f64)| p.0.is_finite() && p.1.is_finite();
+    points
+        .iter()
+        .map(|a| ok(a) && !points.iter().any(|b| ok(b) && b.0 >= a.0 && b.1 >= a.1 && (b.0 > a.0 || b.1 > a.1)))
+        .collect()
+}
+
+/// Sets `frontier` on every point of one side; with `needs_kv_fit`, points
+/// whose KV cache does not fit are left out (never on it, dominating nothing).
+pub fn mark_frontier(points: &mut [OperatingPoint], needs_kv_fit: bool) {
+    let xy: Vec<(f64, f64)> = points
+        .iter()
+        .map(|p| {
+            if needs_kv_fit && !p.kv_fits {
+                (f64::NAN, f64::NAN)
+            } else {
+                (p.per_user_tokens_per_s, p.aggregate_tokens_per_s)
+            }
+        })
+        .collect();
+    for (p, f) in points.iter_mut().zip(pareto(&xy)) {
+        p.frontier = f;
+    }
+}
+
+/// One side's frontier, fastest per user first.
+pub fn frontier_of(points: &[OperatingPoint]) -> Vec<&OperatingPoint> {
+    let mut f: Vec<&OperatingPoint> = points.iter().filter(|p| p.frontier).collect();
+    f.sort_by(|a, b| {
+        b.per_user_tokens_per_s
+            .total_cmp(&a.per_user_tokens_per_s)
+            .then(a.aggregate_tokens_per_s.total_cmp(&b.aggregate_tokens_per_s))
+    });
+    f
+}
+
+fn num(x: f64) -> String {
+    format!("{x}")
+}
+
+fn opt(x: Option<f64>) -> String {
+    x.map(num).unwrap_or_default()
+}
+
+/// Every point of both sides as CSV (wafer first), with the frontier marked.
+pub fn to_csv(r: &FrontierReport) -> String {
+    let mut s = String::from(
+        "side,strategy,batch,users,sequences,per_user_tokens_per_s,aggregate_tokens_per_s,machines,step_us,\
+         joules_per_token,usd_per_mtok,kv_fits,frontier\n",
+    );
+    for p in r.wafer_points.iter().chain(&r.gpu_points) {
+        s += &format!(
+            "{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+            p.side,
+            p.strategy,
+            p.batch,
+            p.users,
+            p.sequences,
+            num(p.per_user_tokens_per_s),
+            num(p.aggregate_tokens_per_s),
+            p.machines,
+            num(p.step_us),
+            opt(p.joules_per_token),
+            opt(p.usd_per_mtok),
+            p.kv_fits,
+            p.frontier
+        );
+    }
+    s
+}
+
+fn fmt_rate(x: f64) -> String {
+    if x >= 100.0 {
+        crate::table::thousands(x.round() as u64)
+    } else if x >= 10.0 {
+        format!("{x:.1}")
+    } else {
+        format!("{x:.2}")
+    }
+}
+
+fn frontier_table(points: &[&OperatingPoint], machines: &str) -> String {
+    let mut t = Table::new(&[
+        "strategy",
+        ">batch",
+        ">users",
+        ">per-user tokens/s",
+        ">aggregate tokens/s",
+        &format!(">{machines}"),
+        ">J/token",
+        ">$/Mtok",
+    ]);
+    for p in points {
+        t.row(vec![
+            p.strategy.clone(),
+            p.batch.to_string(),
+            p.users.to_string(),
+            fmt_rate(p.per_user_tokens_per_s),
+            fmt_rate(p.aggregate_tokens_per_s),
+            p.machines.to_string(),
+            p.joules_per_token.map_or("-".into(), |j| format!("{j:.3}")),
+            p.usd_per_mtok.map_or("-".into(), |c| format!("{c:.2}")),
+        ]);
+    }
+    t.to_text()
+}
+
+/// The best frontier point of a side by `key` (the first, fastest per user first, among equals).
+fn best<'a>(f: &[&'a OperatingPoint], key: impl Fn(&OperatingPoint) -> f64) -> Option<&'a OperatingPoint> {
+    f.iter().copied().fold(None, |b: Option<&OperatingPoint>, p| match b {
+        Some(q) if key(q) >= key(p) => Some(q),
+        _ => Some(p),
+    })
+}
+
+fn describe(p: &OperatingPoint) -> String {
+    let who = if p.side == "wafer" {
+        format!("{}, batch {}, {} user(s) in flight", p.strategy, p.batch, p.users)
+    } else {
+        format!("{}, batch {}", p.strategy, p.batch)
+    };
+    format!("{} per user, {} in all ({who})", fmt_rate(p.per_user_tokens_per_s), fmt_rate(p.aggregate_tokens_per_s))
+}
+
+impl FrontierReport {
+    /// Sets every point's `frontier` flag, per side.
+    pub fn mark(&mut self) {
+        mark_frontier(&mut self.wafer_points, self.frontier_needs_kv_fit);
+        mark_frontier(&mut self.gpu_points, self.frontier_needs_kv_fit);
+    }
+
+    /// The two frontiers as tables, the limits, the best points and what the figures assume.
+    pub fn to_text(&self) -> String {
+        let mut s = format!(
+            "{} at context {}: per-user against aggregate tokens/s, wafer ({}, --wafers {}, {} engine) \
+             and GPU ({} × {})\n\n",
+            self.model, self.context, self.arch, self.wafers, self.engine, self.gpus, self.gpu
+        );
+        for (name, points, machines) in [("Wafer", &self.wafer_points, "wafers"), ("GPU", &self.gpu_points, "GPUs")] {
+            let f = frontier_of(points);
+            let left_out = points.iter().filter(|p| !p.kv_fits).count();
+            s += &format!("{name} frontier ({} of {} operating points", f.len(), points.len());
+            if left_out > 0 && self.frontier_needs_kv_fit {
+                s += &format!("; {left_out} left out: their KV cache does not fit");
+            } else if left_out > 0 {
+                s += &format!("; {left_out} of them with a KV cache that does not fit, kept by --ignore-kv");
+            }
+            s += "):\n";
+            s += &frontier_table(&f, machines);
+            if let (Some(u), Some(a)) = (best(&f, |p| p.per_user_tokens_per_s), best(&f, |p| p.aggregate_tokens_per_s))
+            {
+                s += &format!("best per user: {}\nbest aggregate: {}\n", describe(u), describe(a));
+            }
+            s.push('\n');
+        }
+        s += "Where each batch sweep stopped:\n";
+        for l in &self.limits {
+            let side = if l.side == "wafer" { "wafer" } else { "GPU" };
+            match l.largest_batch {
+                Some(b) => s += &format!("  {side} {}: batch ≤ {b}; {}\n", l.strategy, l.bound),
+                None => s += &format!("  {side} {}: does not map at batch 1: {}\n", l.strategy, l.bound),
+            }
+        }
+        s += "\nPer-user tokens/s is per sequence (each sequence of a batch is a user). Wafer users in flight \
+              are pipelined through the mapping in closed form from the simulated step (aggregate = batch · \
+              min(U / T, 1 / B)); contention between their messages and the KV cache of more than one user \
+              per batch slot are not modelled, so the wafer's aggregate is an upper bound. A wafer point \
+              counts only where the KV cache of all its sequences fits: where the same strategy compiles \
+              at a batch of at least users × batch (--ignore-kv keeps the others). GPU: the calibrated \
+              decode model at each batch, on the GPU count of batch 1.\n";
+        s
+    }
+
+    /// The chart: both sides on log–log axes, frontier points joined, the others faint.
+    pub fn chart(&self) -> Result<crate::charts::Chart, ReportError> {
+        let side = |label: String, points: &[OperatingPoint]| FrontierSide {
+            label,
+            frontier: {
+                let mut f: Vec<(f64, f64)> =
+                    frontier_of(points).iter().map(|p| (p.per_user_tokens_per_s, p.aggregate_tokens_per_s)).collect();
+                f.reverse();
+                f
+            },
+            frontier_labels: {
+                let mut l: Vec<String> = frontier_of(points)
+                    .iter()
+                    .map(|p| {
+                        if p.side == "wafer" {
+                            format!("{} B{} U{}", p.strategy, p.batch, p.users)
+                        } else {
+                            format!("B{}", p.batch)
+                        }
+                    })
+                    .collect();
+                l.reverse();
+                l
+            },
+            over_memory: points
+                .iter()
+                .filter(|p| !p.frontier && !p.kv_fits)
+                .map(|p| (p.per_user_tokens_per_s, p.aggregate_tokens_per_s))
+                .collect(),
+            others: points
+                .iter()
+                .filter(|p| !p.frontier && p.kv_fits)
+                .map(|p| (p.per_user_tokens_per_s, p.aggregate_tokens_per_s))
+                .collect(),
+        };
+        let wafers = {
+            let mut w: Vec<u32> = self.wafer_points.iter().map(|p| p.machines).collect();
+            w.sort_unstable();
+            w.dedup();
+            match (w.first(), w.last()) {
+                (Some(a), Some(b)) if a != b => format!("{a}–{b}"),
+                (Some(a), _) => a.to_string(),
+                _ => "0".into(),
+            }
+        };
+        FrontierChart {
+            name: "frontier".into(),
+            title: format!("{} at context {}: latency–throughput frontier", self.model, self.context),
+            x_desc: "per-user tokens/s (each sequence)".into(),
+            y_desc: "aggregate tokens/s (all sequences)".into(),
+            sides: vec![
+                side(format!("wafer: {wafers} × {}", self.arch), &self.wafer_points),
+                side(format!("GPU: {} × {}", self.gpus, self.gpu), &self.gpu_points),
+            ],
+        }
+        .render()
+    }
+
+    /// The files of `--out DIR`: frontier.json, frontier.csv, frontier.svg, frontier.png.
+    pub fn files(&self) -> Result<Vec<OutFile>, ReportError> {
+        let c = self.chart()?;
+        Ok(vec![
+            OutFile::new("frontier.json", crate::to_json_pretty(self)),
+            OutFile::new("frontier.csv", to_csv(self)),
+            OutFile::new("frontier.svg", c.svg),
+            OutFile::new("frontier.png", c.png),
+        ])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pareto;
+
+    #[test]
+    fn a_point_beaten_on_both_axes_or_tied_on_one_is_off_the_frontier() {
+        let f = pareto(&[(1.0, 10.0), (2.0, 5.0), (0.5, 9.0), (2.0, 4.0), (f64::NAN, 100.0)]);
+        assert_eq!(f, vec![true, true, false, false, false]);
+    }
+
+    #[test]
+    fn equal_points_do_not_dominate_each_other() {
+        assert_eq!(pareto(&[(1.0, 1.0), (1.0, 1.0)]), vec![true, true]);
+    }
+}
