@@ -171,6 +171,18 @@ fn height_ladder(mh: u32) -> Vec<u32> {
     v
 }
 
+/// The Gemv work of `g` with tiles `tile_n × tile_k`, reduction `reduce` and
+/// accumulator `acc`; `None` for a group that is not a Gemv.
+pub(crate) fn gemv_work(g: &GroupKind, tile_n: u64, tile_k: u64, reduce: Reduce, acc: DType) -> Option<Work> {
+    let GroupKind::Gemv { n, k, glu, norm, argmax, epilogue_ops, .. } = *g else { return None };
+    Some(Work::Gemv { n, k, tile_n, tile_k, reduce, glu, norm, argmax, epilogue_ops, acc, mac: true })
+}
+
+/// `w`, then its halvings (rounded up) down to 1: the widths a search tries.
+pub(crate) fn halvings(w: u32) -> Vec<u32> {
+    std::iter::successors(Some(w.max(1)), |&w| (w > 1).then(|| w.div_ceil(2))).collect()
+}
+
 /// The attention tilings of `g` on `w` columns and `rph` rows per head, one
 /// per reduction shape; none when the last PE would hold no position (a
 /// taller or narrower block may not leave it empty).
@@ -207,18 +219,10 @@ fn candidates(c: &Ctx, probe: &Program, g: &GroupKind, ws: u32, mh: u32) -> Vec<
             + io_cycles(c, &work);
         all.push(Cand { h, w, work, cost });
     };
-    let mut widths = Vec::new();
-    let mut w = ws;
-    loop {
-        widths.push(w);
-        if w == 1 {
-            break;
-        }
-        w = w.div_ceil(2);
-    }
+    let widths = halvings(ws);
     let ladder = height_ladder(mh);
     match *g {
-        GroupKind::Gemv { n, k, glu, norm, argmax, epilogue_ops, align } => {
+        GroupKind::Gemv { n, k, align, .. } => {
             for &w in &widths {
                 let tile_k = k.div_ceil(w as u64);
                 if k.div_ceil(tile_k) as u32 != w {
@@ -233,23 +237,9 @@ fn candidates(c: &Ctx, probe: &Program, g: &GroupKind, ws: u32, mh: u32) -> Vec<
                     }
                     last_h = h;
                     for reduce in reduce_candidates(w).into_iter().chain(meet_candidates(w)) {
-                        push(
-                            h,
-                            w,
-                            Work::Gemv {
-                                n,
-                                k,
-                                tile_n,
-                                tile_k,
-                                reduce,
-                                glu,
-                                norm,
-                                argmax,
-                                epilogue_ops,
-                                acc: c.acc,
-                                mac: true,
-                            },
-                        );
+                        if let Some(work) = gemv_work(g, tile_n, tile_k, reduce, c.acc) {
+                            push(h, w, work);
+                        }
                     }
                 }
             }
@@ -289,20 +279,8 @@ fn candidates(c: &Ctx, probe: &Program, g: &GroupKind, ws: u32, mh: u32) -> Vec<
 pub fn untileable(c: &Ctx, g: &Group) -> Option<(u64, &'static str)> {
     let probe = c.probe();
     let (work, what) = match g.kind {
-        GroupKind::Gemv { n, k, glu, norm, argmax, epilogue_ops, align } => (
-            Work::Gemv {
-                n,
-                k,
-                tile_n: align.max(1),
-                tile_k: 1,
-                reduce: Reduce::Tree,
-                glu,
-                norm,
-                argmax,
-                epilogue_ops,
-                acc: c.acc,
-                mac: true,
-            },
+        GroupKind::Gemv { align, .. } => (
+            gemv_work(&g.kind, align.max(1), 1, Reduce::Tree, c.acc)?,
             "a one-column tile with its input and partial-sum buffers for the whole batch",
         ),
         GroupKind::Attention { kv_heads, group, head_dim, positions, slot } => (
@@ -512,21 +490,10 @@ pub fn fixed_square_cost(c: &Ctx, groups: &[Group], plan: &Plan) -> (f64, f64) {
         let area = s.h as u64 * s.w as u64;
         let side = ((area as f64).sqrt().floor() as u32).max(1);
         let work = match g.kind {
-            GroupKind::Gemv { n, k, glu, norm, argmax, epilogue_ops, align } => {
+            GroupKind::Gemv { n, k, align, .. } => {
                 let tile_n = n.div_ceil(side as u64).next_multiple_of(align);
-                Work::Gemv {
-                    n,
-                    k,
-                    tile_n,
-                    tile_k: k.div_ceil(side as u64),
-                    reduce: Reduce::Tree,
-                    glu,
-                    norm,
-                    argmax,
-                    epilogue_ops,
-                    acc: c.acc,
-                    mac: true,
-                }
+                gemv_work(&g.kind, tile_n, k.div_ceil(side as u64), Reduce::Tree, c.acc)
+                    .unwrap_or_else(|| s.work.clone())
             }
             _ => s.work.clone(),
         };

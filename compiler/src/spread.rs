@@ -16,7 +16,9 @@
 //! (the later passes do), or run an engine.
 
 use crate::fuse::{Group, GroupKind};
-use crate::partition::{assign_wafers, attention_works, io_cycles, meet_candidates, reduce_candidates, Ctx};
+use crate::partition::{
+    assign_wafers, attention_works, gemv_work, halvings, io_cycles, meet_candidates, reduce_candidates, Ctx,
+};
 use crate::CompileError;
 use wafer_ir::{sram_need, Occupancy, Rect, Reduce, Work};
 
@@ -232,7 +234,7 @@ fn lay_blocks(
         let g = &groups[i];
         let origin = ((b as u32 % bx) * cw, (b as u32 / bx) * ch);
         let (work, rect) = match g.kind {
-            GroupKind::Gemv { n, k, glu, norm, argmax, epilogue_ops, align } => {
+            GroupKind::Gemv { n, k, align, .. } => {
                 let tile_k = k.div_ceil(bw as u64);
                 let cols = k.div_ceil(tile_k) as u32;
                 let tile_n = n.div_ceil(bh as u64).next_multiple_of(align);
@@ -243,25 +245,10 @@ fn lay_blocks(
                     Some(_) => vec![Reduce::Chain],
                     None => reduce_candidates(cols).into_iter().chain(meet_candidates(cols)).collect(),
                 };
-                let work = |reduce| Work::Gemv {
-                    n,
-                    k,
-                    tile_n,
-                    tile_k,
-                    reduce,
-                    glu,
-                    norm,
-                    argmax,
-                    epilogue_ops,
-                    acc: c.acc,
-                    mac: true,
-                };
                 let best = shapes
                     .into_iter()
-                    .map(|r| {
-                        let w = work(r);
-                        (c.region_cycles(&w, rect), w)
-                    })
+                    .filter_map(|r| gemv_work(&g.kind, tile_n, tile_k, r, c.acc))
+                    .map(|w| (c.region_cycles(&w, rect), w))
                     .min_by(|a, b| a.0.total_cmp(&b.0))?;
                 (best.1, rect)
             }
@@ -349,7 +336,7 @@ fn attention_shape(c: &Ctx, kind: &GroupKind, aw: u32, ah: u32, kv_cap: u64) -> 
     for rph in 1..=rph_max {
         // Widths that give each count of cached positions per PE exactly
         // (the fewest PEs holding it), plus the halvings of the area.
-        let mut widths: Vec<u32> = std::iter::successors(Some(aw), |&w| (w > 1).then(|| w.div_ceil(2))).collect();
+        let mut widths = halvings(aw);
         for p in [1u64, 2, 3, 4, 6, 8, 12, 16, 24, 32] {
             let w = positions.div_ceil(p * rph as u64);
             if w <= aw as u64 {

@@ -141,8 +141,8 @@ pub fn roundtrip(a: &Args) -> Result<RoundTrip, Exit> {
     };
     let g_prefill = prefill_graph(&cfg, &pf)?;
     verify_graph(&g_prefill)?;
-    // GPU first: it needs only the graphs.
-    // The GPU count (and pipeline stages) that hold the whole interaction, for every part.
+    // The GPU first (it needs only the graphs): the count and stages that hold
+    // the whole interaction serve both its parts.
     let gpu_last = gpu_estimate(&g_last, &gpu_spec, &a.gpu)?;
     let (tp, pp) = (gpu_last.tensor_parallel, gpu_last.pipeline_stages);
     let n = gpu_last.n_gpus;
