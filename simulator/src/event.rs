@@ -8,11 +8,12 @@
 //! [`estimate_event`]: the memory and events a run needs, computed from the
 //! program's shape so that [`try_simulate_event`] can refuse before allocating.
 //! Every step is priced with [`crate::timing`]; geometry comes from
-//! [`wafer_ir::route_messages`] and the [`wafer_ir::Region`] slice functions, so
-//! this engine and the analytical one differ only by contention, exact per-PE
-//! tile sizes and exact message geometry. Must not: choose mappings, read or
-//! write files, or depend on thread count (it is single-threaded and its event
-//! queue breaks time ties by insertion order).
+//! [`wafer_ir::for_each_message`], [`wafer_ir::Reduce::rounds`] and the
+//! [`wafer_ir::Region`] slice functions, so this engine and the analytical one
+//! differ only by contention, exact per-PE tile sizes and exact message
+//! geometry. Must not: choose mappings, read or write files, or depend on
+//! thread count (it is single-threaded and its event queue breaks time ties by
+//! insertion order).
 //!
 //! # Model
 //! * Only the departure of a message is an event: it reserves the links of its
@@ -27,12 +28,47 @@
 //!   communication, inter-wafer communication and waiting (link or system-link
 //!   contention), and the output line it came from; the result's breakdown is
 //!   read off these stamps, so the parts always sum to the cycle count.
+//!
+//! # Layout (what makes a full-wafer spread mapping fit)
+//! The engine plays exactly the events described above, in exactly the order
+//! of a single (time, insertion) priority queue; only where their state lives
+//! changed, so the cycles do not depend on it:
+//! * **Collective transfers are implicit.** A reduction, norm or argmax route
+//!   (the bulk of a spread mapping: one transfer per PE of every layer's
+//!   matrices) is never expanded into messages. Its transfers are
+//!   [`wafer_ir::Reduce::rounds`] of one line repeated on every line, which is
+//!   how [`wafer_ir::for_each_message`] generates them too, so a [`Pattern`]
+//!   per line shape gives every node its target, the rank of that receive at
+//!   the target, and whether it relays; a queued transfer is just
+//!   (region, sending node) and its departure stamp. The message's bytes,
+//!   ends and receive slot follow from the region's geometry.
+//! * **Per-PE state lives only while its region runs.** A region's input
+//!   stamps, node stamps and receive slots are allocated when the region is
+//!   first touched (an input arrives, or it starts with no inputs) and freed
+//!   once its last output line is ready: by then every transfer inside it has
+//!   been delivered (each line's root needs all of them), and nothing later
+//!   reads them (a residual or K/V append only updates per-line state).
+//! * **Per-wafer state lives only while the wafer is in use.** A wafer's links
+//!   and its PEs' output ports and compute units are allocated at first touch
+//!   and freed once every active region on it has finished and every message
+//!   that leaves from, or walks on, it has departed; the link-load figures are
+//!   folded in before. Indices are over the PEs the regions cover
+//!   ([`wafer_ir::Occupancy`]), never over wafers × mesh.
+//! * **The queue is a calendar.** Events within a window of upcoming cycles
+//!   sit in one FIFO bucket per cycle; later ones in a heap keyed by
+//!   (time, insertion), moved into their bucket before any event of that cycle
+//!   can be queued there directly; an event queued before the current cycle
+//!   (possible only through stale input stamps) goes to a heap popped first.
+//!   Pops come out in (time, insertion) order, exactly as from one heap.
 
 use crate::result::{role_of, Breakdown, LinkLoad, Outcome, RegionTiming, SimResult};
 use crate::timing;
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap};
-use wafer_ir::{route_messages, DType, Pe, Program, ProgramInfo, Purpose, Reduce, Region, RouteId, RouteKind, Work};
+use wafer_ir::{
+    for_each_message, route_message_bound, DType, Occupancy, Pe, Program, ProgramInfo, Purpose, Rect, Reduce, Region,
+    RouteId, RouteKind, Work,
+};
 
 /// Limits of one run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,8 +85,7 @@ impl Default for EventLimits {
     fn default() -> Self {
         // About 15 minutes of simulated time at 1.1 GHz: far beyond any decode step.
         // Memory is the caller's to bound (the CLI passes `--max-memory`). 2^28
-        // events (eight times llama-3.1-405b's 32 million) take about three
-        // minutes at ~0.6 us per event.
+        // events (eight times llama-3.1-405b's 32 million) take about a minute.
         EventLimits { max_cycles: 1 << 40, max_memory_bytes: wafer_ir::limits::UNLIMITED, max_events: 1 << 28 }
     }
 }
@@ -59,43 +94,78 @@ impl Default for EventLimits {
 /// from the program's shape before anything is allocated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EventEstimate {
-    /// Peak bytes: the link tables of every wafer's mesh, the system links
-    /// between every pair of wafers, per-PE, per-line and per-node state, and
-    /// the flat message table with its side arrays.
+    /// Peak bytes, an upper bound: the link tables of every wafer in use and
+    /// the ports and compute units of the PEs the regions cover (as if every
+    /// wafer were in use at once), the per-node, per-PE and per-receive state
+    /// of every region (as if every region ran at once), per-line state, the
+    /// table of messages that are not collective transfers, and a queue
+    /// holding every event at once.
     pub bytes: u64,
     /// Events the run takes off its queue: one departure per message.
     pub events: u64,
 }
 
+/// Bytes of one queued event in the heaps (time, insertion number, entry).
+const HEAP_ENTRY: u64 = 48;
+
 /// Estimates the memory and events of simulating `p` (see [`EventEstimate`]).
 pub fn estimate_event(p: &Program, info: &ProgramInfo) -> EventEstimate {
     use std::mem::size_of;
     let a = &p.arch;
-    let wafers = p.wafers.max(1) as u64;
     let mul = |x: u64, y: u64| x.saturating_mul(y);
-    let links = mul(mul(a.mesh_width as u64, a.mesh_height as u64), wafers);
-    let fabric = mul(mul(4, links), size_of::<Link>() as u64);
-    let system = mul(mul(wafers, wafers), 8);
-    let active = || p.regions.iter().filter(|r| r.active);
-    let pes: u64 = active().map(|r| r.rect.pes()).fold(0, u64::saturating_add);
-    let lines: u64 = active().map(|r| r.out_lines() as u64).fold(0, u64::saturating_add);
+    let active: Vec<&Region> = p.regions.iter().filter(|r| r.active).collect();
+    let rects: Vec<(u32, Rect)> = active.iter().map(|r| (r.wafer, r.rect)).collect();
+    let mut wafers: Vec<u32> = rects.iter().map(|r| r.0).collect();
+    wafers.sort_unstable();
+    wafers.dedup();
+    let phys = Occupancy::new(&rects).pes();
+    let plane = mul(mul(4, mul(a.mesh_width as u64, a.mesh_height as u64)), size_of::<Link>() as u64);
+    let fabric = mul(wafers.len() as u64, plane)
+        .saturating_add(mul(phys, 16))
+        .saturating_add(mul((p.wafers.max(1) as u64).pow(2), 8));
     let stamp = size_of::<Stamp>() as u64;
-    // Per PE: input stamp and output port; per collective node (at most two per
-    // PE): base stamp, counters, flags, role; per output line: four stamps and counters.
-    // (The per-physical-PE port and compute unit are counted per region PE: at least as many.)
-    let per_pe = stamp + 8 + 8;
-    let per_node = stamp + 5 * 4 + 1 + size_of::<Role>() as u64;
-    let per_line = 4 * stamp + 24;
-    // Per message: the table entry, departure stamp, delivery flag, receive slot, send lists,
-    // the expanded `wafer_ir::Message` it came from, and its heap entry.
-    let per_msg = size_of::<Msg>() as u64 + 2 * stamp + 1 + 4 + 3 * 8 + size_of::<wafer_ir::Message>() as u64 + 24;
+    let (mut regions, mut lines) = (0u64, 0u64);
+    for r in &active {
+        let (w, h) = (r.rect.w as u64, r.rect.h as u64);
+        // Nodes (PEs plus at most w + h extra): base stamp, pending count,
+        // receive offset, physical PE; PEs: input stamp; per-line patterns;
+        // the region's own record and per-column counters.
+        let nodes = r.rect.pes().saturating_add(w + h);
+        regions = regions
+            .saturating_add(mul(nodes, stamp + 12))
+            .saturating_add(mul(r.rect.pes(), stamp))
+            .saturating_add(mul(3 * (w + h) + 4, 16))
+            .saturating_add(512);
+        lines = lines.saturating_add(r.out_lines() as u64);
+    }
+    let (mut coll, mut explicit) = (0u64, 0u64);
+    for rt in &p.routes {
+        if !p.region(rt.src).active || !p.region(rt.dst).active {
+            continue;
+        }
+        let bound = route_message_bound(p, rt);
+        match rt.kind {
+            RouteKind::Reduce | RouteKind::Argmax => coll = coll.saturating_add(bound),
+            // The tree is implicit; its broadcast (a unicast per PE without multicast) is a message.
+            RouteKind::Norm => {
+                coll = coll.saturating_add(bound);
+                explicit = explicit.saturating_add(bound);
+            }
+            _ => explicit = explicit.saturating_add(bound),
+        }
+    }
+    // Per line: ~14 stamps and counters; per explicit message: its record and its place in a send list.
+    let per_line = 8 * stamp + 48;
+    let per_msg = size_of::<Msg>() as u64 + 8;
+    // Every event queued at once, in a heap that may have doubled: an upper bound.
+    let queue = mul(coll.saturating_add(explicit), 2 * HEAP_ENTRY).saturating_add(RING as u64 * 24 * 2);
     let bytes = fabric
-        .saturating_add(system)
-        .saturating_add(mul(pes, per_pe))
-        .saturating_add(mul(mul(2, pes), per_node))
+        .saturating_add(regions)
+        .saturating_add(mul(coll, stamp))
         .saturating_add(mul(lines, per_line))
-        .saturating_add(mul(info.messages, per_msg))
-        .saturating_add(mul(p.regions.len() as u64, 512));
+        .saturating_add(mul(explicit, per_msg))
+        .saturating_add(queue)
+        .saturating_add(mul(p.routes.len() as u64, 16));
     EventEstimate { bytes, events: info.messages }
 }
 
@@ -168,6 +238,7 @@ impl Stamp {
     const ZERO: Stamp = Stamp { t: 0, compute: 0, comm: 0, inter: 0, from: NONE };
 
     /// The later of two (ties go to `o`, the newer one).
+    #[inline]
     fn later(self, o: Stamp) -> Stamp {
         if o.t >= self.t {
             o
@@ -175,27 +246,32 @@ impl Stamp {
             self
         }
     }
+    #[inline]
     fn compute(mut self, c: u64) -> Stamp {
         self.t += c;
         self.compute = self.compute.saturating_add(c as u32);
         self
     }
+    #[inline]
     fn comm(mut self, c: u64) -> Stamp {
         self.t += c;
         self.comm = self.comm.saturating_add(c as u32);
         self
     }
+    #[inline]
     fn inter(mut self, c: u64) -> Stamp {
         self.t += c;
         self.inter = self.inter.saturating_add(c as u32);
         self
     }
     /// Waits (contention) until `t`.
+    #[inline]
     fn wait_until(mut self, t: u64) -> Stamp {
         self.t = self.t.max(t);
         self
     }
     /// Waits until `t`, counted as communication (a PE's own messages serializing).
+    #[inline]
     fn comm_until(mut self, t: u64) -> Stamp {
         if t > self.t {
             self.comm = self.comm.saturating_add((t - self.t) as u32);
@@ -216,50 +292,121 @@ impl Stamp {
     }
 }
 
-/// What a delivered message feeds.
+// ---- the queue ----
+
+/// Cycles the calendar's buckets cover ahead of the current one.
+const RING: usize = 1 << 14;
+/// A drained bucket keeps at most this many entries' room.
+const BUCKET_KEEP: usize = 64;
+
+/// A queued departure: its stamp and what departs (see [`Key`]).
 #[derive(Debug, Clone, Copy)]
-enum Dest {
-    /// Forward into column `col` of a Gemv (multicast down the column).
-    GemvCol { reg: u32, col: u32 },
-    /// Query of head block `block` of an Attention (multicast over the block).
-    AttnQ { reg: u32, block: u32 },
-    /// The new token's K or V for head block `block`.
-    AttnKv { reg: u32, block: u32 },
-    /// Residual for output line `line` (region-local).
-    Residual { reg: u32, line: u32 },
-    /// A collective transfer into node `node`'s receive slot `slot`.
-    Node { node: u32, slot: u32 },
-    /// The norm's broadcast back along row 0.
-    NormBcast { reg: u32 },
-    /// A Gemv row root's output broadcast back along row `line` (region-local).
-    RowBcast { reg: u32, line: u32 },
+struct Entry {
+    st: Stamp,
+    key: u64,
 }
 
+/// What departs: an explicit message (its id), or the transfer a collective
+/// node sends (`COLL | region << 32 | node`).
+const COLL: u64 = 1 << 63;
+
 #[derive(Debug, Clone, Copy)]
-struct Msg {
-    from: Pe,
-    to: Pe,
-    bytes: u64,
-    fan_cols: u32,
-    fan_rows: u32,
-    west: bool,
-    inter: bool,
-    route: u32,
-    /// Global PE index of the sender (its output port).
-    port: u32,
-    dest: Dest,
+struct Keyed(u64, u64, Entry);
+impl PartialEq for Keyed {
+    fn eq(&self, o: &Self) -> bool {
+        (self.0, self.1) == (o.0, o.1)
+    }
+}
+impl Eq for Keyed {}
+impl PartialOrd for Keyed {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Keyed {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (self.0, self.1).cmp(&(o.0, o.1))
+    }
 }
 
-/// What a collective node is, and what its completion (with no send) feeds.
-#[derive(Debug, Clone, Copy)]
-enum Role {
-    GemvRow { reg: u32, row: u32 },
-    Norm { reg: u32 },
-    Argmax { reg: u32 },
-    AttnRow { reg: u32, row: u32 },
-    AttnCol { reg: u32, block: u32 },
-    Unused,
+/// Pops in (time, insertion) order (see the module doc).
+struct Queue {
+    ring: Vec<Vec<Entry>>,
+    /// The cycle being drained and the cursor into its bucket.
+    cur: u64,
+    pos: usize,
+    in_ring: usize,
+    far: BinaryHeap<Reverse<Keyed>>,
+    late: BinaryHeap<Reverse<Keyed>>,
+    seq: u64,
 }
+
+impl Queue {
+    fn new() -> Queue {
+        Queue {
+            ring: (0..RING).map(|_| Vec::new()).collect(),
+            cur: 0,
+            pos: 0,
+            in_ring: 0,
+            far: BinaryHeap::new(),
+            late: BinaryHeap::new(),
+            seq: 0,
+        }
+    }
+
+    #[inline]
+    fn push(&mut self, e: Entry) {
+        let t = e.st.t;
+        if t < self.cur {
+            self.late.push(Reverse(Keyed(t, self.seq, e)));
+        } else if t - self.cur < RING as u64 {
+            self.ring[t as usize & (RING - 1)].push(e);
+            self.in_ring += 1;
+        } else {
+            self.far.push(Reverse(Keyed(t, self.seq, e)));
+        }
+        self.seq += 1;
+    }
+
+    #[inline]
+    fn pop(&mut self) -> Option<Entry> {
+        if let Some(Reverse(Keyed(_, _, e))) = self.late.pop() {
+            return Some(e);
+        }
+        loop {
+            let b = &mut self.ring[self.cur as usize & (RING - 1)];
+            if self.pos < b.len() {
+                let e = b[self.pos];
+                self.pos += 1;
+                self.in_ring -= 1;
+                return Some(e);
+            }
+            if b.capacity() > BUCKET_KEEP {
+                *b = Vec::new();
+            } else {
+                b.clear();
+            }
+            self.pos = 0;
+            if self.in_ring == 0 {
+                let Some(Reverse(Keyed(t, _, _))) = self.far.peek() else { return None };
+                self.cur = *t;
+            } else {
+                self.cur += 1;
+            }
+            // Far events entering the window go in first (they were queued earlier).
+            while let Some(Reverse(Keyed(t, _, _))) = self.far.peek() {
+                if *t - self.cur >= RING as u64 {
+                    break;
+                }
+                let Some(Reverse(Keyed(t, _, e))) = self.far.pop() else { break };
+                self.ring[t as usize & (RING - 1)].push(e);
+                self.in_ring += 1;
+            }
+        }
+    }
+}
+
+// ---- links, ports and compute units ----
 
 /// 12 bytes: a full mesh has 3.5 M links per wafer.
 #[derive(Debug, Clone, Copy, Default)]
@@ -269,17 +416,17 @@ struct Link {
     busy: u32,
 }
 
-/// The mesh links of every wafer: per direction, E/W row-major and N/S
-/// column-major so that walks along a row or down a column stay local.
-struct Fabric {
-    w: usize,
-    h: usize,
-    hop: u64,
+/// One wafer in use: its mesh links (per direction, E/W row-major and N/S
+/// column-major so that walks along a row or down a column stay local), and
+/// the output port and compute unit of each PE the regions cover (wafer-local
+/// dense index, [`Occupancy`] order).
+struct Plane {
     east: Vec<Link>,
     west: Vec<Link>,
     north: Vec<Link>,
     south: Vec<Link>,
-    crossings: u64,
+    port: Vec<u64>,
+    free: Vec<u64>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -298,37 +445,85 @@ enum Dir {
     S,
 }
 
+/// Every wafer's [`Plane`], allocated at first touch and released once the
+/// wafer's last user is done (see the module doc).
+struct Fabric {
+    w: usize,
+    h: usize,
+    hop: u64,
+    planes: Vec<Option<Box<Plane>>>,
+    /// Per wafer: the PEs the regions cover there.
+    pes: Vec<usize>,
+    /// Per wafer: active regions not done plus messages not departed that use it.
+    refs: Vec<u64>,
+    /// Link load of released planes: (max busy, sum of busy, links used).
+    folded: (u64, u64, u64),
+    crossings: u64,
+}
+
+/// (max busy, sum of busy, links used) over a plane's links.
+fn plane_load(p: &Plane) -> (u64, u64, u64) {
+    let (mut max, mut sum, mut used) = (0u64, 0u64, 0u64);
+    for l in p.east.iter().chain(&p.west).chain(&p.north).chain(&p.south) {
+        let busy = l.busy as u64;
+        if busy > 0 {
+            max = max.max(busy);
+            sum += busy;
+            used += 1;
+        }
+    }
+    (max, sum, used)
+}
+
 impl Fabric {
-    fn new(w: u32, h: u32, wafers: u32, hop: u64) -> Fabric {
-        let n = w as usize * h as usize * wafers as usize;
+    fn new(w: u32, h: u32, wafers: u32, hop: u64, pes: Vec<usize>) -> Fabric {
         Fabric {
             w: w as usize,
             h: h as usize,
             hop,
-            east: vec![Link::default(); n],
-            west: vec![Link::default(); n],
-            north: vec![Link::default(); n],
-            south: vec![Link::default(); n],
+            planes: (0..wafers).map(|_| None).collect(),
+            refs: vec![0; pes.len()],
+            pes,
+            folded: (0, 0, 0),
             crossings: 0,
         }
     }
 
-    /// The head, at PE `(x, y)` at `head`, crosses its link in `dir`; returns when it reaches the next PE.
     #[inline]
-    fn cross(&mut self, dir: Dir, wafer: u32, x: u32, y: u32, head: u64, ser: u64) -> u64 {
-        let plane = wafer as usize * self.w * self.h;
-        let (x, y) = (x as usize, y as usize);
-        let l = match dir {
-            Dir::E => &mut self.east[plane + y * self.w + x],
-            Dir::W => &mut self.west[plane + y * self.w + x],
-            Dir::N => &mut self.north[plane + x * self.h + y],
-            Dir::S => &mut self.south[plane + x * self.h + y],
-        };
-        let (free, busy) = (l.free, l.busy);
-        let e = head.max(free);
-        *l = Link { free: e + ser, busy: busy.saturating_add(ser as u32) };
-        self.crossings += 1;
-        e + self.hop
+    fn plane(&mut self, wafer: u32) -> &mut Plane {
+        let (n, pes) = (self.w * self.h, self.pes[wafer as usize]);
+        self.planes[wafer as usize].get_or_insert_with(|| {
+            Box::new(Plane {
+                east: vec![Link::default(); n],
+                west: vec![Link::default(); n],
+                north: vec![Link::default(); n],
+                south: vec![Link::default(); n],
+                port: vec![0; pes],
+                free: vec![0; pes],
+            })
+        })
+    }
+
+    /// One user of `wafer` is done; the last one releases its plane.
+    fn release(&mut self, wafer: u32) {
+        let r = &mut self.refs[wafer as usize];
+        *r = r.saturating_sub(1);
+        if *r == 0 {
+            if let Some(p) = self.planes[wafer as usize].take() {
+                let (m, s, u) = plane_load(&p);
+                self.folded = (self.folded.0.max(m), self.folded.1 + s, self.folded.2 + u);
+            }
+        }
+    }
+
+    /// (max busy, sum of busy, links used) over all links.
+    fn load(&self) -> (u64, u64, u64) {
+        let mut acc = self.folded;
+        for p in self.planes.iter().flatten() {
+            let (m, s, u) = plane_load(p);
+            acc = (acc.0.max(m), acc.1 + s, acc.2 + u);
+        }
+        acc
     }
 
     /// Plays a message departing `from` at `dep` along X then Y to `to`, then its
@@ -346,24 +541,41 @@ impl Fabric {
         ser: u64,
         out: &mut Vec<Reach>,
     ) {
+        let (w, h, hop) = (self.w, self.h, self.hop);
+        let pl = self.plane(wafer);
+        let mut n = 0u64;
         let (mut x, mut y, mut head, mut d) = (from.x, from.y, dep, 0u32);
+        let mut cross = |dir: Dir, x: u32, y: u32, head: u64| -> u64 {
+            let (x, y) = (x as usize, y as usize);
+            let l = match dir {
+                Dir::E => &mut pl.east[y * w + x],
+                Dir::W => &mut pl.west[y * w + x],
+                Dir::N => &mut pl.north[x * h + y],
+                Dir::S => &mut pl.south[x * h + y],
+            };
+            let (free, busy) = (l.free, l.busy);
+            let e = head.max(free);
+            *l = Link { free: e + ser, busy: busy.saturating_add(ser as u32) };
+            n += 1;
+            e + hop
+        };
         while x < to.x {
-            head = self.cross(Dir::E, wafer, x, y, head, ser);
+            head = cross(Dir::E, x, y, head);
             x += 1;
             d += 1;
         }
         while x > to.x {
-            head = self.cross(Dir::W, wafer, x, y, head, ser);
+            head = cross(Dir::W, x, y, head);
             x -= 1;
             d += 1;
         }
         while y < to.y {
-            head = self.cross(Dir::S, wafer, x, y, head, ser);
+            head = cross(Dir::S, x, y, head);
             y += 1;
             d += 1;
         }
         while y > to.y {
-            head = self.cross(Dir::N, wafer, x, y, head, ser);
+            head = cross(Dir::N, x, y, head);
             y -= 1;
             d += 1;
         }
@@ -371,10 +583,10 @@ impl Fabric {
         out.push(Reach { x, y, head, dist: d });
         for j in 0..fan_cols {
             if west {
-                head = self.cross(Dir::W, wafer, x - j, y, head, ser);
+                head = cross(Dir::W, x - j, y, head);
                 out.push(Reach { x: x - j - 1, y, head, dist: d + j + 1 });
             } else {
-                head = self.cross(Dir::E, wafer, x + j, y, head, ser);
+                head = cross(Dir::E, x + j, y, head);
                 out.push(Reach { x: x + j + 1, y, head, dist: d + j + 1 });
             }
         }
@@ -382,32 +594,170 @@ impl Fabric {
             let r = out[row0 + j];
             let mut hh = r.head;
             for i in 0..fan_rows {
-                hh = self.cross(Dir::S, wafer, r.x, r.y + i, hh, ser);
+                hh = cross(Dir::S, r.x, r.y + i, hh);
                 out.push(Reach { x: r.x, y: r.y + i + 1, head: hh, dist: r.dist + i + 1 });
             }
         }
+        self.crossings += n;
     }
 
-    /// (max busy, sum of busy, links used) over all links.
-    fn load(&self) -> (u64, u64, u64) {
-        let (mut max, mut sum, mut used) = (0u64, 0u64, 0u64);
-        for l in self.east.iter().chain(&self.west).chain(&self.north).chain(&self.south) {
-            let busy = l.busy as u64;
-            if busy > 0 {
-                max = max.max(busy);
-                sum += busy;
-                used += 1;
-            }
+    /// A point-to-point transfer along one row or column (a collective's):
+    /// the head's arrival at `to` and the hops.
+    #[inline]
+    fn line_walk(&mut self, wafer: u32, from: Pe, to: Pe, dep: u64, ser: u64) -> (u64, u32) {
+        let (w, h, hop) = (self.w, self.h, self.hop);
+        let pl = self.plane(wafer);
+        let mut head = dep;
+        let mut cross = |links: &mut [Link], i: usize| {
+            let l = &mut links[i];
+            let (free, busy) = (l.free, l.busy);
+            let e = head.max(free);
+            *l = Link { free: e + ser, busy: busy.saturating_add(ser as u32) };
+            head = e + hop;
+        };
+        let (mut x, mut y) = (from.x as usize, from.y as usize);
+        let (tx, ty) = (to.x as usize, to.y as usize);
+        while x < tx {
+            cross(&mut pl.east, y * w + x);
+            x += 1;
         }
-        (max, sum, used)
+        while x > tx {
+            cross(&mut pl.west, y * w + x);
+            x -= 1;
+        }
+        while y < ty {
+            cross(&mut pl.south, x * h + y);
+            y += 1;
+        }
+        while y > ty {
+            cross(&mut pl.north, x * h + y);
+            y -= 1;
+        }
+        let d = from.x.abs_diff(to.x) + from.y.abs_diff(to.y);
+        self.crossings += d as u64;
+        (head, d)
     }
 }
+
+// ---- collective patterns ----
+
+/// The transfers of one line of a collective shape; every line of the
+/// region repeats it (see the module doc).
+#[derive(Debug, Clone, Default)]
+struct Pattern {
+    /// Per index: the index its first transfer goes to (`NONE`: it sends none),
+    /// that receive's rank among the target's receives, and whether it relays.
+    to: Vec<u32>,
+    rank: Vec<u32>,
+    chain: Vec<bool>,
+    /// Per index: where its receives start among the line's (`n + 1` entries).
+    off: Vec<u32>,
+    /// Transfers per line (of one route).
+    pairs: u64,
+    /// Routes of this kind on the region (their receives all count; only the
+    /// first route's transfers are sent: a second route deadlocks, as it would
+    /// with one message table).
+    routes: u32,
+}
+
+impl Pattern {
+    /// `routes` routes of transfers `rounds` over a line of `n`.
+    fn new(n: u32, rounds: &[Vec<(u32, u32)>], relays: impl Fn(u32) -> bool, routes: u32) -> Pattern {
+        let n = n as usize;
+        let (mut to, mut rank, mut chain) = (vec![NONE; n], vec![0; n], vec![false; n]);
+        let mut cnt = vec![0u32; n];
+        let mut pairs = 0u64;
+        if routes > 0 {
+            for round in rounds {
+                for &(a, z) in round {
+                    let (a, z) = (a as usize, z as usize);
+                    if to[a] == NONE {
+                        to[a] = z as u32;
+                        rank[a] = cnt[z];
+                        chain[a] = relays(a as u32);
+                    }
+                    cnt[z] += 1;
+                    pairs += 1;
+                }
+            }
+        }
+        let mut off = Vec::with_capacity(n + 1);
+        let mut acc = 0u32;
+        for c in cnt {
+            off.push(acc);
+            acc += c * routes;
+        }
+        off.push(acc);
+        Pattern { to, rank, chain, off, pairs, routes }
+    }
+    fn recvs(&self, i: u32) -> u32 {
+        self.off[i as usize + 1] - self.off[i as usize]
+    }
+    /// Indices other than `root` that send nothing: their partials strand.
+    fn orphans(&self, root: u32) -> impl Iterator<Item = u32> + '_ {
+        (0..self.to.len() as u32).filter(move |&i| i != root && self.to[i as usize] == NONE)
+    }
+}
+
+/// What a delivered explicit message feeds.
+#[derive(Debug, Clone, Copy)]
+enum Dest {
+    /// Forward into column `col` of a Gemv (multicast down the column).
+    GemvCol { reg: u32, col: u32 },
+    /// Query of head block `block` of an Attention (multicast over the block).
+    AttnQ { reg: u32, block: u32 },
+    /// The new token's K or V for head block `block`.
+    AttnKv { reg: u32, block: u32 },
+    /// Residual for output line `line` (region-local).
+    Residual { reg: u32, line: u32 },
+    /// The norm's broadcast back along row 0.
+    NormBcast { reg: u32 },
+    /// A Gemv row root's output broadcast back along row `line` (region-local).
+    RowBcast { reg: u32, line: u32 },
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Msg {
+    from: Pe,
+    to: Pe,
+    bytes: u64,
+    fan_cols: u32,
+    fan_rows: u32,
+    west: bool,
+    inter: bool,
+    route: u32,
+    /// Wafer and wafer-local dense index of the sender's PE (its output port).
+    port_wafer: u32,
+    port: u32,
+    /// Wafer whose links it walks (the destination's when it crosses wafers).
+    walk_wafer: u32,
+    dest: Dest,
+}
+
+/// A region's per-PE and per-node state while it runs.
+struct Live {
+    /// Per PE (region row-major): latest input arrival.
+    pe_in: Vec<Stamp>,
+    /// Per node: own partial's stamp, receives outstanding (+1 for the base),
+    /// receive offset (`nodes + 1`), wafer-local PE.
+    base: Vec<Stamp>,
+    pending: Vec<u32>,
+    slot_off: Vec<u32>,
+    pe: Vec<u32>,
+    /// Per receive: arrival.
+    slots: Vec<Stamp>,
+    /// Gemv: add cost per row; the norm's, the argmax's and attention's combine.
+    row_add: Vec<u32>,
+    consts: [u32; 3],
+}
+
+/// Pending count of a node whose partial never leaves (it never fires).
+const STRANDED: u32 = u32::MAX / 2;
 
 /// Per-region run state.
 struct Reg<'p> {
     r: &'p Region,
     active: bool,
-    pe_base: u32,
     line_base: u32,
     /// Output lines still to finish.
     lines_left: u32,
@@ -417,10 +767,25 @@ struct Reg<'p> {
     cols_ready: u32,
     /// Any forward route (active or not) delivers into this region.
     has_inputs: bool,
+    /// Region-local node numbering: the PEs row-major, then (Gemv) `w` norm
+    /// nodes and `h` argmax nodes, or (Attention) `h` column-chain nodes.
     norm_base: u32,
     argmax_base: u32,
-    /// Attention: the column-chain node of region-local row 0.
     col_node_base: u32,
+    nodes: u32,
+    /// Collective shapes: the row reduction (Gemv or Attention, over `w`), the
+    /// norm's tree (over `w`), the argmax tree (over `h`), the attention
+    /// column chain (over `rows_per_head`); and each one's route.
+    row_pat: Pattern,
+    norm_pat: Pattern,
+    argmax_pat: Pattern,
+    col_pat: Pattern,
+    reduce_route: u32,
+    norm_route: u32,
+    argmax_route: u32,
+    /// Nodes that send nothing, with the root of their line (applied at activation).
+    orphans: Vec<(u32, u32)>,
+    live: Option<Box<Live>>,
     bcast: u32,
     bc_at: Vec<Stamp>,
     busy: u64,
@@ -437,28 +802,16 @@ struct Sim<'p> {
     hop: u64,
     ramp: u64,
     regs: Vec<Reg<'p>>,
-    // Messages.
+    occ: Occupancy,
+    cells: Vec<wafer_ir::Cell>,
+    /// Regions whose last line is ready, to free after the current event.
+    finished: Vec<u32>,
+    /// Per wafer: the dense index of its first covered PE.
+    wafer_pe0: Vec<u64>,
+    // Explicit messages (everything but collective transfers).
     msgs: Vec<Msg>,
-    dep: Vec<Stamp>,
-    delivered: Vec<bool>,
-    // Per PE of an active region (global index over active regions).
-    pe_in: Vec<Stamp>,
-    // Per physical PE (dense index over the PEs active regions cover; regions
-    // sharing a PE share its entry): output port and compute unit free from.
-    port: Vec<u64>,
-    pe_free: Vec<u64>,
-    // Collective nodes (row nodes share the PE index; extra nodes follow).
-    n_base: Vec<Stamp>,
-    n_pending: Vec<u32>,
-    n_slot_off: Vec<u32>,
-    n_send: Vec<u32>,
-    n_chain: Vec<bool>,
-    n_add: Vec<u32>,
-    n_role: Vec<Role>,
-    /// Physical PE of each node (row nodes are the regions' PEs).
-    n_pe: Vec<u32>,
-    slot_arr: Vec<Stamp>,
-    slot_msg: Vec<u32>,
+    /// Per route: messages not yet departed.
+    route_left: Vec<u64>,
     // Output lines (global index).
     line_reg: Vec<u32>,
     line_out: Vec<Stamp>,
@@ -480,9 +833,7 @@ struct Sim<'p> {
     // Links.
     fabric: Fabric,
     sys_free: Vec<u64>,
-    // Queue.
-    heap: BinaryHeap<Reverse<(u64, u64, u32)>>,
-    seq: u64,
+    queue: Queue,
     now: u64,
     scratch: Vec<Reach>,
     stats: EventStats,
@@ -514,33 +865,60 @@ impl<'p> Sim<'p> {
     fn new(p: &'p Program) -> Sim<'p> {
         let a = &p.arch;
         let mut regs: Vec<Reg<'p>> = Vec::with_capacity(p.regions.len());
-        let (mut pes, mut lines, mut line_reg) = (0u32, 0u32, Vec::new());
+        let (mut lines, mut line_reg) = (0u32, Vec::new());
         for (i, r) in p.regions.iter().enumerate() {
             let nlines = match r.work {
                 Work::Gemv { .. } => r.rect.h,
                 Work::Attention { kv_heads, .. } => kv_heads as u32,
                 Work::Embedding { .. } => 1,
             };
-            let (pe_base, line_base) = if r.active { (pes, lines) } else { (NONE, NONE) };
+            let line_base = if r.active { lines } else { NONE };
             if r.active {
-                pes += r.rect.pes() as u32;
                 lines += nlines;
                 line_reg.extend(std::iter::repeat_n(i as u32, nlines as usize));
             }
             let w = if matches!(r.work, Work::Gemv { .. }) { r.rect.w as usize } else { 0 };
+            let pes = r.rect.pes() as u32;
+            let (mut norm_base, mut argmax_base, mut col_node_base, mut nodes) = (NONE, NONE, NONE, pes);
+            match r.work {
+                Work::Gemv { norm, argmax, .. } => {
+                    if norm {
+                        norm_base = nodes;
+                        nodes += r.rect.w;
+                    }
+                    if argmax {
+                        argmax_base = nodes;
+                        nodes += r.rect.h;
+                    }
+                }
+                Work::Attention { .. } => {
+                    col_node_base = nodes;
+                    nodes += r.rect.h;
+                }
+                Work::Embedding { .. } => {}
+            }
             regs.push(Reg {
                 r,
                 active: r.active,
-                pe_base,
                 line_base,
                 lines_left: r.out_lines(),
                 col_pending: vec![0; w],
                 col_expected: vec![0; w],
                 cols_ready: 0,
                 has_inputs: false,
-                norm_base: NONE,
-                argmax_base: NONE,
-                col_node_base: NONE,
+                norm_base,
+                argmax_base,
+                col_node_base,
+                nodes,
+                row_pat: Pattern::default(),
+                norm_pat: Pattern::default(),
+                argmax_pat: Pattern::default(),
+                col_pat: Pattern::default(),
+                reduce_route: NONE,
+                norm_route: NONE,
+                argmax_route: NONE,
+                orphans: Vec::new(),
+                live: None,
                 bcast: NONE,
                 bc_at: Vec::new(),
                 busy: 0,
@@ -550,26 +928,14 @@ impl<'p> Sim<'p> {
                 stuck: Vec::new(),
             });
         }
-        // Extra collective nodes after the PE-indexed row nodes.
-        let mut nodes = pes;
-        for g in regs.iter_mut().filter(|g| g.active) {
-            match g.r.work {
-                Work::Gemv { norm, argmax, .. } => {
-                    if norm {
-                        g.norm_base = nodes;
-                        nodes += g.r.rect.w;
-                    }
-                    if argmax {
-                        g.argmax_base = nodes;
-                        nodes += g.r.rect.h;
-                    }
-                }
-                Work::Attention { .. } => {
-                    g.col_node_base = nodes;
-                    nodes += g.r.rect.h;
-                }
-                Work::Embedding { .. } => {}
-            }
+        let rects: Vec<(u32, Rect)> = regs.iter().filter(|g| g.active).map(|g| (g.r.wafer, g.r.rect)).collect();
+        let occ = Occupancy::new(&rects);
+        let wafers = p.wafers.max(1) as usize;
+        let (mut wafer_pe0, mut wafer_pes) = (vec![u64::MAX; wafers], vec![0usize; wafers]);
+        for c in occ.cells() {
+            let w = (c.wafer as usize).min(wafers - 1);
+            wafer_pe0[w] = wafer_pe0[w].min(c.base);
+            wafer_pes[w] += c.rect.pes() as usize;
         }
         let nl = lines as usize;
         let mut s = Sim {
@@ -578,22 +944,12 @@ impl<'p> Sim<'p> {
             hop: a.router.hop_latency_cycles as u64,
             ramp: a.router.ramp_latency_cycles as u64,
             regs,
+            cells: occ.cells(),
+            occ,
+            finished: Vec::new(),
+            wafer_pe0,
             msgs: Vec::new(),
-            dep: Vec::new(),
-            delivered: Vec::new(),
-            pe_in: vec![Stamp::ZERO; pes as usize],
-            port: Vec::new(),
-            pe_free: Vec::new(),
-            n_base: vec![Stamp::ZERO; nodes as usize],
-            n_pending: vec![1; nodes as usize],
-            n_slot_off: Vec::new(),
-            n_send: vec![NONE; nodes as usize],
-            n_chain: vec![false; nodes as usize],
-            n_add: vec![0; nodes as usize],
-            n_role: vec![Role::Unused; nodes as usize],
-            n_pe: vec![0; nodes as usize],
-            slot_arr: Vec::new(),
-            slot_msg: Vec::new(),
+            route_left: vec![0; p.routes.len()],
             line_reg,
             line_out: vec![Stamp::ZERO; nl],
             line_done: vec![false; nl],
@@ -610,123 +966,43 @@ impl<'p> Sim<'p> {
             bc_msgs: Vec::new(),
             bc_pending: vec![0; nl],
             bc_stamp: vec![Stamp::ZERO; nl],
-            fabric: Fabric::new(a.mesh_width, a.mesh_height, p.wafers.max(1), a.router.hop_latency_cycles as u64),
-            sys_free: vec![0; (p.wafers.max(1) as usize).pow(2)],
-            heap: BinaryHeap::new(),
-            seq: 0,
+            fabric: Fabric::new(
+                a.mesh_width,
+                a.mesh_height,
+                wafers as u32,
+                a.router.hop_latency_cycles as u64,
+                wafer_pes,
+            ),
+            sys_free: vec![0; wafers.pow(2)],
+            queue: Queue::new(),
             now: 0,
             scratch: Vec::new(),
             stats: EventStats::default(),
         };
-        s.init_nodes();
-        s.place_nodes();
         s.build_messages();
+        s.build_patterns();
         s
     }
 
-    /// Physical PE of every node: regions that share PEs share their entries.
-    fn place_nodes(&mut self) {
-        let active: Vec<usize> = (0..self.regs.len()).filter(|&i| self.regs[i].active).collect();
-        let rects: Vec<(u32, wafer_ir::Rect)> =
-            active.iter().map(|&i| (self.regs[i].r.wafer, self.regs[i].r.rect)).collect();
-        let pes: u64 = rects.iter().map(|r| r.1.pes()).sum();
-        let occ = wafer_ir::Occupancy::new(&rects);
-        let shared = occ.pes() < pes;
-        for &ri in &active {
-            let g = &self.regs[ri];
-            let (rect, wafer, base) = (g.r.rect, g.r.wafer, g.pe_base);
-            for r in 0..rect.h {
-                for c in 0..rect.w {
-                    let n = (base + r * rect.w + c) as usize;
-                    // Without sharing, the region-PE index is the physical one.
-                    self.n_pe[n] = if shared { occ.index(wafer, rect.pe(r, c)).unwrap_or(0) as u32 } else { n as u32 };
-                }
-            }
-            let at = |r: u32, c: u32| self.n_pe[(base + r * rect.w + c) as usize];
-            let mut extra: Vec<(u32, u32)> = Vec::new();
-            if g.norm_base != NONE {
-                extra.extend((0..rect.w).map(|c| (g.norm_base + c, at(0, c))));
-            }
-            if g.argmax_base != NONE {
-                extra.extend((0..rect.h).map(|r| (g.argmax_base + r, at(r, 0))));
-            }
-            if g.col_node_base != NONE {
-                extra.extend((0..rect.h).map(|r| (g.col_node_base + r, at(r, 0))));
-            }
-            for (n, pe) in extra {
-                self.n_pe[n as usize] = pe;
-            }
-        }
-        let n = if shared { occ.pes() } else { pes } as usize;
-        self.port = vec![0; n];
-        self.pe_free = vec![0; n];
+    /// Wafer-local dense index of `pe` on `wafer`.
+    fn phys(&self, wafer: u32, pe: Pe) -> u32 {
+        let g = self.occ.index(wafer, pe).unwrap_or(0);
+        let w = (wafer as usize).min(self.wafer_pe0.len() - 1);
+        g.saturating_sub(self.wafer_pe0[w]) as u32
     }
 
-    /// A task of `cost` cycles on physical PE `pe`, ready at `ready`: it
+    fn wafer_of(&self, reg: usize) -> u32 {
+        self.regs[reg].r.wafer.min(self.p.wafers.max(1) - 1)
+    }
+
+    /// A task of `cost` cycles on PE `pe` of `wafer`, ready at `ready`: it
     /// starts once the PE has finished what it took on before (of any region).
-    fn occupy(&mut self, pe: u32, ready: Stamp, cost: u64) -> Stamp {
-        let free = &mut self.pe_free[pe as usize];
+    #[inline]
+    fn occupy(&mut self, wafer: u32, pe: u32, ready: Stamp, cost: u64) -> Stamp {
+        let free = &mut self.fabric.plane(wafer).free[pe as usize];
         let end = ready.wait_until(*free).compute(cost);
         *free = end.t;
         end
-    }
-
-    fn init_nodes(&mut self) {
-        let (a, b) = (&self.p.arch, self.batch);
-        for (ri, g) in self.regs.iter().enumerate() {
-            if !g.active {
-                continue;
-            }
-            let reg = ri as u32;
-            let (w, h) = (g.r.rect.w, g.r.rect.h);
-            match g.r.work {
-                Work::Gemv { norm, argmax, acc, .. } => {
-                    for r in 0..h {
-                        let add = timing::add_partial(a, len(g.r.rows_of(r)) * b, acc);
-                        for c in 0..w {
-                            let n = (g.pe_base + r * w + c) as usize;
-                            self.n_role[n] = Role::GemvRow { reg, row: r };
-                            self.n_add[n] = add as u32;
-                        }
-                    }
-                    if norm {
-                        for c in 0..w {
-                            let n = (g.norm_base + c) as usize;
-                            self.n_role[n] = Role::Norm { reg };
-                            // Two statistics (sum, sum of squares) per batch row.
-                            self.n_add[n] = timing::add_partial(a, 2 * b, DType::F32) as u32;
-                        }
-                    }
-                    if argmax {
-                        for r in 0..h {
-                            let n = (g.argmax_base + r) as usize;
-                            self.n_role[n] = Role::Argmax { reg };
-                            self.n_add[n] = timing::add_partial(a, b, DType::F32) as u32;
-                        }
-                    }
-                }
-                Work::Attention { group, head_dim, rows_per_head, .. } => {
-                    let add = timing::attention_combine(a, group, head_dim, b);
-                    for r in 0..h {
-                        for c in 0..w {
-                            let n = (g.pe_base + r * w + c) as usize;
-                            self.n_role[n] = Role::AttnRow { reg, row: r };
-                            self.n_add[n] = add as u32;
-                        }
-                        let n = (g.col_node_base + r) as usize;
-                        self.n_role[n] = Role::AttnCol { reg, block: r / rows_per_head.max(1) };
-                        self.n_add[n] = add as u32;
-                    }
-                }
-                Work::Embedding { .. } => {}
-            }
-        }
-    }
-
-    /// Global PE index of `pe` in active region `reg`.
-    fn pe_idx(&self, reg: usize, pe: Pe) -> u32 {
-        let g = &self.regs[reg];
-        g.pe_base + (pe.y - g.r.rect.y) * g.r.rect.w + (pe.x - g.r.rect.x)
     }
 
     /// Output line (region-local) of region `reg` that PE `pe` sends from or receives at.
@@ -740,13 +1016,12 @@ impl<'p> Sim<'p> {
         }
     }
 
-    /// Expands every active route once into the flat message table and wires
-    /// messages to their senders (output lines, collective nodes) and receivers.
+    /// Expands every active non-collective route (and the norm's broadcast)
+    /// into the message table and wires messages to their sending lines and
+    /// receivers; counts the collective routes for [`Sim::build_patterns`].
     fn build_messages(&mut self) {
         let p = self.p;
         let mut line_sends: Vec<(u32, u32)> = Vec::new(); // (global line, msg)
-        let mut recv_count = vec![0u32; self.n_base.len()];
-        let mut node_recvs: Vec<(u32, u32)> = Vec::new(); // (node, msg), in message order
         let mut bcast_sends: Vec<(u32, u32)> = Vec::new(); // (global line, msg)
         for (ri, rt) in p.routes.iter().enumerate() {
             let (si, di) = (rt.src.0 as usize, rt.dst.0 as usize);
@@ -756,35 +1031,58 @@ impl<'p> Sim<'p> {
             if !self.regs[si].active || !self.regs[di].active {
                 continue;
             }
-            let msgs = route_messages(p, RouteId(ri as u32));
             let (src, dst) = (self.regs[si].r, self.regs[di].r);
-            // Per-route shape facts: the row shape and its rounds, norm tree rounds.
-            let (row_shape, row_rounds, norm_rounds) = match (rt.kind, &src.work) {
-                (RouteKind::Reduce, &Work::Gemv { reduce, .. } | &Work::Attention { reduce, .. }) => {
-                    (reduce, reduce.rounds(src.rect.w).len(), 0)
+            match (rt.kind, &src.work) {
+                (RouteKind::Reduce, Work::Gemv { .. } | Work::Attention { .. }) => {
+                    if self.regs[si].reduce_route == NONE {
+                        self.regs[si].reduce_route = ri as u32;
+                    }
+                    self.regs[si].row_pat.routes += 1;
+                    continue;
                 }
-                (RouteKind::Norm, _) => (Reduce::Tree, 0, Reduce::Tree.rounds(src.rect.w).len()),
-                _ => (Reduce::Tree, 0, 0),
-            };
-            for m in msgs {
+                (RouteKind::Argmax, Work::Gemv { argmax: true, .. }) => {
+                    if self.regs[si].argmax_route == NONE {
+                        self.regs[si].argmax_route = ri as u32;
+                    }
+                    self.regs[si].argmax_pat.routes += 1;
+                    continue;
+                }
+                (RouteKind::Norm, Work::Gemv { norm: true, .. }) => {
+                    if self.regs[si].norm_route == NONE {
+                        self.regs[si].norm_route = ri as u32;
+                    }
+                    self.regs[si].norm_pat.routes += 1;
+                }
+                // A collective the region's work does not use: nothing waits on it.
+                (RouteKind::Reduce | RouteKind::Argmax | RouteKind::Norm, _) => continue,
+                _ => {}
+            }
+            let norm_rounds = Reduce::Tree.rounds(src.rect.w).len() as u32;
+            let inter_wafer = src.wafer != dst.wafer;
+            let (sw, dw) = (self.wafer_of(si), self.wafer_of(di));
+            let mut pushed = Vec::new();
+            for_each_message(p, RouteId(ri as u32), |m| pushed.push(*m));
+            for m in pushed {
                 let id = self.msgs.len() as u32;
                 let dest = match rt.kind {
                     RouteKind::Forward | RouteKind::Residual => {
                         let sl = self.regs[si].line_base + self.line_of(si, m.from);
-                        line_sends.push((sl, id));
                         let dl = self.line_of(di, m.to);
                         let gl = (self.regs[di].line_base + dl) as usize;
                         if rt.kind == RouteKind::Residual {
+                            line_sends.push((sl, id));
                             self.res_pending[gl] += 1;
                             Dest::Residual { reg: di as u32, line: dl }
                         } else {
                             match dst.work {
                                 Work::Gemv { .. } => {
+                                    line_sends.push((sl, id));
                                     let col = m.to.x - dst.rect.x;
                                     self.regs[di].col_expected[col as usize] += 1;
                                     Dest::GemvCol { reg: di as u32, col }
                                 }
                                 Work::Attention { .. } => {
+                                    line_sends.push((sl, id));
                                     // The tag, not the geometry: without multicast a query
                                     // arrives as one unicast per PE of its block.
                                     if m.purpose == Purpose::Query {
@@ -795,7 +1093,7 @@ impl<'p> Sim<'p> {
                                         Dest::AttnKv { reg: di as u32, block: dl }
                                     }
                                 }
-                                // route_messages sends nothing into an embedding.
+                                // for_each_message sends nothing into an embedding.
                                 Work::Embedding { .. } => continue,
                             }
                         }
@@ -808,180 +1106,469 @@ impl<'p> Sim<'p> {
                         self.bc_pending[gl as usize] += 1;
                         Dest::RowBcast { reg: si as u32, line: l }
                     }
-                    RouteKind::Reduce | RouteKind::Norm | RouteKind::Argmax => {
-                        let g = &self.regs[si];
-                        let (x0, y0, w) = (src.rect.x, src.rect.y, src.rect.w);
-                        let row_node = |pe: Pe| g.pe_base + (pe.y - y0) * w + (pe.x - x0);
-                        let round = m.round as usize;
-                        let (from_n, to_n, chain) = match (rt.kind, &src.work) {
-                            (RouteKind::Reduce, Work::Gemv { .. }) => {
-                                (row_node(m.from), row_node(m.to), row_shape.relays(w, m.from.x - x0))
-                            }
-                            (RouteKind::Reduce, Work::Attention { rows_per_head, .. }) => {
-                                if round < row_rounds {
-                                    (row_node(m.from), row_node(m.to), row_shape.relays(w, m.from.x - x0))
-                                } else {
-                                    let rph = (*rows_per_head).max(1);
-                                    let relays = Reduce::Chain.relays(rph, (m.from.y - y0) % rph);
-                                    (g.col_node_base + (m.from.y - y0), g.col_node_base + (m.to.y - y0), relays)
-                                }
-                            }
-                            (RouteKind::Norm, Work::Gemv { norm: true, .. }) => {
-                                if round >= norm_rounds {
-                                    (NONE, NONE, false)
-                                } else {
-                                    (g.norm_base + (m.from.x - x0), g.norm_base + (m.to.x - x0), false)
-                                }
-                            }
-                            (RouteKind::Argmax, Work::Gemv { argmax: true, .. }) => {
-                                (g.argmax_base + (m.from.y - y0), g.argmax_base + (m.to.y - y0), false)
-                            }
-                            // A collective the region's work does not use: nothing waits on it.
-                            _ => continue,
-                        };
-                        if from_n == NONE {
-                            // The norm's broadcast back along row 0.
-                            self.regs[si].bcast = id;
-                            Dest::NormBcast { reg: si as u32 }
-                        } else {
-                            if self.n_send[from_n as usize] == NONE {
-                                self.n_send[from_n as usize] = id;
-                                self.n_chain[from_n as usize] = chain;
-                            }
-                            recv_count[to_n as usize] += 1;
-                            node_recvs.push((to_n, id));
-                            Dest::Node { node: to_n, slot: 0 }
+                    RouteKind::Norm => {
+                        if m.round < norm_rounds {
+                            continue; // the tree: implicit
                         }
+                        // The norm's broadcast back along row 0 (without multicast, the last unicast).
+                        self.regs[si].bcast = id;
+                        Dest::NormBcast { reg: si as u32 }
                     }
+                    RouteKind::Reduce | RouteKind::Argmax => continue,
                 };
-                let port = self.n_pe[self.pe_idx(si, m.from) as usize];
-                self.push_msg(&m, ri as u32, port, dest);
+                let port = self.phys(sw, m.from);
+                let walk_wafer = if m.inter_wafer { dw } else { sw };
+                debug_assert_eq!(m.inter_wafer, inter_wafer);
+                self.msgs.push(Msg {
+                    from: m.from,
+                    to: m.to,
+                    bytes: m.bytes,
+                    fan_cols: m.fan_cols,
+                    fan_rows: m.fan_rows,
+                    west: m.west,
+                    inter: m.inter_wafer,
+                    route: ri as u32,
+                    port_wafer: sw,
+                    port,
+                    walk_wafer,
+                    dest,
+                });
+                self.route_left[ri] += 1;
+                self.fabric.refs[sw as usize] += 1;
+                self.fabric.refs[walk_wafer as usize] += 1;
             }
         }
-        // Receive slots, in message (= round) order per node.
-        let mut off = Vec::with_capacity(recv_count.len() + 1);
-        let mut acc = 0u32;
-        for &c in &recv_count {
-            off.push(acc);
-            acc += c;
-        }
-        off.push(acc);
-        let mut fill = off.clone();
-        self.slot_arr = vec![Stamp::ZERO; acc as usize];
-        self.slot_msg = vec![NONE; acc as usize];
-        for (node, id) in node_recvs {
-            let s = fill[node as usize];
-            fill[node as usize] += 1;
-            self.slot_msg[s as usize] = id;
-            if let Dest::Node { slot, .. } = &mut self.msgs[id as usize].dest {
-                *slot = s;
-            }
-        }
-        for (n, &c) in recv_count.iter().enumerate() {
-            self.n_pending[n] += c;
-        }
-        self.n_slot_off = off;
         // Output-line send lists (stable: route order, then message order).
         let nl = self.line_out.len();
         (self.out_off, self.out_msgs) = by_line(nl, line_sends);
         (self.bc_off, self.bc_msgs) = by_line(nl, bcast_sends);
-        self.dep = vec![Stamp::ZERO; self.msgs.len()];
-        self.delivered = vec![false; self.msgs.len()];
-        self.stats.messages = self.msgs.len() as u64;
-        self.mark_orphans();
     }
 
-    fn push_msg(&mut self, m: &wafer_ir::Message, route: u32, port: u32, dest: Dest) {
-        self.msgs.push(Msg {
-            from: m.from,
-            to: m.to,
-            bytes: m.bytes,
-            fan_cols: m.fan_cols,
-            fan_rows: m.fan_rows,
-            west: m.west,
-            inter: m.inter_wafer,
-            route,
-            port,
-            dest,
-        });
-    }
-
-    /// A line whose non-root node never sends leaves its root waiting forever.
-    fn mark_orphans(&mut self) {
-        let mut marks: Vec<(usize, u32, u32, String)> = Vec::new();
-        for (ri, g) in self.regs.iter().enumerate() {
-            if !g.active {
+    /// Every active region's collective patterns, the transfers they count,
+    /// and the partials that never leave (a line whose non-root node never
+    /// sends leaves its root waiting forever).
+    fn build_patterns(&mut self) {
+        let mut coll = 0u64;
+        for ri in 0..self.regs.len() {
+            if !self.regs[ri].active {
                 continue;
             }
-            let (w, h) = (g.r.rect.w, g.r.rect.h);
-            let line = |base: u32, n: u32, root: u32, what: &str, marks: &mut Vec<(usize, u32, u32, String)>| {
-                for i in (0..n).filter(|&i| i != root) {
-                    let node = base + i;
-                    if self.n_send[node as usize] == NONE {
-                        marks.push((ri, base + root, node, format!("{what}: no transfer leaves index {i}")));
-                    }
-                }
-            };
-            match g.r.work {
-                Work::Gemv { norm, argmax, reduce, .. } => {
-                    let root = reduce.root(w);
-                    for r in 0..h {
-                        if len(g.r.rows_of(r)) > 0 {
-                            line(g.pe_base + r * w, w, root, &format!("reduce of row {r}"), &mut marks);
+            let wafer = self.wafer_of(ri) as usize;
+            self.fabric.refs[wafer] += 1; // the region itself, until done
+            let g = &mut self.regs[ri];
+            let r = g.r;
+            let (w, h) = (r.rect.w, r.rect.h);
+            let mut orphans: Vec<(u32, u32)> = Vec::new();
+            let mut why: Vec<String> = Vec::new();
+            // Implicit transfers of the reduce, norm and argmax routes.
+            let mut implicit = [0u64; 3];
+            let mut mark =
+                |base: u32, stride: u32, pat: &Pattern, root: u32, what: &str, orphans: &mut Vec<(u32, u32)>| {
+                    for i in pat.orphans(root) {
+                        orphans.push((base + i * stride, base + root * stride));
+                        if why.len() < 4 {
+                            why.push(format!("{what}: no transfer leaves index {i} (no collective route delivers it)"));
                         }
                     }
+                };
+            match r.work {
+                Work::Gemv { norm, argmax, reduce, acc, .. } => {
+                    let rounds = reduce.rounds(w);
+                    g.row_pat = Pattern::new(w, &rounds, |i| reduce.relays(w, i), g.row_pat.routes);
+                    let root = reduce.root(w);
+                    let mut lines = 0u64;
+                    for row in 0..h {
+                        if acc.bytes_for(len(r.rows_of(row)) * self.batch) > 0 {
+                            lines += 1;
+                        }
+                        if len(r.rows_of(row)) > 0 {
+                            mark(row * w, 1, &g.row_pat, root, &format!("reduce of row {row}"), &mut orphans);
+                        }
+                    }
+                    if g.reduce_route != NONE {
+                        implicit[0] = g.row_pat.pairs * lines;
+                    }
                     if norm {
-                        line(g.norm_base, w, 0, "norm all-reduce", &mut marks);
+                        let rounds = Reduce::Tree.rounds(w);
+                        g.norm_pat = Pattern::new(w, &rounds, |_| false, g.norm_pat.routes);
+                        mark(g.norm_base, 1, &g.norm_pat, 0, "norm all-reduce", &mut orphans);
+                        if g.norm_route != NONE {
+                            implicit[1] = g.norm_pat.pairs;
+                        }
                     }
                     if argmax {
-                        line(g.argmax_base, h, 0, "argmax reduction", &mut marks);
+                        let rounds = Reduce::Tree.rounds(h);
+                        g.argmax_pat = Pattern::new(h, &rounds, |_| false, g.argmax_pat.routes);
+                        mark(g.argmax_base, 1, &g.argmax_pat, 0, "argmax reduction", &mut orphans);
+                        if g.argmax_route != NONE {
+                            implicit[2] = g.argmax_pat.pairs;
+                        }
                     }
                 }
-                Work::Attention { rows_per_head, .. } => {
-                    for r in 0..h {
-                        line(g.pe_base + r * w, w, 0, &format!("combine of row {r}"), &mut marks);
+                Work::Attention { rows_per_head, reduce, kv_heads, .. } => {
+                    let rph = rows_per_head.max(1);
+                    let rounds = reduce.rounds(w);
+                    g.row_pat = Pattern::new(w, &rounds, |i| reduce.relays(w, i), g.row_pat.routes);
+                    let chain = Reduce::Chain.rounds(rows_per_head);
+                    g.col_pat = Pattern::new(rows_per_head, &chain, |i| Reduce::Chain.relays(rph, i), g.row_pat.routes);
+                    // Row transfers on the head blocks' rows, chain transfers on each head block.
+                    let msg_rows = (kv_heads as u32).saturating_mul(rows_per_head).min(h);
+                    for row in 0..h {
+                        if row < msg_rows {
+                            mark(row * w, 1, &g.row_pat, 0, &format!("combine of row {row}"), &mut orphans);
+                        } else {
+                            let none = Pattern::new(w, &[], |_| false, 0);
+                            mark(row * w, 1, &none, 0, &format!("combine of row {row}"), &mut orphans);
+                        }
                     }
-                    for b in 0..h / rows_per_head.max(1) {
-                        line(
+                    for b in 0..h / rph {
+                        let pat = if (b as u64) < kv_heads {
+                            g.col_pat.clone()
+                        } else {
+                            Pattern::new(rows_per_head, &[], |_| false, 0)
+                        };
+                        mark(
                             g.col_node_base + b * rows_per_head,
-                            rows_per_head,
+                            1,
+                            &pat,
                             0,
                             &format!("chain of block {b}"),
-                            &mut marks,
+                            &mut orphans,
                         );
+                    }
+                    if g.reduce_route != NONE {
+                        implicit[0] = g.row_pat.pairs * msg_rows as u64 + g.col_pat.pairs * kv_heads;
                     }
                 }
                 Work::Embedding { .. } => {}
             }
-        }
-        for (ri, root, node, why) in marks {
-            // The stranded partial goes nowhere; its line's root never completes.
-            self.n_role[node as usize] = Role::Unused;
-            self.n_pending[root as usize] += 1;
-            let g = &mut self.regs[ri];
-            if g.stuck.len() < 4 {
-                g.stuck.push(format!("{why} (no collective route delivers it)"));
+            g.orphans = orphans;
+            g.stuck.extend(why);
+            for (rt, n) in [g.reduce_route, g.norm_route, g.argmax_route].into_iter().zip(implicit) {
+                if rt != NONE {
+                    self.route_left[rt as usize] += n;
+                    coll += n;
+                    // Each leaves from and walks on the region's wafer.
+                    self.fabric.refs[wafer] += 2 * n;
+                }
             }
         }
+        self.stats.messages = self.msgs.len() as u64 + coll;
+    }
+
+    // ---- per-region state ----
+
+    /// Allocates region `reg`'s per-PE and per-node state (see the module doc).
+    fn activate(&mut self, reg: usize) {
+        if self.regs[reg].live.is_some() {
+            return;
+        }
+        debug_assert!(!self.regs[reg].done, "region state wanted after its last line");
+        let (a, b) = (&self.p.arch, self.batch);
+        let wafer = self.wafer_of(reg);
+        let pe0 = self.wafer_pe0[wafer as usize];
+        let g = &self.regs[reg];
+        let r = g.r;
+        let (w, h) = (r.rect.w, r.rect.h);
+        let nodes = g.nodes as usize;
+        let mut pe = vec![0u32; nodes];
+        for id in self.occ.cells_of(r.wafer, r.rect) {
+            let c = self.cells[id];
+            for y in c.rect.y..c.rect.y + c.rect.h {
+                let row = (y - r.rect.y) * w;
+                let first = c.base + ((y - c.rect.y) * c.rect.w) as u64 - pe0;
+                for x in c.rect.x..c.rect.x + c.rect.w {
+                    pe[(row + x - r.rect.x) as usize] = (first + (x - c.rect.x) as u64) as u32;
+                }
+            }
+        }
+        let mut recvs = vec![0u32; nodes];
+        let mut row_add = Vec::new();
+        let mut consts = [0u32; 3];
+        match r.work {
+            Work::Gemv { acc, .. } => {
+                for row in 0..h {
+                    let n = len(r.rows_of(row));
+                    row_add.push(timing::add_partial(a, n * b, acc) as u32);
+                    if acc.bytes_for(n * b) > 0 {
+                        for c in 0..w {
+                            recvs[(row * w + c) as usize] = g.row_pat.recvs(c);
+                        }
+                    }
+                }
+                if g.norm_base != NONE {
+                    for c in 0..w {
+                        pe[(g.norm_base + c) as usize] = pe[c as usize];
+                        recvs[(g.norm_base + c) as usize] = g.norm_pat.recvs(c);
+                    }
+                    // Two statistics (sum, sum of squares) per batch row.
+                    consts[0] = timing::add_partial(a, 2 * b, DType::F32) as u32;
+                }
+                if g.argmax_base != NONE {
+                    for row in 0..h {
+                        pe[(g.argmax_base + row) as usize] = pe[(row * w) as usize];
+                        recvs[(g.argmax_base + row) as usize] = g.argmax_pat.recvs(row);
+                    }
+                    consts[1] = timing::add_partial(a, b, DType::F32) as u32;
+                }
+            }
+            Work::Attention { group, head_dim, rows_per_head, kv_heads, .. } => {
+                consts[2] = timing::attention_combine(a, group, head_dim, b) as u32;
+                let msg_rows = (kv_heads as u32).saturating_mul(rows_per_head).min(h);
+                for row in 0..msg_rows {
+                    for c in 0..w {
+                        recvs[(row * w + c) as usize] = g.row_pat.recvs(c);
+                    }
+                }
+                let rph = rows_per_head.max(1);
+                for row in 0..h {
+                    pe[(g.col_node_base + row) as usize] = pe[(row * w) as usize];
+                    if ((row / rph) as u64) < kv_heads {
+                        recvs[(g.col_node_base + row) as usize] = g.col_pat.recvs(row % rph);
+                    }
+                }
+            }
+            Work::Embedding { .. } => {}
+        }
+        let mut slot_off = Vec::with_capacity(nodes + 1);
+        let mut acc = 0u32;
+        let mut pending = Vec::with_capacity(nodes);
+        for &c in &recvs {
+            slot_off.push(acc);
+            acc += c;
+            pending.push(1 + c);
+        }
+        slot_off.push(acc);
+        for &(node, root) in &g.orphans {
+            // The stranded partial goes nowhere; its line's root never completes.
+            pending[node as usize] = STRANDED;
+            pending[root as usize] += 1;
+        }
+        let live = Live {
+            pe_in: vec![Stamp::ZERO; r.rect.pes() as usize],
+            base: vec![Stamp::ZERO; nodes],
+            pending,
+            slot_off,
+            pe,
+            slots: vec![Stamp::ZERO; acc as usize],
+            row_add,
+            consts,
+        };
+        self.regs[reg].live = Some(Box::new(live));
+    }
+
+    #[inline]
+    fn live(&mut self, reg: usize) -> &mut Live {
+        if self.regs[reg].live.is_none() {
+            self.activate(reg);
+        }
+        self.regs[reg].live.as_deref_mut().expect("activated")
+    }
+
+    /// Node `n` of `reg`: its kind (0 row, 1 norm, 2 argmax, 3 column chain),
+    /// its line (row, or head block) and its index along the line.
+    #[inline]
+    fn node_kind(&self, reg: usize, n: u32) -> (u8, u32, u32) {
+        let g = &self.regs[reg];
+        let w = g.r.rect.w;
+        let pes = g.r.rect.h * w;
+        if n < pes {
+            (0, n / w, n % w)
+        } else if g.norm_base != NONE && n < g.norm_base + w {
+            (1, 0, n - g.norm_base)
+        } else if g.argmax_base != NONE && n >= g.argmax_base {
+            (2, 0, n - g.argmax_base)
+        } else {
+            let Work::Attention { rows_per_head, .. } = g.r.work else { return (3, 0, 0) };
+            let i = n - g.col_node_base;
+            (3, i / rows_per_head.max(1), i % rows_per_head.max(1))
+        }
+    }
+
+    /// The bytes of a transfer from (or into) node `n` of `reg`.
+    #[inline]
+    fn coll_bytes(&self, reg: usize, kind: u8, line: u32) -> u64 {
+        let g = &self.regs[reg];
+        let b = self.batch;
+        match (kind, &g.r.work) {
+            (0, &Work::Gemv { acc, .. }) => acc.bytes_for(len(g.r.rows_of(line)) * b),
+            (0 | 3, &Work::Attention { group, head_dim, .. }) => 4 * group * (head_dim + 2) * b,
+            _ => 8 * b,
+        }
+    }
+
+    /// What node `n` of `reg` sends: (target node, rank of the receive there, relays).
+    #[inline]
+    fn node_send(&self, reg: usize, n: u32) -> Option<(u32, u32, bool)> {
+        let (kind, line, i) = self.node_kind(reg, n);
+        let g = &self.regs[reg];
+        let w = g.r.rect.w;
+        let (pat, base) = match (kind, &g.r.work) {
+            (0, Work::Gemv { .. }) => {
+                if self.coll_bytes(reg, 0, line) == 0 {
+                    return None;
+                }
+                (&g.row_pat, line * w)
+            }
+            (0, &Work::Attention { kv_heads, rows_per_head, .. }) => {
+                if line as u64 >= kv_heads * rows_per_head as u64 {
+                    return None;
+                }
+                (&g.row_pat, line * w)
+            }
+            (1, _) => (&g.norm_pat, g.norm_base),
+            (2, _) => (&g.argmax_pat, g.argmax_base),
+            (3, &Work::Attention { kv_heads, rows_per_head, .. }) => {
+                if line as u64 >= kv_heads {
+                    return None;
+                }
+                (&g.col_pat, g.col_node_base + line * rows_per_head)
+            }
+            _ => return None,
+        };
+        let i = i as usize;
+        let to = *pat.to.get(i)?;
+        if to == NONE {
+            return None;
+        }
+        Some((base + to, pat.rank[i], pat.chain[i]))
+    }
+
+    /// The PE of node `n` of `reg`.
+    fn node_pe(&self, reg: usize, n: u32) -> Pe {
+        let (kind, line, i) = self.node_kind(reg, n);
+        let g = &self.regs[reg];
+        match kind {
+            0 => g.r.rect.pe(line, i),
+            1 => g.r.rect.pe(0, i),
+            2 => g.r.rect.pe(i, 0),
+            _ => g.r.rect.pe(n - g.col_node_base, 0),
+        }
+    }
+
+    fn node_base(&mut self, reg: usize, n: u32, st: Stamp) {
+        self.live(reg).base[n as usize] = st;
+        self.node_dec(reg, n);
+    }
+
+    #[inline]
+    fn node_dec(&mut self, reg: usize, n: u32) {
+        let p = &mut self.live(reg).pending[n as usize];
+        *p -= 1;
+        if *p == 0 {
+            self.node_fire(reg, n);
+        }
+    }
+
+    /// Node `n` has its own partial and every receive: combine, then send or finish the line.
+    fn node_fire(&mut self, reg: usize, n: u32) {
+        let (kind, line, _) = self.node_kind(reg, n);
+        let send = self.node_send(reg, n);
+        let wafer = self.wafer_of(reg);
+        let ni = n as usize;
+        let gemv = matches!(self.regs[reg].r.work, Work::Gemv { .. });
+        let lv = self.live(reg);
+        let (lo, hi) = (lv.slot_off[ni] as usize, lv.slot_off[ni + 1] as usize);
+        let (base, pe) = (lv.base[ni], lv.pe[ni]);
+        let add = match kind {
+            0 if gemv => lv.row_add[line as usize],
+            1 => lv.consts[0],
+            2 => lv.consts[1],
+            _ => lv.consts[2],
+        } as u64;
+        self.regs[reg].busy += add * (hi - lo) as u64;
+        let slot = |s: &Self, i: usize| s.regs[reg].live.as_ref().expect("live").slots[i];
+        let out = if matches!(send, Some((_, _, true))) && hi > lo {
+            // A relay: earlier receives are added first; the last one streams
+            // through the adder, its head passing on once it is down the ramp
+            // (`arrive`) and through the adder (the ramp back up is the send's).
+            let mut part = base;
+            for s in lo..hi - 1 {
+                let ready = part.later(slot(self, s));
+                part = self.occupy(wafer, pe, ready, add);
+            }
+            let arr = slot(self, hi - 1);
+            let ser = timing::serialization(&self.p.arch, self.coll_bytes(reg, kind, line));
+            let mut head = arr;
+            head.t -= ser;
+            head.comm = head.comm.saturating_sub(ser as u32);
+            let ready = part.later(head);
+            let out = self.occupy(wafer, pe, ready, timing::adder_pass(&self.p.arch));
+            // The stream holds the adder until its tail has passed.
+            let free = &mut self.fabric.plane(wafer).free[pe as usize];
+            *free = (*free).max(arr.t);
+            out
+        } else {
+            let mut part = base;
+            for s in lo..hi {
+                let ready = part.later(slot(self, s));
+                part = self.occupy(wafer, pe, ready, add);
+            }
+            part
+        };
+        if send.is_some() {
+            self.send_coll(reg, n, kind, line, pe, out);
+            return;
+        }
+        match (kind, &self.regs[reg].r.work) {
+            (0, Work::Gemv { .. }) => self.line_final(reg, line, out),
+            (0, _) => {
+                let cn = self.regs[reg].col_node_base + line;
+                self.node_base(reg, cn, out);
+            }
+            (1, _) => self.norm_done(reg, out),
+            (2, _) => self.line_ready(reg, 0, out),
+            _ => self.line_final(reg, line, out),
+        }
+    }
+
+    /// Sends node `n`'s transfer through its PE's output port once `ready`.
+    #[inline]
+    fn send_coll(&mut self, reg: usize, n: u32, kind: u8, line: u32, pe: u32, ready: Stamp) {
+        let ser = timing::serialization(&self.p.arch, self.coll_bytes(reg, kind, line));
+        let wafer = self.wafer_of(reg);
+        let port = &mut self.fabric.plane(wafer).port[pe as usize];
+        let st = ready.comm_until(*port);
+        *port = st.t + ser;
+        self.queue.push(Entry { st: st.comm(self.ramp), key: COLL | (reg as u64) << 32 | n as u64 });
+    }
+
+    /// Node `n`'s transfer leaves now: along its line to the target's receive slot.
+    fn depart_coll(&mut self, reg: usize, n: u32, st: Stamp) {
+        let (kind, line, _) = self.node_kind(reg, n);
+        let Some((to, rank, _)) = self.node_send(reg, n) else { return };
+        let wafer = self.wafer_of(reg);
+        let (from, dst) = (self.node_pe(reg, n), self.node_pe(reg, to));
+        let ser = timing::serialization(&self.p.arch, self.coll_bytes(reg, kind, line));
+        let (head, dist) = self.fabric.line_walk(wafer, from, dst, st.t, ser);
+        let s = st.comm(dist as u64 * self.hop).comm(ser).wait_until(head + ser).comm(self.ramp);
+        let lv = self.live(reg);
+        let slot = lv.slot_off[to as usize] + rank;
+        lv.slots[slot as usize] = s;
+        let g = &self.regs[reg];
+        let route = match kind {
+            1 => g.norm_route,
+            2 => g.argmax_route,
+            _ => g.reduce_route,
+        };
+        self.route_left[route as usize] -= 1;
+        self.node_dec(reg, to);
+        self.fabric.release(wafer);
+        self.fabric.release(wafer);
     }
 
     // ---- running ----
 
-    fn schedule(&mut self, id: u32, st: Stamp) {
-        self.dep[id as usize] = st;
-        self.heap.push(Reverse((st.t, self.seq, id)));
-        self.seq += 1;
-    }
-
-    /// Sends message `id` through its sender's output port once `ready`.
+    /// Sends explicit message `id` through its sender's output port once `ready`.
     fn send(&mut self, id: u32, ready: Stamp) {
         let m = &self.msgs[id as usize];
-        let port = m.port as usize;
+        let (pw, pi) = (m.port_wafer, m.port as usize);
         let ser = timing::serialization(&self.p.arch, m.bytes);
-        let st = ready.comm_until(self.port[port]);
-        self.port[port] = st.t + ser;
+        let port = &mut self.fabric.plane(pw).port[pi];
+        let st = ready.comm_until(*port);
+        *port = st.t + ser;
         // Up the ramp to the router.
-        self.schedule(id, st.comm(self.ramp));
+        self.queue.push(Entry { st: st.comm(self.ramp), key: id as u64 });
     }
 
     fn start(&mut self) {
@@ -993,8 +1580,9 @@ impl<'p> Sim<'p> {
             match r.work {
                 Work::Embedding { .. } => {
                     let task = self.p.arch.pe.task_overhead_cycles as u64;
-                    let holder = self.n_pe[self.pe_idx(ri, r.out_pe(0)) as usize];
-                    let st = self.occupy(holder, Stamp::ZERO, task);
+                    let wafer = self.wafer_of(ri);
+                    let holder = self.phys(wafer, r.out_pe(0));
+                    let st = self.occupy(wafer, holder, Stamp::ZERO, task);
                     self.regs[ri].busy += task;
                     self.regs[ri].start = 0;
                     self.line_ready(ri, 0, st);
@@ -1029,15 +1617,33 @@ impl<'p> Sim<'p> {
         }
     }
 
+    /// Frees the state of regions that finished during the last event.
+    fn free_finished(&mut self) {
+        while let Some(reg) = self.finished.pop() {
+            let reg = reg as usize;
+            self.regs[reg].live = None;
+            let wafer = self.wafer_of(reg);
+            self.fabric.release(wafer);
+        }
+    }
+
     fn run(&mut self, limits: &EventLimits) -> Outcome {
-        while let Some(Reverse((t, _, id))) = self.heap.pop() {
+        self.free_finished();
+        while let Some(e) = self.queue.pop() {
+            let t = e.st.t;
             if t > limits.max_cycles {
                 self.now = limits.max_cycles;
                 return Outcome::CycleLimit { limit: limits.max_cycles };
             }
             self.now = t;
             self.stats.events += 1;
-            self.depart(id);
+            if e.key & COLL != 0 {
+                let reg = ((e.key >> 32) & 0x7fff_ffff) as usize;
+                self.depart_coll(reg, e.key as u32, e.st);
+            } else {
+                self.depart(e.key as u32, e.st);
+            }
+            self.free_finished();
         }
         if self.regs.iter().any(|g| g.active && !g.done) {
             return Outcome::Deadlock { blocked: self.blocked() };
@@ -1050,18 +1656,17 @@ impl<'p> Sim<'p> {
         Outcome::Finished
     }
 
-    /// Message `id` leaves now: reserve its links, deliver to every PE it reaches.
-    fn depart(&mut self, id: u32) {
+    /// Explicit message `id` leaves now: reserve its links, deliver to every PE it reaches.
+    fn depart(&mut self, id: u32, st: Stamp) {
         let m = self.msgs[id as usize];
-        let st = self.dep[id as usize];
-        let rt = &self.p.routes[m.route as usize];
-        let (src_wafer, dst_wafer) = (self.p.region(rt.src).wafer, self.p.region(rt.dst).wafer);
         let a = &self.p.arch;
         let ser = timing::serialization(a, m.bytes);
         let mut reach = std::mem::take(&mut self.scratch);
         reach.clear();
         // (stamp at the first delivery point minus the streaming, streaming time)
         let (base, body) = if m.inter {
+            let rt = &self.p.routes[m.route as usize];
+            let (src_wafer, dst_wafer) = (self.p.region(rt.src).wafer, self.p.region(rt.dst).wafer);
             let cost = timing::inter_wafer(a, m.bytes);
             let occ = (m.bytes as f64 / a.inter_wafer_bytes_per_cycle()).ceil() as u64;
             let wafers = self.p.wafers.max(1) as usize;
@@ -1070,13 +1675,13 @@ impl<'p> Sim<'p> {
             self.sys_free[k] = start + occ;
             let body = ser.min(cost);
             let at_to = st.wait_until(start).inter(cost - body);
-            self.fabric.walk(dst_wafer, m.to, m.to, m.fan_cols, m.fan_rows, m.west, at_to.t, body, &mut reach);
+            self.fabric.walk(m.walk_wafer, m.to, m.to, m.fan_cols, m.fan_rows, m.west, at_to.t, body, &mut reach);
             (at_to, body)
         } else {
-            self.fabric.walk(src_wafer, m.from, m.to, m.fan_cols, m.fan_rows, m.west, st.t, ser, &mut reach);
+            self.fabric.walk(m.walk_wafer, m.from, m.to, m.fan_cols, m.fan_rows, m.west, st.t, ser, &mut reach);
             (st, ser)
         };
-        self.delivered[id as usize] = true;
+        self.route_left[m.route as usize] -= 1;
         let (hop, ramp) = (self.hop, self.ramp);
         let arrive = |r: &Reach| -> Stamp {
             // No-contention arrival: dist hops then the body; anything later is
@@ -1086,32 +1691,31 @@ impl<'p> Sim<'p> {
             s.wait_until(r.head + body).comm(ramp)
         };
         match m.dest {
-            Dest::GemvCol { reg, col } => {
+            Dest::GemvCol { reg, col } | Dest::AttnQ { reg, block: col } => {
                 let reg = reg as usize;
+                let (x0, y0, w) = (self.regs[reg].r.rect.x, self.regs[reg].r.rect.y, self.regs[reg].r.rect.w);
+                let mut first = u64::MAX;
+                let lv = self.live(reg);
                 for r in &reach {
                     let s = arrive(r);
-                    let i = self.pe_idx(reg, Pe { x: r.x, y: r.y }) as usize;
-                    self.pe_in[i] = self.pe_in[i].later(s);
-                    self.regs[reg].start = self.regs[reg].start.min(s.t);
+                    let i = ((r.y - y0) * w + (r.x - x0)) as usize;
+                    lv.pe_in[i] = lv.pe_in[i].later(s);
+                    first = first.min(s.t);
                 }
-                let cp = &mut self.regs[reg].col_pending[col as usize];
-                *cp -= 1;
-                if *cp == 0 {
-                    self.column_ready(reg, col);
-                }
-            }
-            Dest::AttnQ { reg, block } => {
-                let reg = reg as usize;
-                for r in &reach {
-                    let s = arrive(r);
-                    let i = self.pe_idx(reg, Pe { x: r.x, y: r.y }) as usize;
-                    self.pe_in[i] = self.pe_in[i].later(s);
-                    self.regs[reg].start = self.regs[reg].start.min(s.t);
-                }
-                let gl = (self.regs[reg].line_base + block) as usize;
-                self.q_pending[gl] -= 1;
-                if self.q_pending[gl] == 0 {
-                    self.attn_q_ready(reg, block);
+                let g = &mut self.regs[reg];
+                g.start = g.start.min(first);
+                if let Dest::GemvCol { .. } = m.dest {
+                    let cp = &mut g.col_pending[col as usize];
+                    *cp -= 1;
+                    if *cp == 0 {
+                        self.column_ready(reg, col);
+                    }
+                } else {
+                    let gl = (g.line_base + col) as usize;
+                    self.q_pending[gl] -= 1;
+                    if self.q_pending[gl] == 0 {
+                        self.attn_q_ready(reg, col);
+                    }
                 }
             }
             Dest::AttnKv { reg, block } => {
@@ -1135,11 +1739,6 @@ impl<'p> Sim<'p> {
                 if self.res_pending[gl] == 0 && self.line_red[gl].is_some() {
                     self.line_finish(reg, line);
                 }
-            }
-            Dest::Node { node, slot } => {
-                let s = arrive(&reach[0]);
-                self.slot_arr[slot as usize] = s;
-                self.node_dec(node);
             }
             Dest::RowBcast { reg, line } => {
                 let reg = reg as usize;
@@ -1167,6 +1766,8 @@ impl<'p> Sim<'p> {
             }
         }
         self.scratch = reach;
+        self.fabric.release(m.port_wafer);
+        self.fabric.release(m.walk_wafer);
     }
 
     fn column_ready(&mut self, reg: usize, c: u32) {
@@ -1178,9 +1779,8 @@ impl<'p> Sim<'p> {
             }
             return;
         }
-        let base = self.regs[reg].pe_base;
         for row in 0..r.rect.h {
-            let ready = self.pe_in[(base + row * r.rect.w + c) as usize];
+            let ready = self.live(reg).pe_in[(row * r.rect.w + c) as usize];
             self.gemv_pe(reg, row, c, ready);
         }
     }
@@ -1200,22 +1800,24 @@ impl<'p> Sim<'p> {
         } else {
             timing::gemv_zero(&self.p.arch, len(g.r.rows_of(r)), self.batch, acc)
         };
-        let node = g.pe_base + r * g.r.rect.w + c;
+        let node = r * g.r.rect.w + c;
         self.regs[reg].busy += cost;
-        let end = self.occupy(self.n_pe[node as usize], ready, cost);
-        self.node_base(node, end);
+        let wafer = self.wafer_of(reg);
+        let pe = self.live(reg).pe[node as usize];
+        let end = self.occupy(wafer, pe, ready, cost);
+        self.node_base(reg, node, end);
     }
 
     fn norm_start(&mut self, reg: usize) {
-        let g = &self.regs[reg];
-        let (w, base, nb) = (g.r.rect.w, g.pe_base, g.norm_base);
+        let (w, nb) = (self.regs[reg].r.rect.w, self.regs[reg].norm_base);
         let mut t0 = Stamp::ZERO;
+        let lv = self.live(reg);
         for c in 0..w {
-            t0 = t0.later(self.pe_in[(base + c) as usize]);
+            t0 = t0.later(lv.pe_in[c as usize]);
         }
         self.regs[reg].bc_at = vec![Stamp::ZERO; w as usize];
         for c in 0..w {
-            self.node_base(nb + c, t0);
+            self.node_base(reg, nb + c, t0);
         }
     }
 
@@ -1239,8 +1841,8 @@ impl<'p> Sim<'p> {
         let bc = std::mem::take(&mut self.regs[reg].bc_at);
         for c in 0..w {
             for r in 0..h {
-                let i = self.regs[reg].pe_base + r * w + c;
-                let ready = self.pe_in[i as usize].later(bc[c as usize].comm(r as u64 * self.hop));
+                let i = r * w + c;
+                let ready = self.live(reg).pe_in[i as usize].later(bc[c as usize].comm(r as u64 * self.hop));
                 self.gemv_pe(reg, r, c, ready);
             }
         }
@@ -1261,8 +1863,8 @@ impl<'p> Sim<'p> {
                 continue;
             }
             let row = block * rows_per_head + i / w;
-            let idx = self.regs[reg].pe_base + row * w + i % w;
-            let ready = self.pe_in[idx as usize];
+            let idx = row * w + i % w;
+            let ready = self.live(reg).pe_in[idx as usize];
             self.attn_pe(reg, block, i, ready);
         }
     }
@@ -1276,9 +1878,10 @@ impl<'p> Sim<'p> {
             return;
         }
         let row = block * rows_per_head + i / w;
-        let idx = g.pe_base + row * w + i % w;
+        let idx = row * w + i % w;
         let gl = (g.line_base + block) as usize;
-        let ready = self.pe_in[idx as usize].later(self.kv_stamp[gl]);
+        let kv = self.kv_stamp[gl];
+        let ready = self.live(reg).pe_in[idx as usize].later(kv);
         self.attn_pe(reg, block, i, ready);
     }
 
@@ -1291,84 +1894,12 @@ impl<'p> Sim<'p> {
         let held = positions.saturating_sub(i as u64 * pos_per_pe).min(pos_per_pe);
         let cost = timing::attention_compute(&self.p.arch, group, head_dim, held, self.batch, self.p.kv_dtype);
         let w = g.r.rect.w;
-        let node = g.pe_base + (block * rows_per_head + i / w) * w + i % w;
+        let node = (block * rows_per_head + i / w) * w + i % w;
         self.regs[reg].busy += cost;
-        let end = self.occupy(self.n_pe[node as usize], ready, cost);
-        self.node_base(node, end);
-    }
-
-    fn node_base(&mut self, n: u32, st: Stamp) {
-        self.n_base[n as usize] = st;
-        self.node_dec(n);
-    }
-
-    fn node_dec(&mut self, n: u32) {
-        let p = &mut self.n_pending[n as usize];
-        *p -= 1;
-        if *p == 0 {
-            self.node_fire(n);
-        }
-    }
-
-    /// Node `n` has its own partial and every receive: combine, then send or finish the line.
-    fn node_fire(&mut self, n: u32) {
-        let ni = n as usize;
-        let (lo, hi) = (self.n_slot_off[ni] as usize, self.n_slot_off[ni + 1] as usize);
-        let add = self.n_add[ni] as u64;
-        let send = self.n_send[ni];
-        let base = self.n_base[ni];
-        let reg = match self.n_role[ni] {
-            Role::GemvRow { reg, .. }
-            | Role::Norm { reg }
-            | Role::Argmax { reg }
-            | Role::AttnRow { reg, .. }
-            | Role::AttnCol { reg, .. } => reg as usize,
-            Role::Unused => return,
-        };
-        self.regs[reg].busy += add * (hi - lo) as u64;
-        let pe = self.n_pe[ni];
-        let out = if send != NONE && self.n_chain[ni] && hi > lo {
-            // A relay: earlier receives are added first; the last one streams
-            // through the adder, its head passing on once it is down the ramp
-            // (`arrive`) and through the adder (the ramp back up is the send's).
-            let mut part = base;
-            for s in lo..hi - 1 {
-                let ready = part.later(self.slot_arr[s]);
-                part = self.occupy(pe, ready, add);
-            }
-            let arr = self.slot_arr[hi - 1];
-            let ser = timing::serialization(&self.p.arch, self.msgs[self.slot_msg[hi - 1] as usize].bytes);
-            let mut head = arr;
-            head.t -= ser;
-            head.comm = head.comm.saturating_sub(ser as u32);
-            let ready = part.later(head);
-            let out = self.occupy(pe, ready, timing::adder_pass(&self.p.arch));
-            // The stream holds the adder until its tail has passed.
-            self.pe_free[pe as usize] = self.pe_free[pe as usize].max(arr.t);
-            out
-        } else {
-            let mut part = base;
-            for s in lo..hi {
-                let ready = part.later(self.slot_arr[s]);
-                part = self.occupy(pe, ready, add);
-            }
-            part
-        };
-        if send != NONE {
-            self.send(send, out);
-            return;
-        }
-        match self.n_role[ni] {
-            Role::GemvRow { row, .. } => self.line_final(reg, row, out),
-            Role::Norm { .. } => self.norm_done(reg, out),
-            Role::Argmax { .. } => self.line_ready(reg, 0, out),
-            Role::AttnRow { row, .. } => {
-                let cn = self.regs[reg].col_node_base + row;
-                self.node_base(cn, out);
-            }
-            Role::AttnCol { block, .. } => self.line_final(reg, block, out),
-            Role::Unused => {}
-        }
+        let wafer = self.wafer_of(reg);
+        let pe = self.live(reg).pe[node as usize];
+        let end = self.occupy(wafer, pe, ready, cost);
+        self.node_base(reg, node, end);
     }
 
     /// Line `l` of `reg` has its reduced value; finish once its residual is in.
@@ -1389,11 +1920,13 @@ impl<'p> Sim<'p> {
             Work::Gemv { epilogue_ops, argmax, .. } => {
                 let cost = timing::elementwise(&self.p.arch, len(r.out_slice(l)) * self.batch, epilogue_ops);
                 self.regs[reg].busy += cost;
-                let root = self.n_pe[self.pe_idx(reg, r.out_pe(l)) as usize];
-                let end = self.occupy(root, start, cost);
+                let wafer = self.wafer_of(reg);
+                let o = r.out_pe(l);
+                let root = self.live(reg).pe[((o.y - r.rect.y) * r.rect.w + (o.x - r.rect.x)) as usize];
+                let end = self.occupy(wafer, root, start, cost);
                 if argmax {
                     let n = self.regs[reg].argmax_base + l;
-                    self.node_base(n, end);
+                    self.node_base(reg, n, end);
                 } else if self.bc_off[gl] < self.bc_off[gl + 1] {
                     // Broadcast the finished segment back along the row first.
                     for k in self.bc_off[gl]..self.bc_off[gl + 1] {
@@ -1421,6 +1954,9 @@ impl<'p> Sim<'p> {
         g.lines_left = g.lines_left.saturating_sub(1);
         if g.lines_left == 0 {
             g.done = true;
+            // Its state is freed once the current event is over (callers up
+            // the stack may still be looping over its PEs).
+            self.finished.push(reg as u32);
         }
         let mut out = st;
         out.from = gl;
@@ -1429,7 +1965,6 @@ impl<'p> Sim<'p> {
             self.send(id, out);
         }
     }
-
     // ---- reporting ----
 
     fn blocked(&self) -> Vec<String> {
@@ -1437,9 +1972,9 @@ impl<'p> Sim<'p> {
         let mut out = Vec::new();
         // Routes with undelivered messages, by the region they deliver to.
         let mut undelivered: Vec<BTreeSet<u32>> = vec![BTreeSet::new(); self.regs.len()];
-        for (k, m) in self.msgs.iter().enumerate() {
-            if !self.delivered[k] {
-                undelivered[p.routes[m.route as usize].dst.0 as usize].insert(m.route);
+        for (k, &left) in self.route_left.iter().enumerate() {
+            if left > 0 {
+                undelivered[p.routes[k].dst.0 as usize].insert(k as u32);
             }
         }
         for (ri, g) in self.regs.iter().enumerate() {
