@@ -106,15 +106,14 @@ pub struct EventEstimate {
 }
 
 /// Bytes of one queued event in the heaps (time, insertion number, entry).
-const HEAP_ENTRY: u64 = 48;
+const HEAP_ENTRY: u64 = 64;
 
 /// Estimates the memory and events of simulating `p` (see [`EventEstimate`]).
 pub fn estimate_event(p: &Program, info: &ProgramInfo) -> EventEstimate {
     use std::mem::size_of;
     let a = &p.arch;
     let mul = |x: u64, y: u64| x.saturating_mul(y);
-    let active: Vec<&Region> = p.regions.iter().filter(|r| r.active).collect();
-    let rects: Vec<(u32, Rect)> = active.iter().map(|r| (r.wafer, r.rect)).collect();
+    let rects: Vec<(u32, Rect)> = p.regions.iter().filter(|r| r.active).map(|r| (r.wafer, r.rect)).collect();
     let mut wafers: Vec<u32> = rects.iter().map(|r| r.0).collect();
     wafers.sort_unstable();
     wafers.dedup();
@@ -124,49 +123,160 @@ pub fn estimate_event(p: &Program, info: &ProgramInfo) -> EventEstimate {
         .saturating_add(mul(phys, 16))
         .saturating_add(mul((p.wafers.max(1) as u64).pow(2), 8));
     let stamp = size_of::<Stamp>() as u64;
-    let (mut regions, mut lines) = (0u64, 0u64);
-    for r in &active {
-        let (w, h) = (r.rect.w as u64, r.rect.h as u64);
-        // Nodes (PEs plus at most w + h extra): base stamp, pending count,
-        // receive offset, physical PE; PEs: input stamp; per-line patterns;
-        // the region's own record and per-column counters.
-        let nodes = r.rect.pes().saturating_add(w + h);
-        regions = regions
-            .saturating_add(mul(nodes, stamp + 12))
-            .saturating_add(mul(r.rect.pes(), stamp))
-            .saturating_add(mul(3 * (w + h) + 4, 16))
-            .saturating_add(512);
-        lines = lines.saturating_add(r.out_lines() as u64);
-    }
-    let (mut coll, mut explicit) = (0u64, 0u64);
-    for rt in &p.routes {
-        if !p.region(rt.src).active || !p.region(rt.dst).active {
+    // Per region while it runs: per node (PEs plus at most w + h extra) base
+    // stamp, pending count, receive offset, physical PE, and one queued
+    // transfer (in a heap that may have doubled); per PE its input stamp; per
+    // collective receive an arrival stamp; per row add and serialization.
+    let mut weight = vec![0u64; p.regions.len()];
+    let mut lines = 0u64;
+    for (i, r) in p.regions.iter().enumerate() {
+        if !r.active {
             continue;
         }
-        let bound = route_message_bound(p, rt);
-        match rt.kind {
-            RouteKind::Reduce | RouteKind::Argmax => coll = coll.saturating_add(bound),
-            // The tree is implicit; its broadcast (a unicast per PE without multicast) is a message.
-            RouteKind::Norm => {
-                coll = coll.saturating_add(bound);
-                explicit = explicit.saturating_add(bound);
-            }
-            _ => explicit = explicit.saturating_add(bound),
-        }
+        let (w, h) = (r.rect.w as u64, r.rect.h as u64);
+        let nodes = r.rect.pes().saturating_add(w + h);
+        let recvs: u64 = p
+            .routes
+            .iter()
+            .filter(|rt| rt.src.0 as usize == i && rt.kind.is_collective() && rt.kind != RouteKind::Bcast)
+            .map(|rt| route_message_bound(p, rt))
+            .fold(0, u64::saturating_add);
+        weight[i] = mul(nodes, stamp + 12 + 2 * HEAP_ENTRY)
+            .saturating_add(mul(r.rect.pes(), stamp))
+            .saturating_add(mul(recvs, stamp))
+            .saturating_add(mul(3 * (w + h) + 4, 16));
+        lines = lines.saturating_add(r.out_lines() as u64);
     }
-    // Per line: ~14 stamps and counters; per explicit message: its record and its place in a send list.
+    let explicit: u64 = p
+        .routes
+        .iter()
+        .filter(|rt| p.region(rt.src).active && p.region(rt.dst).active)
+        .filter(|rt| !matches!(rt.kind, RouteKind::Reduce | RouteKind::Argmax))
+        .map(|rt| route_message_bound(p, rt))
+        .fold(0, u64::saturating_add);
+    // Per line: ~14 stamps and counters; per explicit message: its record, its
+    // place in a send list, and its queued departure.
     let per_line = 8 * stamp + 48;
-    let per_msg = size_of::<Msg>() as u64 + 8;
-    // Every event queued at once, in a heap that may have doubled: an upper bound.
-    let queue = mul(coll.saturating_add(explicit), 2 * HEAP_ENTRY).saturating_add(RING as u64 * 24 * 2);
+    let per_msg = size_of::<Msg>() as u64 + 8 + 2 * HEAP_ENTRY;
     let bytes = fabric
-        .saturating_add(regions)
-        .saturating_add(mul(coll, stamp))
+        .saturating_add(live_bound(p, &weight))
         .saturating_add(mul(lines, per_line))
         .saturating_add(mul(explicit, per_msg))
-        .saturating_add(queue)
+        .saturating_add((RING * BUCKET_KEEP) as u64 * size_of::<Entry>() as u64)
+        .saturating_add(mul(p.regions.len() as u64, 1024))
         .saturating_add(mul(p.routes.len() as u64, 16));
     EventEstimate { bytes, events: info.messages }
+}
+
+/// The most per-region state alive at once (`weight` per region): a region
+/// holds state from its first input until its last line is ready. Region `R`
+/// gates `S` (is done before `S` holds state) when, for every forward
+/// predecessor `P` of `S`, either `P` can emit only after `R` is done (`R` is
+/// gated by `P`'s own gates, which were done before `P` could emit) or `P` is
+/// a Gemv that emits no line before all its inputs arrived (a norm waits for
+/// every column; a reduction whose every row holds outputs spans all columns)
+/// and every line of `R` sends to it. Regions that can hold state from the
+/// start gate on nothing. Any set alive together is then `S` with regions
+/// neither gating nor gated by `S`: the bound is the largest such sum.
+fn live_bound(p: &Program, weight: &[u64]) -> u64 {
+    let n = p.regions.len();
+    let words = n.div_ceil(64);
+    let active = |i: usize| p.regions[i].active;
+    // Does Gemv `r` emit only once every input is in?
+    let needs_all = |r: &Region| -> bool {
+        let Work::Gemv { norm, reduce, n: rows, tile_n, .. } = r.work else { return false };
+        if norm {
+            return true;
+        }
+        let (w, h) = (r.rect.w, r.rect.h);
+        if (h as u64 - 1).saturating_mul(tile_n) >= rows {
+            return false; // an empty row emits on one column alone
+        }
+        let mut to = vec![NONE; w as usize];
+        for round in reduce.rounds(w) {
+            for (a, z) in round {
+                if to[a as usize] == NONE {
+                    to[a as usize] = z;
+                }
+            }
+        }
+        let root = reduce.root(w);
+        (0..w).all(|mut i| {
+            for _ in 0..=w {
+                if i == root {
+                    return true;
+                }
+                i = to[i as usize];
+                if i == NONE {
+                    // Stranded: the row never completes, so it never emits.
+                    return true;
+                }
+            }
+            false
+        })
+    };
+    // Does every output line of `src` send to Gemv `dst`?
+    let all_lines_send = |src: &Region, dst: &Region| -> bool {
+        let Work::Gemv { k, .. } = dst.work else { return false };
+        (0..src.out_lines()).all(|l| {
+            let (lo, hi) = src.out_slice(l);
+            lo < hi && lo < k
+        })
+    };
+    let can_start = |r: &Region| -> bool {
+        match r.work {
+            Work::Gemv { norm, .. } => !norm && (0..r.rect.w).any(|c| len(r.cols_of(c)) == 0),
+            _ => false,
+        }
+    };
+    let mut gates: Vec<Vec<u64>> = vec![vec![0u64; words]; n];
+    for s in 0..n {
+        if !active(s) || can_start(&p.regions[s]) {
+            continue;
+        }
+        let mut acc: Option<Vec<u64>> = None;
+        for rt in p.routes.iter().filter(|rt| rt.kind == RouteKind::Forward && rt.dst.0 as usize == s) {
+            let pi = rt.src.0 as usize;
+            if !active(pi) {
+                continue;
+            }
+            let mut x = gates[pi].clone();
+            let pr = &p.regions[pi];
+            if needs_all(pr) {
+                for r2 in p.routes.iter().filter(|r2| r2.kind == RouteKind::Forward && r2.dst.0 as usize == pi) {
+                    let ri = r2.src.0 as usize;
+                    if active(ri) && all_lines_send(&p.regions[ri], pr) {
+                        x[ri / 64] |= 1 << (ri % 64);
+                        for (xw, gw) in x.iter_mut().zip(&gates[ri]) {
+                            *xw |= gw;
+                        }
+                    }
+                }
+            }
+            acc = Some(match acc {
+                None => x,
+                Some(mut a) => {
+                    for (aw, xw) in a.iter_mut().zip(&x) {
+                        *aw &= xw;
+                    }
+                    a
+                }
+            });
+        }
+        gates[s] = acc.unwrap_or_else(|| vec![0u64; words]);
+    }
+    let has = |g: &[u64], i: usize| g[i / 64] >> (i % 64) & 1 == 1;
+    let mut best = 0u64;
+    for s in (0..n).filter(|&s| active(s)) {
+        let mut sum = weight[s];
+        for t in (0..n).filter(|&t| t != s && active(t)) {
+            if !has(&gates[s], t) && !has(&gates[t], s) {
+                sum = sum.saturating_add(weight[t]);
+            }
+        }
+        best = best.max(sum);
+    }
+    best
 }
 
 /// [`simulate_event`] after checking [`estimate_event`] against `limits`:
@@ -297,17 +407,22 @@ impl Stamp {
 /// Cycles the calendar's buckets cover ahead of the current one.
 const RING: usize = 1 << 14;
 /// A drained bucket keeps at most this many entries' room.
-const BUCKET_KEEP: usize = 64;
+const BUCKET_KEEP: usize = 16;
 
 /// A queued departure: its stamp and what departs (see [`Key`]).
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     st: Stamp,
     key: u64,
+    /// A collective transfer's ends (x, y of sender and target, 16 bits
+    /// each), its receive slot and serialization; unused for explicit messages.
+    xy: u64,
+    slot: u32,
+    ser: u32,
 }
 
-/// What departs: an explicit message (its id), or the transfer a collective
-/// node sends (`COLL | region << 32 | node`).
+/// What departs: an explicit message (its id), or a collective transfer
+/// (`COLL | node kind << 61 | region << 32 | target node`).
 const COLL: u64 = 1 << 63;
 
 #[derive(Debug, Clone, Copy)]
@@ -541,15 +656,15 @@ impl Fabric {
         ser: u64,
         out: &mut Vec<Reach>,
     ) {
-        let (w, h, hop) = (self.w, self.h, self.hop);
+        let (h, hop) = (self.h, self.hop);
         let pl = self.plane(wafer);
         let mut n = 0u64;
         let (mut x, mut y, mut head, mut d) = (from.x, from.y, dep, 0u32);
         let mut cross = |dir: Dir, x: u32, y: u32, head: u64| -> u64 {
             let (x, y) = (x as usize, y as usize);
             let l = match dir {
-                Dir::E => &mut pl.east[y * w + x],
-                Dir::W => &mut pl.west[y * w + x],
+                Dir::E => &mut pl.east[x * h + y],
+                Dir::W => &mut pl.west[x * h + y],
                 Dir::N => &mut pl.north[x * h + y],
                 Dir::S => &mut pl.south[x * h + y],
             };
@@ -605,7 +720,7 @@ impl Fabric {
     /// the head's arrival at `to` and the hops.
     #[inline]
     fn line_walk(&mut self, wafer: u32, from: Pe, to: Pe, dep: u64, ser: u64) -> (u64, u32) {
-        let (w, h, hop) = (self.w, self.h, self.hop);
+        let (h, hop) = (self.h, self.hop);
         let pl = self.plane(wafer);
         let mut head = dep;
         let mut cross = |links: &mut [Link], i: usize| {
@@ -618,11 +733,11 @@ impl Fabric {
         let (mut x, mut y) = (from.x as usize, from.y as usize);
         let (tx, ty) = (to.x as usize, to.y as usize);
         while x < tx {
-            cross(&mut pl.east, y * w + x);
+            cross(&mut pl.east, x * h + y);
             x += 1;
         }
         while x > tx {
-            cross(&mut pl.west, y * w + x);
+            cross(&mut pl.west, x * h + y);
             x -= 1;
         }
         while y < ty {
@@ -749,6 +864,9 @@ struct Live {
     /// Gemv: add cost per row; the norm's, the argmax's and attention's combine.
     row_add: Vec<u32>,
     consts: [u32; 3],
+    /// Serialization of a transfer: per Gemv row; norm or argmax, attention.
+    row_ser: Vec<u32>,
+    sers: [u32; 2],
 }
 
 /// Pending count of a node whose partial never leaves (it never fires).
@@ -804,6 +922,8 @@ struct Sim<'p> {
     regs: Vec<Reg<'p>>,
     occ: Occupancy,
     cells: Vec<wafer_ir::Cell>,
+    /// (first dense index, cell id), sorted.
+    by_base: Vec<(u64, u32)>,
     /// Regions whose last line is ready, to free after the current event.
     finished: Vec<u32>,
     /// Per wafer: the dense index of its first covered PE.
@@ -944,6 +1064,11 @@ impl<'p> Sim<'p> {
             hop: a.router.hop_latency_cycles as u64,
             ramp: a.router.ramp_latency_cycles as u64,
             regs,
+            by_base: {
+                let mut v: Vec<(u64, u32)> = occ.cells().iter().map(|c| (c.base, c.id as u32)).collect();
+                v.sort_unstable();
+                v
+            },
             cells: occ.cells(),
             occ,
             finished: Vec::new(),
@@ -984,11 +1109,19 @@ impl<'p> Sim<'p> {
         s
     }
 
-    /// Wafer-local dense index of `pe` on `wafer`.
+    /// Wafer-local dense index of `pe` on `wafer`: [`Occupancy`]'s cells in
+    /// order, but column-major within each cell, so that the same step of a
+    /// reduction on every row of a region (what the queue plays together)
+    /// touches neighbouring entries.
     fn phys(&self, wafer: u32, pe: Pe) -> u32 {
         let g = self.occ.index(wafer, pe).unwrap_or(0);
+        let k = self.by_base.partition_point(|&(b, _)| b <= g).saturating_sub(1);
+        let Some(&(_, id)) = self.by_base.get(k) else { return 0 };
+        let c = self.cells[id as usize];
+        let o = g - c.base;
+        let (yy, xx) = (o / c.rect.w.max(1) as u64, o % c.rect.w.max(1) as u64);
         let w = (wafer as usize).min(self.wafer_pe0.len() - 1);
-        g.saturating_sub(self.wafer_pe0[w]) as u32
+        (c.base + xx * c.rect.h as u64 + yy).saturating_sub(self.wafer_pe0[w]) as u32
     }
 
     fn wafer_of(&self, reg: usize) -> u32 {
@@ -1182,7 +1315,7 @@ impl<'p> Sim<'p> {
                             lines += 1;
                         }
                         if len(r.rows_of(row)) > 0 {
-                            mark(row * w, 1, &g.row_pat, root, &format!("reduce of row {row}"), &mut orphans);
+                            mark(row, h, &g.row_pat, root, &format!("reduce of row {row}"), &mut orphans);
                         }
                     }
                     if g.reduce_route != NONE {
@@ -1215,10 +1348,10 @@ impl<'p> Sim<'p> {
                     let msg_rows = (kv_heads as u32).saturating_mul(rows_per_head).min(h);
                     for row in 0..h {
                         if row < msg_rows {
-                            mark(row * w, 1, &g.row_pat, 0, &format!("combine of row {row}"), &mut orphans);
+                            mark(row, h, &g.row_pat, 0, &format!("combine of row {row}"), &mut orphans);
                         } else {
                             let none = Pattern::new(w, &[], |_| false, 0);
-                            mark(row * w, 1, &none, 0, &format!("combine of row {row}"), &mut orphans);
+                            mark(row, h, &none, 0, &format!("combine of row {row}"), &mut orphans);
                         }
                     }
                     for b in 0..h / rph {
@@ -1274,31 +1407,35 @@ impl<'p> Sim<'p> {
         let mut pe = vec![0u32; nodes];
         for id in self.occ.cells_of(r.wafer, r.rect) {
             let c = self.cells[id];
-            for y in c.rect.y..c.rect.y + c.rect.h {
-                let row = (y - r.rect.y) * w;
-                let first = c.base + ((y - c.rect.y) * c.rect.w) as u64 - pe0;
-                for x in c.rect.x..c.rect.x + c.rect.w {
-                    pe[(row + x - r.rect.x) as usize] = (first + (x - c.rect.x) as u64) as u32;
+            // Column-major within the cell (see `Sim::phys`).
+            for x in c.rect.x..c.rect.x + c.rect.w {
+                let col = (x - r.rect.x) * h;
+                let first = c.base + ((x - c.rect.x) * c.rect.h) as u64 - pe0;
+                for y in c.rect.y..c.rect.y + c.rect.h {
+                    pe[(col + y - r.rect.y) as usize] = (first + (y - c.rect.y) as u64) as u32;
                 }
             }
         }
         let mut recvs = vec![0u32; nodes];
         let mut row_add = Vec::new();
         let mut consts = [0u32; 3];
+        let mut row_ser = Vec::new();
+        let mut sers = [timing::serialization(a, 8 * b) as u32, 0];
         match r.work {
             Work::Gemv { acc, .. } => {
                 for row in 0..h {
                     let n = len(r.rows_of(row));
                     row_add.push(timing::add_partial(a, n * b, acc) as u32);
+                    row_ser.push(timing::serialization(a, acc.bytes_for(n * b)) as u32);
                     if acc.bytes_for(n * b) > 0 {
                         for c in 0..w {
-                            recvs[(row * w + c) as usize] = g.row_pat.recvs(c);
+                            recvs[(c * h + row) as usize] = g.row_pat.recvs(c);
                         }
                     }
                 }
                 if g.norm_base != NONE {
                     for c in 0..w {
-                        pe[(g.norm_base + c) as usize] = pe[c as usize];
+                        pe[(g.norm_base + c) as usize] = pe[(c * h) as usize];
                         recvs[(g.norm_base + c) as usize] = g.norm_pat.recvs(c);
                     }
                     // Two statistics (sum, sum of squares) per batch row.
@@ -1306,7 +1443,7 @@ impl<'p> Sim<'p> {
                 }
                 if g.argmax_base != NONE {
                     for row in 0..h {
-                        pe[(g.argmax_base + row) as usize] = pe[(row * w) as usize];
+                        pe[(g.argmax_base + row) as usize] = pe[row as usize];
                         recvs[(g.argmax_base + row) as usize] = g.argmax_pat.recvs(row);
                     }
                     consts[1] = timing::add_partial(a, b, DType::F32) as u32;
@@ -1314,15 +1451,16 @@ impl<'p> Sim<'p> {
             }
             Work::Attention { group, head_dim, rows_per_head, kv_heads, .. } => {
                 consts[2] = timing::attention_combine(a, group, head_dim, b) as u32;
+                sers[1] = timing::serialization(a, 4 * group * (head_dim + 2) * b) as u32;
                 let msg_rows = (kv_heads as u32).saturating_mul(rows_per_head).min(h);
                 for row in 0..msg_rows {
                     for c in 0..w {
-                        recvs[(row * w + c) as usize] = g.row_pat.recvs(c);
+                        recvs[(c * h + row) as usize] = g.row_pat.recvs(c);
                     }
                 }
                 let rph = rows_per_head.max(1);
                 for row in 0..h {
-                    pe[(g.col_node_base + row) as usize] = pe[(row * w) as usize];
+                    pe[(g.col_node_base + row) as usize] = pe[row as usize];
                     if ((row / rph) as u64) < kv_heads {
                         recvs[(g.col_node_base + row) as usize] = g.col_pat.recvs(row % rph);
                     }
@@ -1353,6 +1491,8 @@ impl<'p> Sim<'p> {
             slots: vec![Stamp::ZERO; acc as usize],
             row_add,
             consts,
+            row_ser,
+            sers,
         };
         self.regs[reg].live = Some(Box::new(live));
     }
@@ -1371,9 +1511,9 @@ impl<'p> Sim<'p> {
     fn node_kind(&self, reg: usize, n: u32) -> (u8, u32, u32) {
         let g = &self.regs[reg];
         let w = g.r.rect.w;
-        let pes = g.r.rect.h * w;
-        if n < pes {
-            (0, n / w, n % w)
+        let h = g.r.rect.h;
+        if n < h * w {
+            (0, n % h, n / h)
         } else if g.norm_base != NONE && n < g.norm_base + w {
             (1, 0, n - g.norm_base)
         } else if g.argmax_base != NONE && n >= g.argmax_base {
@@ -1385,44 +1525,33 @@ impl<'p> Sim<'p> {
         }
     }
 
-    /// The bytes of a transfer from (or into) node `n` of `reg`.
+    /// What node (`kind`, `line`, `i`) of `reg` sends: (target node, rank of
+    /// the receive there, relays, the target's PE).
     #[inline]
-    fn coll_bytes(&self, reg: usize, kind: u8, line: u32) -> u64 {
+    fn node_send(&self, reg: usize, kind: u8, line: u32, i: u32) -> Option<(u32, u32, bool, Pe)> {
         let g = &self.regs[reg];
-        let b = self.batch;
-        match (kind, &g.r.work) {
-            (0, &Work::Gemv { acc, .. }) => acc.bytes_for(len(g.r.rows_of(line)) * b),
-            (0 | 3, &Work::Attention { group, head_dim, .. }) => 4 * group * (head_dim + 2) * b,
-            _ => 8 * b,
-        }
-    }
-
-    /// What node `n` of `reg` sends: (target node, rank of the receive there, relays).
-    #[inline]
-    fn node_send(&self, reg: usize, n: u32) -> Option<(u32, u32, bool)> {
-        let (kind, line, i) = self.node_kind(reg, n);
-        let g = &self.regs[reg];
-        let w = g.r.rect.w;
-        let (pat, base) = match (kind, &g.r.work) {
-            (0, Work::Gemv { .. }) => {
-                if self.coll_bytes(reg, 0, line) == 0 {
+        let (rect, h) = (g.r.rect, g.r.rect.h);
+        // Row nodes are column-major: index `i` of row `line` is node `i * h + line`.
+        let pat = match (kind, &g.r.work) {
+            (0, &Work::Gemv { acc, .. }) => {
+                if acc.bytes_for(len(g.r.rows_of(line)) * self.batch) == 0 {
                     return None;
                 }
-                (&g.row_pat, line * w)
+                &g.row_pat
             }
             (0, &Work::Attention { kv_heads, rows_per_head, .. }) => {
                 if line as u64 >= kv_heads * rows_per_head as u64 {
                     return None;
                 }
-                (&g.row_pat, line * w)
+                &g.row_pat
             }
-            (1, _) => (&g.norm_pat, g.norm_base),
-            (2, _) => (&g.argmax_pat, g.argmax_base),
-            (3, &Work::Attention { kv_heads, rows_per_head, .. }) => {
+            (1, _) => &g.norm_pat,
+            (2, _) => &g.argmax_pat,
+            (3, &Work::Attention { kv_heads, .. }) => {
                 if line as u64 >= kv_heads {
                     return None;
                 }
-                (&g.col_pat, g.col_node_base + line * rows_per_head)
+                &g.col_pat
             }
             _ => return None,
         };
@@ -1431,18 +1560,31 @@ impl<'p> Sim<'p> {
         if to == NONE {
             return None;
         }
-        Some((base + to, pat.rank[i], pat.chain[i]))
+        let (node, pe) = match kind {
+            0 => (to * h + line, rect.pe(line, to)),
+            1 => (g.norm_base + to, rect.pe(0, to)),
+            2 => (g.argmax_base + to, rect.pe(to, 0)),
+            _ => {
+                let Work::Attention { rows_per_head, .. } = g.r.work else { return None };
+                let row = line * rows_per_head + to;
+                (g.col_node_base + row, rect.pe(row, 0))
+            }
+        };
+        Some((node, pat.rank[i], pat.chain[i], pe))
     }
 
-    /// The PE of node `n` of `reg`.
-    fn node_pe(&self, reg: usize, n: u32) -> Pe {
-        let (kind, line, i) = self.node_kind(reg, n);
+    /// The PE of node (`kind`, `line`, `i`) of `reg`.
+    #[inline]
+    fn node_pe(&self, reg: usize, kind: u8, line: u32, i: u32) -> Pe {
         let g = &self.regs[reg];
         match kind {
             0 => g.r.rect.pe(line, i),
             1 => g.r.rect.pe(0, i),
             2 => g.r.rect.pe(i, 0),
-            _ => g.r.rect.pe(n - g.col_node_base, 0),
+            _ => {
+                let Work::Attention { rows_per_head, .. } = g.r.work else { return g.r.rect.pe(0, 0) };
+                g.r.rect.pe(line * rows_per_head + i, 0)
+            }
         }
     }
 
@@ -1462,23 +1604,24 @@ impl<'p> Sim<'p> {
 
     /// Node `n` has its own partial and every receive: combine, then send or finish the line.
     fn node_fire(&mut self, reg: usize, n: u32) {
-        let (kind, line, _) = self.node_kind(reg, n);
-        let send = self.node_send(reg, n);
+        let (kind, line, idx) = self.node_kind(reg, n);
+        let send = self.node_send(reg, kind, line, idx);
         let wafer = self.wafer_of(reg);
         let ni = n as usize;
         let gemv = matches!(self.regs[reg].r.work, Work::Gemv { .. });
         let lv = self.live(reg);
         let (lo, hi) = (lv.slot_off[ni] as usize, lv.slot_off[ni + 1] as usize);
         let (base, pe) = (lv.base[ni], lv.pe[ni]);
-        let add = match kind {
-            0 if gemv => lv.row_add[line as usize],
-            1 => lv.consts[0],
-            2 => lv.consts[1],
-            _ => lv.consts[2],
-        } as u64;
+        let (add, ser) = match kind {
+            0 if gemv => (lv.row_add[line as usize], lv.row_ser[line as usize]),
+            1 => (lv.consts[0], lv.sers[0]),
+            2 => (lv.consts[1], lv.sers[0]),
+            _ => (lv.consts[2], lv.sers[1]),
+        };
+        let (add, ser) = (add as u64, ser as u64);
         self.regs[reg].busy += add * (hi - lo) as u64;
         let slot = |s: &Self, i: usize| s.regs[reg].live.as_ref().expect("live").slots[i];
-        let out = if matches!(send, Some((_, _, true))) && hi > lo {
+        let out = if matches!(send, Some((_, _, true, _))) && hi > lo {
             // A relay: earlier receives are added first; the last one streams
             // through the adder, its head passing on once it is down the ramp
             // (`arrive`) and through the adder (the ramp back up is the send's).
@@ -1488,7 +1631,6 @@ impl<'p> Sim<'p> {
                 part = self.occupy(wafer, pe, ready, add);
             }
             let arr = slot(self, hi - 1);
-            let ser = timing::serialization(&self.p.arch, self.coll_bytes(reg, kind, line));
             let mut head = arr;
             head.t -= ser;
             head.comm = head.comm.saturating_sub(ser as u32);
@@ -1506,13 +1648,21 @@ impl<'p> Sim<'p> {
             }
             part
         };
-        if send.is_some() {
-            self.send_coll(reg, n, kind, line, pe, out);
+        if let Some((to, rank, _, to_pe)) = send {
+            // Through the PE's output port, then up the ramp.
+            let from = self.node_pe(reg, kind, line, idx);
+            let slot = self.live(reg).slot_off[to as usize] + rank;
+            let port = &mut self.fabric.plane(wafer).port[pe as usize];
+            let st = out.comm_until(*port);
+            *port = st.t + ser;
+            let xy = (from.x as u64) << 48 | (from.y as u64) << 32 | (to_pe.x as u64) << 16 | to_pe.y as u64;
+            let key = COLL | (kind as u64) << 61 | (reg as u64) << 32 | to as u64;
+            self.queue.push(Entry { st: st.comm(self.ramp), key, xy, slot, ser: ser as u32 });
             return;
         }
-        match (kind, &self.regs[reg].r.work) {
-            (0, Work::Gemv { .. }) => self.line_final(reg, line, out),
-            (0, _) => {
+        match (kind, gemv) {
+            (0, true) => self.line_final(reg, line, out),
+            (0, false) => {
                 let cn = self.regs[reg].col_node_base + line;
                 self.node_base(reg, cn, out);
             }
@@ -1522,29 +1672,18 @@ impl<'p> Sim<'p> {
         }
     }
 
-    /// Sends node `n`'s transfer through its PE's output port once `ready`.
-    #[inline]
-    fn send_coll(&mut self, reg: usize, n: u32, kind: u8, line: u32, pe: u32, ready: Stamp) {
-        let ser = timing::serialization(&self.p.arch, self.coll_bytes(reg, kind, line));
+    /// A collective transfer leaves now: along its line into the target's receive slot.
+    fn depart_coll(&mut self, e: Entry) {
+        let reg = ((e.key >> 32) & 0x1fff_ffff) as usize;
+        let (kind, to) = ((e.key >> 61) & 3, e.key as u32);
         let wafer = self.wafer_of(reg);
-        let port = &mut self.fabric.plane(wafer).port[pe as usize];
-        let st = ready.comm_until(*port);
-        *port = st.t + ser;
-        self.queue.push(Entry { st: st.comm(self.ramp), key: COLL | (reg as u64) << 32 | n as u64 });
-    }
-
-    /// Node `n`'s transfer leaves now: along its line to the target's receive slot.
-    fn depart_coll(&mut self, reg: usize, n: u32, st: Stamp) {
-        let (kind, line, _) = self.node_kind(reg, n);
-        let Some((to, rank, _)) = self.node_send(reg, n) else { return };
-        let wafer = self.wafer_of(reg);
-        let (from, dst) = (self.node_pe(reg, n), self.node_pe(reg, to));
-        let ser = timing::serialization(&self.p.arch, self.coll_bytes(reg, kind, line));
+        let at = |s: u32| Pe { x: (e.xy >> (s + 16)) as u32 & 0xffff, y: (e.xy >> s) as u32 & 0xffff };
+        let (from, dst) = (at(32), at(0));
+        let ser = e.ser as u64;
+        let st = e.st;
         let (head, dist) = self.fabric.line_walk(wafer, from, dst, st.t, ser);
         let s = st.comm(dist as u64 * self.hop).comm(ser).wait_until(head + ser).comm(self.ramp);
-        let lv = self.live(reg);
-        let slot = lv.slot_off[to as usize] + rank;
-        lv.slots[slot as usize] = s;
+        self.live(reg).slots[e.slot as usize] = s;
         let g = &self.regs[reg];
         let route = match kind {
             1 => g.norm_route,
@@ -1568,7 +1707,7 @@ impl<'p> Sim<'p> {
         let st = ready.comm_until(*port);
         *port = st.t + ser;
         // Up the ramp to the router.
-        self.queue.push(Entry { st: st.comm(self.ramp), key: id as u64 });
+        self.queue.push(Entry { st: st.comm(self.ramp), key: id as u64, xy: 0, slot: 0, ser: 0 });
     }
 
     fn start(&mut self) {
@@ -1638,8 +1777,7 @@ impl<'p> Sim<'p> {
             self.now = t;
             self.stats.events += 1;
             if e.key & COLL != 0 {
-                let reg = ((e.key >> 32) & 0x7fff_ffff) as usize;
-                self.depart_coll(reg, e.key as u32, e.st);
+                self.depart_coll(e);
             } else {
                 self.depart(e.key as u32, e.st);
             }
@@ -1693,12 +1831,12 @@ impl<'p> Sim<'p> {
         match m.dest {
             Dest::GemvCol { reg, col } | Dest::AttnQ { reg, block: col } => {
                 let reg = reg as usize;
-                let (x0, y0, w) = (self.regs[reg].r.rect.x, self.regs[reg].r.rect.y, self.regs[reg].r.rect.w);
+                let (x0, y0, h) = (self.regs[reg].r.rect.x, self.regs[reg].r.rect.y, self.regs[reg].r.rect.h);
                 let mut first = u64::MAX;
                 let lv = self.live(reg);
                 for r in &reach {
                     let s = arrive(r);
-                    let i = ((r.y - y0) * w + (r.x - x0)) as usize;
+                    let i = ((r.x - x0) * h + (r.y - y0)) as usize;
                     lv.pe_in[i] = lv.pe_in[i].later(s);
                     first = first.min(s.t);
                 }
@@ -1780,7 +1918,7 @@ impl<'p> Sim<'p> {
             return;
         }
         for row in 0..r.rect.h {
-            let ready = self.live(reg).pe_in[(row * r.rect.w + c) as usize];
+            let ready = self.live(reg).pe_in[(c * r.rect.h + row) as usize];
             self.gemv_pe(reg, row, c, ready);
         }
     }
@@ -1800,7 +1938,7 @@ impl<'p> Sim<'p> {
         } else {
             timing::gemv_zero(&self.p.arch, len(g.r.rows_of(r)), self.batch, acc)
         };
-        let node = r * g.r.rect.w + c;
+        let node = c * g.r.rect.h + r;
         self.regs[reg].busy += cost;
         let wafer = self.wafer_of(reg);
         let pe = self.live(reg).pe[node as usize];
@@ -1809,11 +1947,11 @@ impl<'p> Sim<'p> {
     }
 
     fn norm_start(&mut self, reg: usize) {
-        let (w, nb) = (self.regs[reg].r.rect.w, self.regs[reg].norm_base);
+        let (w, h, nb) = (self.regs[reg].r.rect.w, self.regs[reg].r.rect.h, self.regs[reg].norm_base);
         let mut t0 = Stamp::ZERO;
         let lv = self.live(reg);
         for c in 0..w {
-            t0 = t0.later(lv.pe_in[c as usize]);
+            t0 = t0.later(lv.pe_in[(c * h) as usize]);
         }
         self.regs[reg].bc_at = vec![Stamp::ZERO; w as usize];
         for c in 0..w {
@@ -1841,7 +1979,7 @@ impl<'p> Sim<'p> {
         let bc = std::mem::take(&mut self.regs[reg].bc_at);
         for c in 0..w {
             for r in 0..h {
-                let i = r * w + c;
+                let i = c * h + r;
                 let ready = self.live(reg).pe_in[i as usize].later(bc[c as usize].comm(r as u64 * self.hop));
                 self.gemv_pe(reg, r, c, ready);
             }
@@ -1853,7 +1991,7 @@ impl<'p> Sim<'p> {
         let Work::Attention { rows_per_head, pos_per_pe, slot, .. } = g.r.work else { return };
         let gl = (g.line_base + block) as usize;
         self.q_ready[gl] = true;
-        let w = g.r.rect.w;
+        let (w, h) = (g.r.rect.w, g.r.rect.h);
         let holder = (slot / pos_per_pe.max(1)) as u32;
         for i in 0..rows_per_head * w {
             if i == holder {
@@ -1863,7 +2001,7 @@ impl<'p> Sim<'p> {
                 continue;
             }
             let row = block * rows_per_head + i / w;
-            let idx = row * w + i % w;
+            let idx = (i % w) * h + row;
             let ready = self.live(reg).pe_in[idx as usize];
             self.attn_pe(reg, block, i, ready);
         }
@@ -1872,13 +2010,13 @@ impl<'p> Sim<'p> {
     fn attn_holder(&mut self, reg: usize, block: u32) {
         let g = &self.regs[reg];
         let Work::Attention { rows_per_head, pos_per_pe, slot, .. } = g.r.work else { return };
-        let w = g.r.rect.w;
+        let (w, h) = (g.r.rect.w, g.r.rect.h);
         let i = (slot / pos_per_pe.max(1)) as u32;
         if i >= rows_per_head * w {
             return;
         }
         let row = block * rows_per_head + i / w;
-        let idx = row * w + i % w;
+        let idx = (i % w) * h + row;
         let gl = (g.line_base + block) as usize;
         let kv = self.kv_stamp[gl];
         let ready = self.live(reg).pe_in[idx as usize].later(kv);
@@ -1894,7 +2032,7 @@ impl<'p> Sim<'p> {
         let held = positions.saturating_sub(i as u64 * pos_per_pe).min(pos_per_pe);
         let cost = timing::attention_compute(&self.p.arch, group, head_dim, held, self.batch, self.p.kv_dtype);
         let w = g.r.rect.w;
-        let node = (block * rows_per_head + i / w) * w + i % w;
+        let node = (i % w) * g.r.rect.h + block * rows_per_head + i / w;
         self.regs[reg].busy += cost;
         let wafer = self.wafer_of(reg);
         let pe = self.live(reg).pe[node as usize];
@@ -1922,7 +2060,7 @@ impl<'p> Sim<'p> {
                 self.regs[reg].busy += cost;
                 let wafer = self.wafer_of(reg);
                 let o = r.out_pe(l);
-                let root = self.live(reg).pe[((o.y - r.rect.y) * r.rect.w + (o.x - r.rect.x)) as usize];
+                let root = self.live(reg).pe[((o.x - r.rect.x) * r.rect.h + (o.y - r.rect.y)) as usize];
                 let end = self.occupy(wafer, root, start, cost);
                 if argmax {
                     let n = self.regs[reg].argmax_base + l;
