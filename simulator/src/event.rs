@@ -176,8 +176,9 @@ pub fn estimate_event(p: &Program, info: &ProgramInfo) -> EventEstimate {
 /// a Gemv that emits no line before all its inputs arrived (a norm waits for
 /// every column; a reduction whose every row holds outputs spans all columns)
 /// and every line of `R` sends to it. Regions that can hold state from the
-/// start gate on nothing. Any set alive together is then `S` with regions
-/// neither gating nor gated by `S`: the bound is the largest such sum.
+/// start gate on nothing and count whole. Any other set alive together is
+/// some `S` with regions neither gating nor gated by `S`: the bound adds the
+/// largest such sum.
 fn live_bound(p: &Program, weight: &[u64]) -> u64 {
     let n = p.regions.len();
     let words = n.div_ceil(64);
@@ -215,14 +216,20 @@ fn live_bound(p: &Program, weight: &[u64]) -> u64 {
             false
         })
     };
-    // Does every output line of `src` send to Gemv `dst`?
+    // Does every output line of `src` send to `dst`?
     let all_lines_send = |src: &Region, dst: &Region| -> bool {
-        let Work::Gemv { k, .. } = dst.work else { return false };
+        let k = match dst.work {
+            Work::Gemv { k, .. } => k,
+            Work::Attention { .. } => dst.work.in_elems(),
+            Work::Embedding { .. } => return false,
+        };
         (0..src.out_lines()).all(|l| {
             let (lo, hi) = src.out_slice(l);
             lo < hi && lo < k
         })
     };
+    // Is `r` done only once every input is in? (An attention finishes every head block.)
+    let done_needs_all = |r: &Region| matches!(r.work, Work::Attention { .. }) || needs_all(r);
     let can_start = |r: &Region| -> bool {
         match r.work {
             Work::Gemv { norm, .. } => !norm && (0..r.rect.w).any(|c| len(r.cols_of(c)) == 0),
@@ -230,12 +237,17 @@ fn live_bound(p: &Program, weight: &[u64]) -> u64 {
         }
     };
     let mut gates: Vec<Vec<u64>> = vec![vec![0u64; words]; n];
+    // Regions done once `R` is: itself, its gates, and (when it finishes only
+    // with every input in) what fully feeds it, with what those imply.
+    let mut done: Vec<Vec<u64>> = vec![vec![0u64; words]; n];
+    let or = |x: &mut Vec<u64>, y: &[u64]| x.iter_mut().zip(y).for_each(|(a, b)| *a |= b);
     for s in 0..n {
-        if !active(s) || can_start(&p.regions[s]) {
+        if !active(s) {
             continue;
         }
         let mut acc: Option<Vec<u64>> = None;
-        for rt in p.routes.iter().filter(|rt| rt.kind == RouteKind::Forward && rt.dst.0 as usize == s) {
+        let start = can_start(&p.regions[s]);
+        for rt in p.routes.iter().filter(|rt| !start && rt.kind == RouteKind::Forward && rt.dst.0 as usize == s) {
             let pi = rt.src.0 as usize;
             if !active(pi) {
                 continue;
@@ -246,10 +258,7 @@ fn live_bound(p: &Program, weight: &[u64]) -> u64 {
                 for r2 in p.routes.iter().filter(|r2| r2.kind == RouteKind::Forward && r2.dst.0 as usize == pi) {
                     let ri = r2.src.0 as usize;
                     if active(ri) && all_lines_send(&p.regions[ri], pr) {
-                        x[ri / 64] |= 1 << (ri % 64);
-                        for (xw, gw) in x.iter_mut().zip(&gates[ri]) {
-                            *xw |= gw;
-                        }
+                        or(&mut x, &done[ri]);
                     }
                 }
             }
@@ -264,19 +273,35 @@ fn live_bound(p: &Program, weight: &[u64]) -> u64 {
             });
         }
         gates[s] = acc.unwrap_or_else(|| vec![0u64; words]);
+        let mut d = gates[s].clone();
+        d[s / 64] |= 1 << (s % 64);
+        if done_needs_all(&p.regions[s]) {
+            for rt in p.routes.iter().filter(|rt| rt.kind == RouteKind::Forward && rt.dst.0 as usize == s) {
+                let ri = rt.src.0 as usize;
+                if active(ri) && all_lines_send(&p.regions[ri], &p.regions[s]) {
+                    let dr = done[ri].clone();
+                    or(&mut d, &dr);
+                }
+            }
+        }
+        done[s] = d;
     }
     let has = |g: &[u64], i: usize| g[i / 64] >> (i % 64) & 1 == 1;
+    // Regions that may hold state from the start count whole; the others
+    // alive together are some `S` and regions neither gating nor gated by it.
+    let from_start: Vec<bool> = (0..n).map(|i| active(i) && can_start(&p.regions[i])).collect();
+    let always = (0..n).filter(|&i| from_start[i]).map(|i| weight[i]).fold(0, u64::saturating_add);
     let mut best = 0u64;
-    for s in (0..n).filter(|&s| active(s)) {
+    for s in (0..n).filter(|&s| active(s) && !from_start[s]) {
         let mut sum = weight[s];
-        for t in (0..n).filter(|&t| t != s && active(t)) {
+        for t in (0..n).filter(|&t| t != s && active(t) && !from_start[t]) {
             if !has(&gates[s], t) && !has(&gates[t], s) {
                 sum = sum.saturating_add(weight[t]);
             }
         }
         best = best.max(sum);
     }
-    best
+    always.saturating_add(best)
 }
 
 /// [`simulate_event`] after checking [`estimate_event`] against `limits`:
