@@ -528,7 +528,7 @@ impl Queue {
             }
             self.pos = 0;
             if self.in_ring == 0 {
-                let Some(Reverse(Keyed(t, _, _))) = self.far.peek() else { return None };
+                let Reverse(Keyed(t, _, _)) = self.far.peek()?;
                 self.cur = *t;
             } else {
                 self.cur += 1;
