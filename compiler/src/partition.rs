@@ -144,6 +144,8 @@ pub(crate) fn io_cycles(c: &Ctx, work: &Work) -> f64 {
         Work::Gemv { tile_n, tile_k, glu, .. } => (tile_k, if glu { tile_n / 2 } else { tile_n }),
         Work::Attention { group, head_dim, .. } => (group * head_dim, group * head_dim),
         Work::Embedding { hidden, .. } => (0, hidden),
+        // Resident operands: no route streams into or out of a gemm region.
+        Work::Gemm { .. } => (0, 0),
     };
     let ser = |e: u64| wafer_cost::timing::serialization(c.arch, c.act.bytes_for(e * c.batch)) as f64;
     ser(inp) + ser(out)

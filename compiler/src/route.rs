@@ -47,7 +47,7 @@ pub fn route(p: &mut Program, groups: &[Group]) -> Result<(), CompileError> {
                     add(RouteKind::Reduce, i, i, reduce.colors() + (rows_per_head > 1) as u32);
                 }
             }
-            Work::Embedding { .. } => {}
+            Work::Embedding { .. } | Work::Gemm { .. } => {}
         }
         for &src in &g.residuals {
             add(RouteKind::Residual, src, i, 1);
@@ -127,6 +127,6 @@ fn reduce_bytes(p: &Program, rt: &Route) -> Option<u64> {
             let rows = kv_heads * rows_per_head as u64;
             Some(bytes * (rows * sends(reduce, r.rect.w) + kv_heads * sends(Reduce::Chain, rows_per_head)))
         }
-        Work::Embedding { .. } => Some(0),
+        Work::Embedding { .. } | Work::Gemm { .. } => Some(0),
     }
 }

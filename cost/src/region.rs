@@ -124,5 +124,9 @@ pub fn region_cost(arch: &ArchSpec, work: &Work, rect: Rect, batch: u64, weight:
             }
         }
         Work::Embedding { .. } => RegionCost { compute: task, ..Default::default() },
+        Work::Gemm { tile_m, tile_k, tile_n, acc, .. } => {
+            let (compute, moves) = gemm(arch, rect.w as u64, tile_m, tile_k, tile_n, weight, acc);
+            RegionCost { compute: compute as f64, reduce_comm: moves as f64, ..Default::default() }
+        }
     }
 }

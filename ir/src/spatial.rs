@@ -38,6 +38,10 @@
 //!   the head group's output.
 //! * **Embedding**: table rows laid row-major over the region, `rows_per_pe` per PE;
 //!   the PE holding row `token` sends it on.
+//! * **Gemm** `C = A·B` Cannon-style (MeshGEMM) on a square region, every
+//!   operand resident and every tile move inside the region (see [`Work::Gemm`]);
+//!   the product stays distributed, one `C` tile per PE. A kernel-level work
+//!   today: the verifier lets no route into or out of it.
 //! * **Routes** carry a region's output to the next: `forward` (to a Gemv's column
 //!   heads, or an Attention's head blocks), `residual` (to a Gemv's row roots, for
 //!   the epilogue's add), and the region-internal `reduce`, `norm` and `argmax`.
@@ -311,6 +315,28 @@ pub enum Work {
         rows_per_pe: u64,
         token: u64,
     },
+    /// `C[m×n] = A[m×k]·B[k×n]`, Cannon-style (MeshGEMM) on a square region of
+    /// `P × P` PEs: PE (row `i`, column `j`) holds one `tile_m × tile_k` tile of
+    /// `A`, one `tile_k × tile_n` tile of `B` (operands in the program's weight
+    /// dtype) and its own `tile_m × tile_n` tile of `C` (in `acc`), which never
+    /// moves. After an initial skew there are `P` steps; in each, every PE adds
+    /// its `tile_k` rank-1 updates into `C`, while its `A` tile moves one ring
+    /// position along its row and its `B` tile one along its column (the
+    /// "two-hop" interleaved ring: every logical neighbour at most two physical
+    /// hops away), into spare buffers. The tile moves are part of the work, not
+    /// routes: they are lockstep, stay inside the region and overlap the
+    /// compute (their cost is in `wafer_cost::timing::gemm_step`). `m` counts
+    /// every row the step multiplies (a batch's tokens included): the
+    /// program's batch does not scale it again.
+    Gemm {
+        m: u64,
+        k: u64,
+        n: u64,
+        tile_m: u64,
+        tile_k: u64,
+        tile_n: u64,
+        acc: DType,
+    },
 }
 
 impl Work {
@@ -319,6 +345,7 @@ impl Work {
             Work::Gemv { .. } => "gemv",
             Work::Attention { .. } => "attention",
             Work::Embedding { .. } => "embedding",
+            Work::Gemm { .. } => "gemm",
         }
     }
 
@@ -336,6 +363,7 @@ impl Work {
             }
             Work::Attention { kv_heads, group, head_dim, .. } => kv_heads * group * head_dim,
             Work::Embedding { hidden, .. } => hidden,
+            Work::Gemm { m, n, .. } => m * n,
         }
     }
 
@@ -345,6 +373,7 @@ impl Work {
             Work::Gemv { k, .. } => k,
             Work::Attention { kv_heads, group, head_dim, .. } => kv_heads * group * head_dim + 2 * kv_heads * head_dim,
             Work::Embedding { .. } => 0,
+            Work::Gemm { m, k, .. } => m * k,
         }
     }
 }
@@ -459,13 +488,21 @@ impl Region {
                     (0, 0)
                 }
             }
+            // The product stays distributed over the square (one tile per PE).
+            Work::Gemm { m, n, .. } => {
+                if r == 0 {
+                    (0, m * n)
+                } else {
+                    (0, 0)
+                }
+            }
         }
     }
 
     /// Lines (rows for Gemv, head blocks for Attention) that hold output.
     pub fn out_lines(&self) -> u32 {
         match self.work {
-            Work::Gemv { argmax: true, .. } | Work::Embedding { .. } => 1,
+            Work::Gemv { argmax: true, .. } | Work::Embedding { .. } | Work::Gemm { .. } => 1,
             Work::Gemv { .. } => self.rect.h,
             Work::Attention { kv_heads, .. } => kv_heads as u32,
         }
@@ -481,6 +518,7 @@ impl Region {
                 let i = (token / rows_per_pe.max(1)) as u32;
                 self.rect.pe(i / self.rect.w, i % self.rect.w)
             }
+            Work::Gemm { .. } => self.rect.pe(0, 0),
         }
     }
 }
@@ -715,7 +753,7 @@ fn multicast_messages(p: &Program, id: RouteId, mut out: impl FnMut(Message)) {
                             }
                         }
                     }
-                    Work::Embedding { .. } => {}
+                    Work::Embedding { .. } | Work::Gemm { .. } => {}
                 }
             }
         }
@@ -792,7 +830,7 @@ fn multicast_messages(p: &Program, id: RouteId, mut out: impl FnMut(Message)) {
                     }
                 }
             }
-            Work::Embedding { .. } => {}
+            Work::Embedding { .. } | Work::Gemm { .. } => {}
         },
         RouteKind::Norm => {
             // All-reduce of two fp32 statistics per batch row along row 0: tree up, then broadcast back.
@@ -880,6 +918,13 @@ pub fn sram_need(p: &Program, work: &Work) -> Sram {
         Work::Embedding { hidden, rows_per_pe, .. } => {
             Sram { code, weights: wd.bytes_for(rows_per_pe * hidden), kv: 0, buffers: 0 }
         }
+        // The resident A and B tiles, their spare buffers for the moves, and the C tile.
+        Work::Gemm { tile_m, tile_k, tile_n, acc, .. } => Sram {
+            code,
+            weights: wd.bytes_for(tile_k * tile_n),
+            kv: 0,
+            buffers: 2 * wd.bytes_for(tile_m * tile_k) + wd.bytes_for(tile_k * tile_n) + acc.bytes_for(tile_m * tile_n),
+        },
     }
 }
 

@@ -45,7 +45,7 @@ pub fn print_program(p: &Program) -> String {
     let a = &p.arch;
     let _ = writeln!(
         s,
-        "arch {} mesh={}x{} clock_ghz={} sram={} reserved={} rd={} wr={} f32={} mixed={} ew={} vec_ovh={} task_ovh={} link={} hop={} ramp={} colors={} reserved_colors={} multicast={} sys_wafers={} iw_bytes_per_s={} iw_latency_ns={}",
+        "arch {} mesh={}x{} clock_ghz={} sram={} reserved={} rd={} wr={} f32={} mixed={} ew={} vec_ovh={} task_ovh={} loop_iter={} map_op={} gemm_step={} link={} hop={} ramp={} colors={} reserved_colors={} multicast={} sys_wafers={} iw_bytes_per_s={} iw_latency_ns={}",
         q(&a.name),
         a.mesh_width,
         a.mesh_height,
@@ -59,6 +59,9 @@ pub fn print_program(p: &Program) -> String {
         a.pe.simd_elementwise,
         a.pe.vector_op_overhead_cycles,
         a.pe.task_overhead_cycles,
+        a.pe.loop_iteration_cycles,
+        a.pe.mapped_op_overhead_cycles,
+        a.pe.gemm_step_overhead_cycles,
         a.router.link_bytes_per_cycle,
         a.router.hop_latency_cycles,
         a.router.ramp_latency_cycles,
@@ -87,6 +90,9 @@ pub fn print_program(p: &Program) -> String {
             ),
             Work::Embedding { vocab, hidden, rows_per_pe, token } => {
                 format!("embedding vocab={vocab} hidden={hidden} rows_per_pe={rows_per_pe} token={token}")
+            }
+            Work::Gemm { m, k, n, tile_m, tile_k, tile_n, acc } => {
+                format!("gemm m={m} k={k} n={n} tile_m={tile_m} tile_k={tile_k} tile_n={tile_n} acc={acc}")
             }
         };
         let steps: Vec<String> = r
@@ -212,6 +218,14 @@ impl Line<'_> {
         let v = self.get(k)?;
         v.parse().map_err(|_| self.err(format!("`{k}={v}` is not a valid number")))
     }
+    /// An optional number: `default` when the key is absent.
+    fn num_or<T: std::str::FromStr>(&self, k: &str, default: T) -> Result<T, ParseError> {
+        if self.kv.contains_key(k) {
+            self.num(k)
+        } else {
+            Ok(default)
+        }
+    }
     /// An integer field within `lo..=hi` (the field's documented range).
     fn int(&self, k: &str, lo: u64, hi: u64) -> Result<u64, ParseError> {
         let v: u64 = self.num(k)?;
@@ -308,6 +322,9 @@ pub fn parse_program(text: &str) -> Result<Program, ParseError> {
         "ew",
         "vec_ovh",
         "task_ovh",
+        "loop_iter",
+        "map_op",
+        "gemm_step",
         "link",
         "hop",
         "ramp",
@@ -334,6 +351,10 @@ pub fn parse_program(text: &str) -> Result<Program, ParseError> {
             simd_elementwise: a.num("ew")?,
             vector_op_overhead_cycles: a.num("vec_ovh")?,
             task_overhead_cycles: a.num("task_ovh")?,
+            // Optional (programs printed before the MeshGEMM fit lack them): the presets' fitted values.
+            loop_iteration_cycles: a.num_or("loop_iter", crate::arch::LOOP_ITERATION_CYCLES)?,
+            mapped_op_overhead_cycles: a.num_or("map_op", crate::arch::MAPPED_OP_OVERHEAD_CYCLES)?,
+            gemm_step_overhead_cycles: a.num_or("gemm_step", crate::arch::GEMM_STEP_OVERHEAD_CYCLES)?,
         },
         router: RouterSpec {
             link_bytes_per_cycle: a.num("link")?,
@@ -464,6 +485,18 @@ pub fn parse_program(text: &str) -> Result<Program, ParseError> {
                         hidden: l.int("hidden", 1, MAX_DIM)?,
                         rows_per_pe: l.int("rows_per_pe", 1, MAX_DIM)?,
                         token: l.int("token", 0, MAX_DIM)?,
+                    }
+                }
+                "gemm" => {
+                    l.only(&keys(&["m", "k", "n", "tile_m", "tile_k", "tile_n", "acc"]))?;
+                    Work::Gemm {
+                        m: l.int("m", 1, MAX_DIM)?,
+                        k: l.int("k", 1, MAX_DIM)?,
+                        n: l.int("n", 1, MAX_DIM)?,
+                        tile_m: l.int("tile_m", 1, MAX_DIM)?,
+                        tile_k: l.int("tile_k", 1, MAX_DIM)?,
+                        tile_n: l.int("tile_n", 1, MAX_DIM)?,
+                        acc: l.dtype("acc")?,
                     }
                 }
                 k => return Err(l.err(format!("unknown work kind `{k}`"))),

@@ -176,6 +176,26 @@ pub fn verify_program_checks(p: &Program, checks: Checks) -> Result<ProgramInfo,
                     None
                 }
             }
+            Work::Gemm { m, k, n, tile_m, tile_k, tile_n, acc } => {
+                if w != h {
+                    Some(format!("a Cannon GEMM runs on a square: {h}x{w} PEs"))
+                } else if tile_m == 0
+                    || tile_k == 0
+                    || tile_n == 0
+                    || tile_m * h < m
+                    || tile_k * w < k
+                    || tile_n * w < n
+                {
+                    Some(format!(
+                        "tiles {tile_m}x{tile_k} (A) and {tile_k}x{tile_n} (B) on {h}x{w} PEs do not cover the \
+                         {m}x{k} by {k}x{n} product"
+                    ))
+                } else if !matches!(acc, crate::DType::F32 | crate::DType::F16) {
+                    Some(format!("accumulator `acc={acc}` is not fp32 or fp16"))
+                } else {
+                    None
+                }
+            }
             Work::Embedding { vocab, rows_per_pe, token, .. } => {
                 if rows_per_pe * w * h < vocab {
                     Some(format!("{rows_per_pe} rows per PE over {} PEs do not hold {vocab} rows", w * h))
@@ -354,6 +374,16 @@ pub fn verify_program_checks(p: &Program, checks: Checks) -> Result<ProgramInfo,
                 "a {} route must {}",
                 rt.kind.name(),
                 if rt.kind.is_collective() { "stay within one region" } else { "join two regions" }
+            )));
+            continue;
+        }
+        if [rt.src, rt.dst].iter().any(|&r| matches!(p.region(r).work, Work::Gemm { .. })) {
+            d.push(rerr(format!(
+                "{} {} -> {} touches a gemm region, which takes no routes yet (its operands are resident and its \
+                 tile moves are part of its work)",
+                rt.kind.name(),
+                rt.src,
+                rt.dst
             )));
             continue;
         }
@@ -575,7 +605,7 @@ pub fn route_message_bound(p: &Program, rt: &Route) -> u64 {
     let (s, t) = (p.region(rt.src), p.region(rt.dst));
     let lines = |r: &Region| -> u64 {
         match r.work {
-            Work::Gemv { argmax: true, .. } | Work::Embedding { .. } => 1,
+            Work::Gemv { argmax: true, .. } | Work::Embedding { .. } | Work::Gemm { .. } => 1,
             Work::Gemv { .. } => r.rect.h as u64,
             Work::Attention { kv_heads, .. } => kv_heads,
         }
@@ -593,7 +623,7 @@ pub fn route_message_bound(p: &Program, rt: &Route) -> u64 {
                 let block = if mc { 1 } else { t.rect.pes() / kv_heads.max(1) };
                 (ls + kv_heads).saturating_mul(block + 2)
             }
-            Work::Embedding { .. } => 0,
+            Work::Embedding { .. } | Work::Gemm { .. } => 0,
         },
         RouteKind::Residual => ls + lines(t),
         RouteKind::Reduce => s.rect.pes().saturating_mul(2),

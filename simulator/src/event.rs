@@ -519,7 +519,7 @@ impl<'p> Sim<'p> {
             let nlines = match r.work {
                 Work::Gemv { .. } => r.rect.h,
                 Work::Attention { kv_heads, .. } => kv_heads as u32,
-                Work::Embedding { .. } => 1,
+                Work::Embedding { .. } | Work::Gemm { .. } => 1,
             };
             let (pe_base, line_base) = if r.active { (pes, lines) } else { (NONE, NONE) };
             if r.active {
@@ -568,7 +568,7 @@ impl<'p> Sim<'p> {
                     g.col_node_base = nodes;
                     nodes += g.r.rect.h;
                 }
-                Work::Embedding { .. } => {}
+                Work::Embedding { .. } | Work::Gemm { .. } => {}
             }
         }
         let nl = lines as usize;
@@ -718,7 +718,7 @@ impl<'p> Sim<'p> {
                         self.n_add[n] = add as u32;
                     }
                 }
-                Work::Embedding { .. } => {}
+                Work::Embedding { .. } | Work::Gemm { .. } => {}
             }
         }
     }
@@ -734,7 +734,7 @@ impl<'p> Sim<'p> {
         let r = self.regs[reg].r;
         let row = pe.y.saturating_sub(r.rect.y);
         match r.work {
-            Work::Gemv { argmax: true, .. } | Work::Embedding { .. } => 0,
+            Work::Gemv { argmax: true, .. } | Work::Embedding { .. } | Work::Gemm { .. } => 0,
             Work::Gemv { .. } => row,
             Work::Attention { rows_per_head, .. } => row / rows_per_head.max(1),
         }
@@ -796,7 +796,7 @@ impl<'p> Sim<'p> {
                                     }
                                 }
                                 // route_messages sends nothing into an embedding.
-                                Work::Embedding { .. } => continue,
+                                Work::Embedding { .. } | Work::Gemm { .. } => continue,
                             }
                         }
                     }
@@ -951,7 +951,7 @@ impl<'p> Sim<'p> {
                         );
                     }
                 }
-                Work::Embedding { .. } => {}
+                Work::Embedding { .. } | Work::Gemm { .. } => {}
             }
         }
         for (ri, root, node, why) in marks {
@@ -998,6 +998,23 @@ impl<'p> Sim<'p> {
                     self.regs[ri].busy += task;
                     self.regs[ri].start = 0;
                     self.line_ready(ri, 0, st);
+                }
+                Work::Gemm { tile_m, tile_k, tile_n, acc, .. } => {
+                    // Lockstep Cannon steps on every PE of the square, priced by
+                    // the closed form: the tile moves stay on the region's own
+                    // links (each carries the same tiles every step, nothing else
+                    // crosses them), concurrent with the compute.
+                    let (compute, moves) =
+                        timing::gemm(&self.p.arch, r.rect.w as u64, tile_m, tile_k, tile_n, self.p.weight_dtype, acc);
+                    let mut last = Stamp::ZERO;
+                    for i in 0..r.rect.pes() as u32 {
+                        let node = self.regs[ri].pe_base + i;
+                        let st = self.occupy(self.n_pe[node as usize], Stamp::ZERO, compute).comm(moves);
+                        last = last.later(st);
+                    }
+                    self.regs[ri].busy += compute * r.rect.pes();
+                    self.regs[ri].start = 0;
+                    self.line_ready(ri, 0, last);
                 }
                 Work::Gemv { .. } => {
                     for c in 0..r.rect.w {

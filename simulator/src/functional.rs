@@ -285,6 +285,15 @@ pub fn run_functional(
         let out = match reg.work {
             Work::Embedding { .. } => run_embedding(&mut cx, id, reg, &ops, tokens)?,
             Work::Attention { .. } => run_attention(&mut cx, id, reg, &ops, &forward, kv)?,
+            Work::Gemm { .. } => {
+                return Err(rerr(
+                    id,
+                    reg,
+                    String::from(
+                        "is a gemm region: a kernel-level work with resident operands, which no decode step holds",
+                    ),
+                ))
+            }
             Work::Gemv { .. } => {
                 let (o, s) = run_gemv(&mut cx, id, reg, &ops, &forward, &residual)?;
                 if s.is_some() {

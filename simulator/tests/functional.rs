@@ -192,7 +192,7 @@ fn hand_compile(g: &Graph, shape: &dyn Fn(usize, u64, u64) -> Shape, attn_cols: 
                 }
             }
             Work::Attention { .. } => routes.push(Route { colors: 2, ..mk(RouteKind::Reduce, ri, ri) }),
-            Work::Embedding { .. } => {}
+            Work::Embedding { .. } | Work::Gemm { .. } => {}
         }
     }
     let mut arch = arch_preset(&format!("mesh:{x}x{height}")).unwrap();
