@@ -247,3 +247,23 @@ fn cli_prefill_flags_are_checked() {
         assert!(err.contains(needle) && !err.contains("panicked"), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn cli_compare_prompt_shows_time_to_first_token_on_both_sides() {
+    let args = ["compare", "--model", "llama-3.2-1b", "--prompt", "512", "--cached", "100", "--engine", "analytical"];
+    let mut j = args.to_vec();
+    j.extend(["--format", "json"]);
+    let v = json(&j);
+    let p = &v["prefill"];
+    assert_eq!((p["prompt"].as_u64(), p["cached"].as_u64()), (Some(512), Some(100)));
+    let (wafer_ttft, gpu_ttft) = (p["ttft_us"].as_f64().unwrap(), p["gpu_ttft_us"].as_f64().unwrap());
+    // The first token waits for the whole prompt: longer than one decode step on both sides.
+    assert!(wafer_ttft > v["simulation"]["tpot_us"].as_f64().unwrap(), "{p}");
+    assert!(gpu_ttft > 1e3 * v["gpu"]["tpot_ms"].as_f64().unwrap(), "{p}");
+    assert_eq!(v["inputs"]["context"].as_u64(), Some(613), "the decode step after the prompt");
+    let text = String::from_utf8_lossy(&wafer(&args).stdout).into_owned();
+    assert!(text.contains("time to first token (512 new over 100 cached)") && text.contains("round trip"), "{text}");
+    // Without --prompt, compare is unchanged.
+    let v = json(&["compare", "--model", "gpt2", "--engine", "analytical", "--format", "json"]);
+    assert!(v["prefill"].is_null());
+}

@@ -393,48 +393,13 @@ pub fn run(a: Args) -> Result<(), Exit> {
         };
     }
     let target = a.out.prepare()?;
-    let mut step = a.step.clone();
-    if let Some(prompt) = a.prefill.prompt {
-        // The step after the prompt: the first answer token, over cached + prompt + 1 positions.
-        step.context = Some(a.prefill.cached.unwrap_or(0) + prompt + 1);
-    }
+    let step = after_prompt(&a.step, &a.prefill);
     let (mut r, program) = run_report_and_program(&step, &a.machine, &a.gpu, &a.energy, a.no_gpu, a.engine)?;
     if !a.timings {
         r.timings = None;
     }
     r.users = Some(wafer_simulator::pipelining(&program, &r.simulation, a.users));
-    if let Some(prompt) = a.prefill.prompt {
-        let cached = a.prefill.cached.unwrap_or(0);
-        let s = wafer_simulator::streamed_prefill(&program, &r.simulation, prompt);
-        let gpu_ttft_us = match &r.gpu {
-            Some(g) => {
-                let (cfg, p) = step.load(super::graph::LATENCY_CONTEXT)?;
-                let pf = wafer_workloads::PrefillParams {
-                    batch: p.batch,
-                    prompt,
-                    cached,
-                    weight_dtype: p.weight_dtype,
-                    act_dtype: p.act_dtype,
-                    kv_dtype: p.kv_dtype,
-                };
-                let gp = wafer_workloads::prefill_graph(&cfg, &pf)?;
-                wafer_ir::verify_graph(&gp)?;
-                let opts = wafer_gpu::GpuOptions::with_headroom(a.gpu.gpu_mem_headroom)?;
-                let spec = load_gpu(&a.gpu.gpu)?;
-                let e = wafer_gpu::estimate_prefill_pipeline(&gp, &spec, g.tensor_parallel, g.pipeline_stages, &opts)?;
-                Some(e.ttft_ms * 1e3)
-            }
-            None => None,
-        };
-        r.prefill = Some(wafer_reports::run::RunPrefill {
-            prompt,
-            cached,
-            ttft_us: s.ttft_us,
-            prompt_tokens_per_s: s.prompt_tokens_per_s,
-            bottleneck: s.bottleneck,
-            gpu_ttft_us,
-        });
-    }
+    attach_prefill(&mut r, &program, &step, &a.gpu, &a.prefill)?;
     if let Some(t) = target {
         let shown = t.shown().display().to_string();
         t.write(&wafer_reports::run_folder(&r, &program)?)?;
@@ -444,5 +409,60 @@ pub fn run(a: Args) -> Result<(), Exit> {
         Format::Json => print!("{}", to_json(&r)),
         Format::Text => print!("{}", r.to_text()),
     }
+    Ok(())
+}
+
+/// The step a report times when a prompt is given: the first answer token's,
+/// over cached + prompt + 1 positions (else `step` itself).
+pub fn after_prompt(step: &StepArgs, prefill: &super::graph::PrefillArgs) -> StepArgs {
+    let mut step = step.clone();
+    if let Some(prompt) = prefill.prompt {
+        step.context = Some(prefill.cached.unwrap_or(0) + prompt + 1);
+    }
+    step
+}
+
+/// With `--prompt N`: the time to first token on the wafer (the prompt
+/// streamed through `program`, from its simulated step) and, when the report
+/// has a GPU, on the GPU (the calibrated prefill model at the same tensor and
+/// pipeline parallelism), into `r.prefill`.
+pub fn attach_prefill(
+    r: &mut RunReport,
+    program: &wafer_ir::Program,
+    step: &StepArgs,
+    gpu: &GpuArgs,
+    prefill: &super::graph::PrefillArgs,
+) -> Result<(), Exit> {
+    let Some(prompt) = prefill.prompt else { return Ok(()) };
+    let cached = prefill.cached.unwrap_or(0);
+    let s = wafer_simulator::streamed_prefill(program, &r.simulation, prompt);
+    let gpu_ttft_us = match &r.gpu {
+        Some(g) => {
+            let (cfg, p) = step.load(super::graph::LATENCY_CONTEXT)?;
+            let pf = wafer_workloads::PrefillParams {
+                batch: p.batch,
+                prompt,
+                cached,
+                weight_dtype: p.weight_dtype,
+                act_dtype: p.act_dtype,
+                kv_dtype: p.kv_dtype,
+            };
+            let gp = wafer_workloads::prefill_graph(&cfg, &pf)?;
+            wafer_ir::verify_graph(&gp)?;
+            let opts = wafer_gpu::GpuOptions::with_headroom(gpu.gpu_mem_headroom)?;
+            let spec = load_gpu(&gpu.gpu)?;
+            let e = wafer_gpu::estimate_prefill_pipeline(&gp, &spec, g.tensor_parallel, g.pipeline_stages, &opts)?;
+            Some(e.ttft_ms * 1e3)
+        }
+        None => None,
+    };
+    r.prefill = Some(wafer_reports::run::RunPrefill {
+        prompt,
+        cached,
+        ttft_us: s.ttft_us,
+        prompt_tokens_per_s: s.prompt_tokens_per_s,
+        bottleneck: s.bottleneck,
+        gpu_ttft_us,
+    });
     Ok(())
 }
