@@ -13,6 +13,8 @@
 //! simulator, and runs no engine. Errors are typed and carry the numbers
 //! (bytes that do not fit, wafers that would, the largest context that fits).
 
+pub mod chunk;
+pub use chunk::prefill_chunk;
 pub mod fuse;
 pub mod partition;
 pub mod place;
@@ -116,6 +118,10 @@ pub struct CompileOptions {
     /// `spread`/`hybrid` only: attention in a strip of its own (`Some(true)`),
     /// inside the blocks (`Some(false)`), or whichever is faster (`None`).
     pub attention_strip: Option<bool>,
+    /// Room for a prompt chunk: every region's buffers must fit for this many
+    /// tokens of each sequence at once (1, the default: decode only), so that
+    /// [`prefill_chunk`] of this size verifies on the same mapping.
+    pub prefill_chunk: u64,
 }
 
 /// What [`Strategy::Auto`] minimises first when the strategies need different
@@ -144,6 +150,7 @@ impl Default for CompileOptions {
             groups: None,
             objective: Objective::Wafers,
             attention_strip: None,
+            prefill_chunk: 1,
         }
     }
 }
@@ -161,10 +168,10 @@ pub enum CompileError {
     ContextTooLong { context: u64, max_context: u64, wafers: u32, arch: String, kv_bytes: u64 },
     #[error(
         "region `{region}` cannot be mapped on any number of wafers: even its smallest tile needs {need} bytes per PE \
-         ({what}), more than the {sram} bytes of SRAM a PE has; use a smaller batch (now {batch}), a narrower \
-         activation or KV dtype, or a PE with more SRAM"
+         ({what}), more than the {sram} bytes of SRAM a PE has; use a smaller batch (now {batch}) or prefill \
+         chunk (now {chunk}), a narrower activation or KV dtype, or a PE with more SRAM"
     )]
-    Untileable { region: String, need: u64, sram: u64, what: String, batch: u64 },
+    Untileable { region: String, need: u64, sram: u64, what: String, batch: u64, chunk: u64 },
     #[error("the regions could not be packed onto {wafers} wafer(s)")]
     Packing { wafers: u32 },
     #[error(
@@ -326,6 +333,7 @@ fn groups_to_program(g: &Graph, arch: &ArchSpec, groups: &[Group], wafers: u32) 
     Program {
         model: g.name.clone(),
         batch: g.batch,
+        new_tokens: 1,
         context: g.context,
         weight_dtype: g.weight_dtype,
         act_dtype: g.act_dtype,
@@ -446,8 +454,15 @@ pub fn compile(g: &Graph, arch: &ArchSpec, opts: &CompileOptions) -> Result<Comp
     };
     let groups = fuse::fuse(g)?;
     after("fuse", &groups_to_program(g, arch, &groups, 1))?;
-    let ctx =
-        Ctx { arch, batch: g.batch, weight: g.weight_dtype, act: g.act_dtype, kv: g.kv_dtype, acc: opts.accumulate };
+    let ctx = Ctx {
+        arch,
+        batch: g.batch,
+        chunk: opts.prefill_chunk.max(1),
+        weight: g.weight_dtype,
+        act: g.act_dtype,
+        kv: g.kv_dtype,
+        acc: opts.accumulate,
+    };
     let spread_opts = |k: Option<u32>| spread::SpreadOptions {
         layers_per_block: k,
         grid: opts.grid,
@@ -692,6 +707,7 @@ fn plan(g: &Graph, ctx: &Ctx, groups: &[Group], wafers: Wafers, packing: Packing
             sram: arch.pe.sram_bytes,
             what: what.into(),
             batch: g.batch,
+            chunk: ctx.chunk,
         });
     }
     let need: u64 = groups.iter().map(|gr| ctx.resident_bytes(gr)).fold(0, u64::saturating_add);

@@ -57,6 +57,8 @@ pub struct Plan {
 pub struct Ctx<'a> {
     pub arch: &'a ArchSpec,
     pub batch: u64,
+    /// Prompt tokens per sequence every region's buffers must hold (`CompileOptions::prefill_chunk`).
+    pub chunk: u64,
     pub weight: DType,
     pub act: DType,
     pub kv: DType,
@@ -69,6 +71,7 @@ impl Ctx<'_> {
         Program {
             model: String::new(),
             batch: self.batch,
+            new_tokens: self.chunk,
             context: 1,
             weight_dtype: self.weight,
             act_dtype: self.act,

@@ -10,7 +10,9 @@
 //! # Semantics (the contract between compiler and engines)
 //! Coordinates are per wafer: `x` in `0..mesh_width` (columns), `y` in
 //! `0..mesh_height` (rows). A region's PE `(r, c)` is at `(rect.x + c, rect.y + r)`.
-//! All vectors carry `batch` rows; byte counts include the batch.
+//! All vectors carry `batch · new_tokens` rows ([`Program::rows`]: one per
+//! sequence in a decode step, one per token of each sequence in a prompt
+//! chunk); byte counts include them. KV caches are per sequence.
 //!
 //! * **Gemv** `y = x Wᵀ` (`W` is `[n, k]`): PE `(r, c)` holds `W[r·tile_n.., c·tile_k..]`
 //!   (edge tiles smaller). The input slice `c` arrives at the column head `(c, 0)`
@@ -569,7 +571,14 @@ pub struct Route {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Program {
     pub model: String,
+    /// Sequences, each with its own KV cache.
     pub batch: u64,
+    /// Tokens of each sequence the step computes: 1 for a decode step, `c`
+    /// for a chunk of `c` prompt tokens run through the same mapping (every
+    /// activation then carries `batch · new_tokens` rows; the KV cache stays
+    /// one per sequence, `context` positions including the chunk's).
+    #[serde(default = "default_one")]
+    pub new_tokens: u64,
     pub context: u64,
     pub weight_dtype: DType,
     pub act_dtype: DType,
@@ -590,6 +599,14 @@ impl Program {
     pub fn pes_used(&self) -> u64 {
         self.regions.iter().map(|r| r.rect.pes()).sum()
     }
+    /// Rows every activation carries: `batch · new_tokens`.
+    pub fn rows(&self) -> u64 {
+        self.batch.saturating_mul(self.new_tokens)
+    }
+}
+
+fn default_one() -> u64 {
+    1
 }
 
 /// What a message carries, set where [`route_messages`] makes it, so that no
@@ -685,7 +702,7 @@ fn multicast_messages(p: &Program, id: RouteId, mut out: impl FnMut(Message)) {
     let src = p.region(rt.src);
     let dst = p.region(rt.dst);
     let act = p.act_dtype;
-    let b = p.batch;
+    let b = p.rows();
     let inter = src.wafer != dst.wafer;
     let msg = |purpose: Purpose, from: Pe, to: Pe, bytes: u64, fan_cols: u32, fan_rows: u32, round: u32| Message {
         from,
@@ -897,7 +914,7 @@ fn partition_point(n: u32, pred: impl Fn(u32) -> bool) -> u32 {
 /// program's dtypes: weights (+ bias), KV cache, and buffers for the input
 /// slice, fp32 partial sums and one incoming partial.
 pub fn sram_need(p: &Program, work: &Work) -> Sram {
-    let b = p.batch;
+    let (b, seqs) = (p.rows(), p.batch);
     let (wd, ad, kd) = (p.weight_dtype, p.act_dtype, p.kv_dtype);
     let code = p.arch.pe.sram_reserved_bytes;
     match *work {
@@ -910,7 +927,7 @@ pub fn sram_need(p: &Program, work: &Work) -> Sram {
         Work::Attention { group, head_dim, pos_per_pe, .. } => Sram {
             code,
             weights: 0,
-            kv: 2 * kd.bytes_for(pos_per_pe * head_dim * b),
+            kv: 2 * kd.bytes_for(pos_per_pe * head_dim * seqs),
             buffers: ad.bytes_for(group * head_dim * b)
                 + 4 * group * pos_per_pe * b
                 + 2 * 4 * group * (head_dim + 2) * b,

@@ -33,9 +33,11 @@ pub fn print_program(p: &Program) -> String {
     let mut s = String::with_capacity(256 * (p.regions.len() + p.routes.len()));
     let _ = writeln!(
         s,
-        "program {} batch={} context={} weights={} acts={} kv={} wafers={}",
+        "program {} batch={}{} context={} weights={} acts={} kv={} wafers={}",
         q(&p.model),
         p.batch,
+        // Printed only for a prompt chunk, so decode programs read and print unchanged.
+        if p.new_tokens == 1 { String::new() } else { format!(" new_tokens={}", p.new_tokens) },
         p.context,
         p.weight_dtype,
         p.act_dtype,
@@ -309,7 +311,7 @@ pub fn parse_program(text: &str) -> Result<Program, ParseError> {
     if a.pos.first().map(String::as_str) != Some("arch") {
         return Err(a.err("expected `arch …`"));
     }
-    h.only(&["batch", "context", "weights", "acts", "kv", "wafers"])?;
+    h.only(&["batch", "new_tokens", "context", "weights", "acts", "kv", "wafers"])?;
     a.only(&[
         "mesh",
         "clock_ghz",
@@ -373,6 +375,7 @@ pub fn parse_program(text: &str) -> Result<Program, ParseError> {
     let mut p = Program {
         model: h.pos[1].clone(),
         batch: h.int("batch", 1, MAX_BATCH)?,
+        new_tokens: if h.kv.contains_key("new_tokens") { h.int("new_tokens", 1, MAX_CONTEXT)? } else { 1 },
         context: h.int("context", 1, MAX_CONTEXT)?,
         weight_dtype: h.dtype("weights")?,
         act_dtype: h.dtype("acts")?,

@@ -110,6 +110,10 @@ pub fn verify_program_checks(p: &Program, checks: Checks) -> Result<ProgramInfo,
         )));
         return Err(ProgramErrors(d));
     }
+    if p.new_tokens == 0 || p.new_tokens > p.context {
+        d.push(ProgramDiag::Program(format!("new_tokens {} is outside 1..={} (the context)", p.new_tokens, p.context)));
+        return Err(ProgramErrors(d));
+    }
     if p.regions.is_empty() {
         d.push(ProgramDiag::Program("the program has no regions: nothing to run".into()));
         return Err(ProgramErrors(d));

@@ -62,6 +62,7 @@ impl MeshGemm {
         let mut prog = Program {
             model: format!("meshgemm P={} M={} K={} N={}", self.grid, self.m, self.k, self.n),
             batch: 1,
+            new_tokens: 1,
             context: 1,
             weight_dtype: DType::F16,
             act_dtype: DType::F16,

@@ -83,6 +83,7 @@ impl MeshGemv {
         let mut prog = Program {
             model: format!("meshgemv P={} M={} N={} group_num={}", self.grid, self.m, self.n, self.groups),
             batch: 1,
+            new_tokens: 1,
             context: 1,
             weight_dtype: DType::F16,
             act_dtype: DType::F16,

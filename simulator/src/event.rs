@@ -433,6 +433,7 @@ struct Reg<'p> {
 
 struct Sim<'p> {
     p: &'p Program,
+    /// Rows every activation carries (`Program::rows`: batch · new_tokens).
     batch: u64,
     hop: u64,
     ramp: u64,
@@ -574,7 +575,7 @@ impl<'p> Sim<'p> {
         let nl = lines as usize;
         let mut s = Sim {
             p,
-            batch: p.batch,
+            batch: p.rows(),
             hop: a.router.hop_latency_cycles as u64,
             ramp: a.router.ramp_latency_cycles as u64,
             regs,

@@ -53,6 +53,8 @@ pub enum FunctionalError {
     Weights(#[from] ReferenceError),
     #[error("no active Gemv region with `argmax` ends the program, so it samples nothing")]
     NoSample,
+    #[error("the program computes a chunk of {0} prompt tokens per sequence; the functional engine runs decode steps (one token) only")]
+    Chunk(u64),
 }
 
 /// What one functional step produced.
@@ -236,6 +238,9 @@ pub fn run_functional(
     tokens: &[u64],
     kv: &mut KvState,
 ) -> Result<FunctionalOutput, FunctionalError> {
+    if p.new_tokens != 1 {
+        return Err(FunctionalError::Chunk(p.new_tokens));
+    }
     if p.batch != g.batch || p.context != g.context {
         return Err(FunctionalError::Mismatch {
             program_batch: p.batch,

@@ -24,6 +24,7 @@ impl Builder {
             p: Program {
                 model: "hand".into(),
                 batch: 1,
+                new_tokens: 1,
                 context: 8,
                 weight_dtype: DType::Bf16,
                 act_dtype: DType::Bf16,

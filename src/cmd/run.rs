@@ -435,7 +435,8 @@ pub fn attach_prefill(
 ) -> Result<(), Exit> {
     let Some(prompt) = prefill.prompt else { return Ok(()) };
     let cached = prefill.cached.unwrap_or(0);
-    let s = wafer_simulator::streamed_prefill(program, &r.simulation, prompt);
+    let choice = best_prefill(program, &r.simulation, prompt)?;
+    let s = choice.best.clone();
     let gpu_ttft_us = match &r.gpu {
         Some(g) => {
             let (cfg, p) = step.load(super::graph::LATENCY_CONTEXT)?;
@@ -462,7 +463,66 @@ pub fn attach_prefill(
         ttft_us: s.ttft_us,
         prompt_tokens_per_s: s.prompt_tokens_per_s,
         bottleneck: s.bottleneck,
+        chunk: s.chunk,
+        chunks: choice.tried,
+        chunk_limit: choice.limit,
         gpu_ttft_us,
     });
     Ok(())
+}
+
+/// How a prompt is best streamed through a mapping, and what else was tried.
+#[derive(Debug, Clone)]
+pub struct PrefillChoice {
+    pub best: wafer_simulator::StreamedPrefill,
+    /// Every chunk tried, with its time to first token.
+    pub tried: Vec<wafer_reports::run::ChunkTtft>,
+    /// Why no larger chunk was tried (its buffers do not fit in SRAM), if one was refused.
+    pub limit: Option<String>,
+}
+
+/// Largest prompt chunk tried (tokens of each sequence per step).
+pub const MAX_CHUNK: u64 = 4096;
+
+/// The fastest way to stream `prompt` tokens through `program`: one token at
+/// a time (from its simulated step `sim`), or in chunks of 2, 4, … tokens per
+/// sequence (the mapping restated by `wafer_compiler::prefill_chunk`, priced
+/// by the analytical engine) up to the prompt, [`MAX_CHUNK`], or the first
+/// chunk whose buffers do not fit in SRAM.
+pub fn best_prefill(
+    program: &wafer_ir::Program,
+    sim: &wafer_simulator::FinishedSim,
+    prompt: u64,
+) -> Result<PrefillChoice, Exit> {
+    let one = wafer_simulator::streamed_prefill(program, sim, prompt);
+    let mut tried = vec![wafer_reports::run::ChunkTtft { chunk: 1, ttft_us: one.ttft_us }];
+    let (mut best, mut limit) = (one, None);
+    let mut c = 2u64;
+    while c <= prompt.min(MAX_CHUNK) {
+        match wafer_compiler::prefill_chunk(program, c) {
+            Ok((p, info)) => {
+                let done = wafer_simulator::simulate_analytical(&p, &info)
+                    .finished()
+                    .map_err(|e| Exit { code: 1, message: e.to_string() })?;
+                let s = wafer_simulator::streamed_prefill(&p, &done, prompt);
+                tried.push(wafer_reports::run::ChunkTtft { chunk: c, ttft_us: s.ttft_us });
+                if s.ttft_us < best.ttft_us {
+                    best = s;
+                }
+            }
+            Err(e) => {
+                // The first diagnostic names the region and the bytes.
+                let why = match &e {
+                    wafer_compiler::CompileError::Verify { errors, .. } => {
+                        errors.0.first().map_or_else(|| e.to_string(), |d| d.to_string())
+                    }
+                    _ => e.to_string(),
+                };
+                limit = Some(format!("a chunk of {c} tokens does not fit: {why}"));
+                break;
+            }
+        }
+        c *= 2;
+    }
+    Ok(PrefillChoice { best, tried, limit })
 }
