@@ -113,6 +113,7 @@ fn hand_compile(g: &Graph, shape: &dyn Fn(usize, u64, u64) -> Shape, attn_cols: 
                         epilogue_ops: epi as u32,
                         acc: wafer_ir::DType::F32,
                         mac: true,
+                        batch_chunk: 0,
                     },
                 )
             }
@@ -132,6 +133,7 @@ fn hand_compile(g: &Graph, shape: &dyn Fn(usize, u64, u64) -> Shape, attn_cols: 
                         rows_per_head,
                         pos_per_pe,
                         reduce: Reduce::Tree,
+                        batch_split: 1,
                     },
                 )
             }
