@@ -245,3 +245,44 @@ fn the_objective_chooses_between_fewer_wafers_and_lower_latency() {
     assert!(fastest.program.wafers > fewest.program.wafers, "{} vs {}", fastest.program.wafers, fewest.program.wafers);
     assert!(estimate(&fastest) < estimate(&fewest));
 }
+
+// ---- batch on the wafer ----
+
+fn graph_b(model: &str, context: u64, batch: u64) -> Graph {
+    let cfg = preset(model).unwrap();
+    decode_graph(&cfg, &DecodeParams { context, batch, ..Default::default() }).unwrap()
+}
+
+#[test]
+fn llama_3_1_8b_at_8192_maps_at_batch_8_and_64_on_its_auto_wafers() {
+    // Aggregate tokens/s (batch / step time) of the auto strategy on the fewest wafers.
+    let mut agg = Vec::new();
+    for batch in [1u64, 8, 64] {
+        let c = compile_on(&graph_b("llama-3.1-8b", 8192, batch), "wse3", Wafers::Auto)
+            .unwrap_or_else(|e| panic!("batch {batch}: {e}"));
+        verify_program(&c.program).unwrap();
+        let split = c.program.regions.iter().any(|r| matches!(r.work, Work::Attention { batch_split: 2.., .. }));
+        // One sequence's cache and states per PE group: the batch is split over PEs.
+        assert_eq!(split, batch > 1, "batch {batch}: attention split by sequence");
+        if batch == 64 {
+            // The qkv tile (128 rows for RoPE) holds its partials for a chunk of the batch.
+            let chunked = c.program.regions.iter().any(|r| matches!(r.work, Work::Gemv { batch_chunk: 1.., .. }));
+            assert!(chunked, "batch 64: a Gemv processes the batch in chunks");
+        }
+        assert_eq!(parse_program(&print_program(&c.program)).unwrap(), c.program);
+        agg.push((batch, c.stats.wafers, batch as f64 / c.stats.estimate_us * 1e6));
+    }
+    println!("(batch, wafers, aggregate tokens/s): {agg:?}");
+    assert!(agg[1].2 > 2.0 * agg[0].2, "batch 8 serves more tokens/s in all than batch 1: {agg:?}");
+    assert!(agg[2].1 > agg[1].1, "batch 64's KV cache needs more wafers: {agg:?}");
+}
+
+#[test]
+fn a_batch_too_large_for_sram_names_the_largest_that_fits() {
+    let e = compile_on(&graph_b("llama-3.2-1b", 8192, 64), "wse3", Wafers::Fixed(1)).unwrap_err();
+    let CompileError::BatchTooLarge { max_batch, .. } = e else { panic!("{e}") };
+    assert!((1..64).contains(&max_batch), "{max_batch}");
+    assert!(e.to_string().contains("SRAM"), "{e}");
+    // The named batch does fit on that wafer.
+    compile_on(&graph_b("llama-3.2-1b", 8192, max_batch), "wse3", Wafers::Fixed(1)).unwrap();
+}
