@@ -800,10 +800,14 @@ fn plan(g: &Graph, ctx: &Ctx, groups: &[Group], wafers: Wafers, packing: Packing
             // A batch whose single sequence would fit: the batch is what SRAM
             // bounds, so say which batch fits (doubling, then bisecting below
             // the first failure, so every too-large batch gets the same answer).
+            // Both packings must hold it: a first-fit layout whose routes run out
+            // of colors is retried in execution order, which packs less densely.
             let fits_batch = |b: u64| -> bool {
                 let c = Ctx { batch: b, ..*ctx };
                 groups.iter().all(|gr| partition::untileable(&c, gr).is_none())
-                    && partition::partition(&c, groups, n, packing).is_ok()
+                    && [Packing::FirstFit, Packing::InOrder]
+                        .into_iter()
+                        .all(|pk| partition::partition(&c, groups, n, pk).is_ok())
             };
             if g.batch > 1 && fits_batch(1) {
                 let (mut lo, mut hi) = (1u64, 2u64);
