@@ -111,7 +111,7 @@ pub fn saturation(steps: &[BatchStep]) -> Option<Saturation> {
             (
                 "wafers",
                 format!(
-                    "batch {b1} needs {m1} wafers (its KV cache) where batch {b0} needed {m0}, and a token \
+                    "more wafers: batch {b1} needs {m1} (its KV cache) where batch {b0} needed {m0}, and a token \
                      crosses them all: aggregate tokens/s ×{gain:.2}"
                 ),
             )
@@ -129,7 +129,7 @@ pub fn saturation(steps: &[BatchStep]) -> Option<Saturation> {
             (
                 "communication",
                 format!(
-                    "from batch {b0} to {b1} the step grows ×{:.2} (the batch's bytes on the fabric; compute is \
+                    "communication-bound: from batch {b0} to {b1} the step grows ×{:.2} (the batch's bytes on the fabric; compute is \
                      {:.0}% of the critical path), aggregate tokens/s ×{gain:.2}",
                     t1 / t0,
                     100.0 * share
@@ -336,10 +336,7 @@ impl FrontierReport {
                 None => s += &format!("  {side} {}: does not map at batch 1: {}\n", l.strategy, l.bound),
             }
             if let Some(sat) = &l.saturation {
-                s += &format!(
-                    "    aggregate tokens/s stops rising after batch {} ({} bound): {}\n",
-                    sat.batch, sat.bound, sat.why
-                );
+                s += &format!("    aggregate tokens/s stops rising after batch {}: {}\n", sat.batch, sat.why);
             }
         }
         s += "\nPer-user tokens/s is per sequence (each sequence of a batch is a user). Wafer users in flight \
