@@ -275,6 +275,16 @@ fn llama_3_1_8b_at_8192_maps_at_batch_8_and_64_on_its_auto_wafers() {
     println!("(batch, wafers, aggregate tokens/s): {agg:?}");
     assert!(agg[1].2 > 2.0 * agg[0].2, "batch 8 serves more tokens/s in all than batch 1: {agg:?}");
     assert!(agg[2].1 > agg[1].1, "batch 64's KV cache needs more wafers: {agg:?}");
+    // On the fewest wafers batch 64 is a pipeline, whose step grows with the
+    // batch (one layer's regions at a time, each PE multiplying its tile per
+    // sequence); weighing latency first, the spread mapping on more wafers
+    // keeps aggregate tokens/s rising from batch 8 to 64.
+    let opts =
+        CompileOptions { wafers: Wafers::Auto, objective: wafer_compiler::Objective::Latency, ..Default::default() };
+    let c = compile(&graph_b("llama-3.1-8b", 8192, 64), &arch_preset("wse3").unwrap(), &opts).unwrap();
+    let agg64 = 64.0 / c.stats.estimate_us * 1e6;
+    println!("batch 64, objective latency: {} wafers, {agg64:.0} tokens/s in all", c.stats.wafers);
+    assert!(agg64 > agg[1].2, "{agg64} after {agg:?}");
 }
 
 #[test]
