@@ -167,6 +167,12 @@ pub enum CompileError {
     )]
     ContextTooLong { context: u64, max_context: u64, wafers: u32, arch: String, kv_bytes: u64 },
     #[error(
+        "batch {batch} does not fit in the SRAM of {wafers} wafer(s) of {arch} at context {context}: the KV cache of \
+         {batch} sequences needs {kv_bytes} bytes beside the weights and every PE's batch buffers; the largest batch \
+         that fits is {max_batch} (SRAM-bound; more wafers: --wafers auto)"
+    )]
+    BatchTooLarge { batch: u64, max_batch: u64, context: u64, wafers: u32, arch: String, kv_bytes: u64 },
+    #[error(
         "region `{region}` cannot be mapped on any number of wafers: even its smallest tile needs {need} bytes per PE \
          ({what}), more than the {sram} bytes of SRAM a PE has; use a smaller batch (now {batch}) or prefill \
          chunk (now {chunk}), a narrower activation or KV dtype, or a PE with more SRAM"
@@ -296,6 +302,7 @@ fn groups_to_program(g: &Graph, arch: &ArchSpec, groups: &[Group], wafers: u32) 
                         epilogue_ops,
                         acc: DType::F32,
                         mac: true,
+                        batch_chunk: 0,
                     },
                     1,
                 ),
@@ -309,6 +316,7 @@ fn groups_to_program(g: &Graph, arch: &ArchSpec, groups: &[Group], wafers: u32) 
                         rows_per_head: 1,
                         pos_per_pe: positions,
                         reduce: Reduce::Tree,
+                        batch_split: 1,
                     },
                     kv_heads as u32,
                 ),
@@ -805,6 +813,42 @@ fn plan(g: &Graph, ctx: &Ctx, groups: &[Group], wafers: Wafers, packing: Packing
                     .collect();
                 partition::partition(ctx, &scaled, n, packing).is_ok()
             };
+            // A batch whose single sequence would fit: the batch is what SRAM
+            // bounds, so say which batch fits (doubling, then bisecting below
+            // the first failure, so every too-large batch gets the same answer).
+            // Both packings must hold it: a first-fit layout whose routes run out
+            // of colors is retried in execution order, which packs less densely.
+            let fits_batch = |b: u64| -> bool {
+                let c = Ctx { batch: b, ..*ctx };
+                groups.iter().all(|gr| partition::untileable(&c, gr).is_none())
+                    && [Packing::FirstFit, Packing::InOrder]
+                        .into_iter()
+                        .all(|pk| partition::partition(&c, groups, n, pk).is_ok())
+            };
+            if g.batch > 1 && fits_batch(1) {
+                let (mut lo, mut hi) = (1u64, 2u64);
+                while hi < g.batch && fits_batch(hi) {
+                    lo = hi;
+                    hi *= 2;
+                }
+                hi = hi.min(g.batch) - 1;
+                while lo < hi {
+                    let mid = (lo + hi).div_ceil(2);
+                    if fits_batch(mid) {
+                        lo = mid;
+                    } else {
+                        hi = mid - 1;
+                    }
+                }
+                return Err(CompileError::BatchTooLarge {
+                    batch: g.batch,
+                    max_batch: lo,
+                    context: g.context,
+                    wafers: n,
+                    arch: arch.name.clone(),
+                    kv_bytes: kv,
+                });
+            }
             if kv > 0 && weights_area + attn_min < per_wafer * n as u64 && fits(1) {
                 // Feasibility is not monotone in the context near the edge (packing is a
                 // heuristic), so grow from 1 by doubling, then bisect below the first failure:

@@ -28,6 +28,10 @@
 //!   column 0 to `(0, 0)` (route kind `argmax`): the sampled token. With a `bcast`
 //!   route, each row root then multicasts its finished output back along its row
 //!   (east and west), so every PE of row `r` holds it (an all-reduce, as MeshGEMV).
+//!   With `batch_chunk=C`, each PE computes its partials `C` batch rows at a
+//!   time and streams each chunk out before the next (its partial buffers hold
+//!   `C` rows); the `reduce` messages and the arithmetic are those of the
+//!   unchunked Gemv.
 //! * **Attention**: rows `[h·rows_per_head, (h+1)·rows_per_head)` serve KV head `h`
 //!   and its `group` query heads. The head's `positions` cached positions are laid
 //!   row-major over its block, `pos_per_pe` per PE (for each of the `batch`
@@ -273,6 +277,9 @@ fn default_acc() -> DType {
 fn default_true() -> bool {
     true
 }
+fn default_one() -> u64 {
+    1
+}
 
 /// What a region computes, with its tiling.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -300,6 +307,16 @@ pub enum Work {
         /// reduction. Such a region computes nothing the functional engine can check.
         #[serde(default = "default_true")]
         mac: bool,
+        /// Batch rows per pass (0: the whole batch in one pass). With `C` set,
+        /// the PEs compute their partials `C` batch rows at a time and stream
+        /// each chunk into the row's reduction before the next, reusing one
+        /// chunk's partial buffers: what lets a Gemv of a large batch fit SRAM.
+        /// The timing engines price it as the unchunked Gemv (every chunk's
+        /// AXPYs, then the batch's partials along the row, the same messages):
+        /// an upper bound, since a chunk's reduction could overlap the next
+        /// chunk's compute.
+        #[serde(default)]
+        batch_chunk: u64,
     },
     Attention {
         kv_heads: u64,
@@ -310,6 +327,13 @@ pub enum Work {
         rows_per_head: u32,
         pos_per_pe: u64,
         reduce: Reduce,
+        /// Sequences split over the head block (1: every PE serves every
+        /// sequence). With `S`, head block `h` is cut into `S` sub-blocks of
+        /// `rows_per_head / S` rows; sub-block `j` serves sequences
+        /// [`Work::seq_range`] `j` only (its query, KV cache, scores and
+        /// partial states), so a PE's buffers hold `⌈batch / S⌉` sequences.
+        #[serde(default = "default_one")]
+        batch_split: u64,
     },
     Embedding {
         vocab: u64,
@@ -366,6 +390,52 @@ impl Work {
             Work::Attention { kv_heads, group, head_dim, .. } => kv_heads * group * head_dim,
             Work::Embedding { hidden, .. } => hidden,
             Work::Gemm { m, n, .. } => m * n,
+        }
+    }
+
+    /// Attention: head sub-blocks (`kv_heads · batch_split`), each one output line.
+    pub fn attn_blocks(&self) -> u64 {
+        match *self {
+            Work::Attention { kv_heads, batch_split, .. } => kv_heads * batch_split.max(1),
+            _ => 0,
+        }
+    }
+
+    /// Attention: PE rows of one sub-block (`rows_per_head / batch_split`).
+    pub fn block_rows(&self) -> u32 {
+        match *self {
+            Work::Attention { rows_per_head, batch_split, .. } => {
+                (rows_per_head as u64 / batch_split.max(1)).max(1) as u32
+            }
+            _ => 0,
+        }
+    }
+
+    /// Batch rows `[lo, hi)` served by attention sub-block `j` of a head (all
+    /// rows for other work): consecutive groups of `⌈batch / batch_split⌉`.
+    pub fn seq_range(&self, j: u64, batch: u64) -> (u64, u64) {
+        match *self {
+            Work::Attention { batch_split, .. } if batch_split > 1 => {
+                let per = batch.div_ceil(batch_split);
+                ((j * per).min(batch), ((j + 1) * per).min(batch))
+            }
+            _ => (0, batch),
+        }
+    }
+
+    /// Sequences one PE serves: the largest sub-block's for attention, else the batch.
+    pub fn seqs_per_pe(&self, batch: u64) -> u64 {
+        match *self {
+            Work::Attention { batch_split, .. } => batch.div_ceil(batch_split.max(1)),
+            _ => batch,
+        }
+    }
+
+    /// Gemv: batch rows of one pass (the chunk, or the whole batch).
+    pub fn chunk_rows(&self, batch: u64) -> u64 {
+        match *self {
+            Work::Gemv { batch_chunk, .. } if batch_chunk > 0 => batch_chunk.min(batch),
+            _ => batch,
         }
     }
 
@@ -475,10 +545,11 @@ impl Region {
                     (lo, hi)
                 }
             }
-            Work::Attention { group, head_dim, kv_heads, .. } => {
+            Work::Attention { group, head_dim, kv_heads, batch_split, .. } => {
                 let w = group * head_dim;
-                if (r as u64) < kv_heads {
-                    (r as u64 * w, (r as u64 + 1) * w)
+                let h = r as u64 / batch_split.max(1);
+                if h < kv_heads {
+                    (h * w, (h + 1) * w)
                 } else {
                     (0, 0)
                 }
@@ -501,12 +572,22 @@ impl Region {
         }
     }
 
-    /// Lines (rows for Gemv, head blocks for Attention) that hold output.
+    /// Batch rows `[lo, hi)` output line `r` holds: every row, except on an
+    /// Attention split by sequence (line `h · batch_split + j` holds sub-block
+    /// `j`'s sequences).
+    pub fn out_rows(&self, r: u32, batch: u64) -> (u64, u64) {
+        match self.work {
+            Work::Attention { batch_split, .. } => self.work.seq_range(r as u64 % batch_split.max(1), batch),
+            _ => (0, batch),
+        }
+    }
+
+    /// Lines (rows for Gemv, head sub-blocks for Attention) that hold output.
     pub fn out_lines(&self) -> u32 {
         match self.work {
             Work::Gemv { argmax: true, .. } | Work::Embedding { .. } | Work::Gemm { .. } => 1,
             Work::Gemv { .. } => self.rect.h,
-            Work::Attention { kv_heads, .. } => kv_heads as u32,
+            Work::Attention { .. } => self.work.attn_blocks() as u32,
         }
     }
 
@@ -515,7 +596,7 @@ impl Region {
         match self.work {
             Work::Gemv { argmax: true, .. } => self.rect.pe(0, 0),
             Work::Gemv { reduce, .. } => self.rect.pe(r, reduce.root(self.rect.w)),
-            Work::Attention { rows_per_head, .. } => self.rect.pe(r * rows_per_head, 0),
+            Work::Attention { .. } => self.rect.pe(r * self.work.block_rows(), 0),
             Work::Embedding { rows_per_pe, token, .. } => {
                 let i = (token / rows_per_pe.max(1)) as u32;
                 self.rect.pe(i / self.rect.w, i % self.rect.w)
@@ -603,10 +684,6 @@ impl Program {
     pub fn rows(&self) -> u64 {
         self.batch.saturating_mul(self.new_tokens)
     }
-}
-
-fn default_one() -> u64 {
-    1
 }
 
 /// What a message carries, set where [`route_messages`] makes it, so that no
@@ -723,6 +800,8 @@ fn multicast_messages(p: &Program, id: RouteId, mut out: impl FnMut(Message)) {
                     continue;
                 }
                 let from = src.out_pe(r);
+                let rows = src.out_rows(r, b);
+                let b = rows.1 - rows.0;
                 match dst.work {
                     Work::Gemv { .. } => {
                         // Columns hold ascending input slices: start at the first that ends past `s`.
@@ -742,30 +821,40 @@ fn multicast_messages(p: &Program, id: RouteId, mut out: impl FnMut(Message)) {
                             }
                         }
                     }
-                    Work::Attention { kv_heads, group, head_dim, rows_per_head, pos_per_pe, slot, .. } => {
+                    Work::Attention { kv_heads, group, head_dim, pos_per_pe, slot, batch_split, .. } => {
                         let (qw, kw) = (group * head_dim, head_dim);
+                        let split = batch_split.max(1);
+                        let brows = dst.work.block_rows();
                         for h in 0..kv_heads {
-                            let top = dst.rect.pe(h as u32 * rows_per_head, 0);
-                            let q = overlap(s, (h * qw, (h + 1) * qw));
-                            if q > 0 {
-                                out(msg(
-                                    Purpose::Query,
-                                    from,
-                                    top,
-                                    act.bytes_for(q * b),
-                                    dst.rect.w - 1,
-                                    rows_per_head - 1,
-                                    0,
-                                ));
-                            }
-                            let i = (slot / pos_per_pe.max(1)) as u32;
-                            let holder = dst.rect.pe(h as u32 * rows_per_head + i / dst.rect.w, i % dst.rect.w);
-                            let kbase = kv_heads * qw;
-                            for part in 0..2u64 {
-                                let lo = kbase + part * kv_heads * kw + h * kw;
-                                let n = overlap(s, (lo, lo + kw));
-                                if n > 0 {
-                                    out(msg(Purpose::KvAppend, from, holder, act.bytes_for(n * b), 0, 0, 0));
+                            for j in 0..split {
+                                // The sequences this sub-block serves that the source line holds.
+                                let n_seq = overlap(rows, dst.work.seq_range(j, b));
+                                if n_seq == 0 {
+                                    continue;
+                                }
+                                let base = (h * split + j) as u32 * brows;
+                                let top = dst.rect.pe(base, 0);
+                                let q = overlap(s, (h * qw, (h + 1) * qw));
+                                if q > 0 {
+                                    out(msg(
+                                        Purpose::Query,
+                                        from,
+                                        top,
+                                        act.bytes_for(q * n_seq),
+                                        dst.rect.w - 1,
+                                        brows - 1,
+                                        0,
+                                    ));
+                                }
+                                let i = (slot / pos_per_pe.max(1)) as u32;
+                                let holder = dst.rect.pe(base + i / dst.rect.w, i % dst.rect.w);
+                                let kbase = kv_heads * qw;
+                                for part in 0..2u64 {
+                                    let lo = kbase + part * kv_heads * kw + h * kw;
+                                    let n = overlap(s, (lo, lo + kw));
+                                    if n > 0 {
+                                        out(msg(Purpose::KvAppend, from, holder, act.bytes_for(n * n_seq), 0, 0, 0));
+                                    }
                                 }
                             }
                         }
@@ -781,8 +870,9 @@ fn multicast_messages(p: &Program, id: RouteId, mut out: impl FnMut(Message)) {
                 let first = partition_point(dst.out_lines(), |r2| dst.out_slice(r2).1 <= s.0);
                 for r2 in (first..dst.out_lines()).take_while(|&r2| dst.out_slice(r2).0 < s.1) {
                     let n = overlap(s, dst.out_slice(r2));
-                    if n > 0 {
-                        out(msg(Purpose::Residual, src.out_pe(r), dst.out_pe(r2), act.bytes_for(n * b), 0, 0, 0));
+                    let rows = overlap(src.out_rows(r, b), dst.out_rows(r2, b));
+                    if n > 0 && rows > 0 {
+                        out(msg(Purpose::Residual, src.out_pe(r), dst.out_pe(r2), act.bytes_for(n * rows), 0, 0, 0));
                     }
                 }
             }
@@ -810,13 +900,23 @@ fn multicast_messages(p: &Program, id: RouteId, mut out: impl FnMut(Message)) {
                     }
                 }
             }
-            Work::Attention { kv_heads, group, head_dim, rows_per_head, reduce, .. } => {
-                // (max, sum) per query head plus the fp32 accumulator.
-                let bytes = 4 * group * (head_dim + 2) * b;
+            Work::Attention { group, head_dim, reduce, batch_split, .. } => {
+                // (max, sum) per query head plus the fp32 accumulator, for the sub-block's sequences.
+                let split = batch_split.max(1);
+                let brows = src.work.block_rows();
+                let blocks = src.work.attn_blocks() as u32;
+                let bytes_of = |blk: u32| {
+                    let (lo, hi) = src.work.seq_range(blk as u64 % split, b);
+                    4 * group * (head_dim + 2) * (hi - lo)
+                };
                 let row_rounds = reduce.rounds(src.rect.w);
                 let nrow = row_rounds.len();
                 for (round, pairs) in row_rounds.iter().enumerate() {
-                    for r in 0..(kv_heads as u32 * rows_per_head) {
+                    for r in 0..(blocks * brows) {
+                        let bytes = bytes_of(r / brows);
+                        if bytes == 0 {
+                            continue;
+                        }
                         for &(a, z) in pairs {
                             out(msg(
                                 Purpose::Collective,
@@ -830,10 +930,14 @@ fn multicast_messages(p: &Program, id: RouteId, mut out: impl FnMut(Message)) {
                         }
                     }
                 }
-                for (i, pairs) in Reduce::Chain.rounds(rows_per_head).iter().enumerate() {
-                    for h in 0..kv_heads as u32 {
+                for (i, pairs) in Reduce::Chain.rounds(brows).iter().enumerate() {
+                    for blk in 0..blocks {
+                        let bytes = bytes_of(blk);
+                        if bytes == 0 {
+                            continue;
+                        }
                         for &(a, z) in pairs {
-                            let base = h * rows_per_head;
+                            let base = blk * brows;
                             out(msg(
                                 Purpose::Collective,
                                 src.rect.pe(base + a, 0),
@@ -922,16 +1026,23 @@ pub fn sram_need(p: &Program, work: &Work) -> Sram {
             code,
             weights: wd.bytes_for(tile_n * tile_k) + wd.bytes_for(tile_n),
             kv: 0,
-            buffers: ad.bytes_for(tile_k * b) + 2 * acc.bytes_for(tile_n * b),
+            // The input slice of the whole batch; partials (own and one incoming) of one chunk.
+            buffers: ad.bytes_for(tile_k * b) + 2 * acc.bytes_for(tile_n * work.chunk_rows(b)),
         },
-        Work::Attention { group, head_dim, pos_per_pe, .. } => Sram {
-            code,
-            weights: 0,
-            kv: 2 * kd.bytes_for(pos_per_pe * head_dim * seqs),
-            buffers: ad.bytes_for(group * head_dim * b)
-                + 4 * group * pos_per_pe * b
-                + 2 * 4 * group * (head_dim + 2) * b,
-        },
+        Work::Attention { group, head_dim, pos_per_pe, batch_split, .. } => {
+            // A PE serves its sub-block's sequences only: their KV caches, and
+            // the query rows (`new_tokens` per sequence) and softmax states.
+            let seqs = seqs.div_ceil(batch_split.max(1));
+            let b = seqs * p.new_tokens.max(1);
+            Sram {
+                code,
+                weights: 0,
+                kv: 2 * kd.bytes_for(pos_per_pe * head_dim * seqs),
+                buffers: ad.bytes_for(group * head_dim * b)
+                    + 4 * group * pos_per_pe * b
+                    + 2 * 4 * group * (head_dim + 2) * b,
+            }
+        }
         Work::Embedding { hidden, rows_per_pe, .. } => {
             Sram { code, weights: wd.bytes_for(rows_per_pe * hidden), kv: 0, buffers: 0 }
         }

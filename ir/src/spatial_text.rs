@@ -76,19 +76,21 @@ pub fn print_program(p: &Program) -> String {
     );
     for (i, r) in p.regions.iter().enumerate() {
         let work = match &r.work {
-            Work::Gemv { n, k, tile_n, tile_k, reduce, glu, norm, argmax, epilogue_ops, acc, mac } => format!(
-                "gemv n={n} k={k} tile_n={tile_n} tile_k={tile_k} reduce={} glu={} norm={} argmax={} epilogue_ops={epilogue_ops}{}{}",
+            Work::Gemv { n, k, tile_n, tile_k, reduce, glu, norm, argmax, epilogue_ops, acc, mac, batch_chunk } => format!(
+                "gemv n={n} k={k} tile_n={tile_n} tile_k={tile_k} reduce={} glu={} norm={} argmax={} epilogue_ops={epilogue_ops}{}{}{}",
                 reduce_str(*reduce),
                 *glu as u8,
                 *norm as u8,
                 *argmax as u8,
                 // Printed only when not the default, so older programs read and print unchanged.
                 if *acc == crate::DType::F32 { String::new() } else { format!(" acc={acc}") },
-                if *mac { "" } else { " mac=0" }
+                if *mac { "" } else { " mac=0" },
+                if *batch_chunk == 0 { String::new() } else { format!(" batch_chunk={batch_chunk}") }
             ),
-            Work::Attention { kv_heads, group, head_dim, positions, slot, rows_per_head, pos_per_pe, reduce } => format!(
-                "attention kv_heads={kv_heads} group={group} head_dim={head_dim} positions={positions} slot={slot} rows_per_head={rows_per_head} pos_per_pe={pos_per_pe} reduce={}",
-                reduce_str(*reduce)
+            Work::Attention { kv_heads, group, head_dim, positions, slot, rows_per_head, pos_per_pe, reduce, batch_split } => format!(
+                "attention kv_heads={kv_heads} group={group} head_dim={head_dim} positions={positions} slot={slot} rows_per_head={rows_per_head} pos_per_pe={pos_per_pe} reduce={}{}",
+                reduce_str(*reduce),
+                if *batch_split == 1 { String::new() } else { format!(" batch_split={batch_split}") }
             ),
             Work::Embedding { vocab, hidden, rows_per_pe, token } => {
                 format!("embedding vocab={vocab} hidden={hidden} rows_per_pe={rows_per_pe} token={token}")
@@ -437,6 +439,7 @@ pub fn parse_program(text: &str) -> Result<Program, ParseError> {
                         "epilogue_ops",
                         "acc",
                         "mac",
+                        "batch_chunk",
                     ]))?;
                     Work::Gemv {
                         n: l.int("n", 1, MAX_DIM)?,
@@ -457,6 +460,10 @@ pub fn parse_program(text: &str) -> Result<Program, ParseError> {
                             Some(_) => l.flag("mac")?,
                             None => true,
                         },
+                        batch_chunk: match l.kv.get("batch_chunk") {
+                            Some(_) => l.int("batch_chunk", 1, MAX_BATCH)?,
+                            None => 0,
+                        },
                     }
                 }
                 "attention" => {
@@ -469,6 +476,7 @@ pub fn parse_program(text: &str) -> Result<Program, ParseError> {
                         "rows_per_head",
                         "pos_per_pe",
                         "reduce",
+                        "batch_split",
                     ]))?;
                     Work::Attention {
                         kv_heads: l.int("kv_heads", 1, MAX_HEADS)?,
@@ -479,6 +487,10 @@ pub fn parse_program(text: &str) -> Result<Program, ParseError> {
                         rows_per_head: l.int32("rows_per_head", 1, MAX_MESH_SIDE as u64)?,
                         pos_per_pe: l.int("pos_per_pe", 1, MAX_DIM)?,
                         reduce: parse_reduce(&l, l.get("reduce")?)?,
+                        batch_split: match l.kv.get("batch_split") {
+                            Some(_) => l.int("batch_split", 1, MAX_BATCH)?,
+                            None => 1,
+                        },
                     }
                 }
                 "embedding" => {

@@ -79,6 +79,7 @@ impl MeshGemv {
             epilogue_ops: 0,
             acc: DType::F16,
             mac: self.mac,
+            batch_chunk: 0,
         };
         let mut prog = Program {
             model: format!("meshgemv P={} M={} N={} group_num={}", self.grid, self.m, self.n, self.groups),

@@ -519,7 +519,7 @@ impl<'p> Sim<'p> {
         for (i, r) in p.regions.iter().enumerate() {
             let nlines = match r.work {
                 Work::Gemv { .. } => r.rect.h,
-                Work::Attention { kv_heads, .. } => kv_heads as u32,
+                Work::Attention { .. } => r.work.attn_blocks() as u32,
                 Work::Embedding { .. } | Work::Gemm { .. } => 1,
             };
             let (pe_base, line_base) = if r.active { (pes, lines) } else { (NONE, NONE) };
@@ -706,16 +706,20 @@ impl<'p> Sim<'p> {
                         }
                     }
                 }
-                Work::Attention { group, head_dim, rows_per_head, .. } => {
-                    let add = timing::attention_combine(a, group, head_dim, b);
+                Work::Attention { group, head_dim, batch_split, .. } => {
+                    // A sub-block combines the states of the sequences it serves.
+                    let brows = g.r.work.block_rows();
                     for r in 0..h {
+                        let block = r / brows;
+                        let (lo, hi) = g.r.work.seq_range(block as u64 % batch_split.max(1), b);
+                        let add = timing::attention_combine(a, group, head_dim, hi - lo);
                         for c in 0..w {
                             let n = (g.pe_base + r * w + c) as usize;
                             self.n_role[n] = Role::AttnRow { reg, row: r };
                             self.n_add[n] = add as u32;
                         }
                         let n = (g.col_node_base + r) as usize;
-                        self.n_role[n] = Role::AttnCol { reg, block: r / rows_per_head.max(1) };
+                        self.n_role[n] = Role::AttnCol { reg, block };
                         self.n_add[n] = add as u32;
                     }
                 }
@@ -737,7 +741,7 @@ impl<'p> Sim<'p> {
         match r.work {
             Work::Gemv { argmax: true, .. } | Work::Embedding { .. } | Work::Gemm { .. } => 0,
             Work::Gemv { .. } => row,
-            Work::Attention { rows_per_head, .. } => row / rows_per_head.max(1),
+            Work::Attention { .. } => row / r.work.block_rows(),
         }
     }
 
@@ -818,11 +822,11 @@ impl<'p> Sim<'p> {
                             (RouteKind::Reduce, Work::Gemv { .. }) => {
                                 (row_node(m.from), row_node(m.to), row_shape.relays(w, m.from.x - x0))
                             }
-                            (RouteKind::Reduce, Work::Attention { rows_per_head, .. }) => {
+                            (RouteKind::Reduce, Work::Attention { .. }) => {
                                 if round < row_rounds {
                                     (row_node(m.from), row_node(m.to), row_shape.relays(w, m.from.x - x0))
                                 } else {
-                                    let rph = (*rows_per_head).max(1);
+                                    let rph = src.work.block_rows();
                                     let relays = Reduce::Chain.relays(rph, (m.from.y - y0) % rph);
                                     (g.col_node_base + (m.from.y - y0), g.col_node_base + (m.to.y - y0), relays)
                                 }
@@ -938,14 +942,15 @@ impl<'p> Sim<'p> {
                         line(g.argmax_base, h, 0, "argmax reduction", &mut marks);
                     }
                 }
-                Work::Attention { rows_per_head, .. } => {
+                Work::Attention { .. } => {
+                    let rows_per_block = g.r.work.block_rows();
                     for r in 0..h {
                         line(g.pe_base + r * w, w, 0, &format!("combine of row {r}"), &mut marks);
                     }
-                    for b in 0..h / rows_per_head.max(1) {
+                    for b in 0..h / rows_per_block {
                         line(
-                            g.col_node_base + b * rows_per_head,
-                            rows_per_head,
+                            g.col_node_base + b * rows_per_block,
+                            rows_per_block,
                             0,
                             &format!("chain of block {b}"),
                             &mut marks,
@@ -1031,8 +1036,8 @@ impl<'p> Sim<'p> {
                         }
                     }
                 }
-                Work::Attention { kv_heads, .. } => {
-                    for b in 0..kv_heads as u32 {
+                Work::Attention { .. } => {
+                    for b in 0..r.work.attn_blocks() as u32 {
                         let gl = (self.regs[ri].line_base + b) as usize;
                         if self.q_pending[gl] == 0 {
                             if self.regs[ri].has_inputs {
@@ -1266,7 +1271,8 @@ impl<'p> Sim<'p> {
 
     fn attn_q_ready(&mut self, reg: usize, block: u32) {
         let g = &self.regs[reg];
-        let Work::Attention { rows_per_head, pos_per_pe, slot, .. } = g.r.work else { return };
+        let Work::Attention { pos_per_pe, slot, .. } = g.r.work else { return };
+        let rows_per_head = g.r.work.block_rows();
         let gl = (g.line_base + block) as usize;
         self.q_ready[gl] = true;
         let w = g.r.rect.w;
@@ -1287,7 +1293,8 @@ impl<'p> Sim<'p> {
 
     fn attn_holder(&mut self, reg: usize, block: u32) {
         let g = &self.regs[reg];
-        let Work::Attention { rows_per_head, pos_per_pe, slot, .. } = g.r.work else { return };
+        let Work::Attention { pos_per_pe, slot, .. } = g.r.work else { return };
+        let rows_per_head = g.r.work.block_rows();
         let w = g.r.rect.w;
         let i = (slot / pos_per_pe.max(1)) as u32;
         if i >= rows_per_head * w {
@@ -1303,11 +1310,14 @@ impl<'p> Sim<'p> {
     /// Attention on the PE at block-local row-major index `i`.
     fn attn_pe(&mut self, reg: usize, block: u32, i: u32, ready: Stamp) {
         let g = &self.regs[reg];
-        let Work::Attention { group, head_dim, positions, pos_per_pe, rows_per_head, .. } = g.r.work else {
+        let Work::Attention { group, head_dim, positions, pos_per_pe, batch_split, .. } = g.r.work else {
             return;
         };
+        // `block` is a sub-block: its rows and the sequences it serves.
+        let rows_per_head = g.r.work.block_rows();
+        let (lo, hi) = g.r.work.seq_range(block as u64 % batch_split.max(1), self.batch);
         let held = positions.saturating_sub(i as u64 * pos_per_pe).min(pos_per_pe);
-        let cost = timing::attention_compute(&self.p.arch, group, head_dim, held, self.batch, self.p.kv_dtype);
+        let cost = timing::attention_compute(&self.p.arch, group, head_dim, held, hi - lo, self.p.kv_dtype);
         let w = g.r.rect.w;
         let node = g.pe_base + (block * rows_per_head + i / w) * w + i % w;
         self.regs[reg].busy += cost;
