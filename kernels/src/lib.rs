@@ -29,7 +29,7 @@ pub use calibrate_gemm::{
 pub use meshgemm::MeshGemm;
 pub use meshgemv::MeshGemv;
 
-use wafer_ir::{verify_program, Program, ProgramInfo};
+use wafer_ir::{sram_need, verify_program, ArchSpec, DType, Program, ProgramInfo, Rect, Region, Step, Work};
 #[cfg(doc)]
 use wafer_simulator::SimResult;
 use wafer_simulator::{simulate_analytical, try_simulate_event, EventLimits, FinishedSim};
@@ -77,6 +77,39 @@ pub const SHIFT_UNSUPPORTED: KernelError = KernelError::Unsupported {
           ~70-80 cycles per PE of distance); the spatial IR moves data only as routed messages (1 cycle per hop) \
           and cannot state a relayed move yet (it needs the per-PE task lists of the dataflow level)",
 };
+
+/// A one-region fp16 kernel program on `arch`: the region `name` is a
+/// `grid × grid` square running `work` (its SRAM from the IR's rule) with one
+/// compute step; callers add routes.
+pub(crate) fn square_program(model: String, arch: &ArchSpec, name: &str, grid: u32, work: Work) -> Program {
+    let mut prog = Program {
+        model,
+        batch: 1,
+        new_tokens: 1,
+        context: 1,
+        weight_dtype: DType::F16,
+        act_dtype: DType::F16,
+        kv_dtype: DType::F16,
+        wafers: 1,
+        arch: arch.clone(),
+        regions: Vec::new(),
+        routes: Vec::new(),
+    };
+    let sram = sram_need(&prog, &work);
+    prog.regions.push(Region {
+        name: name.into(),
+        layer: None,
+        wafer: 0,
+        rect: Rect { x: 0, y: 0, w: grid, h: grid },
+        turn: 0,
+        active: true,
+        ops: vec![work.mnemonic().into()],
+        work,
+        sram,
+        steps: vec![Step::Compute],
+    });
+    prog
+}
 
 /// Verifies `p` and times it with `engine` within `limits` (the event
 /// engine's memory and event budgets); a run that does not finish is an error,

@@ -11,7 +11,7 @@
 //! states the same layout (`tile_m = M / P`, `tile_k = K / P`, `tile_n = N / P`).
 
 use crate::KernelError;
-use wafer_ir::{sram_need, ArchSpec, DType, Program, Rect, Region, Step, Work};
+use wafer_ir::{ArchSpec, DType, Program, Work};
 
 /// A MeshGEMM configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,32 +59,13 @@ impl MeshGemm {
             tile_n: self.n / p,
             acc: DType::F16,
         };
-        let mut prog = Program {
-            model: format!("meshgemm P={} M={} K={} N={}", self.grid, self.m, self.k, self.n),
-            batch: 1,
-            new_tokens: 1,
-            context: 1,
-            weight_dtype: DType::F16,
-            act_dtype: DType::F16,
-            kv_dtype: DType::F16,
-            wafers: 1,
-            arch: arch.clone(),
-            regions: Vec::new(),
-            routes: Vec::new(),
-        };
-        let sram = sram_need(&prog, &work);
-        prog.regions.push(Region {
-            name: "meshgemm".into(),
-            layer: None,
-            wafer: 0,
-            rect: Rect { x: 0, y: 0, w: self.grid, h: self.grid },
-            turn: 0,
-            active: true,
-            ops: vec!["gemm".into()],
+        let prog = crate::square_program(
+            format!("meshgemm P={} M={} K={} N={}", self.grid, self.m, self.k, self.n),
+            arch,
+            "meshgemm",
+            self.grid,
             work,
-            sram,
-            steps: vec![Step::Compute],
-        });
+        );
         Ok(prog)
     }
 }
