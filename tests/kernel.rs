@@ -51,10 +51,29 @@ fn calibration_reports_every_row_and_the_fit() {
 }
 
 #[test]
+fn gemm_prints_its_cycles_and_the_calibration_holds_the_acceptance_bounds() {
+    let v =
+        json(&wafer(&["kernel", "gemm", "--grid", "80", "--m", "640", "--k", "640", "--n", "80", "--format", "json"]));
+    assert_eq!((v["pes"].as_u64(), v["tile_m"].as_u64(), v["tile_k"].as_u64()), (Some(6400), Some(8), Some(8)));
+    // The measured row is 37474.7 cycles.
+    let c = v["cycles"].as_f64().unwrap();
+    assert!((c / 37474.7 - 1.0).abs() < 0.05, "{c}");
+    let v = json(&wafer(&["kernel", "--calibration", "--kernel", "gemm", "--format", "json"]));
+    assert_eq!(v["calibration"]["rows"].as_array().unwrap().len(), 96);
+    assert!(v["calibration"]["median_abs_error"].as_f64().unwrap() <= 0.10);
+    assert!(v["calibration"]["max_abs_error"].as_f64().unwrap() <= 0.25);
+    assert_eq!(v["fit"]["folds"].as_array().unwrap().len(), 12);
+    let text = String::from_utf8_lossy(&wafer(&["kernel", "--calibration", "--kernel", "gemm"]).stdout).into_owned();
+    assert!(text.contains("96 rows: median |error|") && text.contains("leave-one-P-out"), "{text}");
+}
+
+#[test]
 fn kernels_the_ir_cannot_express_and_bad_shapes_are_clear_errors() {
     for (args, needle) in [
         (vec!["kernel", "shift", "--grid", "16", "--distance", "4", "--m", "16", "--n", "16"], "relay"),
-        (vec!["kernel", "gemm", "--grid", "16"], "not built yet"),
+        (vec!["kernel", "gemm", "--grid", "16", "--m", "16", "--k", "20", "--n", "16"], "--k"),
+        (vec!["kernel", "gemm", "--grid", "1", "--m", "16", "--k", "16", "--n", "16"], "--grid"),
+        (vec!["kernel", "gemm", "--grid", "16", "--m", "4096", "--k", "4096", "--n", "4096"], "SRAM"),
         (vec!["kernel", "--calibration", "--kernel", "shift"], "relay"),
         (vec!["kernel", "gemv", "--grid", "16", "--m", "20", "--n", "16"], "--m"),
         (vec!["kernel", "gemv", "--grid", "800", "--m", "800", "--n", "800"], "--grid"),

@@ -247,3 +247,108 @@ fn cli_prefill_flags_are_checked() {
         assert!(err.contains(needle) && !err.contains("panicked"), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn cli_compare_prompt_shows_time_to_first_token_on_both_sides() {
+    let args = ["compare", "--model", "llama-3.2-1b", "--prompt", "512", "--cached", "100", "--engine", "analytical"];
+    let mut j = args.to_vec();
+    j.extend(["--format", "json"]);
+    let v = json(&j);
+    let p = &v["prefill"];
+    assert_eq!((p["prompt"].as_u64(), p["cached"].as_u64()), (Some(512), Some(100)));
+    let (wafer_ttft, gpu_ttft) = (p["ttft_us"].as_f64().unwrap(), p["gpu_ttft_us"].as_f64().unwrap());
+    // The first token waits for the whole prompt: longer than one decode step on both sides.
+    assert!(wafer_ttft > v["simulation"]["tpot_us"].as_f64().unwrap(), "{p}");
+    assert!(gpu_ttft > 1e3 * v["gpu"]["tpot_ms"].as_f64().unwrap(), "{p}");
+    assert_eq!(v["inputs"]["context"].as_u64(), Some(613), "the decode step after the prompt");
+    let text = String::from_utf8_lossy(&wafer(&args).stdout).into_owned();
+    assert!(text.contains("time to first token (512 new over 100 cached)") && text.contains("round trip"), "{text}");
+    // Without --prompt, compare is unchanged.
+    let v = json(&["compare", "--model", "gpt2", "--engine", "analytical", "--format", "json"]);
+    assert!(v["prefill"].is_null());
+}
+
+/// llama-3.2-1b's decode mapping on one WSE-3 at `context`, with room for `chunk`.
+fn decode_mapping(strategy: wafer_compiler::Strategy, chunk: u64) -> wafer_ir::Program {
+    let cfg = preset("llama-3.2-1b").unwrap();
+    let g = decode_graph(&cfg, &DecodeParams { context: 2048, ..Default::default() }).unwrap();
+    let opts = CompileOptions { strategy, prefill_chunk: chunk, ..Default::default() };
+    compile(&g, &arch_preset("wse3").unwrap(), &opts).unwrap().program
+}
+
+#[test]
+fn a_prompt_chunk_is_the_decode_mapping_with_chunk_rows_and_one_kv_cache_per_sequence() {
+    use wafer_compiler::{prefill_chunk, Strategy};
+    let p = decode_mapping(Strategy::Spread, 4);
+    let (c, info) = prefill_chunk(&p, 4).unwrap();
+    assert_eq!((c.new_tokens, c.rows(), c.batch), (4, 4, 1));
+    assert_eq!(info.pes_used, wafer_ir::verify_program(&p).unwrap().pes_used, "the same PEs");
+    for (a, b) in p.regions.iter().zip(&c.regions) {
+        assert_eq!((a.rect, &a.work), (b.rect, &b.work), "{}: same place and tiling", a.name);
+        assert_eq!(a.sram.kv, b.sram.kv, "{}: one KV cache per sequence", a.name);
+        assert!(b.sram.buffers >= a.sram.buffers, "{}", a.name);
+    }
+    // Activations carry 4 rows: every forward and residual route carries 4× the bytes (bf16, no packing).
+    for (a, b) in p.routes.iter().zip(&c.routes) {
+        if matches!(a.kind, wafer_ir::RouteKind::Forward | wafer_ir::RouteKind::Residual) {
+            assert_eq!(b.bytes, 4 * a.bytes, "{:?}", a.kind);
+        }
+    }
+    // The textual form states the chunk and reads back.
+    let text = wafer_ir::print_program(&c);
+    assert!(text.lines().next().unwrap().contains("new_tokens=4"));
+    assert_eq!(wafer_ir::parse_program(&text).unwrap(), c);
+    assert!(!wafer_ir::print_program(&p).lines().next().unwrap().contains("new_tokens"), "decode text unchanged");
+}
+
+#[test]
+fn a_chunk_the_mapping_has_no_room_for_is_the_verifiers_sram_error() {
+    use wafer_compiler::{prefill_chunk, Strategy};
+    let p = decode_mapping(Strategy::Spread, 1);
+    let e = (1..=12).map(|k| prefill_chunk(&p, 1 << k)).find_map(Result::err).expect("some chunk overflows a PE");
+    assert!(matches!(e, CompileError::Verify { .. }), "{e:?}");
+    assert!(e.to_string().contains("SRAM") || format!("{e:?}").contains("sram"), "{e}");
+}
+
+#[test]
+fn chunks_amortise_a_shared_mapping_and_the_engines_price_them() {
+    use wafer_compiler::{prefill_chunk, Strategy};
+    use wafer_simulator::{simulate_analytical, streamed_prefill};
+    let p = decode_mapping(Strategy::Spread, 4);
+    let info = wafer_ir::verify_program(&p).unwrap();
+    let one = streamed_prefill(&p, &simulate_analytical(&p, &info).finished().unwrap(), 512);
+    let (c, ci) = prefill_chunk(&p, 4).unwrap();
+    let step4 = simulate_analytical(&c, &ci).finished().unwrap();
+    let four = streamed_prefill(&c, &step4, 512);
+    assert_eq!((one.chunk, four.chunk), (1, 4));
+    // A spread mapping runs every region on the same PEs: token by token, the
+    // prompt pays ~512 whole steps; in chunks of 4, 128 steps of a bigger one.
+    assert!(four.ttft_us < 0.8 * one.ttft_us, "{} vs {}", four.ttft_us, one.ttft_us);
+    assert!(step4.cycles > one.step_cycles, "a chunk step does more work than a token step");
+}
+
+#[test]
+fn cli_run_prompt_streams_in_the_fastest_chunk_the_mapping_holds() {
+    let v = json(&[
+        "run",
+        "--model",
+        "llama-3.2-1b",
+        "--strategy",
+        "spread",
+        "--prefill-chunk",
+        "4",
+        "--prompt",
+        "512",
+        "--no-gpu",
+        "--engine",
+        "analytical",
+        "--format",
+        "json",
+    ]);
+    let p = &v["prefill"];
+    let chunks: Vec<u64> = p["chunks"].as_array().unwrap().iter().map(|c| c["chunk"].as_u64().unwrap()).collect();
+    assert_eq!(&chunks[..3], &[1, 2, 4], "{p}");
+    let best = p["chunks"].as_array().unwrap().iter().map(|c| c["ttft_us"].as_f64().unwrap()).fold(f64::MAX, f64::min);
+    assert_eq!(p["ttft_us"].as_f64().unwrap(), best);
+    assert!(p["chunk"].as_u64().unwrap() >= 2, "{p}");
+}

@@ -235,9 +235,15 @@ fn run_with_a_prompt_reports_time_to_first_token_on_both_sides() {
     assert_eq!(v["inputs"]["context"], 1513);
     let f = &v["prefill"];
     let (ttft, tpot) = (f["ttft_us"].as_f64().unwrap(), v["tpot_us"].as_f64().unwrap());
-    // One step for the first prompt token, then one bottleneck per further token.
+    // Token by token: one step for the first prompt token, then one bottleneck per further token.
     let b = v["users"]["bottleneck_us"].as_f64().unwrap();
-    assert!((ttft - (tpot + 511.0 * b)).abs() <= 1e-6 * ttft, "{f}");
+    let chunks = f["chunks"].as_array().unwrap();
+    assert_eq!(chunks[0]["chunk"], 1);
+    let one = chunks[0]["ttft_us"].as_f64().unwrap();
+    assert!((one - (tpot + 511.0 * b)).abs() <= 1e-6 * one, "{f}");
+    // The report keeps the fastest chunk the mapping holds.
+    assert!(chunks.iter().all(|c| c["ttft_us"].as_f64().unwrap() >= ttft), "{f}");
+    assert!(f["chunk_limit"].as_str().is_none_or(|s| s.contains("does not fit")), "{f}");
     assert!(f["gpu_ttft_us"].as_f64().unwrap() > 0.0, "{f}");
     let longer = json(&["--prompt", "2048", "--cached", "1000"]);
     assert!(longer["prefill"]["ttft_us"].as_f64().unwrap() > ttft);

@@ -13,6 +13,8 @@
 //! simulator, and runs no engine. Errors are typed and carry the numbers
 //! (bytes that do not fit, wafers that would, the largest context that fits).
 
+pub mod chunk;
+pub use chunk::prefill_chunk;
 pub mod fuse;
 pub mod partition;
 pub mod place;
@@ -116,6 +118,10 @@ pub struct CompileOptions {
     /// `spread`/`hybrid` only: attention in a strip of its own (`Some(true)`),
     /// inside the blocks (`Some(false)`), or whichever is faster (`None`).
     pub attention_strip: Option<bool>,
+    /// Room for a prompt chunk: every region's buffers must fit for this many
+    /// tokens of each sequence at once (1, the default: decode only), so that
+    /// [`prefill_chunk`] of this size verifies on the same mapping.
+    pub prefill_chunk: u64,
 }
 
 /// What [`Strategy::Auto`] minimises first when the strategies need different
@@ -144,6 +150,7 @@ impl Default for CompileOptions {
             groups: None,
             objective: Objective::Wafers,
             attention_strip: None,
+            prefill_chunk: 1,
         }
     }
 }
@@ -160,11 +167,17 @@ pub enum CompileError {
     )]
     ContextTooLong { context: u64, max_context: u64, wafers: u32, arch: String, kv_bytes: u64 },
     #[error(
-        "region `{region}` cannot be mapped on any number of wafers: even its smallest tile needs {need} bytes per PE \
-         ({what}), more than the {sram} bytes of SRAM a PE has; use a smaller batch (now {batch}), a narrower \
-         activation or KV dtype, or a PE with more SRAM"
+        "batch {batch} does not fit in the SRAM of {wafers} wafer(s) of {arch} at context {context}: the KV cache of \
+         {batch} sequences needs {kv_bytes} bytes beside the weights and every PE's batch buffers; the largest batch \
+         that fits is {max_batch} (SRAM-bound; more wafers: --wafers auto)"
     )]
-    Untileable { region: String, need: u64, sram: u64, what: String, batch: u64 },
+    BatchTooLarge { batch: u64, max_batch: u64, context: u64, wafers: u32, arch: String, kv_bytes: u64 },
+    #[error(
+        "region `{region}` cannot be mapped on any number of wafers: even its smallest tile needs {need} bytes per PE \
+         ({what}), more than the {sram} bytes of SRAM a PE has; use a smaller batch (now {batch}) or prefill \
+         chunk (now {chunk}), a narrower activation or KV dtype, or a PE with more SRAM"
+    )]
+    Untileable { region: String, need: u64, sram: u64, what: String, batch: u64, chunk: u64 },
     #[error("the regions could not be packed onto {wafers} wafer(s)")]
     Packing { wafers: u32 },
     #[error(
@@ -289,6 +302,7 @@ fn groups_to_program(g: &Graph, arch: &ArchSpec, groups: &[Group], wafers: u32) 
                         epilogue_ops,
                         acc: DType::F32,
                         mac: true,
+                        batch_chunk: 0,
                     },
                     1,
                 ),
@@ -302,6 +316,7 @@ fn groups_to_program(g: &Graph, arch: &ArchSpec, groups: &[Group], wafers: u32) 
                         rows_per_head: 1,
                         pos_per_pe: positions,
                         reduce: Reduce::Tree,
+                        batch_split: 1,
                     },
                     kv_heads as u32,
                 ),
@@ -326,6 +341,7 @@ fn groups_to_program(g: &Graph, arch: &ArchSpec, groups: &[Group], wafers: u32) 
     Program {
         model: g.name.clone(),
         batch: g.batch,
+        new_tokens: 1,
         context: g.context,
         weight_dtype: g.weight_dtype,
         act_dtype: g.act_dtype,
@@ -446,8 +462,15 @@ pub fn compile(g: &Graph, arch: &ArchSpec, opts: &CompileOptions) -> Result<Comp
     };
     let groups = fuse::fuse(g)?;
     after("fuse", &groups_to_program(g, arch, &groups, 1))?;
-    let ctx =
-        Ctx { arch, batch: g.batch, weight: g.weight_dtype, act: g.act_dtype, kv: g.kv_dtype, acc: opts.accumulate };
+    let ctx = Ctx {
+        arch,
+        batch: g.batch,
+        chunk: opts.prefill_chunk.max(1),
+        weight: g.weight_dtype,
+        act: g.act_dtype,
+        kv: g.kv_dtype,
+        acc: opts.accumulate,
+    };
     let spread_opts = |k: Option<u32>| spread::SpreadOptions {
         layers_per_block: k,
         grid: opts.grid,
@@ -692,6 +715,7 @@ fn plan(g: &Graph, ctx: &Ctx, groups: &[Group], wafers: Wafers, packing: Packing
             sram: arch.pe.sram_bytes,
             what: what.into(),
             batch: g.batch,
+            chunk: ctx.chunk,
         });
     }
     let need: u64 = groups.iter().map(|gr| ctx.resident_bytes(gr)).fold(0, u64::saturating_add);
@@ -789,6 +813,42 @@ fn plan(g: &Graph, ctx: &Ctx, groups: &[Group], wafers: Wafers, packing: Packing
                     .collect();
                 partition::partition(ctx, &scaled, n, packing).is_ok()
             };
+            // A batch whose single sequence would fit: the batch is what SRAM
+            // bounds, so say which batch fits (doubling, then bisecting below
+            // the first failure, so every too-large batch gets the same answer).
+            // Both packings must hold it: a first-fit layout whose routes run out
+            // of colors is retried in execution order, which packs less densely.
+            let fits_batch = |b: u64| -> bool {
+                let c = Ctx { batch: b, ..*ctx };
+                groups.iter().all(|gr| partition::untileable(&c, gr).is_none())
+                    && [Packing::FirstFit, Packing::InOrder]
+                        .into_iter()
+                        .all(|pk| partition::partition(&c, groups, n, pk).is_ok())
+            };
+            if g.batch > 1 && fits_batch(1) {
+                let (mut lo, mut hi) = (1u64, 2u64);
+                while hi < g.batch && fits_batch(hi) {
+                    lo = hi;
+                    hi *= 2;
+                }
+                hi = hi.min(g.batch) - 1;
+                while lo < hi {
+                    let mid = (lo + hi).div_ceil(2);
+                    if fits_batch(mid) {
+                        lo = mid;
+                    } else {
+                        hi = mid - 1;
+                    }
+                }
+                return Err(CompileError::BatchTooLarge {
+                    batch: g.batch,
+                    max_batch: lo,
+                    context: g.context,
+                    wafers: n,
+                    arch: arch.name.clone(),
+                    kv_bytes: kv,
+                });
+            }
             if kv > 0 && weights_area + attn_min < per_wafer * n as u64 && fits(1) {
                 // Feasibility is not monotone in the context near the edge (packing is a
                 // heuristic), so grow from 1 by doubling, then bisect below the first failure:

@@ -57,6 +57,8 @@ pub struct Plan {
 pub struct Ctx<'a> {
     pub arch: &'a ArchSpec,
     pub batch: u64,
+    /// Prompt tokens per sequence every region's buffers must hold (`CompileOptions::prefill_chunk`).
+    pub chunk: u64,
     pub weight: DType,
     pub act: DType,
     pub kv: DType,
@@ -69,6 +71,7 @@ impl Ctx<'_> {
         Program {
             model: String::new(),
             batch: self.batch,
+            new_tokens: self.chunk,
             context: 1,
             weight_dtype: self.weight,
             act_dtype: self.act,
@@ -90,7 +93,7 @@ impl Ctx<'_> {
         region_cost(self.arch, work, rect, self.batch, self.weight, self.kv).total()
     }
 
-    fn fits(&self, probe: &Program, work: &Work) -> bool {
+    pub(crate) fn fits(&self, probe: &Program, work: &Work) -> bool {
         sram_need(probe, work).total() <= self.arch.pe.sram_bytes
     }
 
@@ -144,6 +147,8 @@ pub(crate) fn io_cycles(c: &Ctx, work: &Work) -> f64 {
         Work::Gemv { tile_n, tile_k, glu, .. } => (tile_k, if glu { tile_n / 2 } else { tile_n }),
         Work::Attention { group, head_dim, .. } => (group * head_dim, group * head_dim),
         Work::Embedding { hidden, .. } => (0, hidden),
+        // Resident operands: no route streams into or out of a gemm region.
+        Work::Gemm { .. } => (0, 0),
     };
     let ser = |e: u64| wafer_cost::timing::serialization(c.arch, c.act.bytes_for(e * c.batch)) as f64;
     ser(inp) + ser(out)
@@ -175,7 +180,7 @@ fn height_ladder(mh: u32) -> Vec<u32> {
 /// accumulator `acc`; `None` for a group that is not a Gemv.
 pub(crate) fn gemv_work(g: &GroupKind, tile_n: u64, tile_k: u64, reduce: Reduce, acc: DType) -> Option<Work> {
     let GroupKind::Gemv { n, k, glu, norm, argmax, epilogue_ops, .. } = *g else { return None };
-    Some(Work::Gemv { n, k, tile_n, tile_k, reduce, glu, norm, argmax, epilogue_ops, acc, mac: true })
+    Some(Work::Gemv { n, k, tile_n, tile_k, reduce, glu, norm, argmax, epilogue_ops, acc, mac: true, batch_chunk: 0 })
 }
 
 /// `w`, then its halvings (rounded up) down to 1: the widths a search tries.
@@ -183,13 +188,19 @@ pub(crate) fn halvings(w: u32) -> Vec<u32> {
     std::iter::successors(Some(w.max(1)), |&w| (w > 1).then(|| w.div_ceil(2))).collect()
 }
 
-/// The attention tilings of `g` on `w` columns and `rph` rows per head, one
-/// per reduction shape; none when the last PE would hold no position (a
-/// taller or narrower block may not leave it empty).
-pub(crate) fn attention_works(g: &GroupKind, w: u32, rph: u32) -> Vec<Work> {
+/// The attention tilings of `g` on `w` columns, `rph` rows per head and the
+/// head block split into `split` sub-blocks by sequence, one per reduction
+/// shape; none when `split` does not divide `rph` or leaves a sequence group
+/// empty, or when a sub-block's last PE would hold no position (a taller or
+/// narrower block may not leave it empty).
+pub(crate) fn attention_works(g: &GroupKind, w: u32, rph: u32, split: u64, batch: u64) -> Vec<Work> {
     let GroupKind::Attention { kv_heads, group, head_dim, positions, slot } = *g else { return Vec::new() };
-    let pos_per_pe = positions.div_ceil(rph as u64 * w as u64);
-    if (rph > 1 || w > 1) && pos_per_pe * (rph as u64 * w as u64 - 1) >= positions {
+    if split == 0 || rph as u64 % split != 0 || split > batch || batch.div_ceil(split) * (split - 1) >= batch {
+        return Vec::new();
+    }
+    let brows = rph as u64 / split;
+    let pos_per_pe = positions.div_ceil(brows * w as u64);
+    if (brows > 1 || w > 1) && pos_per_pe * (brows * w as u64 - 1) >= positions {
         return Vec::new();
     }
     reduce_candidates(w)
@@ -203,8 +214,42 @@ pub(crate) fn attention_works(g: &GroupKind, w: u32, rph: u32) -> Vec<Work> {
             rows_per_head: rph,
             pos_per_pe,
             reduce,
+            batch_split: split,
         })
         .collect()
+}
+
+/// Cached positions per PE that split head blocks are also sized to hold exactly.
+const EXACT_POSITIONS: [u64; 12] = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64];
+
+/// Sequence splits of an attention head block tried at `batch`: 1, the
+/// powers of two below the batch, and the batch itself (one sequence per sub-block).
+pub(crate) fn split_candidates(batch: u64) -> Vec<u64> {
+    let mut v: Vec<u64> = std::iter::successors(Some(1u64), |&s| (s * 2 < batch).then_some(s * 2)).collect();
+    v.push(batch.max(1));
+    v.dedup();
+    v
+}
+
+/// The batch rows of one Gemv pass that keep a tile's partial buffers within
+/// SRAM: the whole batch (0) when it fits, else the largest power of two that
+/// does (at least 1); the caller checks the result fits.
+pub(crate) fn gemv_chunk(c: &Ctx, probe: &Program, work: &Work) -> Work {
+    let mut w = work.clone();
+    if c.fits(probe, &w) {
+        return w;
+    }
+    let mut chunk = c.batch.next_power_of_two() / 2;
+    while chunk >= 1 {
+        if let Work::Gemv { batch_chunk, .. } = &mut w {
+            *batch_chunk = chunk;
+        }
+        if c.fits(probe, &w) || chunk == 1 {
+            return w;
+        }
+        chunk /= 2;
+    }
+    w
 }
 
 /// Every SRAM-feasible shape of `g` no wider than the strip `ws`, pruned to
@@ -238,17 +283,37 @@ fn candidates(c: &Ctx, probe: &Program, g: &GroupKind, ws: u32, mh: u32) -> Vec<
                     last_h = h;
                     for reduce in reduce_candidates(w).into_iter().chain(meet_candidates(w)) {
                         if let Some(work) = gemv_work(g, tile_n, tile_k, reduce, c.acc) {
-                            push(h, w, work);
+                            push(h, w, gemv_chunk(c, probe, &work));
                         }
                     }
                 }
             }
         }
         GroupKind::Attention { kv_heads, .. } => {
-            for &w in &widths {
-                for rph in 1..=(mh as u64 / kv_heads) as u32 {
-                    for work in attention_works(g, w, rph) {
-                        push(kv_heads as u32 * rph, w, work);
+            let GroupKind::Attention { positions, .. } = *g else { unreachable!("matched above") };
+            for split in split_candidates(c.batch) {
+                for rph in (1..=(mh as u64 / kv_heads) as u32).filter(|r| *r as u64 % split == 0) {
+                    // A split head block is at least `split` rows tall, so its
+                    // sub-blocks are short: also the widths that give each count
+                    // of cached positions per PE exactly (halvings of the strip
+                    // leave the last PE of a sub-block empty at most heights).
+                    let mut ws_att = widths.clone();
+                    if split > 1 {
+                        let brows = rph as u64 / split;
+                        ws_att.extend(
+                            EXACT_POSITIONS
+                                .iter()
+                                .map(|&pp| positions.div_ceil(pp * brows))
+                                .filter(|&w| w <= ws as u64)
+                                .map(|w| w as u32),
+                        );
+                        ws_att.sort_unstable_by(|a, b| b.cmp(a));
+                        ws_att.dedup();
+                    }
+                    for &w in &ws_att {
+                        for work in attention_works(g, w, rph, split, c.batch) {
+                            push(kv_heads as u32 * rph, w, work);
+                        }
                     }
                 }
             }
@@ -274,23 +339,36 @@ fn candidates(c: &Ctx, probe: &Program, g: &GroupKind, ws: u32, mh: u32) -> Vec<
 }
 
 /// The smallest per-PE SRAM any tiling of `g` needs (one output row by one
-/// input column; one cached position), with what dominates it, when even that
-/// exceeds a PE's SRAM — the group cannot be mapped whatever the wafer count.
+/// input column, its batch in passes of one row; one cached position of one
+/// sequence per PE), with what dominates it, when even that exceeds a PE's
+/// SRAM — the group cannot be mapped whatever the wafer count.
 pub fn untileable(c: &Ctx, g: &Group) -> Option<(u64, &'static str)> {
     let probe = c.probe();
     let (work, what) = match g.kind {
-        GroupKind::Gemv { align, .. } => (
-            gemv_work(&g.kind, align.max(1), 1, Reduce::Tree, c.acc)?,
-            "a one-column tile with its input and partial-sum buffers for the whole batch",
-        ),
+        GroupKind::Gemv { align, .. } => {
+            let mut w = gemv_work(&g.kind, align.max(1), 1, Reduce::Tree, c.acc)?;
+            if let Work::Gemv { batch_chunk, .. } = &mut w {
+                *batch_chunk = (c.batch > 1) as u64;
+            }
+            (w, "a one-column tile with its input for the whole batch and partial sums of one batch row")
+        }
         GroupKind::Attention { kv_heads, group, head_dim, positions, slot } => (
-            Work::Attention { kv_heads, group, head_dim, positions, slot, rows_per_head: 1, pos_per_pe: 1, reduce: Reduce::Tree },
-            "one cached position per sequence plus the query and the partial softmax states of every sequence in the batch",
+            Work::Attention {
+                kv_heads,
+                group,
+                head_dim,
+                positions,
+                slot,
+                rows_per_head: c.batch as u32,
+                pos_per_pe: 1,
+                reduce: Reduce::Tree,
+                batch_split: c.batch,
+            },
+            "one cached position of one sequence plus that sequence's query and partial softmax states",
         ),
-        GroupKind::Embedding { vocab, hidden } => (
-            Work::Embedding { vocab, hidden, rows_per_pe: 1, token: 0 },
-            "one embedding row",
-        ),
+        GroupKind::Embedding { vocab, hidden } => {
+            (Work::Embedding { vocab, hidden, rows_per_pe: 1, token: 0 }, "one embedding row")
+        }
     };
     let need = sram_need(&probe, &work).total();
     (need > c.arch.pe.sram_bytes).then_some((need, what))

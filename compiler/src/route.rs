@@ -42,12 +42,13 @@ pub fn route(p: &mut Program, groups: &[Group]) -> Result<(), CompileError> {
                     add(RouteKind::Argmax, i, i, Reduce::Tree.colors());
                 }
             }
-            Work::Attention { reduce, rows_per_head, .. } => {
-                if r.rect.w > 1 || rows_per_head > 1 {
-                    add(RouteKind::Reduce, i, i, reduce.colors() + (rows_per_head > 1) as u32);
+            Work::Attention { reduce, .. } => {
+                let brows = r.work.block_rows();
+                if r.rect.w > 1 || brows > 1 {
+                    add(RouteKind::Reduce, i, i, reduce.colors() + (brows > 1) as u32);
                 }
             }
-            Work::Embedding { .. } => {}
+            Work::Embedding { .. } | Work::Gemm { .. } => {}
         }
         for &src in &g.residuals {
             add(RouteKind::Residual, src, i, 1);
@@ -110,7 +111,7 @@ fn reduce_bytes(p: &Program, rt: &Route) -> Option<u64> {
         return None;
     }
     let r = p.region(rt.src);
-    let b = p.batch;
+    let b = p.rows();
     let sends = |shape: Reduce, n: u32| shape.rounds(n).iter().map(|round| round.len() as u64).sum::<u64>();
     match r.work {
         Work::Gemv { reduce, acc, .. } => {
@@ -122,11 +123,18 @@ fn reduce_bytes(p: &Program, rt: &Route) -> Option<u64> {
                 .sum();
             Some(per_row * sends(reduce, r.rect.w))
         }
-        Work::Attention { kv_heads, group, head_dim, rows_per_head, reduce, .. } => {
-            let bytes = 4 * group * (head_dim + 2) * b;
-            let rows = kv_heads * rows_per_head as u64;
-            Some(bytes * (rows * sends(reduce, r.rect.w) + kv_heads * sends(Reduce::Chain, rows_per_head)))
+        Work::Attention { kv_heads, group, head_dim, reduce, batch_split, .. } => {
+            // Per sub-block: its sequences' states along each row, then down its column 0.
+            let brows = r.work.block_rows();
+            let per_block = sends(reduce, r.rect.w) * brows as u64 + sends(Reduce::Chain, brows);
+            let seqs: u64 = (0..batch_split.max(1))
+                .map(|j| {
+                    let (lo, hi) = r.work.seq_range(j, b);
+                    hi - lo
+                })
+                .sum();
+            Some(4 * group * (head_dim + 2) * seqs * kv_heads * per_block)
         }
-        Work::Embedding { .. } => Some(0),
+        Work::Embedding { .. } | Work::Gemm { .. } => Some(0),
     }
 }

@@ -17,7 +17,8 @@
 
 use crate::fuse::{Group, GroupKind};
 use crate::partition::{
-    assign_wafers, attention_works, gemv_work, halvings, io_cycles, meet_candidates, reduce_candidates, Ctx,
+    assign_wafers, attention_works, gemv_chunk, gemv_work, halvings, io_cycles, meet_candidates, reduce_candidates,
+    split_candidates, Ctx,
 };
 use crate::CompileError;
 use wafer_ir::{sram_need, Occupancy, Rect, Reduce, Work};
@@ -248,6 +249,7 @@ fn lay_blocks(
                 let best = shapes
                     .into_iter()
                     .filter_map(|r| gemv_work(&g.kind, tile_n, tile_k, r, c.acc))
+                    .map(|w| gemv_chunk(c, &probe, &w))
                     .map(|w| (c.region_cycles(&w, rect), w))
                     .min_by(|a, b| a.0.total_cmp(&b.0))?;
                 (best.1, rect)
@@ -331,27 +333,36 @@ fn lay_blocks(
 /// fewest positions per PE.
 fn attention_shape(c: &Ctx, kind: &GroupKind, aw: u32, ah: u32, kv_cap: u64) -> Option<(Work, u32, u32)> {
     let GroupKind::Attention { kv_heads, positions, .. } = *kind else { return None };
+    let probe = c.probe_program();
     let rph_max = (ah as u64 / kv_heads.max(1)) as u32;
     let mut best: Option<((u64, f64), Work, u32, u32)> = None;
     for rph in 1..=rph_max {
-        // Widths that give each count of cached positions per PE exactly
-        // (the fewest PEs holding it), plus the halvings of the area.
-        let mut widths = halvings(aw);
-        for p in [1u64, 2, 3, 4, 6, 8, 12, 16, 24, 32] {
-            let w = positions.div_ceil(p * rph as u64);
-            if w <= aw as u64 {
-                widths.push(w as u32);
+        for split in split_candidates(c.batch).into_iter().filter(|s| rph as u64 % s == 0) {
+            // Widths that give each count of cached positions per PE exactly
+            // (the fewest PEs holding it) over a sub-block's rows, plus the
+            // halvings of the area.
+            let brows = rph as u64 / split;
+            let mut widths = halvings(aw);
+            for p in [1u64, 2, 3, 4, 6, 8, 12, 16, 24, 32] {
+                let w = positions.div_ceil(p * brows);
+                if w <= aw as u64 {
+                    widths.push(w as u32);
+                }
             }
-        }
-        widths.sort_unstable();
-        widths.dedup();
-        for w in widths {
-            for work in attention_works(kind, w, rph) {
-                let Work::Attention { pos_per_pe, .. } = work else { continue };
-                let cyc = c.region_cycles(&work, Rect { x: 0, y: 0, w, h: kv_heads as u32 * rph });
-                let key = (pos_per_pe.max(kv_cap) - kv_cap, cyc);
-                if best.as_ref().is_none_or(|b| key.0 < b.0 .0 || (key.0 == b.0 .0 && key.1 < b.0 .1)) {
-                    best = Some((key, work, w, rph));
+            widths.sort_unstable();
+            widths.dedup();
+            for w in widths {
+                for work in attention_works(kind, w, rph, split, c.batch) {
+                    // A sub-block too full for SRAM on its own can never be stacked.
+                    if !c.fits(&probe, &work) {
+                        continue;
+                    }
+                    let Work::Attention { pos_per_pe, .. } = work else { continue };
+                    let cyc = c.region_cycles(&work, Rect { x: 0, y: 0, w, h: kv_heads as u32 * rph });
+                    let key = (pos_per_pe.max(kv_cap) - kv_cap, cyc);
+                    if best.as_ref().is_none_or(|b| key.0 < b.0 .0 || (key.0 == b.0 .0 && key.1 < b.0 .1)) {
+                        best = Some((key, work, w, rph));
+                    }
                 }
             }
         }

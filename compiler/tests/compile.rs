@@ -175,12 +175,14 @@ fn tiny_models_on_small_meshes_split_matrices_over_several_pes() {
 
 #[test]
 fn a_region_no_pe_can_hold_is_named_with_its_bytes() {
-    // Batch 8: one PE would hold the partial softmax state of 8 sequences x 4 query heads.
+    // Batch 32768: a one-column Gemv tile still holds its input element for
+    // every sequence (64 KiB of bf16), whatever the chunk of its partials;
+    // attention, split one sequence per sub-block, would fit.
     let cfg = preset("llama-3.1-8b").unwrap();
-    let g = decode_graph(&cfg, &DecodeParams { context: 8192, batch: 8, ..Default::default() }).unwrap();
+    let g = decode_graph(&cfg, &DecodeParams { context: 8192, batch: 32768, ..Default::default() }).unwrap();
     let e = compile_on(&g, "wse3", Wafers::Auto).unwrap_err();
     let CompileError::Untileable { region, need, sram, .. } = &e else { panic!("{e}") };
-    assert_eq!(region, "l0.attention");
+    assert_eq!(region, "l0.qkv");
     assert!(need > sram, "{need} {sram}");
     assert!(e.to_string().contains("smaller batch"), "{e}");
 }
@@ -244,4 +246,55 @@ fn the_objective_chooses_between_fewer_wafers_and_lower_latency() {
     }
     assert!(fastest.program.wafers > fewest.program.wafers, "{} vs {}", fastest.program.wafers, fewest.program.wafers);
     assert!(estimate(&fastest) < estimate(&fewest));
+}
+
+// ---- batch on the wafer ----
+
+fn graph_b(model: &str, context: u64, batch: u64) -> Graph {
+    let cfg = preset(model).unwrap();
+    decode_graph(&cfg, &DecodeParams { context, batch, ..Default::default() }).unwrap()
+}
+
+#[test]
+fn llama_3_1_8b_at_8192_maps_at_batch_8_and_64_on_its_auto_wafers() {
+    // Aggregate tokens/s (batch / step time) of the auto strategy on the fewest wafers.
+    let mut agg = Vec::new();
+    for batch in [1u64, 8, 64] {
+        let c = compile_on(&graph_b("llama-3.1-8b", 8192, batch), "wse3", Wafers::Auto)
+            .unwrap_or_else(|e| panic!("batch {batch}: {e}"));
+        verify_program(&c.program).unwrap();
+        let split = c.program.regions.iter().any(|r| matches!(r.work, Work::Attention { batch_split: 2.., .. }));
+        // One sequence's cache and states per PE group: the batch is split over PEs.
+        assert_eq!(split, batch > 1, "batch {batch}: attention split by sequence");
+        if batch == 64 {
+            // The qkv tile (128 rows for RoPE) holds its partials for a chunk of the batch.
+            let chunked = c.program.regions.iter().any(|r| matches!(r.work, Work::Gemv { batch_chunk: 1.., .. }));
+            assert!(chunked, "batch 64: a Gemv processes the batch in chunks");
+        }
+        assert_eq!(parse_program(&print_program(&c.program)).unwrap(), c.program);
+        agg.push((batch, c.stats.wafers, batch as f64 / c.stats.estimate_us * 1e6));
+    }
+    println!("(batch, wafers, aggregate tokens/s): {agg:?}");
+    assert!(agg[1].2 > 2.0 * agg[0].2, "batch 8 serves more tokens/s in all than batch 1: {agg:?}");
+    assert!(agg[2].1 > agg[1].1, "batch 64's KV cache needs more wafers: {agg:?}");
+    // On the fewest wafers batch 64 is a pipeline, whose step grows with the
+    // batch (one layer's regions at a time, each PE multiplying its tile per
+    // sequence); weighing latency first, the spread mapping on more wafers
+    // keeps aggregate tokens/s rising from batch 8 to 64.
+    let opts =
+        CompileOptions { wafers: Wafers::Auto, objective: wafer_compiler::Objective::Latency, ..Default::default() };
+    let c = compile(&graph_b("llama-3.1-8b", 8192, 64), &arch_preset("wse3").unwrap(), &opts).unwrap();
+    let agg64 = 64.0 / c.stats.estimate_us * 1e6;
+    println!("batch 64, objective latency: {} wafers, {agg64:.0} tokens/s in all", c.stats.wafers);
+    assert!(agg64 > agg[1].2, "{agg64} after {agg:?}");
+}
+
+#[test]
+fn a_batch_too_large_for_sram_names_the_largest_that_fits() {
+    let e = compile_on(&graph_b("llama-3.2-1b", 8192, 64), "wse3", Wafers::Fixed(1)).unwrap_err();
+    let CompileError::BatchTooLarge { max_batch, .. } = e else { panic!("{e}") };
+    assert!((1..64).contains(&max_batch), "{max_batch}");
+    assert!(e.to_string().contains("SRAM"), "{e}");
+    // The named batch does fit on that wafer.
+    compile_on(&graph_b("llama-3.2-1b", 8192, max_batch), "wse3", Wafers::Fixed(1)).unwrap();
 }

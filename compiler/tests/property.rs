@@ -66,6 +66,7 @@ proptest! {
             }
             Err(e @ (CompileError::DoesNotFit(_)
                 | CompileError::ContextTooLong { .. }
+                | CompileError::BatchTooLarge { .. }
                 | CompileError::Untileable { .. }
                 | CompileError::Packing { .. }
                 | CompileError::RegionTooLarge { .. }

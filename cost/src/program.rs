@@ -131,7 +131,7 @@ fn row_bcast(p: &Program, i: usize) -> f64 {
         Work::Gemv { reduce, glu, tile_n, .. } if has && r.rect.w > 1 => {
             let c = reduce.root(r.rect.w);
             let out = if glu { tile_n / 2 } else { tile_n };
-            message(&p.arch, c.max(r.rect.w - 1 - c), p.act_dtype.bytes_for(out * p.batch)) as f64
+            message(&p.arch, c.max(r.rect.w - 1 - c), p.act_dtype.bytes_for(out * p.rows())) as f64
         }
         _ => 0.0,
     }
@@ -178,7 +178,7 @@ pub fn estimate(p: &Program, _info: &ProgramInfo) -> Result<Estimate, Starved> {
         if shared { p.regions.iter().map(|r| occ.cells_of(r.wafer, r.rect)).collect() } else { vec![Vec::new(); n] };
     let mut cell_free = vec![(0.0f64, 0usize); if shared { occ.cells().len() } else { 0 }];
     for (i, r) in p.regions.iter().enumerate() {
-        let mut cost = region_cost(&p.arch, &r.work, r.rect, p.batch, p.weight_dtype, p.kv_dtype);
+        let mut cost = region_cost(&p.arch, &r.work, r.rect, p.rows(), p.weight_dtype, p.kv_dtype);
         cost.reduce_comm += row_bcast(p, i);
         let fed = p.routes.iter().any(|rt| rt.kind == RouteKind::Forward && rt.dst.0 as usize == i);
         if !fed {

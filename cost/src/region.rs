@@ -111,18 +111,26 @@ pub fn region_cost(arch: &ArchSpec, work: &Work, rect: Rect, batch: u64, weight:
             }
             c
         }
-        Work::Attention { group, head_dim, pos_per_pe, rows_per_head, reduce, .. } => {
-            let bytes = 4 * group * (head_dim + 2) * batch;
-            let comb = attention_combine(arch, group, head_dim, batch);
+        Work::Attention { group, head_dim, pos_per_pe, reduce, .. } => {
+            // A sub-block (the whole head block unless split by sequence)
+            // serves `seqs` sequences over `rows` rows; sub-blocks run side by side.
+            let seqs = work.seqs_per_pe(batch);
+            let rows = work.block_rows();
+            let bytes = 4 * group * (head_dim + 2) * seqs;
+            let comb = attention_combine(arch, group, head_dim, seqs);
             let (rc, ra) = reduce_cost(arch, reduce, rect.w, bytes, comb);
-            let (cc, ca) = reduce_cost(arch, Reduce::Chain, rows_per_head, bytes, comb);
+            let (cc, ca) = reduce_cost(arch, Reduce::Chain, rows, bytes, comb);
             RegionCost {
-                prologue_comm: (rect.w as f64 - 1.0 + rows_per_head as f64 - 1.0) * hop,
-                compute: attention_compute(arch, group, head_dim, pos_per_pe, batch, kv) as f64,
+                prologue_comm: (rect.w as f64 - 1.0 + rows as f64 - 1.0) * hop,
+                compute: attention_compute(arch, group, head_dim, pos_per_pe, seqs, kv) as f64,
                 reduce_comm: rc + cc,
                 reduce_compute: ra + ca,
             }
         }
         Work::Embedding { .. } => RegionCost { compute: task, ..Default::default() },
+        Work::Gemm { tile_m, tile_k, tile_n, acc, .. } => {
+            let (compute, moves) = gemm(arch, rect.w as u64, tile_m, tile_k, tile_n, weight, acc);
+            RegionCost { compute: compute as f64, reduce_comm: moves as f64, ..Default::default() }
+        }
     }
 }

@@ -161,6 +161,29 @@ pub fn attention_combine(arch: &ArchSpec, group: u64, head_dim: u64, batch: u64)
     elementwise(arch, group * (head_dim + 2) * batch, 3)
 }
 
+/// One step of a Cannon GEMM on one PE, split as (compute, exposed tile move):
+/// `tile_k` loop iterations, each a `@map` over the `tile_n` elements of the B
+/// row issuing one fused multiply-add over the `tile_m` elements of the A
+/// column into C (MeshGEMM's `@fmach`, at the operand/accumulator rate), plus
+/// the step's fixed overhead; the A and B tiles move two hops (the
+/// interleaved ring) concurrently with the compute, so only what outlasts it
+/// is exposed.
+pub fn gemm_step(arch: &ArchSpec, tile_m: u64, tile_k: u64, tile_n: u64, w: DType, acc: DType) -> (u64, u64) {
+    let pe = &arch.pe;
+    let per_elem = pe.mapped_op_overhead_cycles as u64 + div_ceil(tile_m, fma_rate(arch, w, acc));
+    let compute = tile_k * (pe.loop_iteration_cycles as u64 + tile_n * per_elem);
+    let moved = w.bytes_for(tile_m * tile_k).max(w.bytes_for(tile_k * tile_n));
+    let shift = message(arch, 2, moved);
+    (pe.gemm_step_overhead_cycles as u64 + compute, shift.saturating_sub(compute))
+}
+
+/// A whole Cannon GEMM on a `grid × grid` square: `grid` steps (the initial
+/// skew is in the per-step overhead), as (compute, exposed tile moves).
+pub fn gemm(arch: &ArchSpec, grid: u64, tile_m: u64, tile_k: u64, tile_n: u64, w: DType, acc: DType) -> (u64, u64) {
+    let (c, s) = gemm_step(arch, tile_m, tile_k, tile_n, w, acc);
+    (grid * c, grid * s)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,5 +212,26 @@ mod tests {
         // Streamed adds pay no memory-operand overhead: 8 fp32 values at 4/cycle.
         assert_eq!(add_partial(&a, 8, DType::F32), 2);
         assert_eq!(add_partial(&a, 8, DType::F16), 1);
+    }
+
+    #[test]
+    fn a_cannon_step_is_loop_iterations_of_mapped_fmas_with_the_moves_hidden() {
+        let a = arch_preset("wse3").unwrap();
+        let (l, o, s) = (
+            a.pe.loop_iteration_cycles as u64,
+            a.pe.mapped_op_overhead_cycles as u64,
+            a.pe.gemm_step_overhead_cycles as u64,
+        );
+        // 8x8x8 fp16 tiles: 8 iterations, each 8 mapped fmach over 8 elements at 4/cycle.
+        assert_eq!(gemm_step(&a, 8, 8, 8, DType::F16, DType::F16), (s + 8 * (l + 8 * (o + 2)), 0));
+        // P steps.
+        assert_eq!(
+            gemm(&a, 16, 8, 8, 8, DType::F16, DType::F16).0,
+            16 * gemm_step(&a, 8, 8, 8, DType::F16, DType::F16).0
+        );
+        // A move that outlasts the compute is exposed: a 1x1 B tile but a 64-row A column of 512 k.
+        let (c, exposed) = gemm_step(&a, 512, 64, 1, DType::F16, DType::F16);
+        assert_eq!(exposed, message(&a, 2, 2 * 512 * 64) - (c - s));
+        assert!(exposed > 0);
     }
 }

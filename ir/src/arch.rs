@@ -45,6 +45,44 @@ pub struct PeSpec {
     pub vector_op_overhead_cycles: u32,
     /// Fixed cycles to activate a task (wake on data, set up DSDs) [A].
     pub task_overhead_cycles: u32,
+    /// Fixed cycles per iteration of a kernel's inner software loop that
+    /// reloads its DSD registers and starts a mapped vector op (MeshGEMM's
+    /// per-`k` cost: three `@load_to_dsr`, a `@map`, two offset increments).
+    /// **Fitted** with the next two to the 96 MeshGEMM rows measured on a CS-3
+    /// (`kernels/data/meshgemm_wse3.csv`; `kernels::fit_gemm` re-runs the fit)
+    /// [FIT]. WSE-2 is assumed to share them [A].
+    #[serde(default = "default_loop_iteration")]
+    pub loop_iteration_cycles: u32,
+    /// Fixed cycles per vector op issued from pre-loaded DSD registers inside
+    /// a `@map` (one per element of the mapped operand), on top of its
+    /// elements at the SIMD rate: no DSD set-up, unlike
+    /// `vector_op_overhead_cycles` [FIT, as above].
+    #[serde(default = "default_mapped_op")]
+    pub mapped_op_overhead_cycles: u32,
+    /// Fixed cycles per step of a Cannon GEMM beyond its multiply-accumulates:
+    /// the step's task activations (both tile moves' completions, the next
+    /// step), the buffer swaps, starting both tile moves, and the initial
+    /// skew's share of the `P` steps [FIT, as above].
+    #[serde(default = "default_gemm_step")]
+    pub gemm_step_overhead_cycles: u32,
+}
+
+/// The fitted MeshGEMM constants of the presets, cycles (see
+/// [`PeSpec::loop_iteration_cycles`]; `kernels::fit_gemm` re-runs the fit).
+pub const LOOP_ITERATION_CYCLES: u32 = 40;
+/// See [`LOOP_ITERATION_CYCLES`].
+pub const MAPPED_OP_OVERHEAD_CYCLES: u32 = 1;
+/// See [`LOOP_ITERATION_CYCLES`].
+pub const GEMM_STEP_OVERHEAD_CYCLES: u32 = 120;
+
+fn default_loop_iteration() -> u32 {
+    LOOP_ITERATION_CYCLES
+}
+fn default_mapped_op() -> u32 {
+    MAPPED_OP_OVERHEAD_CYCLES
+}
+fn default_gemm_step() -> u32 {
+    GEMM_STEP_OVERHEAD_CYCLES
 }
 
 /// Per-router fabric.
@@ -195,6 +233,9 @@ impl ArchSpec {
         for (f, v) in [
             ("pe.vector_op_overhead_cycles", pe.vector_op_overhead_cycles),
             ("pe.task_overhead_cycles", pe.task_overhead_cycles),
+            ("pe.loop_iteration_cycles", pe.loop_iteration_cycles),
+            ("pe.mapped_op_overhead_cycles", pe.mapped_op_overhead_cycles),
+            ("pe.gemm_step_overhead_cycles", pe.gemm_step_overhead_cycles),
         ] {
             if v > 100_000 {
                 return bad(f, v.to_string(), "0..=100000");
@@ -266,6 +307,9 @@ fn wse(name: &str, w: u32, h: u32, simd_mixed: u32, simd_elementwise: u32) -> Ar
             simd_elementwise,
             vector_op_overhead_cycles: 43,
             task_overhead_cycles: 20,
+            loop_iteration_cycles: LOOP_ITERATION_CYCLES,
+            mapped_op_overhead_cycles: MAPPED_OP_OVERHEAD_CYCLES,
+            gemm_step_overhead_cycles: GEMM_STEP_OVERHEAD_CYCLES,
         },
         router: RouterSpec {
             link_bytes_per_cycle: 4,

@@ -24,7 +24,10 @@ pub mod spatial_verify;
 pub mod text;
 pub mod verify;
 
-pub use arch::{arch_preset, ArchError, ArchSpec, ARCH_PRESETS, RAMP_LATENCY_CYCLES};
+pub use arch::{
+    arch_preset, ArchError, ArchSpec, ARCH_PRESETS, GEMM_STEP_OVERHEAD_CYCLES, LOOP_ITERATION_CYCLES,
+    MAPPED_OP_OVERHEAD_CYCLES, RAMP_LATENCY_CYCLES,
+};
 pub use cost::{check_costs, graph_stats, op_cost, try_op_cost, CostOverflow, GraphStats, OpCost};
 pub use dtype::DType;
 pub use graph::{ActFn, Elementwise, Graph, GraphBuilder, NormKind, Op, OpId, OpKind, Tensor, TensorId, TensorKind};

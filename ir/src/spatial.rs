@@ -10,7 +10,9 @@
 //! # Semantics (the contract between compiler and engines)
 //! Coordinates are per wafer: `x` in `0..mesh_width` (columns), `y` in
 //! `0..mesh_height` (rows). A region's PE `(r, c)` is at `(rect.x + c, rect.y + r)`.
-//! All vectors carry `batch` rows; byte counts include the batch.
+//! All vectors carry `batch · new_tokens` rows ([`Program::rows`]: one per
+//! sequence in a decode step, one per token of each sequence in a prompt
+//! chunk); byte counts include them. KV caches are per sequence.
 //!
 //! * **Gemv** `y = x Wᵀ` (`W` is `[n, k]`): PE `(r, c)` holds `W[r·tile_n.., c·tile_k..]`
 //!   (edge tiles smaller). The input slice `c` arrives at the column head `(c, 0)`
@@ -26,6 +28,10 @@
 //!   column 0 to `(0, 0)` (route kind `argmax`): the sampled token. With a `bcast`
 //!   route, each row root then multicasts its finished output back along its row
 //!   (east and west), so every PE of row `r` holds it (an all-reduce, as MeshGEMV).
+//!   With `batch_chunk=C`, each PE computes its partials `C` batch rows at a
+//!   time and streams each chunk out before the next (its partial buffers hold
+//!   `C` rows); the `reduce` messages and the arithmetic are those of the
+//!   unchunked Gemv.
 //! * **Attention**: rows `[h·rows_per_head, (h+1)·rows_per_head)` serve KV head `h`
 //!   and its `group` query heads. The head's `positions` cached positions are laid
 //!   row-major over its block, `pos_per_pe` per PE (for each of the `batch`
@@ -38,6 +44,10 @@
 //!   the head group's output.
 //! * **Embedding**: table rows laid row-major over the region, `rows_per_pe` per PE;
 //!   the PE holding row `token` sends it on.
+//! * **Gemm** `C = A·B` Cannon-style (MeshGEMM) on a square region, every
+//!   operand resident and every tile move inside the region (see [`Work::Gemm`]);
+//!   the product stays distributed, one `C` tile per PE. A kernel-level work
+//!   today: the verifier lets no route into or out of it.
 //! * **Routes** carry a region's output to the next: `forward` (to a Gemv's column
 //!   heads, or an Attention's head blocks), `residual` (to a Gemv's row roots, for
 //!   the epilogue's add), and the region-internal `reduce`, `norm` and `argmax`.
@@ -267,6 +277,9 @@ fn default_acc() -> DType {
 fn default_true() -> bool {
     true
 }
+fn default_one() -> u64 {
+    1
+}
 
 /// What a region computes, with its tiling.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -294,6 +307,16 @@ pub enum Work {
         /// reduction. Such a region computes nothing the functional engine can check.
         #[serde(default = "default_true")]
         mac: bool,
+        /// Batch rows per pass (0: the whole batch in one pass). With `C` set,
+        /// the PEs compute their partials `C` batch rows at a time and stream
+        /// each chunk into the row's reduction before the next, reusing one
+        /// chunk's partial buffers: what lets a Gemv of a large batch fit SRAM.
+        /// The timing engines price it as the unchunked Gemv (every chunk's
+        /// AXPYs, then the batch's partials along the row, the same messages):
+        /// an upper bound, since a chunk's reduction could overlap the next
+        /// chunk's compute.
+        #[serde(default)]
+        batch_chunk: u64,
     },
     Attention {
         kv_heads: u64,
@@ -304,12 +327,41 @@ pub enum Work {
         rows_per_head: u32,
         pos_per_pe: u64,
         reduce: Reduce,
+        /// Sequences split over the head block (1: every PE serves every
+        /// sequence). With `S`, head block `h` is cut into `S` sub-blocks of
+        /// `rows_per_head / S` rows; sub-block `j` serves sequences
+        /// [`Work::seq_range`] `j` only (its query, KV cache, scores and
+        /// partial states), so a PE's buffers hold `⌈batch / S⌉` sequences.
+        #[serde(default = "default_one")]
+        batch_split: u64,
     },
     Embedding {
         vocab: u64,
         hidden: u64,
         rows_per_pe: u64,
         token: u64,
+    },
+    /// `C[m×n] = A[m×k]·B[k×n]`, Cannon-style (MeshGEMM) on a square region of
+    /// `P × P` PEs: PE (row `i`, column `j`) holds one `tile_m × tile_k` tile of
+    /// `A`, one `tile_k × tile_n` tile of `B` (operands in the program's weight
+    /// dtype) and its own `tile_m × tile_n` tile of `C` (in `acc`), which never
+    /// moves. After an initial skew there are `P` steps; in each, every PE adds
+    /// its `tile_k` rank-1 updates into `C`, while its `A` tile moves one ring
+    /// position along its row and its `B` tile one along its column (the
+    /// "two-hop" interleaved ring: every logical neighbour at most two physical
+    /// hops away), into spare buffers. The tile moves are part of the work, not
+    /// routes: they are lockstep, stay inside the region and overlap the
+    /// compute (their cost is in `wafer_cost::timing::gemm_step`). `m` counts
+    /// every row the step multiplies (a batch's tokens included): the
+    /// program's batch does not scale it again.
+    Gemm {
+        m: u64,
+        k: u64,
+        n: u64,
+        tile_m: u64,
+        tile_k: u64,
+        tile_n: u64,
+        acc: DType,
     },
 }
 
@@ -319,6 +371,7 @@ impl Work {
             Work::Gemv { .. } => "gemv",
             Work::Attention { .. } => "attention",
             Work::Embedding { .. } => "embedding",
+            Work::Gemm { .. } => "gemm",
         }
     }
 
@@ -336,6 +389,53 @@ impl Work {
             }
             Work::Attention { kv_heads, group, head_dim, .. } => kv_heads * group * head_dim,
             Work::Embedding { hidden, .. } => hidden,
+            Work::Gemm { m, n, .. } => m * n,
+        }
+    }
+
+    /// Attention: head sub-blocks (`kv_heads · batch_split`), each one output line.
+    pub fn attn_blocks(&self) -> u64 {
+        match *self {
+            Work::Attention { kv_heads, batch_split, .. } => kv_heads * batch_split.max(1),
+            _ => 0,
+        }
+    }
+
+    /// Attention: PE rows of one sub-block (`rows_per_head / batch_split`).
+    pub fn block_rows(&self) -> u32 {
+        match *self {
+            Work::Attention { rows_per_head, batch_split, .. } => {
+                (rows_per_head as u64 / batch_split.max(1)).max(1) as u32
+            }
+            _ => 0,
+        }
+    }
+
+    /// Batch rows `[lo, hi)` served by attention sub-block `j` of a head (all
+    /// rows for other work): consecutive groups of `⌈batch / batch_split⌉`.
+    pub fn seq_range(&self, j: u64, batch: u64) -> (u64, u64) {
+        match *self {
+            Work::Attention { batch_split, .. } if batch_split > 1 => {
+                let per = batch.div_ceil(batch_split);
+                ((j * per).min(batch), ((j + 1) * per).min(batch))
+            }
+            _ => (0, batch),
+        }
+    }
+
+    /// Sequences one PE serves: the largest sub-block's for attention, else the batch.
+    pub fn seqs_per_pe(&self, batch: u64) -> u64 {
+        match *self {
+            Work::Attention { batch_split, .. } => batch.div_ceil(batch_split.max(1)),
+            _ => batch,
+        }
+    }
+
+    /// Gemv: batch rows of one pass (the chunk, or the whole batch).
+    pub fn chunk_rows(&self, batch: u64) -> u64 {
+        match *self {
+            Work::Gemv { batch_chunk, .. } if batch_chunk > 0 => batch_chunk.min(batch),
+            _ => batch,
         }
     }
 
@@ -345,6 +445,7 @@ impl Work {
             Work::Gemv { k, .. } => k,
             Work::Attention { kv_heads, group, head_dim, .. } => kv_heads * group * head_dim + 2 * kv_heads * head_dim,
             Work::Embedding { .. } => 0,
+            Work::Gemm { m, k, .. } => m * k,
         }
     }
 }
@@ -444,10 +545,11 @@ impl Region {
                     (lo, hi)
                 }
             }
-            Work::Attention { group, head_dim, kv_heads, .. } => {
+            Work::Attention { group, head_dim, kv_heads, batch_split, .. } => {
                 let w = group * head_dim;
-                if (r as u64) < kv_heads {
-                    (r as u64 * w, (r as u64 + 1) * w)
+                let h = r as u64 / batch_split.max(1);
+                if h < kv_heads {
+                    (h * w, (h + 1) * w)
                 } else {
                     (0, 0)
                 }
@@ -459,15 +561,33 @@ impl Region {
                     (0, 0)
                 }
             }
+            // The product stays distributed over the square (one tile per PE).
+            Work::Gemm { m, n, .. } => {
+                if r == 0 {
+                    (0, m * n)
+                } else {
+                    (0, 0)
+                }
+            }
         }
     }
 
-    /// Lines (rows for Gemv, head blocks for Attention) that hold output.
+    /// Batch rows `[lo, hi)` output line `r` holds: every row, except on an
+    /// Attention split by sequence (line `h · batch_split + j` holds sub-block
+    /// `j`'s sequences).
+    pub fn out_rows(&self, r: u32, batch: u64) -> (u64, u64) {
+        match self.work {
+            Work::Attention { batch_split, .. } => self.work.seq_range(r as u64 % batch_split.max(1), batch),
+            _ => (0, batch),
+        }
+    }
+
+    /// Lines (rows for Gemv, head sub-blocks for Attention) that hold output.
     pub fn out_lines(&self) -> u32 {
         match self.work {
-            Work::Gemv { argmax: true, .. } | Work::Embedding { .. } => 1,
+            Work::Gemv { argmax: true, .. } | Work::Embedding { .. } | Work::Gemm { .. } => 1,
             Work::Gemv { .. } => self.rect.h,
-            Work::Attention { kv_heads, .. } => kv_heads as u32,
+            Work::Attention { .. } => self.work.attn_blocks() as u32,
         }
     }
 
@@ -476,11 +596,12 @@ impl Region {
         match self.work {
             Work::Gemv { argmax: true, .. } => self.rect.pe(0, 0),
             Work::Gemv { reduce, .. } => self.rect.pe(r, reduce.root(self.rect.w)),
-            Work::Attention { rows_per_head, .. } => self.rect.pe(r * rows_per_head, 0),
+            Work::Attention { .. } => self.rect.pe(r * self.work.block_rows(), 0),
             Work::Embedding { rows_per_pe, token, .. } => {
                 let i = (token / rows_per_pe.max(1)) as u32;
                 self.rect.pe(i / self.rect.w, i % self.rect.w)
             }
+            Work::Gemm { .. } => self.rect.pe(0, 0),
         }
     }
 }
@@ -531,7 +652,14 @@ pub struct Route {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Program {
     pub model: String,
+    /// Sequences, each with its own KV cache.
     pub batch: u64,
+    /// Tokens of each sequence the step computes: 1 for a decode step, `c`
+    /// for a chunk of `c` prompt tokens run through the same mapping (every
+    /// activation then carries `batch · new_tokens` rows; the KV cache stays
+    /// one per sequence, `context` positions including the chunk's).
+    #[serde(default = "default_one")]
+    pub new_tokens: u64,
     pub context: u64,
     pub weight_dtype: DType,
     pub act_dtype: DType,
@@ -551,6 +679,10 @@ impl Program {
     }
     pub fn pes_used(&self) -> u64 {
         self.regions.iter().map(|r| r.rect.pes()).sum()
+    }
+    /// Rows every activation carries: `batch · new_tokens`.
+    pub fn rows(&self) -> u64 {
+        self.batch.saturating_mul(self.new_tokens)
     }
 }
 
@@ -647,7 +779,7 @@ fn multicast_messages(p: &Program, id: RouteId, mut out: impl FnMut(Message)) {
     let src = p.region(rt.src);
     let dst = p.region(rt.dst);
     let act = p.act_dtype;
-    let b = p.batch;
+    let b = p.rows();
     let inter = src.wafer != dst.wafer;
     let msg = |purpose: Purpose, from: Pe, to: Pe, bytes: u64, fan_cols: u32, fan_rows: u32, round: u32| Message {
         from,
@@ -668,6 +800,8 @@ fn multicast_messages(p: &Program, id: RouteId, mut out: impl FnMut(Message)) {
                     continue;
                 }
                 let from = src.out_pe(r);
+                let rows = src.out_rows(r, b);
+                let b = rows.1 - rows.0;
                 match dst.work {
                     Work::Gemv { .. } => {
                         // Columns hold ascending input slices: start at the first that ends past `s`.
@@ -687,35 +821,45 @@ fn multicast_messages(p: &Program, id: RouteId, mut out: impl FnMut(Message)) {
                             }
                         }
                     }
-                    Work::Attention { kv_heads, group, head_dim, rows_per_head, pos_per_pe, slot, .. } => {
+                    Work::Attention { kv_heads, group, head_dim, pos_per_pe, slot, batch_split, .. } => {
                         let (qw, kw) = (group * head_dim, head_dim);
+                        let split = batch_split.max(1);
+                        let brows = dst.work.block_rows();
                         for h in 0..kv_heads {
-                            let top = dst.rect.pe(h as u32 * rows_per_head, 0);
-                            let q = overlap(s, (h * qw, (h + 1) * qw));
-                            if q > 0 {
-                                out(msg(
-                                    Purpose::Query,
-                                    from,
-                                    top,
-                                    act.bytes_for(q * b),
-                                    dst.rect.w - 1,
-                                    rows_per_head - 1,
-                                    0,
-                                ));
-                            }
-                            let i = (slot / pos_per_pe.max(1)) as u32;
-                            let holder = dst.rect.pe(h as u32 * rows_per_head + i / dst.rect.w, i % dst.rect.w);
-                            let kbase = kv_heads * qw;
-                            for part in 0..2u64 {
-                                let lo = kbase + part * kv_heads * kw + h * kw;
-                                let n = overlap(s, (lo, lo + kw));
-                                if n > 0 {
-                                    out(msg(Purpose::KvAppend, from, holder, act.bytes_for(n * b), 0, 0, 0));
+                            for j in 0..split {
+                                // The sequences this sub-block serves that the source line holds.
+                                let n_seq = overlap(rows, dst.work.seq_range(j, b));
+                                if n_seq == 0 {
+                                    continue;
+                                }
+                                let base = (h * split + j) as u32 * brows;
+                                let top = dst.rect.pe(base, 0);
+                                let q = overlap(s, (h * qw, (h + 1) * qw));
+                                if q > 0 {
+                                    out(msg(
+                                        Purpose::Query,
+                                        from,
+                                        top,
+                                        act.bytes_for(q * n_seq),
+                                        dst.rect.w - 1,
+                                        brows - 1,
+                                        0,
+                                    ));
+                                }
+                                let i = (slot / pos_per_pe.max(1)) as u32;
+                                let holder = dst.rect.pe(base + i / dst.rect.w, i % dst.rect.w);
+                                let kbase = kv_heads * qw;
+                                for part in 0..2u64 {
+                                    let lo = kbase + part * kv_heads * kw + h * kw;
+                                    let n = overlap(s, (lo, lo + kw));
+                                    if n > 0 {
+                                        out(msg(Purpose::KvAppend, from, holder, act.bytes_for(n * n_seq), 0, 0, 0));
+                                    }
                                 }
                             }
                         }
                     }
-                    Work::Embedding { .. } => {}
+                    Work::Embedding { .. } | Work::Gemm { .. } => {}
                 }
             }
         }
@@ -726,8 +870,9 @@ fn multicast_messages(p: &Program, id: RouteId, mut out: impl FnMut(Message)) {
                 let first = partition_point(dst.out_lines(), |r2| dst.out_slice(r2).1 <= s.0);
                 for r2 in (first..dst.out_lines()).take_while(|&r2| dst.out_slice(r2).0 < s.1) {
                     let n = overlap(s, dst.out_slice(r2));
-                    if n > 0 {
-                        out(msg(Purpose::Residual, src.out_pe(r), dst.out_pe(r2), act.bytes_for(n * b), 0, 0, 0));
+                    let rows = overlap(src.out_rows(r, b), dst.out_rows(r2, b));
+                    if n > 0 && rows > 0 {
+                        out(msg(Purpose::Residual, src.out_pe(r), dst.out_pe(r2), act.bytes_for(n * rows), 0, 0, 0));
                     }
                 }
             }
@@ -755,13 +900,23 @@ fn multicast_messages(p: &Program, id: RouteId, mut out: impl FnMut(Message)) {
                     }
                 }
             }
-            Work::Attention { kv_heads, group, head_dim, rows_per_head, reduce, .. } => {
-                // (max, sum) per query head plus the fp32 accumulator.
-                let bytes = 4 * group * (head_dim + 2) * b;
+            Work::Attention { group, head_dim, reduce, batch_split, .. } => {
+                // (max, sum) per query head plus the fp32 accumulator, for the sub-block's sequences.
+                let split = batch_split.max(1);
+                let brows = src.work.block_rows();
+                let blocks = src.work.attn_blocks() as u32;
+                let bytes_of = |blk: u32| {
+                    let (lo, hi) = src.work.seq_range(blk as u64 % split, b);
+                    4 * group * (head_dim + 2) * (hi - lo)
+                };
                 let row_rounds = reduce.rounds(src.rect.w);
                 let nrow = row_rounds.len();
                 for (round, pairs) in row_rounds.iter().enumerate() {
-                    for r in 0..(kv_heads as u32 * rows_per_head) {
+                    for r in 0..(blocks * brows) {
+                        let bytes = bytes_of(r / brows);
+                        if bytes == 0 {
+                            continue;
+                        }
                         for &(a, z) in pairs {
                             out(msg(
                                 Purpose::Collective,
@@ -775,10 +930,14 @@ fn multicast_messages(p: &Program, id: RouteId, mut out: impl FnMut(Message)) {
                         }
                     }
                 }
-                for (i, pairs) in Reduce::Chain.rounds(rows_per_head).iter().enumerate() {
-                    for h in 0..kv_heads as u32 {
+                for (i, pairs) in Reduce::Chain.rounds(brows).iter().enumerate() {
+                    for blk in 0..blocks {
+                        let bytes = bytes_of(blk);
+                        if bytes == 0 {
+                            continue;
+                        }
                         for &(a, z) in pairs {
-                            let base = h * rows_per_head;
+                            let base = blk * brows;
                             out(msg(
                                 Purpose::Collective,
                                 src.rect.pe(base + a, 0),
@@ -792,7 +951,7 @@ fn multicast_messages(p: &Program, id: RouteId, mut out: impl FnMut(Message)) {
                     }
                 }
             }
-            Work::Embedding { .. } => {}
+            Work::Embedding { .. } | Work::Gemm { .. } => {}
         },
         RouteKind::Norm => {
             // All-reduce of two fp32 statistics per batch row along row 0: tree up, then broadcast back.
@@ -859,7 +1018,7 @@ fn partition_point(n: u32, pred: impl Fn(u32) -> bool) -> u32 {
 /// program's dtypes: weights (+ bias), KV cache, and buffers for the input
 /// slice, fp32 partial sums and one incoming partial.
 pub fn sram_need(p: &Program, work: &Work) -> Sram {
-    let b = p.batch;
+    let (b, seqs) = (p.rows(), p.batch);
     let (wd, ad, kd) = (p.weight_dtype, p.act_dtype, p.kv_dtype);
     let code = p.arch.pe.sram_reserved_bytes;
     match *work {
@@ -867,19 +1026,33 @@ pub fn sram_need(p: &Program, work: &Work) -> Sram {
             code,
             weights: wd.bytes_for(tile_n * tile_k) + wd.bytes_for(tile_n),
             kv: 0,
-            buffers: ad.bytes_for(tile_k * b) + 2 * acc.bytes_for(tile_n * b),
+            // The input slice of the whole batch; partials (own and one incoming) of one chunk.
+            buffers: ad.bytes_for(tile_k * b) + 2 * acc.bytes_for(tile_n * work.chunk_rows(b)),
         },
-        Work::Attention { group, head_dim, pos_per_pe, .. } => Sram {
-            code,
-            weights: 0,
-            kv: 2 * kd.bytes_for(pos_per_pe * head_dim * b),
-            buffers: ad.bytes_for(group * head_dim * b)
-                + 4 * group * pos_per_pe * b
-                + 2 * 4 * group * (head_dim + 2) * b,
-        },
+        Work::Attention { group, head_dim, pos_per_pe, batch_split, .. } => {
+            // A PE serves its sub-block's sequences only: their KV caches, and
+            // the query rows (`new_tokens` per sequence) and softmax states.
+            let seqs = seqs.div_ceil(batch_split.max(1));
+            let b = seqs * p.new_tokens.max(1);
+            Sram {
+                code,
+                weights: 0,
+                kv: 2 * kd.bytes_for(pos_per_pe * head_dim * seqs),
+                buffers: ad.bytes_for(group * head_dim * b)
+                    + 4 * group * pos_per_pe * b
+                    + 2 * 4 * group * (head_dim + 2) * b,
+            }
+        }
         Work::Embedding { hidden, rows_per_pe, .. } => {
             Sram { code, weights: wd.bytes_for(rows_per_pe * hidden), kv: 0, buffers: 0 }
         }
+        // The resident A and B tiles, their spare buffers for the moves, and the C tile.
+        Work::Gemm { tile_m, tile_k, tile_n, acc, .. } => Sram {
+            code,
+            weights: wd.bytes_for(tile_k * tile_n),
+            kv: 0,
+            buffers: 2 * wd.bytes_for(tile_m * tile_k) + wd.bytes_for(tile_k * tile_n) + acc.bytes_for(tile_m * tile_n),
+        },
     }
 }
 

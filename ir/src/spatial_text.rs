@@ -33,9 +33,11 @@ pub fn print_program(p: &Program) -> String {
     let mut s = String::with_capacity(256 * (p.regions.len() + p.routes.len()));
     let _ = writeln!(
         s,
-        "program {} batch={} context={} weights={} acts={} kv={} wafers={}",
+        "program {} batch={}{} context={} weights={} acts={} kv={} wafers={}",
         q(&p.model),
         p.batch,
+        // Printed only for a prompt chunk, so decode programs read and print unchanged.
+        if p.new_tokens == 1 { String::new() } else { format!(" new_tokens={}", p.new_tokens) },
         p.context,
         p.weight_dtype,
         p.act_dtype,
@@ -45,7 +47,7 @@ pub fn print_program(p: &Program) -> String {
     let a = &p.arch;
     let _ = writeln!(
         s,
-        "arch {} mesh={}x{} clock_ghz={} sram={} reserved={} rd={} wr={} f32={} mixed={} ew={} vec_ovh={} task_ovh={} link={} hop={} ramp={} colors={} reserved_colors={} multicast={} sys_wafers={} iw_bytes_per_s={} iw_latency_ns={}",
+        "arch {} mesh={}x{} clock_ghz={} sram={} reserved={} rd={} wr={} f32={} mixed={} ew={} vec_ovh={} task_ovh={} loop_iter={} map_op={} gemm_step={} link={} hop={} ramp={} colors={} reserved_colors={} multicast={} sys_wafers={} iw_bytes_per_s={} iw_latency_ns={}",
         q(&a.name),
         a.mesh_width,
         a.mesh_height,
@@ -59,6 +61,9 @@ pub fn print_program(p: &Program) -> String {
         a.pe.simd_elementwise,
         a.pe.vector_op_overhead_cycles,
         a.pe.task_overhead_cycles,
+        a.pe.loop_iteration_cycles,
+        a.pe.mapped_op_overhead_cycles,
+        a.pe.gemm_step_overhead_cycles,
         a.router.link_bytes_per_cycle,
         a.router.hop_latency_cycles,
         a.router.ramp_latency_cycles,
@@ -71,22 +76,27 @@ pub fn print_program(p: &Program) -> String {
     );
     for (i, r) in p.regions.iter().enumerate() {
         let work = match &r.work {
-            Work::Gemv { n, k, tile_n, tile_k, reduce, glu, norm, argmax, epilogue_ops, acc, mac } => format!(
-                "gemv n={n} k={k} tile_n={tile_n} tile_k={tile_k} reduce={} glu={} norm={} argmax={} epilogue_ops={epilogue_ops}{}{}",
+            Work::Gemv { n, k, tile_n, tile_k, reduce, glu, norm, argmax, epilogue_ops, acc, mac, batch_chunk } => format!(
+                "gemv n={n} k={k} tile_n={tile_n} tile_k={tile_k} reduce={} glu={} norm={} argmax={} epilogue_ops={epilogue_ops}{}{}{}",
                 reduce_str(*reduce),
                 *glu as u8,
                 *norm as u8,
                 *argmax as u8,
                 // Printed only when not the default, so older programs read and print unchanged.
                 if *acc == crate::DType::F32 { String::new() } else { format!(" acc={acc}") },
-                if *mac { "" } else { " mac=0" }
+                if *mac { "" } else { " mac=0" },
+                if *batch_chunk == 0 { String::new() } else { format!(" batch_chunk={batch_chunk}") }
             ),
-            Work::Attention { kv_heads, group, head_dim, positions, slot, rows_per_head, pos_per_pe, reduce } => format!(
-                "attention kv_heads={kv_heads} group={group} head_dim={head_dim} positions={positions} slot={slot} rows_per_head={rows_per_head} pos_per_pe={pos_per_pe} reduce={}",
-                reduce_str(*reduce)
+            Work::Attention { kv_heads, group, head_dim, positions, slot, rows_per_head, pos_per_pe, reduce, batch_split } => format!(
+                "attention kv_heads={kv_heads} group={group} head_dim={head_dim} positions={positions} slot={slot} rows_per_head={rows_per_head} pos_per_pe={pos_per_pe} reduce={}{}",
+                reduce_str(*reduce),
+                if *batch_split == 1 { String::new() } else { format!(" batch_split={batch_split}") }
             ),
             Work::Embedding { vocab, hidden, rows_per_pe, token } => {
                 format!("embedding vocab={vocab} hidden={hidden} rows_per_pe={rows_per_pe} token={token}")
+            }
+            Work::Gemm { m, k, n, tile_m, tile_k, tile_n, acc } => {
+                format!("gemm m={m} k={k} n={n} tile_m={tile_m} tile_k={tile_k} tile_n={tile_n} acc={acc}")
             }
         };
         let steps: Vec<String> = r
@@ -212,6 +222,14 @@ impl Line<'_> {
         let v = self.get(k)?;
         v.parse().map_err(|_| self.err(format!("`{k}={v}` is not a valid number")))
     }
+    /// An optional number: `default` when the key is absent.
+    fn num_or<T: std::str::FromStr>(&self, k: &str, default: T) -> Result<T, ParseError> {
+        if self.kv.contains_key(k) {
+            self.num(k)
+        } else {
+            Ok(default)
+        }
+    }
     /// An integer field within `lo..=hi` (the field's documented range).
     fn int(&self, k: &str, lo: u64, hi: u64) -> Result<u64, ParseError> {
         let v: u64 = self.num(k)?;
@@ -295,7 +313,7 @@ pub fn parse_program(text: &str) -> Result<Program, ParseError> {
     if a.pos.first().map(String::as_str) != Some("arch") {
         return Err(a.err("expected `arch …`"));
     }
-    h.only(&["batch", "context", "weights", "acts", "kv", "wafers"])?;
+    h.only(&["batch", "new_tokens", "context", "weights", "acts", "kv", "wafers"])?;
     a.only(&[
         "mesh",
         "clock_ghz",
@@ -308,6 +326,9 @@ pub fn parse_program(text: &str) -> Result<Program, ParseError> {
         "ew",
         "vec_ovh",
         "task_ovh",
+        "loop_iter",
+        "map_op",
+        "gemm_step",
         "link",
         "hop",
         "ramp",
@@ -334,6 +355,10 @@ pub fn parse_program(text: &str) -> Result<Program, ParseError> {
             simd_elementwise: a.num("ew")?,
             vector_op_overhead_cycles: a.num("vec_ovh")?,
             task_overhead_cycles: a.num("task_ovh")?,
+            // Optional (programs printed before the MeshGEMM fit lack them): the presets' fitted values.
+            loop_iteration_cycles: a.num_or("loop_iter", crate::arch::LOOP_ITERATION_CYCLES)?,
+            mapped_op_overhead_cycles: a.num_or("map_op", crate::arch::MAPPED_OP_OVERHEAD_CYCLES)?,
+            gemm_step_overhead_cycles: a.num_or("gemm_step", crate::arch::GEMM_STEP_OVERHEAD_CYCLES)?,
         },
         router: RouterSpec {
             link_bytes_per_cycle: a.num("link")?,
@@ -352,6 +377,7 @@ pub fn parse_program(text: &str) -> Result<Program, ParseError> {
     let mut p = Program {
         model: h.pos[1].clone(),
         batch: h.int("batch", 1, MAX_BATCH)?,
+        new_tokens: if h.kv.contains_key("new_tokens") { h.int("new_tokens", 1, MAX_CONTEXT)? } else { 1 },
         context: h.int("context", 1, MAX_CONTEXT)?,
         weight_dtype: h.dtype("weights")?,
         act_dtype: h.dtype("acts")?,
@@ -413,6 +439,7 @@ pub fn parse_program(text: &str) -> Result<Program, ParseError> {
                         "epilogue_ops",
                         "acc",
                         "mac",
+                        "batch_chunk",
                     ]))?;
                     Work::Gemv {
                         n: l.int("n", 1, MAX_DIM)?,
@@ -433,6 +460,10 @@ pub fn parse_program(text: &str) -> Result<Program, ParseError> {
                             Some(_) => l.flag("mac")?,
                             None => true,
                         },
+                        batch_chunk: match l.kv.get("batch_chunk") {
+                            Some(_) => l.int("batch_chunk", 1, MAX_BATCH)?,
+                            None => 0,
+                        },
                     }
                 }
                 "attention" => {
@@ -445,6 +476,7 @@ pub fn parse_program(text: &str) -> Result<Program, ParseError> {
                         "rows_per_head",
                         "pos_per_pe",
                         "reduce",
+                        "batch_split",
                     ]))?;
                     Work::Attention {
                         kv_heads: l.int("kv_heads", 1, MAX_HEADS)?,
@@ -455,6 +487,10 @@ pub fn parse_program(text: &str) -> Result<Program, ParseError> {
                         rows_per_head: l.int32("rows_per_head", 1, MAX_MESH_SIDE as u64)?,
                         pos_per_pe: l.int("pos_per_pe", 1, MAX_DIM)?,
                         reduce: parse_reduce(&l, l.get("reduce")?)?,
+                        batch_split: match l.kv.get("batch_split") {
+                            Some(_) => l.int("batch_split", 1, MAX_BATCH)?,
+                            None => 1,
+                        },
                     }
                 }
                 "embedding" => {
@@ -464,6 +500,18 @@ pub fn parse_program(text: &str) -> Result<Program, ParseError> {
                         hidden: l.int("hidden", 1, MAX_DIM)?,
                         rows_per_pe: l.int("rows_per_pe", 1, MAX_DIM)?,
                         token: l.int("token", 0, MAX_DIM)?,
+                    }
+                }
+                "gemm" => {
+                    l.only(&keys(&["m", "k", "n", "tile_m", "tile_k", "tile_n", "acc"]))?;
+                    Work::Gemm {
+                        m: l.int("m", 1, MAX_DIM)?,
+                        k: l.int("k", 1, MAX_DIM)?,
+                        n: l.int("n", 1, MAX_DIM)?,
+                        tile_m: l.int("tile_m", 1, MAX_DIM)?,
+                        tile_k: l.int("tile_k", 1, MAX_DIM)?,
+                        tile_n: l.int("tile_n", 1, MAX_DIM)?,
+                        acc: l.dtype("acc")?,
                     }
                 }
                 k => return Err(l.err(format!("unknown work kind `{k}`"))),

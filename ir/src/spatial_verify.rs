@@ -110,6 +110,24 @@ pub fn verify_program_checks(p: &Program, checks: Checks) -> Result<ProgramInfo,
         )));
         return Err(ProgramErrors(d));
     }
+    if p.new_tokens == 0 || p.new_tokens > p.context {
+        d.push(ProgramDiag::Program(format!("new_tokens {} is outside 1..={} (the context)", p.new_tokens, p.context)));
+        return Err(ProgramErrors(d));
+    }
+    if p.new_tokens > 1 {
+        // Sub-blocks serve sequences; a chunk's rows per sequence are not yet mapped onto them.
+        for (i, r) in p.regions.iter().enumerate() {
+            if let Work::Attention { batch_split: 2.., .. } = r.work {
+                d.push(ProgramDiag::Region {
+                    region: RegionId(i as u32),
+                    name: r.name.clone(),
+                    msg: "is split by sequence (batch_split): prompt chunks (new_tokens > 1) on a split attention \
+                          are not modelled yet"
+                        .into(),
+                });
+            }
+        }
+    }
     if p.regions.is_empty() {
         d.push(ProgramDiag::Program("the program has no regions: nothing to run".into()));
         return Err(ProgramErrors(d));
@@ -143,8 +161,10 @@ pub fn verify_program_checks(p: &Program, checks: Checks) -> Result<ProgramInfo,
         }
         let (w, h) = (rc.w as u64, rc.h as u64);
         let tiling = match r.work {
-            Work::Gemv { n, k, tile_n, tile_k, glu, acc, .. } => {
-                if tile_n == 0 || tile_k == 0 || tile_n * h < n || tile_k * w < k {
+            Work::Gemv { n, k, tile_n, tile_k, glu, acc, batch_chunk, .. } => {
+                if batch_chunk > p.batch {
+                    Some(format!("batch_chunk={batch_chunk} is more than the batch of {}", p.batch))
+                } else if tile_n == 0 || tile_k == 0 || tile_n * h < n || tile_k * w < k {
                     Some(format!("tiles {tile_n}x{tile_k} on {h}x{w} PEs do not cover the {n}x{k} matrix"))
                 } else if glu && (tile_n % 2 != 0 || n % 2 != 0) {
                     Some("a GLU region needs even n and tile_n (gate/up pairs per row)".into())
@@ -157,21 +177,61 @@ pub fn verify_program_checks(p: &Program, checks: Checks) -> Result<ProgramInfo,
             Work::Attention { reduce: crate::Reduce::Meet { .. }, .. } => {
                 Some("attention regions reduce to column 0: `meet` is for gemv regions only".into())
             }
-            Work::Attention { kv_heads, positions, slot, rows_per_head, pos_per_pe, group, head_dim, .. } => {
-                if kv_heads == 0
+            Work::Attention {
+                kv_heads,
+                positions,
+                slot,
+                rows_per_head,
+                pos_per_pe,
+                group,
+                head_dim,
+                batch_split,
+                ..
+            } => {
+                let per = p.batch.div_ceil(batch_split.max(1));
+                if batch_split == 0 || batch_split > p.batch || per * (batch_split - 1) >= p.batch {
+                    Some(format!(
+                        "batch_split={batch_split} does not cut the batch of {} into that many non-empty groups of ⌈batch / split⌉ sequences",
+                        p.batch
+                    ))
+                } else if rows_per_head as u64 % batch_split != 0 {
+                    Some(format!(
+                        "batch_split={batch_split} does not divide the {rows_per_head} rows of a head block into sub-blocks"
+                    ))
+                } else if kv_heads == 0
                     || group == 0
                     || head_dim == 0
                     || rows_per_head == 0
                     || kv_heads * rows_per_head as u64 != h
                 {
                     Some(format!("{kv_heads} KV heads x {rows_per_head} rows do not make {h} rows"))
-                } else if pos_per_pe * w * (rows_per_head as u64) < positions {
+                } else if pos_per_pe * w * (rows_per_head as u64 / batch_split) < positions {
                     Some(format!(
-                        "{pos_per_pe} positions per PE over {} PEs per head do not hold {positions}",
-                        w * rows_per_head as u64
+                        "{pos_per_pe} positions per PE over {} PEs per sub-block do not hold {positions}",
+                        w * (rows_per_head as u64 / batch_split)
                     ))
                 } else if slot >= positions {
                     Some(format!("slot {slot} is outside the {positions} cached positions"))
+                } else {
+                    None
+                }
+            }
+            Work::Gemm { m, k, n, tile_m, tile_k, tile_n, acc } => {
+                if w != h {
+                    Some(format!("a Cannon GEMM runs on a square: {h}x{w} PEs"))
+                } else if tile_m == 0
+                    || tile_k == 0
+                    || tile_n == 0
+                    || tile_m * h < m
+                    || tile_k * w < k
+                    || tile_n * w < n
+                {
+                    Some(format!(
+                        "tiles {tile_m}x{tile_k} (A) and {tile_k}x{tile_n} (B) on {h}x{w} PEs do not cover the \
+                         {m}x{k} by {k}x{n} product"
+                    ))
+                } else if !matches!(acc, crate::DType::F32 | crate::DType::F16) {
+                    Some(format!("accumulator `acc={acc}` is not fp32 or fp16"))
                 } else {
                     None
                 }
@@ -354,6 +414,16 @@ pub fn verify_program_checks(p: &Program, checks: Checks) -> Result<ProgramInfo,
                 "a {} route must {}",
                 rt.kind.name(),
                 if rt.kind.is_collective() { "stay within one region" } else { "join two regions" }
+            )));
+            continue;
+        }
+        if [rt.src, rt.dst].iter().any(|&r| matches!(p.region(r).work, Work::Gemm { .. })) {
+            d.push(rerr(format!(
+                "{} {} -> {} touches a gemm region, which takes no routes yet (its operands are resident and its \
+                 tile moves are part of its work)",
+                rt.kind.name(),
+                rt.src,
+                rt.dst
             )));
             continue;
         }
@@ -575,9 +645,9 @@ pub fn route_message_bound(p: &Program, rt: &Route) -> u64 {
     let (s, t) = (p.region(rt.src), p.region(rt.dst));
     let lines = |r: &Region| -> u64 {
         match r.work {
-            Work::Gemv { argmax: true, .. } | Work::Embedding { .. } => 1,
+            Work::Gemv { argmax: true, .. } | Work::Embedding { .. } | Work::Gemm { .. } => 1,
             Work::Gemv { .. } => r.rect.h as u64,
-            Work::Attention { kv_heads, .. } => kv_heads,
+            Work::Attention { .. } => r.work.attn_blocks(),
         }
     };
     // Output slices and input ranges are contiguous partitions, so the pairs
@@ -589,11 +659,12 @@ pub fn route_message_bound(p: &Program, rt: &Route) -> u64 {
     match rt.kind {
         RouteKind::Forward => match t.work {
             Work::Gemv { .. } => (ls + t.rect.w as u64).saturating_mul(if mc { 1 } else { t.rect.h as u64 }),
-            Work::Attention { kv_heads, .. } => {
-                let block = if mc { 1 } else { t.rect.pes() / kv_heads.max(1) };
-                (ls + kv_heads).saturating_mul(block + 2)
+            Work::Attention { kv_heads, batch_split, .. } => {
+                let blocks = t.work.attn_blocks().max(1);
+                let block = if mc { 1 } else { t.rect.pes() / blocks };
+                (ls + kv_heads).saturating_mul(batch_split.max(1)).saturating_mul(block + 2)
             }
-            Work::Embedding { .. } => 0,
+            Work::Embedding { .. } | Work::Gemm { .. } => 0,
         },
         RouteKind::Residual => ls + lines(t),
         RouteKind::Reduce => s.rect.pes().saturating_mul(2),

@@ -104,7 +104,7 @@ pub struct Calibration {
     pub mean_error: f64,
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() {
         return 0.0;
     }
@@ -214,7 +214,12 @@ pub fn fit_ramp(arch: &ArchSpec, engine: Engine) -> Result<RampFit, KernelError>
         let a = c0[i] - b * r0;
         let expected = a + b * arch.router.ramp_latency_cycles as f64;
         if (expected - cp[i]).abs() > 1.0 {
-            return Err(KernelError::NotAffine { p: r.grid, m: r.m, n: r.n, at_preset: cp[i], expected });
+            return Err(KernelError::NotAffine {
+                what: "the ramp latency",
+                row: format!("P={} M={} N={}", r.grid, r.m, r.n),
+                replayed: cp[i],
+                expected,
+            });
         }
         lines.push((a, b, r.measured_cycles));
     }

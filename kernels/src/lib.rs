@@ -1,29 +1,35 @@
 //! `wafer-kernels`: published wafer kernels built as spatial-IR programs and
 //! replayed against cycle counts measured on WSE-3 silicon.
 //!
-//! Owns: the kernel builders ([`MeshGemv`]), timing one through the normal
-//! verifier and engines ([`time_kernel`]: no special-case timing path), the
-//! embedded measurements (`data/`, verbatim copies with their source), the
-//! calibration report ([`calibrate_gemv`]) and the fit of the micro-timing
-//! constant the rows pin down ([`fit_ramp`], with leave-one-P-out
-//! cross-validation). Must not: read files, print, or change the micro-timing
+//! Owns: the kernel builders ([`MeshGemv`], [`MeshGemm`]), timing one through
+//! the normal verifier and engines ([`time_kernel`]: no special-case timing
+//! path), the embedded measurements (`data/`, verbatim copies with their
+//! source), the calibration reports ([`calibrate_gemv`], [`calibrate_gemm`])
+//! and the fits of the micro-timing constants the rows pin down ([`fit_ramp`],
+//! [`fit_gemm`], each with leave-one-P-out cross-validation). Must not: read files, print, or change the micro-timing
 //! model (that is `wafer_cost::timing`; the fitted value lives in the
 //! arch presets, and a test here re-runs the fit against it).
 //!
 //! Kernels the IR cannot express yet are typed errors, not guesses: Shift moves
 //! a tile L PEs by relaying it through every PE on the way (a task per hop;
-//! the spatial IR routes messages through routers only), and MeshGEMM is part
-//! of the prefill work.
+//! the spatial IR routes messages through routers only).
 
 pub mod calibrate;
+pub mod calibrate_gemm;
+pub mod meshgemm;
 pub mod meshgemv;
 
 pub use calibrate::{
     calibrate_gemv, fit_ramp, gemv_rows, Calibration, GemvRow, LooFold, RampFit, RowResult, MESHGEMV_CSV,
 };
+pub use calibrate_gemm::{
+    calibrate_gemm, fit_gemm, gemm_rows, GemmCalibration, GemmConstants, GemmFit, GemmFold, GemmRow, GemmRowResult,
+    MESHGEMM_CSV,
+};
+pub use meshgemm::MeshGemm;
 pub use meshgemv::MeshGemv;
 
-use wafer_ir::{verify_program, Program, ProgramInfo};
+use wafer_ir::{sram_need, verify_program, ArchSpec, DType, Program, ProgramInfo, Rect, Region, Step, Work};
 #[cfg(doc)]
 use wafer_simulator::SimResult;
 use wafer_simulator::{simulate_analytical, try_simulate_event, EventLimits, FinishedSim};
@@ -60,8 +66,8 @@ pub enum KernelError {
     Unsupported { kernel: &'static str, why: &'static str },
     #[error("embedded {file}, line {line}: {message}")]
     Data { file: &'static str, line: usize, message: String },
-    #[error("the fit is not affine in the ramp latency for row P={p} M={m} N={n}: {at_preset} cycles at the preset, {expected} from the two fit points")]
-    NotAffine { p: u32, m: u64, n: u64, at_preset: f64, expected: f64 },
+    #[error("the fit is not affine in {what} for row {row}: {replayed} cycles replayed at the check point, {expected} from the fit points")]
+    NotAffine { what: &'static str, row: String, replayed: f64, expected: f64 },
 }
 
 /// `wafer kernel shift`: why the IR cannot express it yet.
@@ -72,11 +78,38 @@ pub const SHIFT_UNSUPPORTED: KernelError = KernelError::Unsupported {
           and cannot state a relayed move yet (it needs the per-PE task lists of the dataflow level)",
 };
 
-/// `wafer kernel gemm`: not yet.
-pub const GEMM_UNSUPPORTED: KernelError = KernelError::Unsupported {
-    kernel: "gemm",
-    why: "MeshGEMM (prefill) is not built yet: the spatial IR has no GEMM work; it comes with the prefill issue",
-};
+/// A one-region fp16 kernel program on `arch`: the region `name` is a
+/// `grid × grid` square running `work` (its SRAM from the IR's rule) with one
+/// compute step; callers add routes.
+pub(crate) fn square_program(model: String, arch: &ArchSpec, name: &str, grid: u32, work: Work) -> Program {
+    let mut prog = Program {
+        model,
+        batch: 1,
+        new_tokens: 1,
+        context: 1,
+        weight_dtype: DType::F16,
+        act_dtype: DType::F16,
+        kv_dtype: DType::F16,
+        wafers: 1,
+        arch: arch.clone(),
+        regions: Vec::new(),
+        routes: Vec::new(),
+    };
+    let sram = sram_need(&prog, &work);
+    prog.regions.push(Region {
+        name: name.into(),
+        layer: None,
+        wafer: 0,
+        rect: Rect { x: 0, y: 0, w: grid, h: grid },
+        turn: 0,
+        active: true,
+        ops: vec![work.mnemonic().into()],
+        work,
+        sram,
+        steps: vec![Step::Compute],
+    });
+    prog
+}
 
 /// Verifies `p` and times it with `engine` within `limits` (the event
 /// engine's memory and event budgets); a run that does not finish is an error,

@@ -15,10 +15,7 @@
 //! identical links in both directions the timing is the same.
 
 use crate::KernelError;
-use wafer_ir::{
-    route_messages, sram_need, ArchSpec, DType, Program, Rect, Reduce, Region, RegionId, Route, RouteId, RouteKind,
-    Step, Work,
-};
+use wafer_ir::{route_messages, ArchSpec, DType, Program, Reduce, RegionId, Route, RouteId, RouteKind, Step, Work};
 
 /// A MeshGEMV configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,32 +76,15 @@ impl MeshGemv {
             epilogue_ops: 0,
             acc: DType::F16,
             mac: self.mac,
+            batch_chunk: 0,
         };
-        let mut prog = Program {
-            model: format!("meshgemv P={} M={} N={} group_num={}", self.grid, self.m, self.n, self.groups),
-            batch: 1,
-            context: 1,
-            weight_dtype: DType::F16,
-            act_dtype: DType::F16,
-            kv_dtype: DType::F16,
-            wafers: 1,
-            arch: arch.clone(),
-            regions: Vec::new(),
-            routes: Vec::new(),
-        };
-        let sram = sram_need(&prog, &work);
-        prog.regions.push(Region {
-            name: "meshgemv".into(),
-            layer: None,
-            wafer: 0,
-            rect: Rect { x: 0, y: 0, w: self.grid, h: self.grid },
-            turn: 0,
-            active: true,
-            ops: vec!["gemv".into()],
+        let mut prog = crate::square_program(
+            format!("meshgemv P={} M={} N={} group_num={}", self.grid, self.m, self.n, self.groups),
+            arch,
+            "meshgemv",
+            self.grid,
             work,
-            sram,
-            steps: vec![Step::Compute],
-        });
+        );
         let me = RegionId(0);
         // Reduce on colors 0-1, the broadcast back on 2-3 (east and west).
         for (i, kind) in [RouteKind::Reduce, RouteKind::Bcast].into_iter().enumerate() {

@@ -67,6 +67,77 @@ pub struct Limit {
     pub largest_batch: Option<u64>,
     /// The error of the next batch, or that the sweep ends there.
     pub bound: String,
+    /// Wafer: where aggregate tokens/s (one user in flight) stops rising
+    /// before `largest_batch`, and why ([`saturation`]); null where it rises
+    /// to the last batch that mapped (then `bound`, SRAM, is what stops it).
+    pub saturation: Option<Saturation>,
+}
+
+/// A batch sweep's aggregate tokens/s has stopped rising.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Saturation {
+    /// The last batch before the gain falls below [`SATURATION_GAIN`].
+    pub batch: u64,
+    /// The next batch swept.
+    pub next_batch: u64,
+    /// Aggregate tokens/s at `next_batch` over that at `batch`.
+    pub gain: f64,
+    /// Share of `next_batch`'s critical path spent computing.
+    pub compute_share: f64,
+    /// `compute`, `communication` or `wafers` (the next batch needs more of them).
+    pub bound: String,
+    pub why: String,
+}
+
+/// Doubling the batch must raise aggregate tokens/s by at least this factor
+/// to count as still rising (below, the step grows about as fast as the batch).
+pub const SATURATION_GAIN: f64 = 1.1;
+
+/// One batch of a sweep: `(batch, machines, step µs, compute share of the critical path)`.
+pub type BatchStep = (u64, u32, f64, f64);
+
+/// The first batch of `steps` (in batch order) after which aggregate tokens/s
+/// (`batch / step`) rises by less than [`SATURATION_GAIN`], and what binds:
+/// more wafers at the next batch (`wafers`), else the larger of compute and
+/// communication on the next batch's critical path.
+pub fn saturation(steps: &[BatchStep]) -> Option<Saturation> {
+    steps.windows(2).find_map(|w| {
+        let ((b0, m0, t0, _), (b1, m1, t1, share)) = (w[0], w[1]);
+        let gain = (b1 as f64 / t1) / (b0 as f64 / t0);
+        if gain.is_nan() || gain >= SATURATION_GAIN {
+            return None;
+        }
+        let (bound, why) = if m1 > m0 {
+            (
+                "wafers",
+                format!(
+                    "more wafers: batch {b1} needs {m1} (its KV cache) where batch {b0} needed {m0}, and a token \
+                     crosses them all: aggregate tokens/s ×{gain:.2}"
+                ),
+            )
+        } else if share >= 0.5 {
+            (
+                "compute",
+                format!(
+                    "compute-bound: from batch {b0} to {b1} the step grows ×{:.2} (every PE multiplies its \
+                     tile once per sequence; compute is {:.0}% of the critical path), aggregate tokens/s ×{gain:.2}",
+                    t1 / t0,
+                    100.0 * share
+                ),
+            )
+        } else {
+            (
+                "communication",
+                format!(
+                    "communication-bound: from batch {b0} to {b1} the step grows ×{:.2} (the batch's bytes on the fabric; compute is \
+                     {:.0}% of the critical path), aggregate tokens/s ×{gain:.2}",
+                    t1 / t0,
+                    100.0 * share
+                ),
+            )
+        };
+        Some(Saturation { batch: b0, next_batch: b1, gain, compute_share: share, bound: bound.into(), why })
+    })
 }
 
 /// Everything `wafer frontier` found: the JSON source of truth.
@@ -264,6 +335,9 @@ impl FrontierReport {
                 Some(b) => s += &format!("  {side} {}: batch ≤ {b}; {}\n", l.strategy, l.bound),
                 None => s += &format!("  {side} {}: does not map at batch 1: {}\n", l.strategy, l.bound),
             }
+            if let Some(sat) = &l.saturation {
+                s += &format!("    aggregate tokens/s stops rising after batch {}: {}\n", sat.batch, sat.why);
+            }
         }
         s += "\nPer-user tokens/s is per sequence (each sequence of a batch is a user). Wafer users in flight \
               are pipelined through the mapping in closed form from the simulated step (aggregate = batch · \
@@ -347,7 +421,23 @@ impl FrontierReport {
 
 #[cfg(test)]
 mod tests {
-    use super::pareto;
+    use super::{pareto, saturation};
+
+    #[test]
+    fn aggregate_tokens_per_s_stops_rising_where_the_step_grows_with_the_batch_and_says_why() {
+        // (batch, wafers, step µs, compute share): the step is flat to batch 4,
+        // then grows ×1.9 per doubling, compute dominating.
+        let steps =
+            [(1, 1, 100.0, 0.2), (2, 1, 110.0, 0.3), (4, 1, 130.0, 0.4), (8, 1, 247.0, 0.7), (16, 1, 480.0, 0.8)];
+        let s = saturation(&steps).unwrap();
+        assert_eq!((s.batch, s.next_batch, s.bound.as_str()), (4, 8, "compute"));
+        assert!(s.gain < 1.1 && s.why.contains("compute-bound"), "{s:?}");
+        // More wafers at the next batch is named as such.
+        let s = saturation(&[(1, 1, 100.0, 0.2), (2, 3, 190.0, 0.2)]).unwrap();
+        assert_eq!(s.bound, "wafers");
+        // A step that stays flat keeps rising: no saturation.
+        assert!(saturation(&[(1, 1, 100.0, 0.2), (2, 1, 120.0, 0.2), (4, 1, 150.0, 0.2)]).is_none());
+    }
 
     #[test]
     fn a_point_beaten_on_both_axes_or_tied_on_one_is_off_the_frontier() {

@@ -441,11 +441,12 @@ impl RunReport {
         if let Some(f) = &self.prefill {
             out += &format!(
                 "time to first token: {:.2} ms for {} prompt tokens over {} cached ({:.0} prompt tokens/s, streamed \
-                 through the mapping one token per bottleneck: {})",
+                 through the mapping {} per bottleneck: {})",
                 f.ttft_us / 1e3,
                 f.prompt,
                 f.cached,
                 f.prompt_tokens_per_s,
+                if f.chunk == 1 { "one token".to_string() } else { format!("in chunks of {} tokens, one", f.chunk) },
                 f.bottleneck
             );
             if let Some(g) = f.gpu_ttft_us {
@@ -497,16 +498,30 @@ pub fn users_line(u: &Pipelining) -> String {
     )
 }
 
+/// One prompt chunk size tried, with its time to first token.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ChunkTtft {
+    pub chunk: u64,
+    pub ttft_us: f64,
+}
+
 /// Time to first token of `wafer run --prompt`.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunPrefill {
     pub prompt: u64,
     pub cached: u64,
-    /// The prompt streamed through the wafer's mapping (`wafer_simulator::streamed_prefill`).
+    /// The prompt streamed through the wafer's mapping (`wafer_simulator::streamed_prefill`),
+    /// in the fastest chunk tried.
     pub ttft_us: f64,
     pub prompt_tokens_per_s: f64,
-    /// What sets the time between prompt tokens.
+    /// What sets the time between prompt chunks.
     pub bottleneck: String,
+    /// Prompt tokens of each sequence per step (1: token by token).
+    pub chunk: u64,
+    /// Every chunk tried (powers of two), with its time to first token.
+    pub chunks: Vec<ChunkTtft>,
+    /// Why no larger chunk was tried (SRAM), if one was refused.
+    pub chunk_limit: Option<String>,
     /// The GPU baseline's calibrated TTFT, µs (null without a GPU).
     pub gpu_ttft_us: Option<f64>,
 }

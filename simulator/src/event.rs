@@ -221,7 +221,7 @@ fn live_bound(p: &Program, weight: &[u64]) -> u64 {
         let k = match dst.work {
             Work::Gemv { k, .. } => k,
             Work::Attention { .. } => dst.work.in_elems(),
-            Work::Embedding { .. } => return false,
+            Work::Embedding { .. } | Work::Gemm { .. } => return false,
         };
         (0..src.out_lines()).all(|l| {
             let (lo, hi) = src.out_slice(l);
@@ -886,12 +886,12 @@ struct Live {
     pe: Vec<u32>,
     /// Per receive: arrival.
     slots: Vec<Stamp>,
-    /// Gemv: add cost per row; the norm's, the argmax's and attention's combine.
+    /// Add cost per Gemv row or attention sub-block; the norm's and the argmax's.
     row_add: Vec<u32>,
-    consts: [u32; 3],
-    /// Serialization of a transfer: per Gemv row; norm or argmax, attention.
+    consts: [u32; 2],
+    /// Serialization of a transfer: per Gemv row or attention sub-block; norm or argmax.
     row_ser: Vec<u32>,
-    sers: [u32; 2],
+    ser: u32,
 }
 
 /// Pending count of a node whose partial never leaves (it never fires).
@@ -941,6 +941,7 @@ struct Reg<'p> {
 
 struct Sim<'p> {
     p: &'p Program,
+    /// Rows every activation carries (`Program::rows`: batch · new_tokens).
     batch: u64,
     hop: u64,
     ramp: u64,
@@ -1014,8 +1015,8 @@ impl<'p> Sim<'p> {
         for (i, r) in p.regions.iter().enumerate() {
             let nlines = match r.work {
                 Work::Gemv { .. } => r.rect.h,
-                Work::Attention { kv_heads, .. } => kv_heads as u32,
-                Work::Embedding { .. } => 1,
+                Work::Attention { .. } => r.work.attn_blocks() as u32,
+                Work::Embedding { .. } | Work::Gemm { .. } => 1,
             };
             let line_base = if r.active { lines } else { NONE };
             if r.active {
@@ -1040,7 +1041,7 @@ impl<'p> Sim<'p> {
                     col_node_base = nodes;
                     nodes += r.rect.h;
                 }
-                Work::Embedding { .. } => {}
+                Work::Embedding { .. } | Work::Gemm { .. } => {}
             }
             regs.push(Reg {
                 r,
@@ -1085,7 +1086,7 @@ impl<'p> Sim<'p> {
         let nl = lines as usize;
         let mut s = Sim {
             p,
-            batch: p.batch,
+            batch: p.rows(),
             hop: a.router.hop_latency_cycles as u64,
             ramp: a.router.ramp_latency_cycles as u64,
             regs,
@@ -1168,9 +1169,9 @@ impl<'p> Sim<'p> {
         let r = self.regs[reg].r;
         let row = pe.y.saturating_sub(r.rect.y);
         match r.work {
-            Work::Gemv { argmax: true, .. } | Work::Embedding { .. } => 0,
+            Work::Gemv { argmax: true, .. } | Work::Embedding { .. } | Work::Gemm { .. } => 0,
             Work::Gemv { .. } => row,
-            Work::Attention { rows_per_head, .. } => row / rows_per_head.max(1),
+            Work::Attention { .. } => row / r.work.block_rows(),
         }
     }
 
@@ -1252,7 +1253,7 @@ impl<'p> Sim<'p> {
                                     }
                                 }
                                 // for_each_message sends nothing into an embedding.
-                                Work::Embedding { .. } => continue,
+                                Work::Embedding { .. } | Work::Gemm { .. } => continue,
                             }
                         }
                     }
@@ -1363,7 +1364,10 @@ impl<'p> Sim<'p> {
                         }
                     }
                 }
-                Work::Attention { rows_per_head, reduce, kv_heads, .. } => {
+                Work::Attention { reduce, .. } => {
+                    // Sub-blocks: a head's rows split by sequence (`batch_split`).
+                    let rows_per_head = g.r.work.block_rows();
+                    let kv_heads = g.r.work.attn_blocks();
                     let rph = rows_per_head.max(1);
                     let rounds = reduce.rounds(w);
                     g.row_pat = Pattern::new(w, &rounds, |i| reduce.relays(w, i), g.row_pat.routes);
@@ -1398,7 +1402,7 @@ impl<'p> Sim<'p> {
                         implicit[0] = g.row_pat.pairs * msg_rows as u64 + g.col_pat.pairs * kv_heads;
                     }
                 }
-                Work::Embedding { .. } => {}
+                Work::Embedding { .. } | Work::Gemm { .. } => {}
             }
             g.orphans = orphans;
             g.stuck.extend(why);
@@ -1443,9 +1447,9 @@ impl<'p> Sim<'p> {
         }
         let mut recvs = vec![0u32; nodes];
         let mut row_add = Vec::new();
-        let mut consts = [0u32; 3];
+        let mut consts = [0u32; 2];
         let mut row_ser = Vec::new();
-        let mut sers = [timing::serialization(a, 8 * b) as u32, 0];
+        let ser = timing::serialization(a, 8 * b) as u32;
         match r.work {
             Work::Gemv { acc, .. } => {
                 for row in 0..h {
@@ -1474,9 +1478,14 @@ impl<'p> Sim<'p> {
                     consts[1] = timing::add_partial(a, b, DType::F32) as u32;
                 }
             }
-            Work::Attention { group, head_dim, rows_per_head, kv_heads, .. } => {
-                consts[2] = timing::attention_combine(a, group, head_dim, b) as u32;
-                sers[1] = timing::serialization(a, 4 * group * (head_dim + 2) * b) as u32;
+            Work::Attention { group, head_dim, batch_split, .. } => {
+                let (rows_per_head, kv_heads) = (r.work.block_rows(), r.work.attn_blocks());
+                // Per sub-block: it combines the states of the sequences it serves.
+                for block in 0..h.div_ceil(rows_per_head.max(1)) {
+                    let (lo, hi) = r.work.seq_range(block as u64 % batch_split.max(1), b);
+                    row_add.push(timing::attention_combine(a, group, head_dim, hi - lo) as u32);
+                    row_ser.push(timing::serialization(a, 4 * group * (head_dim + 2) * (hi - lo)) as u32);
+                }
                 let msg_rows = (kv_heads as u32).saturating_mul(rows_per_head).min(h);
                 for row in 0..msg_rows {
                     for c in 0..w {
@@ -1491,7 +1500,7 @@ impl<'p> Sim<'p> {
                     }
                 }
             }
-            Work::Embedding { .. } => {}
+            Work::Embedding { .. } | Work::Gemm { .. } => {}
         }
         let mut slot_off = Vec::with_capacity(nodes + 1);
         let mut acc = 0u32;
@@ -1517,7 +1526,7 @@ impl<'p> Sim<'p> {
             row_add,
             consts,
             row_ser,
-            sers,
+            ser,
         };
         self.regs[reg].live = Some(Box::new(live));
     }
@@ -1544,9 +1553,9 @@ impl<'p> Sim<'p> {
         } else if g.argmax_base != NONE && n >= g.argmax_base {
             (2, 0, n - g.argmax_base)
         } else {
-            let Work::Attention { rows_per_head, .. } = g.r.work else { return (3, 0, 0) };
-            let i = n - g.col_node_base;
-            (3, i / rows_per_head.max(1), i % rows_per_head.max(1))
+            let Work::Attention { .. } = g.r.work else { return (3, 0, 0) };
+            let (i, rph) = (n - g.col_node_base, g.r.work.block_rows().max(1));
+            (3, i / rph, i % rph)
         }
     }
 
@@ -1564,16 +1573,16 @@ impl<'p> Sim<'p> {
                 }
                 &g.row_pat
             }
-            (0, &Work::Attention { kv_heads, rows_per_head, .. }) => {
-                if line as u64 >= kv_heads * rows_per_head as u64 {
+            (0, w @ &Work::Attention { .. }) => {
+                if line as u64 >= w.attn_blocks() * w.block_rows() as u64 {
                     return None;
                 }
                 &g.row_pat
             }
             (1, _) => &g.norm_pat,
             (2, _) => &g.argmax_pat,
-            (3, &Work::Attention { kv_heads, .. }) => {
-                if line as u64 >= kv_heads {
+            (3, w @ &Work::Attention { .. }) => {
+                if line as u64 >= w.attn_blocks() {
                     return None;
                 }
                 &g.col_pat
@@ -1590,8 +1599,8 @@ impl<'p> Sim<'p> {
             1 => (g.norm_base + to, rect.pe(0, to)),
             2 => (g.argmax_base + to, rect.pe(to, 0)),
             _ => {
-                let Work::Attention { rows_per_head, .. } = g.r.work else { return None };
-                let row = line * rows_per_head + to;
+                let Work::Attention { .. } = g.r.work else { return None };
+                let row = line * g.r.work.block_rows() + to;
                 (g.col_node_base + row, rect.pe(row, 0))
             }
         };
@@ -1607,8 +1616,8 @@ impl<'p> Sim<'p> {
             1 => g.r.rect.pe(0, i),
             2 => g.r.rect.pe(i, 0),
             _ => {
-                let Work::Attention { rows_per_head, .. } = g.r.work else { return g.r.rect.pe(0, 0) };
-                g.r.rect.pe(line * rows_per_head + i, 0)
+                let Work::Attention { .. } = g.r.work else { return g.r.rect.pe(0, 0) };
+                g.r.rect.pe(line * g.r.work.block_rows() + i, 0)
             }
         }
     }
@@ -1634,14 +1643,17 @@ impl<'p> Sim<'p> {
         let wafer = self.wafer_of(reg);
         let ni = n as usize;
         let gemv = matches!(self.regs[reg].r.work, Work::Gemv { .. });
+        let rph = self.regs[reg].r.work.block_rows().max(1);
         let lv = self.live(reg);
         let (lo, hi) = (lv.slot_off[ni] as usize, lv.slot_off[ni + 1] as usize);
         let (base, pe) = (lv.base[ni], lv.pe[ni]);
         let (add, ser) = match kind {
             0 if gemv => (lv.row_add[line as usize], lv.row_ser[line as usize]),
-            1 => (lv.consts[0], lv.sers[0]),
-            2 => (lv.consts[1], lv.sers[0]),
-            _ => (lv.consts[2], lv.sers[1]),
+            1 => (lv.consts[0], lv.ser),
+            2 => (lv.consts[1], lv.ser),
+            // Attention: a row node's line is its PE row, a chain node's its sub-block.
+            0 => (lv.row_add[(line / rph) as usize], lv.row_ser[(line / rph) as usize]),
+            _ => (lv.row_add[line as usize], lv.row_ser[line as usize]),
         };
         let (add, ser) = (add as u64, ser as u64);
         self.regs[reg].busy += add * (hi - lo) as u64;
@@ -1751,6 +1763,24 @@ impl<'p> Sim<'p> {
                     self.regs[ri].start = 0;
                     self.line_ready(ri, 0, st);
                 }
+                Work::Gemm { tile_m, tile_k, tile_n, acc, .. } => {
+                    // Lockstep Cannon steps on every PE of the square, priced by
+                    // the closed form: the tile moves stay on the region's own
+                    // links (each carries the same tiles every step, nothing else
+                    // crosses them), concurrent with the compute.
+                    let (compute, moves) =
+                        timing::gemm(&self.p.arch, r.rect.w as u64, tile_m, tile_k, tile_n, self.p.weight_dtype, acc);
+                    let wafer = self.wafer_of(ri);
+                    let mut last = Stamp::ZERO;
+                    for i in 0..r.rect.pes() as u32 {
+                        let pe = self.phys(wafer, r.rect.pe(i / r.rect.w, i % r.rect.w));
+                        let st = self.occupy(wafer, pe, Stamp::ZERO, compute).comm(moves);
+                        last = last.later(st);
+                    }
+                    self.regs[ri].busy += compute * r.rect.pes();
+                    self.regs[ri].start = 0;
+                    self.line_ready(ri, 0, last);
+                }
                 Work::Gemv { .. } => {
                     for c in 0..r.rect.w {
                         let expected = self.regs[ri].col_expected[c as usize];
@@ -1765,8 +1795,8 @@ impl<'p> Sim<'p> {
                         }
                     }
                 }
-                Work::Attention { kv_heads, .. } => {
-                    for b in 0..kv_heads as u32 {
+                Work::Attention { .. } => {
+                    for b in 0..r.work.attn_blocks() as u32 {
                         let gl = (self.regs[ri].line_base + b) as usize;
                         if self.q_pending[gl] == 0 {
                             if self.regs[ri].has_inputs {
@@ -2013,7 +2043,8 @@ impl<'p> Sim<'p> {
 
     fn attn_q_ready(&mut self, reg: usize, block: u32) {
         let g = &self.regs[reg];
-        let Work::Attention { rows_per_head, pos_per_pe, slot, .. } = g.r.work else { return };
+        let Work::Attention { pos_per_pe, slot, .. } = g.r.work else { return };
+        let rows_per_head = g.r.work.block_rows();
         let gl = (g.line_base + block) as usize;
         self.q_ready[gl] = true;
         let (w, h) = (g.r.rect.w, g.r.rect.h);
@@ -2034,7 +2065,8 @@ impl<'p> Sim<'p> {
 
     fn attn_holder(&mut self, reg: usize, block: u32) {
         let g = &self.regs[reg];
-        let Work::Attention { rows_per_head, pos_per_pe, slot, .. } = g.r.work else { return };
+        let Work::Attention { pos_per_pe, slot, .. } = g.r.work else { return };
+        let rows_per_head = g.r.work.block_rows();
         let (w, h) = (g.r.rect.w, g.r.rect.h);
         let i = (slot / pos_per_pe.max(1)) as u32;
         if i >= rows_per_head * w {
@@ -2051,11 +2083,14 @@ impl<'p> Sim<'p> {
     /// Attention on the PE at block-local row-major index `i`.
     fn attn_pe(&mut self, reg: usize, block: u32, i: u32, ready: Stamp) {
         let g = &self.regs[reg];
-        let Work::Attention { group, head_dim, positions, pos_per_pe, rows_per_head, .. } = g.r.work else {
+        let Work::Attention { group, head_dim, positions, pos_per_pe, batch_split, .. } = g.r.work else {
             return;
         };
+        // `block` is a sub-block: its rows and the sequences it serves.
+        let rows_per_head = g.r.work.block_rows();
+        let (lo, hi) = g.r.work.seq_range(block as u64 % batch_split.max(1), self.batch);
         let held = positions.saturating_sub(i as u64 * pos_per_pe).min(pos_per_pe);
-        let cost = timing::attention_compute(&self.p.arch, group, head_dim, held, self.batch, self.p.kv_dtype);
+        let cost = timing::attention_compute(&self.p.arch, group, head_dim, held, hi - lo, self.p.kv_dtype);
         let w = g.r.rect.w;
         let node = (i % w) * g.r.rect.h + block * rows_per_head + i / w;
         self.regs[reg].busy += cost;

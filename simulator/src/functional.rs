@@ -53,6 +53,8 @@ pub enum FunctionalError {
     Weights(#[from] ReferenceError),
     #[error("no active Gemv region with `argmax` ends the program, so it samples nothing")]
     NoSample,
+    #[error("the program computes a chunk of {0} prompt tokens per sequence; the functional engine runs decode steps (one token) only")]
+    Chunk(u64),
 }
 
 /// What one functional step produced.
@@ -66,11 +68,14 @@ pub struct FunctionalOutput {
     pub transfers: u64,
 }
 
-/// Elements `[lo, hi)` of a vector, for every batch row: `v` is `[batch, hi - lo]`.
+/// Elements `[lo, hi)` of a vector, for batch rows `row0..row0 + v.nrows()`
+/// (every row, except an attention sub-block's line, which holds its
+/// sequences only): `v` is `[rows, hi - lo]`.
 #[derive(Debug, Clone)]
 struct Piece {
     lo: u64,
     hi: u64,
+    row0: usize,
     v: Array2<f32>,
 }
 
@@ -79,36 +84,58 @@ struct Piece {
 struct Gather {
     lo: u64,
     hi: u64,
+    /// Batch rows `[r0, r1)` it gathers.
+    r0: usize,
+    r1: usize,
     v: Array2<f32>,
+    /// Arrivals per (row, element), row-major.
     got: Vec<u32>,
 }
 
 impl Gather {
-    fn new(batch: usize, (lo, hi): (u64, u64)) -> Self {
-        let n = hi.saturating_sub(lo) as usize;
-        Gather { lo, hi, v: Array2::zeros((batch, n)), got: vec![0; n] }
+    fn new(batch: usize, slice: (u64, u64)) -> Self {
+        Gather::rows((0, batch), slice)
     }
-    /// Copies the part of `p` that falls in this slice; true if anything moved.
+    /// A slice for batch rows `[r0, r1)` only (an attention sub-block's sequences).
+    fn rows((r0, r1): (usize, usize), (lo, hi): (u64, u64)) -> Self {
+        let n = hi.saturating_sub(lo) as usize;
+        let m = r1.saturating_sub(r0);
+        Gather { lo, hi, r0, r1, v: Array2::zeros((m, n)), got: vec![0; m * n] }
+    }
+    /// Copies the part of `p` that falls in this slice and these rows; true if anything moved.
     fn put(&mut self, p: &Piece) -> bool {
         let (plo, phi) = (p.lo as i128, p.hi as i128);
         let a = plo.max(self.lo as i128);
         let b = phi.min(self.hi as i128);
-        if a >= b {
+        let (ra, rb) = (p.row0.max(self.r0), (p.row0 + p.v.nrows()).min(self.r1));
+        if a >= b || ra >= rb {
             return false;
         }
         let (src_a, src_b) = ((a - plo) as usize, (b - plo) as usize);
         let (dst_a, dst_b) = ((a - self.lo as i128) as usize, (b - self.lo as i128) as usize);
-        self.v.slice_mut(s![.., dst_a..dst_b]).assign(&p.v.slice(s![.., src_a..src_b]));
-        for g in &mut self.got[dst_a..dst_b] {
-            *g += 1;
+        self.v
+            .slice_mut(s![ra - self.r0..rb - self.r0, dst_a..dst_b])
+            .assign(&p.v.slice(s![ra - p.row0..rb - p.row0, src_a..src_b]));
+        let n = self.v.ncols();
+        for r in ra - self.r0..rb - self.r0 {
+            for g in &mut self.got[r * n + dst_a..r * n + dst_b] {
+                *g += 1;
+            }
         }
         true
     }
     /// The assembled slice, or the first element that arrived other than once.
     fn finish(self) -> Result<Array2<f32>, String> {
-        if let Some((i, &n)) = self.got.iter().enumerate().find(|(_, &n)| n != 1) {
-            let what = if n == 0 { "never arrived".to_string() } else { format!("arrived {n} times") };
-            return Err(format!("element {} of slice [{}, {}) {what}", self.lo + i as u64, self.lo, self.hi));
+        let n = self.v.ncols().max(1);
+        if let Some((i, &k)) = self.got.iter().enumerate().find(|(_, &k)| k != 1) {
+            let what = if k == 0 { "never arrived".to_string() } else { format!("arrived {k} times") };
+            return Err(format!(
+                "element {} of slice [{}, {}) for batch row {} {what}",
+                self.lo + (i % n) as u64,
+                self.lo,
+                self.hi,
+                self.r0 + i / n
+            ));
         }
         Ok(self.v)
     }
@@ -236,6 +263,9 @@ pub fn run_functional(
     tokens: &[u64],
     kv: &mut KvState,
 ) -> Result<FunctionalOutput, FunctionalError> {
+    if p.new_tokens != 1 {
+        return Err(FunctionalError::Chunk(p.new_tokens));
+    }
     if p.batch != g.batch || p.context != g.context {
         return Err(FunctionalError::Mismatch {
             program_batch: p.batch,
@@ -285,6 +315,15 @@ pub fn run_functional(
         let out = match reg.work {
             Work::Embedding { .. } => run_embedding(&mut cx, id, reg, &ops, tokens)?,
             Work::Attention { .. } => run_attention(&mut cx, id, reg, &ops, &forward, kv)?,
+            Work::Gemm { .. } => {
+                return Err(rerr(
+                    id,
+                    reg,
+                    String::from(
+                        "is a gemm region: a kernel-level work with resident operands, which no decode step holds",
+                    ),
+                ))
+            }
             Work::Gemv { .. } => {
                 let (o, s) = run_gemv(&mut cx, id, reg, &ops, &forward, &residual)?;
                 if s.is_some() {
@@ -483,7 +522,7 @@ fn assemble(
     } else {
         concatenate(Axis(1), &parts).map_err(|x| rerr(id, reg, x.to_string()))?
     };
-    Ok(Piece { lo, hi, v })
+    Ok(Piece { lo, hi, row0: 0, v })
 }
 
 fn run_embedding(cx: &mut Ctx, id: usize, reg: &Region, ops: &[&Op], tokens: &[u64]) -> Res<RegionOut> {
@@ -513,7 +552,7 @@ fn run_embedding(cx: &mut Ctx, id: usize, reg: &Region, ops: &[&Op], tokens: &[u
         }
         v.row_mut(b).assign(&table.row(t as usize));
     }
-    let mut env = BTreeMap::from([(emb.outputs[0], Piece { lo: 0, hi: hidden, v })]);
+    let mut env = BTreeMap::from([(emb.outputs[0], Piece { lo: 0, hi: hidden, row0: 0, v })]);
     let mut segs = vec![Seg { t: emb.outputs[0], off: 0 }];
     epilogue(cx, id, reg, &ops[1..], &mut env, &mut segs, Resid { piece: None, tensors: &[] })?;
     let line = assemble(id, reg, cx.batch, (0, hidden), &env, &segs)?;
@@ -699,7 +738,7 @@ fn run_gemv(
                 }
             }
             let v = gth.finish().map_err(|m| e(format!("residual at row {r}: {m}")))?;
-            *slot = Some(Piece { lo: sl.0, hi: sl.1, v });
+            *slot = Some(Piece { lo: sl.0, hi: sl.1, row0: 0, v });
         }
         for src in residual {
             resid_tensors.extend(src.tensors.iter().copied());
@@ -731,7 +770,7 @@ fn run_gemv(
     for r in 0..h {
         let (lo, hi) = reg.rows_of(r);
         if lo >= hi {
-            lines.push(Piece { lo: reg.out_slice(r).0, hi: reg.out_slice(r).0, v: Array2::zeros((batch, 0)) });
+            lines.push(Piece { lo: reg.out_slice(r).0, hi: reg.out_slice(r).0, row0: 0, v: Array2::zeros((batch, 0)) });
             continue;
         }
         let mut parts: Vec<Array2<f32>> = (0..w)
@@ -778,13 +817,13 @@ fn run_gemv(
             let half = ((hi - lo) / 2) as usize;
             let v =
                 Array2::from_shape_fn((batch, half), |(b, i)| activate(func, acc[[b, 2 * i]]) * acc[[b, 2 * i + 1]]);
-            env.insert(segs[0].t, Piece { lo: lo / 2, hi: hi / 2, v });
+            env.insert(segs[0].t, Piece { lo: lo / 2, hi: hi / 2, row0: 0, v });
         } else {
             for (sg, (wm, _)) in segs.iter().zip(&ws) {
                 let (a, b) = (lo.max(sg.off), hi.min(sg.off + wm.nrows() as u64));
                 if a < b {
                     let v = acc.slice(s![.., (a - lo) as usize..(b - lo) as usize]).to_owned();
-                    env.insert(sg.t, Piece { lo: a - sg.off, hi: b - sg.off, v });
+                    env.insert(sg.t, Piece { lo: a - sg.off, hi: b - sg.off, row0: 0, v });
                 }
             }
         }
@@ -833,7 +872,7 @@ fn run_gemv(
     let logits = concatenate(Axis(1), &views).map_err(|x| e(x.to_string()))?;
     let tok = Array2::from_shape_fn((batch, 1), |(b, _)| sampled[b] as f32);
     Ok((
-        RegionOut { lines: vec![Piece { lo: 0, hi: 1, v: tok }], tensors: so.outputs.clone() },
+        RegionOut { lines: vec![Piece { lo: 0, hi: 1, row0: 0, v: tok }], tensors: so.outputs.clone() },
         Some((logits, sampled)),
     ))
 }
@@ -846,7 +885,7 @@ fn run_attention(
     forward: &[&RegionOut],
     kv: &mut KvState,
 ) -> Res<RegionOut> {
-    let Work::Attention { kv_heads, group, head_dim, positions, slot, rows_per_head, pos_per_pe, reduce } = reg.work
+    let Work::Attention { kv_heads, group, head_dim, positions, slot, pos_per_pe, reduce, batch_split, .. } = reg.work
     else {
         unreachable!("checked by caller")
     };
@@ -878,14 +917,21 @@ fn run_attention(
             )))
         }
     }
-    // This step's q, k, v per head block, as the forward routes deliver them.
+    // This step's q, k, v per head sub-block (line `h · split + j`: sub-block
+    // `j` of head `h`, its sequences only), as the forward routes deliver them.
     let (qw, kbase) = (group * head_dim, kv_heads * group * head_dim);
-    let mut gathers: Vec<[Gather; 3]> = (0..kv_heads)
-        .map(|hh| {
+    let split = batch_split.max(1);
+    let seqs = |line: u64| {
+        let (lo, hi) = reg.work.seq_range(line % split, batch as u64);
+        (lo as usize, hi as usize)
+    };
+    let mut gathers: Vec<[Gather; 3]> = (0..kv_heads * split)
+        .map(|line| {
+            let (hh, rows) = (line / split, seqs(line));
             [
-                Gather::new(batch, (hh * qw, (hh + 1) * qw)),
-                Gather::new(batch, (kbase + hh * head_dim, kbase + (hh + 1) * head_dim)),
-                Gather::new(batch, (kbase + (kv_heads + hh) * head_dim, kbase + (kv_heads + hh + 1) * head_dim)),
+                Gather::rows(rows, (hh * qw, (hh + 1) * qw)),
+                Gather::rows(rows, (kbase + hh * head_dim, kbase + (hh + 1) * head_dim)),
+                Gather::rows(rows, (kbase + (kv_heads + hh) * head_dim, kbase + (kv_heads + hh + 1) * head_dim)),
             ]
         })
         .collect();
@@ -900,9 +946,11 @@ fn run_attention(
             }
         }
     }
-    let mut qkv: Vec<[Array2<f32>; 3]> = Vec::with_capacity(hk);
-    for (hh, [q, k, v]) in gathers.into_iter().enumerate() {
-        let f = |g: Gather, what: &str| g.finish().map_err(|m| e(format!("{what} of head {hh}: {m}")));
+    let mut qkv: Vec<[Array2<f32>; 3]> = Vec::with_capacity(hk * split as usize);
+    for (line, [q, k, v]) in gathers.into_iter().enumerate() {
+        let (hh, j) = (line as u64 / split, line as u64 % split);
+        let f =
+            |g: Gather, what: &str| g.finish().map_err(|m| e(format!("{what} of head {hh} (sequence group {j}): {m}")));
         qkv.push([f(q, "q")?, f(k, "k")?, f(v, "v")?]);
     }
     // The caches, slot-ordered; the new token goes to `slot`.
@@ -921,8 +969,10 @@ fn run_attention(
         } else if slot as usize > s0 {
             return Err(e(format!("slot {slot} is past the {s0} positions `{name}` holds")));
         }
-        for (hh, parts) in qkv.iter().enumerate() {
-            c.slice_mut(s![.., hh, slot as usize, ..]).assign(&parts[1 + part]);
+        // Each sub-block's slot holder appends its sequences' new K/V.
+        for (line, parts) in qkv.iter().enumerate() {
+            let ((r0, r1), hh) = (seqs(line as u64), line / split as usize);
+            c.slice_mut(s![r0..r1, hh, slot as usize, ..]).assign(&parts[1 + part]);
         }
         if c.dim().2 as u64 != positions {
             return Err(e(format!("work attends over {positions} positions, `{name}` holds {}", c.dim().2)));
@@ -930,18 +980,21 @@ fn run_attention(
         caches.push(c);
     }
     let scale = 1.0 / (head_dim as f32).sqrt();
-    let (w, rph) = (reg.rect.w, rows_per_head);
-    let mut lines = Vec::with_capacity(hk);
-    for (hh, parts) in qkv.iter().enumerate() {
+    let (w, rph) = (reg.rect.w, reg.work.block_rows());
+    let mut lines = Vec::with_capacity(qkv.len());
+    for (line, parts) in qkv.iter().enumerate() {
+        let ((r0, r1), hh) = (seqs(line as u64), line / split as usize);
         let q = &parts[0];
-        // Per PE of the block (row-major), its positions' partial state.
+        // Per PE of the sub-block (row-major), its positions' partial state
+        // for the sub-block's sequences (state row `b - r0` is sequence `b`).
         let mut st: Vec<AttnState> = (0..(w * rph) as u64)
             .map(|i| {
-                let mut s_ = AttnState::empty(batch, gq, d);
+                let mut s_ = AttnState::empty(r1 - r0, gq, d);
                 let (p0, p1) = ((i * pos_per_pe).min(positions), ((i + 1) * pos_per_pe).min(positions));
-                for b in 0..batch {
+                for b in r0..r1 {
+                    let sb = b - r0;
                     for g in 0..gq {
-                        let qg = q.slice(s![b, g * d..(g + 1) * d]);
+                        let qg = q.slice(s![sb, g * d..(g + 1) * d]);
                         let sc: Vec<f32> = (p0..p1)
                             .map(|p| {
                                 let v = qg.dot(&caches[0].slice(s![b, hh, p as usize, ..])) * scale;
@@ -949,12 +1002,12 @@ fn run_attention(
                             })
                             .collect();
                         let Some(m) = sc.iter().copied().reduce(f32::max) else { continue };
-                        s_.m[[b, g]] = m;
+                        s_.m[[sb, g]] = m;
                         for (j, &sv) in sc.iter().enumerate() {
                             let pw = (sv - m).exp();
-                            s_.l[[b, g]] += pw;
+                            s_.l[[sb, g]] += pw;
                             let vrow = caches[1].slice(s![b, hh, (p0 as usize) + j, ..]);
-                            s_.acc.slice_mut(s![b, g, ..]).scaled_add(pw, &vrow);
+                            s_.acc.slice_mut(s![sb, g, ..]).scaled_add(pw, &vrow);
                         }
                     }
                 }
@@ -979,12 +1032,12 @@ fn run_attention(
             }
         }
         let fin = &st[0];
-        let v = Array2::from_shape_fn((batch, gq * d), |(b, j)| {
+        let v = Array2::from_shape_fn((r1 - r0, gq * d), |(b, j)| {
             let (g, dd) = (j / d, j % d);
             fin.acc[[b, g, dd]] / fin.l[[b, g]]
         });
-        let (lo, hi) = reg.out_slice(hh as u32);
-        lines.push(Piece { lo, hi, v });
+        let (lo, hi) = reg.out_slice(line as u32);
+        lines.push(Piece { lo, hi, row0: r0, v });
     }
     for (name, c) in names.into_iter().zip(caches) {
         kv.caches.insert(name, c);
@@ -1022,7 +1075,8 @@ mod tests {
 
     #[test]
     fn a_gather_rejects_missing_and_doubled_elements() {
-        let piece = |lo: u64, hi: u64| Piece { lo, hi, v: Array2::from_elem((1, (hi - lo) as usize), lo as f32) };
+        let piece =
+            |lo: u64, hi: u64| Piece { lo, hi, row0: 0, v: Array2::from_elem((1, (hi - lo) as usize), lo as f32) };
         let mut g = Gather::new(1, (2, 6));
         assert!(g.put(&piece(0, 4)));
         assert!(!g.put(&piece(6, 9)));

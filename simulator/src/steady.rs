@@ -116,19 +116,24 @@ pub fn pipelining(p: &Program, sim: &FinishedSim, users: u32) -> Pipelining {
     }
 }
 
-/// A prompt streamed through a mapping: `prompt` tokens of one sequence
-/// enter one after the other, each as soon as the bottleneck lets it (a
-/// token needs only the earlier tokens' K and V of each layer, which the same
-/// attention region wrote before it), and the first output token comes out
-/// with the last prompt token. `ttft = T + (prompt − 1) · B`, with `T` and
-/// `B` from a decode step at the prompt's last position: an upper bound for
-/// the earlier tokens, which attend over fewer positions.
+/// A prompt streamed through a mapping, `c = p.new_tokens` tokens of each
+/// sequence at a time (`c = 1`: one after the other; `c > 1`: the mapping
+/// restated for a chunk, `wafer_compiler::prefill_chunk`): each chunk enters
+/// as soon as the bottleneck lets it (a chunk needs only the earlier chunks'
+/// K and V of each layer, which the same attention region wrote before it),
+/// and the first output token comes out with the last chunk.
+/// `ttft = T + (⌈prompt / c⌉ − 1) · B`, with `T` and `B` from a step of the
+/// program at the prompt's last position: an upper bound for the earlier
+/// chunks, which attend over fewer positions, and for a last chunk that is
+/// not full.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StreamedPrefill {
     pub prompt: u64,
-    /// One token's trip through the mapping (`T`), cycles.
+    /// Prompt tokens of each sequence per step.
+    pub chunk: u64,
+    /// One chunk's trip through the mapping (`T`), cycles.
     pub step_cycles: f64,
-    /// Cycles between tokens in steady state (`B`).
+    /// Cycles between chunks in steady state (`B`).
     pub bottleneck_cycles: f64,
     pub bottleneck: String,
     pub ttft_cycles: f64,
@@ -137,14 +142,16 @@ pub struct StreamedPrefill {
     pub prompt_tokens_per_s: f64,
 }
 
-/// [`StreamedPrefill`] of `prompt` (≥ 1) tokens through `p`, from one finished decode step of it.
+/// [`StreamedPrefill`] of `prompt` (≥ 1) tokens through `p`, from one finished step of it.
 pub fn streamed_prefill(p: &Program, sim: &FinishedSim, prompt: u64) -> StreamedPrefill {
     let prompt = prompt.max(1);
+    let chunk = p.new_tokens.max(1);
     let s = pipelining(p, sim, u32::MAX);
-    let ttft = s.step_cycles + (prompt - 1) as f64 * s.bottleneck_cycles;
+    let ttft = s.step_cycles + (prompt.div_ceil(chunk) - 1) as f64 * s.bottleneck_cycles;
     let hz = p.arch.clock_ghz * 1e9;
     StreamedPrefill {
         prompt,
+        chunk,
         step_cycles: s.step_cycles,
         bottleneck_cycles: s.bottleneck_cycles,
         bottleneck: s.bottleneck,

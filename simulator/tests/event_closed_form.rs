@@ -24,6 +24,7 @@ impl Builder {
             p: Program {
                 model: "hand".into(),
                 batch: 1,
+                new_tokens: 1,
                 context: 8,
                 weight_dtype: DType::Bf16,
                 act_dtype: DType::Bf16,
@@ -91,6 +92,7 @@ fn gemv(n: u64, k: u64, tile_n: u64, tile_k: u64, reduce: Reduce, norm: bool, ep
         epilogue_ops,
         acc: DType::F32,
         mac: true,
+        batch_chunk: 0,
     }
 }
 
@@ -293,6 +295,7 @@ fn attention_over_two_head_blocks_in_closed_form() {
         rows_per_head: 2,
         pos_per_pe: 2,
         reduce: Reduce::Tree,
+        batch_split: 1,
     };
     let at = b.region("l0.attention", 0, 0, 2, 4, work);
     b.route(RouteKind::Forward, e, at, 0);

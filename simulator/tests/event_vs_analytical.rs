@@ -117,3 +117,21 @@ fn every_preset_on_up_to_8_wafers_agrees_within_ten_percent() {
         assert!((r - 1.0).abs() <= 0.10, "{what}: event/analytical = {r:.3}");
     }
 }
+
+#[test]
+fn a_batch_split_over_attention_pes_agrees_between_engines() {
+    // Batch 8: every head block split by sequence; the event engine plays each
+    // sub-block's query, K/V append and combine messages (its sequences only).
+    let cfg = preset("llama-3.2-1b").unwrap();
+    let g = decode_graph(&cfg, &DecodeParams { context: 1024, batch: 8, ..Default::default() }).unwrap();
+    let opts = CompileOptions { strategy: wafer_compiler::Strategy::Pipeline, ..Default::default() };
+    let c = compile(&g, &arch_preset("wse3").unwrap(), &opts).unwrap();
+    let split =
+        c.program.regions.iter().filter(|r| matches!(r.work, wafer_ir::Work::Attention { batch_split: 2.., .. }));
+    assert_eq!(split.count(), 16, "every layer's attention is split by sequence");
+    let e = simulate_event(&c.program, &c.info, &EventLimits::default());
+    let a = simulate_analytical(&c.program, &c.info);
+    assert_eq!(e.outcome, Outcome::Finished);
+    let ratio = e.cycles / a.cycles;
+    assert!((0.9..=1.1).contains(&ratio), "event {} vs analytical {}", e.cycles, a.cycles);
+}

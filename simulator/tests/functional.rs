@@ -34,6 +34,18 @@ type Shape = (u32, u32, Reduce);
 /// several rows per attention head — shapes the compiler's search may not
 /// pick), regions side by side on row 0.
 fn hand_compile(g: &Graph, shape: &dyn Fn(usize, u64, u64) -> Shape, attn_cols: u32, rows_per_head: u32) -> Program {
+    hand_compile_split(g, shape, attn_cols, rows_per_head, 1)
+}
+
+/// [`hand_compile`] with every attention head block split into `split`
+/// sub-blocks by sequence (`rows_per_head / split` rows each).
+fn hand_compile_split(
+    g: &Graph,
+    shape: &dyn Fn(usize, u64, u64) -> Shape,
+    attn_cols: u32,
+    rows_per_head: u32,
+    split: u64,
+) -> Program {
     // 1. Fusion groups, in graph order.
     #[derive(PartialEq, Clone, Copy)]
     enum K {
@@ -113,6 +125,7 @@ fn hand_compile(g: &Graph, shape: &dyn Fn(usize, u64, u64) -> Shape, attn_cols: 
                         epilogue_ops: epi as u32,
                         acc: wafer_ir::DType::F32,
                         mac: true,
+                        batch_chunk: 0,
                     },
                 )
             }
@@ -120,7 +133,7 @@ fn hand_compile(g: &Graph, shape: &dyn Fn(usize, u64, u64) -> Shape, attn_cols: 
                 let OpKind::AttnScores { heads, kv_heads, head_dim } = g.ops[ops[1]].kind else { panic!() };
                 let positions = g.context;
                 let rect = Rect { x, y: 0, w: attn_cols, h: kv_heads as u32 * rows_per_head };
-                let pos_per_pe = positions.div_ceil((attn_cols * rows_per_head) as u64).max(1);
+                let pos_per_pe = positions.div_ceil(attn_cols as u64 * (rows_per_head as u64 / split)).max(1);
                 (
                     rect,
                     Work::Attention {
@@ -132,6 +145,7 @@ fn hand_compile(g: &Graph, shape: &dyn Fn(usize, u64, u64) -> Shape, attn_cols: 
                         rows_per_head,
                         pos_per_pe,
                         reduce: Reduce::Tree,
+                        batch_split: split,
                     },
                 )
             }
@@ -192,7 +206,7 @@ fn hand_compile(g: &Graph, shape: &dyn Fn(usize, u64, u64) -> Shape, attn_cols: 
                 }
             }
             Work::Attention { .. } => routes.push(Route { colors: 2, ..mk(RouteKind::Reduce, ri, ri) }),
-            Work::Embedding { .. } => {}
+            Work::Embedding { .. } | Work::Gemm { .. } => {}
         }
     }
     let mut arch = arch_preset(&format!("mesh:{x}x{height}")).unwrap();
@@ -200,6 +214,7 @@ fn hand_compile(g: &Graph, shape: &dyn Fn(usize, u64, u64) -> Shape, attn_cols: 
     let mut p = Program {
         model: g.name.clone(),
         batch: g.batch,
+        new_tokens: 1,
         context: g.context,
         weight_dtype: g.weight_dtype,
         act_dtype: g.act_dtype,
@@ -587,4 +602,97 @@ fn a_broken_spread_partition_is_caught() {
     p.regions[i + 1].turn = t;
     let errs = verify_program(&p).unwrap_err();
     assert!(errs.to_string().contains("same turn"), "{errs}");
+}
+
+#[test]
+fn a_prompt_chunk_is_refused_by_the_functional_engine_with_a_typed_error() {
+    let cfg = model(LLAMA, "tiny-llama");
+    let g = graph(&cfg, 4, 1);
+    let arch = small_mesh(64, 64, 4096);
+    let p =
+        wafer_compiler::compile(&g, &arch, &wafer_compiler::CompileOptions { prefill_chunk: 2, ..Default::default() })
+            .unwrap()
+            .program;
+    let (c, info) = wafer_compiler::prefill_chunk(&p, 2).unwrap();
+    let w = wafer_simulator::Weights::random(&g, 1);
+    let e = wafer_simulator::run_functional(&c, &info, &g, &w, &[1], &mut wafer_simulator::KvState::new()).unwrap_err();
+    assert!(matches!(e, wafer_simulator::FunctionalError::Chunk(2)), "{e:?}");
+}
+
+// ---- attention split by sequence (batch > 1) ----
+
+#[test]
+fn attention_split_by_sequence_matches_the_reference() {
+    // Batch 4, head blocks of 4 rows cut into 2 sub-blocks (2 sequences
+    // each) and into 4 (one each): every sub-block holds only its sequences'
+    // caches, and the o-projection gathers each sequence's output from the
+    // sub-block that serves it.
+    let cfg = model(LLAMA, "tiny-llama");
+    for split in [2, 4] {
+        let c = |g: &Graph| hand_compile_split(g, &llama_shapes, 2, 4, split);
+        let p = c(&graph(&cfg, 3, 4));
+        let at = region_with(&p, "l0.attn.kv_append");
+        assert_eq!(p.regions[at].work.attn_blocks(), 2 * split);
+        let errs = compare(&cfg, 4, 6, &c, &|_, _| {}).unwrap_or_else(|e| panic!("{e}"));
+        println!("tiny llama, batch 4, attention split {split}: max rel err per step {}", fmt_errs(&errs));
+        assert!(errs.iter().all(|&e| e <= 1e-4), "{errs:?}");
+    }
+}
+
+#[test]
+fn the_compiler_splits_attention_when_the_batch_overflows_a_pe_and_still_matches() {
+    // 512 B per PE: one cached position of all 4 sequences with their query
+    // and softmax states needs 672 B, so no unsplit head block fits.
+    let cfg = model(LLAMA, "tiny-llama");
+    let arch = small_mesh(32, 16, 512);
+    let c = |g: &Graph| compiled(&arch, g);
+    let p = c(&graph(&cfg, 4, 4));
+    let split = p.regions.iter().filter(|r| matches!(r.work, Work::Attention { batch_split: 2.., .. })).count();
+    assert_eq!(split, 2, "both layers' attention split by sequence");
+    let errs = compare(&cfg, 4, 6, &c, &|_, _| {}).unwrap_or_else(|e| panic!("{e}"));
+    println!("tiny llama compiled at batch 4 on mesh:32x16 (512 B/PE): {}", fmt_errs(&errs));
+    assert!(errs.iter().all(|&e| e <= 1e-4), "{errs:?}");
+}
+
+#[test]
+fn a_broken_split_is_caught() {
+    let cfg = model(LLAMA, "tiny-llama");
+    let g = graph(&cfg, 5, 4);
+    let good = hand_compile_split(&g, &llama_shapes, 2, 4, 2);
+    verify_program(&good).unwrap_or_else(|e| panic!("{e}"));
+    let at = region_with(&good, "l0.attn.kv_append");
+    let with = |f: &dyn Fn(&mut Work)| {
+        let mut p = good.clone();
+        f(&mut p.regions[at].work);
+        verify_program(&p).map(|_| ()).unwrap_err().to_string()
+    };
+    // Three sub-blocks cannot share four rows.
+    let e = with(&|w| {
+        if let Work::Attention { batch_split, .. } = w {
+            *batch_split = 3
+        }
+    });
+    assert!(e.contains("batch_split=3"), "{e}");
+    // More groups than sequences leaves a sub-block with none.
+    let e = with(&|w| {
+        if let Work::Attention { batch_split, rows_per_head, .. } = w {
+            (*batch_split, *rows_per_head) = (8, 8)
+        }
+    });
+    assert!(e.contains("batch_split=8"), "{e}");
+    // Undoing the split puts every sequence on every PE: the SRAM the region
+    // declared (sized for 2 sequences per PE) no longer covers its work.
+    let e = with(&|w| {
+        if let Work::Attention { batch_split, .. } = w {
+            *batch_split = 1
+        }
+    });
+    assert!(e.contains("declares SRAM"), "{e}");
+    // A sub-block too small for the cache it must hold.
+    let e = with(&|w| {
+        if let Work::Attention { pos_per_pe, .. } = w {
+            *pos_per_pe = 1
+        }
+    });
+    assert!(e.contains("per sub-block do not hold 5"), "{e}");
 }

@@ -3,7 +3,7 @@
 
 use super::compile::MachineArgs;
 use super::graph::StepArgs;
-use super::run::{run_report_and_program, EnergyArgs, Engine, GpuArgs};
+use super::run::{after_prompt, attach_prefill, run_report_and_program, EnergyArgs, Engine, GpuArgs};
 use super::{to_json, Format};
 use crate::Exit;
 use wafer_reports::Table;
@@ -25,14 +25,21 @@ pub struct Args {
     tokens: u64,
     #[arg(long, value_enum, default_value_t)]
     format: Format,
+    /// With `--prompt N` (and `--cached C`): time to first token on both
+    /// sides, and the round trip (first token, then `--tokens` tokens); the
+    /// per-token figures are then the first answer token's, over C + N + 1 positions.
+    #[command(flatten)]
+    prefill: super::graph::PrefillArgs,
     #[command(flatten)]
     out: super::report_out::OutArgs,
 }
 
 pub fn run(a: Args) -> Result<(), Exit> {
     let target = a.out.prepare()?;
-    let (mut r, program) = run_report_and_program(&a.step, &a.machine, &a.gpu, &a.energy, false, a.engine)?;
+    let step = after_prompt(&a.step, &a.prefill);
+    let (mut r, program) = run_report_and_program(&step, &a.machine, &a.gpu, &a.energy, false, a.engine)?;
     r.timings = None;
+    attach_prefill(&mut r, &program, &step, &a.gpu, &a.prefill)?;
     if let Some(t) = target {
         let shown = t.shown().display().to_string();
         t.write(&wafer_reports::run_folder(&r, &program)?)?;
@@ -62,6 +69,21 @@ pub fn run(a: Args) -> Result<(), Exit> {
         format!("{:.2} s", c.wafer_tpot_us * a.tokens as f64 / 1e6),
         format!("{:.2} s", c.gpu_tpot_us * a.tokens as f64 / 1e6),
     ]);
+    if let Some(p) = &r.prefill {
+        let gpu_ttft = p.gpu_ttft_us.unwrap_or(f64::NAN);
+        t.row([
+            format!("time to first token ({} new over {} cached)", p.prompt, p.cached),
+            format!("{:.1} ms", p.ttft_us / 1e3),
+            format!("{:.1} ms", gpu_ttft / 1e3),
+        ]);
+        // Per-token latency held at the first answer token's: an upper bound
+        // for the wafer's context-independent stages, close for the GPU's.
+        t.row([
+            format!("round trip (first token, then {} tokens)", a.tokens),
+            format!("{:.2} s", (p.ttft_us + c.wafer_tpot_us * a.tokens as f64) / 1e6),
+            format!("{:.2} s", (gpu_ttft + c.gpu_tpot_us * a.tokens as f64) / 1e6),
+        ]);
+    }
     let (w, gp) = (&r.energy.wafer, r.energy.gpu.as_ref());
     t.row(["energy per token".to_string(), w.joules_text(), gp.map_or("-".into(), |e| e.joules_text())]);
     t.row(["cost".to_string(), w.cost_text(), gp.map_or("-".into(), |e| e.cost_text())]);

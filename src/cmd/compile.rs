@@ -43,6 +43,12 @@ pub struct MachineArgs {
     /// or `latency` (the fastest, whatever wafer count it takes).
     #[arg(long, value_enum, default_value_t = ObjectiveArg::Wafers)]
     pub objective: ObjectiveArg,
+    /// Leave room in every region's buffers for a prompt chunk of C tokens
+    /// per sequence (1: decode only), so `--prompt` can stream the prompt C
+    /// tokens at a time through the same mapping (fewer weights per PE: the
+    /// mapping may need more PEs or wafers).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub prefill_chunk: u64,
 }
 
 /// `--objective`.
@@ -83,6 +89,7 @@ impl MachineArgs {
             grid: None,
             groups: None,
             objective: ObjectiveArg::Wafers,
+            prefill_chunk: 1,
         }
     }
 
@@ -97,6 +104,7 @@ impl MachineArgs {
                 ObjectiveArg::Latency => wafer_compiler::Objective::Latency,
                 ObjectiveArg::Wafers => wafer_compiler::Objective::Wafers,
             },
+            prefill_chunk: self.prefill_chunk,
             ..base
         }
     }

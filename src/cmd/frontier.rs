@@ -96,6 +96,7 @@ fn sweep_strategy(
     let mut largest = None;
     let mut engine = None;
     let mut bound = format!("batch {MAX_WAFER_BATCH} is the largest the sweep tries");
+    let mut steps: Vec<wafer_reports::frontier::BatchStep> = Vec::new();
     for batch in doublings(MAX_WAFER_BATCH) {
         let compiled = graphs(batch).and_then(|g| {
             compile_graph(&g, &m, CompileOptions { strategy, ..machine.options(CompileOptions::default()) })
@@ -110,6 +111,8 @@ fn sweep_strategy(
         let sim = simulate(a.engine, &c)?;
         engine.get_or_insert_with(|| sim.engine.clone());
         let p = &c.program;
+        let share = sim.breakdown.compute / sim.breakdown.total().max(1e-9);
+        steps.push((batch, p.wafers, sim.tpot_us, share));
         let stages = wafer_simulator::pipelining(p, &sim, 1).stages as u64;
         for users in doublings(2 * stages) {
             let users = users as u32;
@@ -142,7 +145,13 @@ fn sweep_strategy(
     }
     Ok(StrategySweep {
         points,
-        limit: Limit { side: "wafer".into(), strategy: strategy.name(), largest_batch: largest, bound },
+        limit: Limit {
+            side: "wafer".into(),
+            strategy: strategy.name(),
+            largest_batch: largest,
+            bound,
+            saturation: wafer_reports::frontier::saturation(&steps),
+        },
         engine,
     })
 }
@@ -219,7 +228,13 @@ pub fn frontier(a: &Args) -> Result<FrontierReport, Exit> {
             message: format!("{} does not map onto {} with any strategy: {}", cfg.name, arch.name, why.join("; ")),
         });
     }
-    limits.push(Limit { side: "gpu".into(), strategy: layout, largest_batch: gpu_largest, bound: gpu_bound });
+    limits.push(Limit {
+        side: "gpu".into(),
+        strategy: layout,
+        largest_batch: gpu_largest,
+        bound: gpu_bound,
+        saturation: None,
+    });
     let (wafer_power, wafer_price) = wafer_power_price(&arch.name, &a.energy);
     let mut r = FrontierReport {
         schema_version: FRONTIER_SCHEMA_VERSION,

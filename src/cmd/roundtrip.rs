@@ -4,7 +4,8 @@
 //! The wafer side compiles one mapping per strategy that holds the whole
 //! interaction's KV cache (`cached + prompt + output` positions) and times
 //! its decode step at that context. Time to first token streams the prompt
-//! through that mapping ([`wafer_simulator::streamed_prefill`]); the answer
+//! through that mapping, in the fastest chunk its buffers hold
+//! ([`super::run::best_prefill`]); the answer
 //! is the other `output − 1` steps. Both are priced at the final context: an
 //! upper bound, as earlier tokens attend over fewer positions (one mapping
 //! serves the whole interaction; compiling each context separately would
@@ -78,6 +79,9 @@ pub struct RoundTrip {
     pub wafers: u32,
     pub wafer_engine: String,
     pub prefill_bottleneck: String,
+    /// Prompt tokens per step of the wafer's prefill (1: token by token;
+    /// larger when the mapping's buffers hold a chunk, `--prefill-chunk`).
+    pub prefill_chunk: u64,
     /// Every strategy tried: its wafers and round trip, or why it failed.
     pub alternatives: Vec<Alternative>,
     pub gpu: Side,
@@ -161,7 +165,7 @@ pub fn roundtrip(a: &Args) -> Result<RoundTrip, Exit> {
         let base = a.machine.options(CompileOptions::default());
         let last = compile_graph(&g_last, &m, CompileOptions { strategy, ..base })?;
         let sim_last = simulate(a.engine, &last)?;
-        let stream = wafer_simulator::streamed_prefill(&last.program, &sim_last, a.prompt);
+        let stream = super::run::best_prefill(&last.program, &sim_last, a.prompt)?.best;
         let wafers = last.program.wafers;
         Ok(WaferSide {
             side: side(
@@ -174,6 +178,7 @@ pub fn roundtrip(a: &Args) -> Result<RoundTrip, Exit> {
             wafers,
             engine: sim_last.engine.clone(),
             bottleneck: stream.bottleneck,
+            chunk: stream.chunk,
         })
     };
     let mut best: Option<WaferSide> = None;
@@ -220,6 +225,7 @@ pub fn roundtrip(a: &Args) -> Result<RoundTrip, Exit> {
         wafers: w.wafers,
         wafer_engine: w.engine,
         prefill_bottleneck: w.bottleneck,
+        prefill_chunk: w.chunk,
         alternatives,
         gpu: side(format!("GPU: {n} × {}", gpu_last.gpu), gpu_prefill.ttft_ms * 1e3, gpu_last.tpot_ms * 1e3, a.output),
         gpus: n,
@@ -233,6 +239,7 @@ struct WaferSide {
     wafers: u32,
     engine: String,
     bottleneck: String,
+    chunk: u64,
 }
 
 fn render(r: &RoundTrip) -> String {
@@ -270,10 +277,17 @@ fn render(r: &RoundTrip) -> String {
         s += ".\n";
     }
     s += &format!(
-        "Wafer: the prompt streams through the {} mapping one token per bottleneck ({}); the prompt and \
+        "Wafer: the prompt streams through the {} mapping {} per bottleneck ({}); the prompt and \
          the answer are priced at the final context, an upper bound ({} engine). GPU: the calibrated \
          TTFT and decode models, the answer at the final context too.\n",
-        r.wafer_strategy, r.prefill_bottleneck, r.wafer_engine
+        r.wafer_strategy,
+        if r.prefill_chunk == 1 {
+            "one token".to_string()
+        } else {
+            format!("in chunks of {} tokens, one", r.prefill_chunk)
+        },
+        r.prefill_bottleneck,
+        r.wafer_engine
     );
     s
 }

@@ -393,48 +393,13 @@ pub fn run(a: Args) -> Result<(), Exit> {
         };
     }
     let target = a.out.prepare()?;
-    let mut step = a.step.clone();
-    if let Some(prompt) = a.prefill.prompt {
-        // The step after the prompt: the first answer token, over cached + prompt + 1 positions.
-        step.context = Some(a.prefill.cached.unwrap_or(0) + prompt + 1);
-    }
+    let step = after_prompt(&a.step, &a.prefill);
     let (mut r, program) = run_report_and_program(&step, &a.machine, &a.gpu, &a.energy, a.no_gpu, a.engine)?;
     if !a.timings {
         r.timings = None;
     }
     r.users = Some(wafer_simulator::pipelining(&program, &r.simulation, a.users));
-    if let Some(prompt) = a.prefill.prompt {
-        let cached = a.prefill.cached.unwrap_or(0);
-        let s = wafer_simulator::streamed_prefill(&program, &r.simulation, prompt);
-        let gpu_ttft_us = match &r.gpu {
-            Some(g) => {
-                let (cfg, p) = step.load(super::graph::LATENCY_CONTEXT)?;
-                let pf = wafer_workloads::PrefillParams {
-                    batch: p.batch,
-                    prompt,
-                    cached,
-                    weight_dtype: p.weight_dtype,
-                    act_dtype: p.act_dtype,
-                    kv_dtype: p.kv_dtype,
-                };
-                let gp = wafer_workloads::prefill_graph(&cfg, &pf)?;
-                wafer_ir::verify_graph(&gp)?;
-                let opts = wafer_gpu::GpuOptions::with_headroom(a.gpu.gpu_mem_headroom)?;
-                let spec = load_gpu(&a.gpu.gpu)?;
-                let e = wafer_gpu::estimate_prefill_pipeline(&gp, &spec, g.tensor_parallel, g.pipeline_stages, &opts)?;
-                Some(e.ttft_ms * 1e3)
-            }
-            None => None,
-        };
-        r.prefill = Some(wafer_reports::run::RunPrefill {
-            prompt,
-            cached,
-            ttft_us: s.ttft_us,
-            prompt_tokens_per_s: s.prompt_tokens_per_s,
-            bottleneck: s.bottleneck,
-            gpu_ttft_us,
-        });
-    }
+    attach_prefill(&mut r, &program, &step, &a.gpu, &a.prefill)?;
     if let Some(t) = target {
         let shown = t.shown().display().to_string();
         t.write(&wafer_reports::run_folder(&r, &program)?)?;
@@ -445,4 +410,119 @@ pub fn run(a: Args) -> Result<(), Exit> {
         Format::Text => print!("{}", r.to_text()),
     }
     Ok(())
+}
+
+/// The step a report times when a prompt is given: the first answer token's,
+/// over cached + prompt + 1 positions (else `step` itself).
+pub fn after_prompt(step: &StepArgs, prefill: &super::graph::PrefillArgs) -> StepArgs {
+    let mut step = step.clone();
+    if let Some(prompt) = prefill.prompt {
+        step.context = Some(prefill.cached.unwrap_or(0) + prompt + 1);
+    }
+    step
+}
+
+/// With `--prompt N`: the time to first token on the wafer (the prompt
+/// streamed through `program`, from its simulated step) and, when the report
+/// has a GPU, on the GPU (the calibrated prefill model at the same tensor and
+/// pipeline parallelism), into `r.prefill`.
+pub fn attach_prefill(
+    r: &mut RunReport,
+    program: &wafer_ir::Program,
+    step: &StepArgs,
+    gpu: &GpuArgs,
+    prefill: &super::graph::PrefillArgs,
+) -> Result<(), Exit> {
+    let Some(prompt) = prefill.prompt else { return Ok(()) };
+    let cached = prefill.cached.unwrap_or(0);
+    let choice = best_prefill(program, &r.simulation, prompt)?;
+    let s = choice.best.clone();
+    let gpu_ttft_us = match &r.gpu {
+        Some(g) => {
+            let (cfg, p) = step.load(super::graph::LATENCY_CONTEXT)?;
+            let pf = wafer_workloads::PrefillParams {
+                batch: p.batch,
+                prompt,
+                cached,
+                weight_dtype: p.weight_dtype,
+                act_dtype: p.act_dtype,
+                kv_dtype: p.kv_dtype,
+            };
+            let gp = wafer_workloads::prefill_graph(&cfg, &pf)?;
+            wafer_ir::verify_graph(&gp)?;
+            let opts = wafer_gpu::GpuOptions::with_headroom(gpu.gpu_mem_headroom)?;
+            let spec = load_gpu(&gpu.gpu)?;
+            let e = wafer_gpu::estimate_prefill_pipeline(&gp, &spec, g.tensor_parallel, g.pipeline_stages, &opts)?;
+            Some(e.ttft_ms * 1e3)
+        }
+        None => None,
+    };
+    r.prefill = Some(wafer_reports::run::RunPrefill {
+        prompt,
+        cached,
+        ttft_us: s.ttft_us,
+        prompt_tokens_per_s: s.prompt_tokens_per_s,
+        bottleneck: s.bottleneck,
+        chunk: s.chunk,
+        chunks: choice.tried,
+        chunk_limit: choice.limit,
+        gpu_ttft_us,
+    });
+    Ok(())
+}
+
+/// How a prompt is best streamed through a mapping, and what else was tried.
+#[derive(Debug, Clone)]
+pub struct PrefillChoice {
+    pub best: wafer_simulator::StreamedPrefill,
+    /// Every chunk tried, with its time to first token.
+    pub tried: Vec<wafer_reports::run::ChunkTtft>,
+    /// Why no larger chunk was tried (its buffers do not fit in SRAM), if one was refused.
+    pub limit: Option<String>,
+}
+
+/// Largest prompt chunk tried (tokens of each sequence per step).
+pub const MAX_CHUNK: u64 = 4096;
+
+/// The fastest way to stream `prompt` tokens through `program`: one token at
+/// a time (from its simulated step `sim`), or in chunks of 2, 4, … tokens per
+/// sequence (the mapping restated by `wafer_compiler::prefill_chunk`, priced
+/// by the analytical engine) up to the prompt, [`MAX_CHUNK`], or the first
+/// chunk whose buffers do not fit in SRAM.
+pub fn best_prefill(
+    program: &wafer_ir::Program,
+    sim: &wafer_simulator::FinishedSim,
+    prompt: u64,
+) -> Result<PrefillChoice, Exit> {
+    let one = wafer_simulator::streamed_prefill(program, sim, prompt);
+    let mut tried = vec![wafer_reports::run::ChunkTtft { chunk: 1, ttft_us: one.ttft_us }];
+    let (mut best, mut limit) = (one, None);
+    let mut c = 2u64;
+    while c <= prompt.min(MAX_CHUNK) {
+        match wafer_compiler::prefill_chunk(program, c) {
+            Ok((p, info)) => {
+                let done = wafer_simulator::simulate_analytical(&p, &info)
+                    .finished()
+                    .map_err(|e| Exit { code: 1, message: e.to_string() })?;
+                let s = wafer_simulator::streamed_prefill(&p, &done, prompt);
+                tried.push(wafer_reports::run::ChunkTtft { chunk: c, ttft_us: s.ttft_us });
+                if s.ttft_us < best.ttft_us {
+                    best = s;
+                }
+            }
+            Err(e) => {
+                // The first diagnostic names the region and the bytes.
+                let why = match &e {
+                    wafer_compiler::CompileError::Verify { errors, .. } => {
+                        errors.0.first().map_or_else(|| e.to_string(), |d| d.to_string())
+                    }
+                    _ => e.to_string(),
+                };
+                limit = Some(format!("a chunk of {c} tokens does not fit: {why}"));
+                break;
+            }
+        }
+        c *= 2;
+    }
+    Ok(PrefillChoice { best, tried, limit })
 }
