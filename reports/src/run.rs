@@ -492,10 +492,20 @@ pub fn users_line(u: &Pipelining) -> String {
             u.users, u.aggregate_tokens_per_s, u.per_user_tokens_per_s, u.per_user_token_us
         )
     };
-    format!(
+    let mut out = format!(
         "{head}; up to {} ride along at full speed before {} binds ({:.1} µs per token)\n",
         u.stages, u.bottleneck, u.bottleneck_us
-    )
+    );
+    if let Some(r) = &u.replay {
+        out += &format!(
+            "  replayed over {} tokens each: {:.0} tokens/s in all ({:+.1}% vs the closed form), busiest PEs held {:.0}% of the time\n",
+            r.tokens,
+            r.aggregate_tokens_per_s,
+            (r.vs_closed_form - 1.0) * 100.0,
+            r.bottleneck_occupancy * 100.0
+        );
+    }
+    out
 }
 
 /// One prompt chunk size tried, with its time to first token.

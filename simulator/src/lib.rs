@@ -33,7 +33,9 @@ pub use event::{
     EventStats,
 };
 pub use result::{role_of, Breakdown, FinishedSim, LayerTiming, LinkLoad, Outcome, RegionTiming, SimError, SimResult};
-pub use steady::{pipelining, streamed_prefill, Pipelining, StreamedPrefill};
+pub use steady::{
+    pipelining, replay_users, streamed_prefill, Pipelining, ReplayError, StreamedPrefill, UsersReplay, REPLAY_TOKENS,
+};
 pub use wafer_cost::{region_cost, RegionCost};
 
 pub use functional::{

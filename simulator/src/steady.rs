@@ -50,6 +50,9 @@ pub struct Pipelining {
     pub per_user_tokens_per_s: f64,
     /// Time between one user's tokens, µs.
     pub per_user_token_us: f64,
+    /// The same users replayed job by job ([`replay_users`]), when asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay: Option<UsersReplay>,
 }
 
 /// The steady state of `users` (≥ 1) sequences of `p`, from one finished step of it.
@@ -113,6 +116,7 @@ pub fn pipelining(p: &Program, sim: &FinishedSim, users: u32) -> Pipelining {
         aggregate_tokens_per_s: aggregate,
         per_user_tokens_per_s: aggregate / users as f64,
         per_user_token_us: users as f64 / per_cycle / hz * 1e6,
+        replay: None,
     }
 }
 
@@ -158,5 +162,285 @@ pub fn streamed_prefill(p: &Program, sim: &FinishedSim, prompt: u64) -> Streamed
         ttft_cycles: ttft,
         ttft_us: ttft / hz * 1e6,
         prompt_tokens_per_s: (prompt * p.batch) as f64 / (ttft / hz),
+    }
+}
+
+/// Users in flight replayed event by event: `users` sequences, each stepping
+/// `tokens` times, through the regions of a finished step.
+///
+/// Each region of each user's token is a job that holds the region's PEs
+/// (its [`Occupancy`] cells) for the time it held them in the step that ran
+/// (`RegionTiming::end − start`); it may start once its producers' outputs
+/// have arrived (the step's own gap from each producer's end to its start,
+/// which carries the message transit) and its cells are free of other
+/// tokens' jobs, first come first served. A route between wafers holds its
+/// system link for its bytes at the link's rate. A user's next token enters
+/// when its last one is out. One user stepping once reproduces the step
+/// exactly; the aggregate rate is measured over the second half of the run,
+/// when the pipeline is full.
+///
+/// What it checks of the closed form ([`pipelining`]): that the busiest PEs'
+/// summed holding time and the users' own step time are the only bounds, and
+/// how the pipeline fills. What it cannot see: contention between users'
+/// messages inside a region or on a link inside a wafer (each job replays
+/// the timing of a step that ran alone).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UsersReplay {
+    pub users: u32,
+    /// Tokens each user stepped.
+    pub tokens: u32,
+    /// Tokens per second over all users, from the second half of the run.
+    pub aggregate_tokens_per_s: f64,
+    pub per_user_tokens_per_s: f64,
+    /// Time from the first token's entry to the last token's exit, µs.
+    pub makespan_us: f64,
+    /// Fraction of the measured window the busiest PEs were held.
+    pub bottleneck_occupancy: f64,
+    /// `aggregate_tokens_per_s` over the closed form's.
+    pub vs_closed_form: f64,
+}
+
+/// Tokens per user [`replay_users`] steps by default: enough for the second
+/// half to start with the pipeline full when every user is in flight.
+pub const REPLAY_TOKENS: u32 = 16;
+
+/// Most jobs (regions × users × tokens) a replay may run.
+pub const MAX_REPLAY_JOBS: u64 = 1 << 26;
+
+/// Why a replay was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplayError {
+    #[error("a replay of {users} users x {tokens} tokens over {regions} regions is {jobs} jobs; at most {max} are allowed (fewer --users)")]
+    TooLarge { users: u32, tokens: u32, regions: u64, jobs: u64, max: u64 },
+    /// Regions `a` and `b` share PEs: a region holds its PEs from its first
+    /// input to its output, waiting included, so the replay would keep a
+    /// second user off PEs that are only waiting (it came out slower than one
+    /// user alone on llama-3.2-1b's spread mapping). Only the closed form
+    /// speaks for such mappings.
+    #[error("regions {a} and {b} share PEs; the replay models disjoint regions only")]
+    SharedPes { a: String, b: String },
+}
+
+/// [`UsersReplay`] of `users` (≥ 1) sequences stepping `tokens` (≥ 2) times.
+pub fn replay_users(p: &Program, sim: &FinishedSim, users: u32, tokens: u32) -> Result<UsersReplay, ReplayError> {
+    let (users, tokens) = (users.max(1), tokens.max(2));
+    let timing: BTreeMap<&str, (f64, f64)> =
+        sim.regions.iter().map(|r| (r.region.as_str(), (r.start, r.end.max(r.start)))).collect();
+    let active: Vec<usize> = (0..p.regions.len()).filter(|&i| p.regions[i].active).collect();
+    let n = active.len();
+    let jobs = n as u64 * users as u64 * tokens as u64;
+    if jobs > MAX_REPLAY_JOBS {
+        return Err(ReplayError::TooLarge { users, tokens, regions: n as u64, jobs, max: MAX_REPLAY_JOBS });
+    }
+    let slot: BTreeMap<usize, usize> = active.iter().enumerate().map(|(k, &i)| (i, k)).collect();
+    let (start, held): (Vec<f64>, Vec<f64>) = active
+        .iter()
+        .map(|&i| {
+            let (s, e) = timing.get(p.regions[i].name.as_str()).copied().unwrap_or((0.0, 0.0));
+            (s, e - s)
+        })
+        .unzip();
+    let occ = Occupancy::new(&active.iter().map(|&i| (p.regions[i].wafer, p.regions[i].rect)).collect::<Vec<_>>());
+    let cells: Vec<Vec<usize>> = active.iter().map(|&i| occ.cells_of(p.regions[i].wafer, p.regions[i].rect)).collect();
+    let mut owner = vec![usize::MAX; occ.cells().len()];
+    for (k, cs) in cells.iter().enumerate() {
+        for &c in cs {
+            if owner[c] != usize::MAX {
+                let (a, b) = (&p.regions[active[owner[c]]].name, &p.regions[active[k]].name);
+                return Err(ReplayError::SharedPes { a: a.clone(), b: b.clone() });
+            }
+            owner[c] = k;
+        }
+    }
+    // Producers of each region: (producer, gap from its end to our start, system link and its cycles).
+    let hz = p.arch.clock_ghz * 1e9;
+    let mut links: BTreeMap<(u32, u32), usize> = BTreeMap::new();
+    let mut inputs: Vec<Vec<Input>> = vec![Vec::new(); n];
+    for rt in &p.routes {
+        let (Some(&s), Some(&d)) = (slot.get(&(rt.src.0 as usize)), slot.get(&(rt.dst.0 as usize))) else { continue };
+        if s >= d {
+            continue; // routes run forward in program order; nothing feeds back within a step
+        }
+        let (sw, dw) = (p.regions[active[s]].wafer, p.regions[active[d]].wafer);
+        let link = (sw != dw).then(|| {
+            let k = links.len();
+            (*links.entry((sw, dw)).or_insert(k), rt.bytes as f64 / p.arch.system.inter_wafer_bytes_per_s * hz)
+        });
+        inputs[d].push((s, start[d] - (start[s] + held[s]), link));
+    }
+    // Event by event: jobs (user, region) in the order they become ready;
+    // a job starts once its cells (and, for a route between wafers, its
+    // link) are free of every *other* token's job. One token's own jobs may
+    // overlap on a cell, as they did in the step that ran (a region holds
+    // its PEs from its first input to its output, waiting on the rest).
+    type Holds = Vec<(u64, f64)>;
+    // Holds that ended by the job's own ready time cannot delay it; a job
+    // released out of order (ready before an earlier-popped one) may miss
+    // one that ended in between, which only makes the replay optimistic.
+    let free_of_others = |holds: &mut Holds, token: u64, now: f64| -> f64 {
+        holds.retain(|&(_, e)| e > now);
+        holds.iter().filter(|h| h.0 != token).map(|h| h.1).fold(0.0, f64::max)
+    };
+    let hold = |holds: &mut Holds, token: u64, end: f64| match holds.iter_mut().find(|h| h.0 == token) {
+        Some(h) => h.1 = h.1.max(end),
+        None => holds.push((token, end)),
+    };
+    let consumers: Vec<Vec<usize>> = {
+        let mut c = vec![Vec::new(); n];
+        for (d, ins) in inputs.iter().enumerate() {
+            for &(s, _, _) in ins {
+                c[s].push(d);
+            }
+        }
+        // Once per consumer: it walks every route from the producer itself.
+        c.iter_mut().for_each(|v| v.dedup());
+        c
+    };
+    let mut cell_holds: Vec<Holds> = vec![Vec::new(); occ.cells().len()];
+    let mut link_holds: Vec<Holds> = vec![Vec::new(); links.len()];
+    let u_n = users as usize;
+    let mut f = Flight {
+        token: vec![0; u_n],
+        ready: vec![vec![0.0; n]; u_n],
+        left: vec![vec![0; n]; u_n],
+        jobs_left: vec![0; u_n],
+        exit: vec![0.0; u_n],
+        next_id: 0,
+        seq: 0,
+        queue: Default::default(),
+    };
+    let mut done: Vec<Vec<f64>> = vec![Vec::with_capacity(tokens as usize); u_n];
+    let mut busy_log: Vec<(f64, f64, usize)> = Vec::new();
+    for u in 0..u_n {
+        f.enter(u, 0.0, &inputs, &start);
+    }
+    while let Some(std::cmp::Reverse((Ordered(now), _, u, j))) = f.queue.pop() {
+        let (u, j) = (u as usize, j as usize);
+        let t = f.token[u];
+        let mut go = now;
+        for &c in &cells[j] {
+            go = go.max(free_of_others(&mut cell_holds[c], t, now));
+        }
+        let end = go + held[j];
+        for &c in &cells[j] {
+            hold(&mut cell_holds[c], t, end);
+            busy_log.push((go, end, c));
+        }
+        f.exit[u] = f.exit[u].max(end);
+        for &d in &consumers[j] {
+            for &(s, gap, link) in &inputs[d] {
+                if s != j {
+                    continue;
+                }
+                let mut arrive = end + gap;
+                if let Some((l, cycles)) = link {
+                    let from = end.max(free_of_others(&mut link_holds[l], t, now));
+                    hold(&mut link_holds[l], t, from + cycles);
+                    arrive = from + gap;
+                }
+                f.ready[u][d] = f.ready[u][d].max(arrive);
+                f.left[u][d] -= 1;
+                if f.left[u][d] == 0 {
+                    // It may be ready before `now`: a region starts at its
+                    // first input, which can precede another producer's start.
+                    f.push(f.ready[u][d], u, d);
+                }
+            }
+        }
+        f.jobs_left[u] -= 1;
+        if f.jobs_left[u] == 0 {
+            done[u].push(f.exit[u]);
+            if (done[u].len() as u32) < tokens {
+                f.enter(u, f.exit[u], &inputs, &start);
+            }
+        }
+    }
+    // The second half: tokens k ≥ tokens/2 of every user.
+    let half = (tokens / 2) as usize;
+    let t_a = done.iter().map(|d| d[half - 1]).fold(f64::MIN, f64::max);
+    let t_b = done.iter().map(|d| d[tokens as usize - 1]).fold(f64::MIN, f64::max);
+    let counted: usize = done.iter().map(|d| d.iter().filter(|&&c| c > t_a && c <= t_b).count()).sum();
+    let window = (t_b - t_a).max(f64::MIN_POSITIVE);
+    // Per cell, the union of its holding intervals inside the window (one
+    // token's regions on the same PEs overlap while they wait on each other).
+    busy_log.sort_by(|x, y| x.2.cmp(&y.2).then(x.0.total_cmp(&y.0)));
+    let mut occupancy = 0.0f64;
+    let mut i = 0;
+    while i < busy_log.len() {
+        let c = busy_log[i].2;
+        let (mut held, mut reach) = (0.0f64, t_a);
+        while i < busy_log.len() && busy_log[i].2 == c {
+            let (a, b) = (busy_log[i].0.max(reach), busy_log[i].1.min(t_b));
+            if b > a {
+                held += b - a;
+                reach = b;
+            }
+            i += 1;
+        }
+        occupancy = occupancy.max(held / window);
+    }
+    let aggregate = counted as f64 / window * p.batch as f64 * hz;
+    let closed = pipelining(p, sim, users).aggregate_tokens_per_s;
+    let makespan = done.iter().map(|d| d[tokens as usize - 1]).fold(0.0, f64::max);
+    Ok(UsersReplay {
+        users,
+        tokens,
+        aggregate_tokens_per_s: aggregate,
+        per_user_tokens_per_s: aggregate / users as f64,
+        makespan_us: makespan / hz * 1e6,
+        bottleneck_occupancy: occupancy,
+        vs_closed_form: aggregate / closed.max(f64::MIN_POSITIVE),
+    })
+}
+
+/// Per user, the token it has in flight in [`replay_users`].
+struct Flight {
+    token: Vec<u64>,
+    /// Per region: the latest producer's delivery, producers still to deliver.
+    ready: Vec<Vec<f64>>,
+    left: Vec<Vec<usize>>,
+    jobs_left: Vec<usize>,
+    exit: Vec<f64>,
+    next_id: u64,
+    seq: u64,
+    /// Jobs ready: (time, sequence number for ties, user, region).
+    queue: std::collections::BinaryHeap<std::cmp::Reverse<(Ordered, u64, u32, u32)>>,
+}
+
+type Input = (usize, f64, Option<(usize, f64)>);
+
+impl Flight {
+    fn push(&mut self, at: f64, u: usize, j: usize) {
+        self.seq += 1;
+        self.queue.push(std::cmp::Reverse((Ordered(at), self.seq, u as u32, j as u32)));
+    }
+
+    /// User `u`'s next token enters at `t0`: the regions without producers are ready.
+    fn enter(&mut self, u: usize, t0: f64, inputs: &[Vec<Input>], start: &[f64]) {
+        self.next_id += 1;
+        self.token[u] = self.next_id;
+        self.jobs_left[u] = inputs.len();
+        for (j, ins) in inputs.iter().enumerate() {
+            self.left[u][j] = ins.len();
+            self.ready[u][j] = t0;
+            if ins.is_empty() {
+                self.push(t0 + start[j], u, j);
+            }
+        }
+    }
+}
+
+/// A total order on finite times for the heap.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Ordered(f64);
+impl Eq for Ordered {}
+impl PartialOrd for Ordered {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Ordered {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&o.0)
     }
 }

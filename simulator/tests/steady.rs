@@ -1,9 +1,12 @@
 //! Users in flight ([`wafer_simulator::pipelining`]): several independent
-//! sequences pipelined through a mapping's PEs, in closed form from one step.
+//! sequences pipelined through a mapping's PEs, in closed form from one step,
+//! and replayed job by job ([`wafer_simulator::replay_users`]) to check it.
 
 use wafer_compiler::{compile, CompileOptions, Compiled, Strategy};
 use wafer_ir::arch_preset;
-use wafer_simulator::{pipelining, simulate_analytical, simulate_event, EventLimits, FinishedSim};
+use wafer_simulator::{
+    pipelining, replay_users, simulate_analytical, simulate_event, EventLimits, FinishedSim, ReplayError, REPLAY_TOKENS,
+};
 use wafer_workloads::{decode_graph, preset, DecodeParams};
 
 fn compiled(model: &str, strategy: Strategy) -> Compiled {
@@ -80,4 +83,83 @@ fn a_streamed_prompt_takes_one_step_then_one_bottleneck_per_token() {
     assert!((n.ttft_cycles - (sim.cycles + 999.0 * b)).abs() < 1e-6 * n.ttft_cycles);
     // Streaming beats a thousand separate steps by about the stage count.
     assert!(n.ttft_cycles < 1000.0 * sim.cycles / 4.0, "{} vs {}", n.ttft_cycles, 1000.0 * sim.cycles);
+}
+
+fn event(c: &Compiled) -> FinishedSim {
+    simulate_event(&c.program, &c.info, &EventLimits::default()).finished().unwrap()
+}
+
+/// One user stepping alone replays the step it came from: each token takes
+/// exactly the step's cycles, so its rate is the step's.
+#[test]
+fn one_user_replayed_steps_at_the_single_step_rate() {
+    for model in ["llama-3.2-1b", "gpt2", "qwen2.5-7b"] {
+        let c = compiled(model, Strategy::Pipeline);
+        let sim = event(&c);
+        let r = replay_users(&c.program, &sim, 1, 4).unwrap();
+        let step_us = sim.cycles / (c.program.arch.clock_ghz * 1e3);
+        assert!(
+            (r.makespan_us - 4.0 * step_us).abs() < 1e-6 * r.makespan_us,
+            "{model}: {} vs 4 × {step_us}",
+            r.makespan_us
+        );
+        assert!((r.aggregate_tokens_per_s - sim.tokens_per_s).abs() < 1e-6 * sim.tokens_per_s, "{model}");
+    }
+}
+
+/// The acceptance check of the closed form: users pipelined through an
+/// event-engine step of a pipeline mapping, replayed job by job until the
+/// pipeline is full, reach the closed form's aggregate within 10%, below,
+/// at and past the stage count.
+#[test]
+fn on_a_pipeline_the_replayed_steady_state_agrees_with_the_closed_form_within_ten_percent() {
+    for model in ["llama-3.2-1b", "gpt2"] {
+        let c = compiled(model, Strategy::Pipeline);
+        let sim = event(&c);
+        let stages = pipelining(&c.program, &sim, 1).stages;
+        for users in [2, stages / 2, stages, 2 * stages] {
+            let users = users.max(1);
+            let closed = pipelining(&c.program, &sim, users);
+            let r = replay_users(&c.program, &sim, users, REPLAY_TOKENS).unwrap();
+            assert!(
+                (0.9..=1.1).contains(&r.vs_closed_form),
+                "{model} U = {users} ({stages} stages): replay {} vs closed form {} tok/s",
+                r.aggregate_tokens_per_s,
+                closed.aggregate_tokens_per_s
+            );
+            assert!(r.bottleneck_occupancy <= 1.0 + 1e-9, "{}", r.bottleneck_occupancy);
+        }
+    }
+}
+
+/// A spread mapping stacks regions on the same PEs, where a region's
+/// holding time includes its waits: the replay refuses it (only the closed
+/// form speaks for it), naming two regions that share PEs.
+#[test]
+fn a_spread_mapping_is_left_to_the_closed_form() {
+    let c = compiled("llama-3.2-1b", Strategy::Spread);
+    let e = replay_users(&c.program, &event(&c), 2, REPLAY_TOKENS).unwrap_err();
+    assert!(matches!(e, ReplayError::SharedPes { .. }), "{e}");
+}
+
+/// Past the stage count the busiest PEs are held all the time.
+#[test]
+fn past_the_stage_count_the_bottleneck_is_always_busy() {
+    let c = compiled("llama-3.2-1b", Strategy::Pipeline);
+    let sim = event(&c);
+    let stages = pipelining(&c.program, &sim, 1).stages;
+    let r = replay_users(&c.program, &sim, 2 * stages, REPLAY_TOKENS).unwrap();
+    assert!(r.bottleneck_occupancy > 0.95, "{}", r.bottleneck_occupancy);
+    let alone = replay_users(&c.program, &sim, 1, REPLAY_TOKENS).unwrap();
+    assert!(alone.bottleneck_occupancy < 0.5 / (stages as f64 / 4.0).max(1.0), "{}", alone.bottleneck_occupancy);
+}
+
+/// A replay too large to run is refused before it allocates.
+#[test]
+fn an_absurd_replay_is_refused() {
+    let c = compiled("gpt2", Strategy::Pipeline);
+    let sim = analytical(&c);
+    let e = replay_users(&c.program, &sim, u32::MAX, REPLAY_TOKENS).unwrap_err();
+    assert!(matches!(e, ReplayError::TooLarge { .. }), "{e}");
+    assert!(e.to_string().contains("--users"), "{e}");
 }

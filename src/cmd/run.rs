@@ -398,7 +398,17 @@ pub fn run(a: Args) -> Result<(), Exit> {
     if !a.timings {
         r.timings = None;
     }
-    r.users = Some(wafer_simulator::pipelining(&program, &r.simulation, a.users));
+    let mut users = wafer_simulator::pipelining(&program, &r.simulation, a.users);
+    if a.users > 1 {
+        let replay = wafer_simulator::replay_users(&program, &r.simulation, a.users, wafer_simulator::REPLAY_TOKENS);
+        users.replay = match replay {
+            Ok(r) => Some(r),
+            // Regions stacked on shared PEs: the closed form alone speaks.
+            Err(wafer_simulator::ReplayError::SharedPes { .. }) => None,
+            Err(e) => return Err(Exit { code: 2, message: format!("--users: {e}") }),
+        };
+    }
+    r.users = Some(users);
     attach_prefill(&mut r, &program, &step, &a.gpu, &a.prefill)?;
     if let Some(t) = target {
         let shown = t.shown().display().to_string();
