@@ -169,9 +169,9 @@ pub enum CompileError {
     #[error(
         "batch {batch} does not fit in the SRAM of {wafers} wafer(s) of {arch} at context {context}: the KV cache of \
          {batch} sequences needs {kv_bytes} bytes beside the weights and every PE's batch buffers; the largest batch \
-         that fits is {max_batch} (SRAM-bound; more wafers: --wafers auto)"
+         that fits is {max_batch} ({hint})"
     )]
-    BatchTooLarge { batch: u64, max_batch: u64, context: u64, wafers: u32, arch: String, kv_bytes: u64 },
+    BatchTooLarge { batch: u64, max_batch: u64, context: u64, wafers: u32, arch: String, kv_bytes: u64, hint: String },
     #[error(
         "region `{region}` cannot be mapped on any number of wafers: even its smallest tile needs {need} bytes per PE \
          ({what}), more than the {sram} bytes of SRAM a PE has; use a smaller batch (now {batch}) or prefill \
@@ -705,6 +705,12 @@ fn compile_spread(
     })
 }
 
+/// [`CompileError::BatchTooLarge`]'s hint when a wafer per fused op holds no
+/// larger batch: a region's per-PE state bounds it, not the wafer count.
+const ANY_WAFERS: &str =
+    "on any number of wafers: a region's per-PE state bounds it, a wafer per fused op holds no more; \
+                          a smaller batch, a narrower KV or activation dtype, or a PE with more SRAM";
+
 /// Wafer count and partitioning, with the capacity errors users need.
 fn plan(g: &Graph, ctx: &Ctx, groups: &[Group], wafers: Wafers, packing: Packing) -> Result<Plan, CompileError> {
     let arch = ctx.arch;
@@ -774,7 +780,30 @@ fn plan(g: &Graph, ctx: &Ctx, groups: &[Group], wafers: Wafers, packing: Packing
                     context: g.context,
                 });
             }
-            search(first).ok_or(CompileError::Packing { wafers: MAX_WAFERS })
+            match search(first) {
+                Some(p) => Ok(p),
+                // A batch that fits on no wafer count: give each group a wafer
+                // of its own (the most room any layout has) and say which
+                // batch fits there, and that wafers are not what bounds it.
+                None if g.batch > 1 => {
+                    let n = (groups.len() as u32).clamp(first, MAX_WAFERS);
+                    match plan(g, ctx, groups, Wafers::Fixed(n), packing) {
+                        Err(CompileError::BatchTooLarge { batch, max_batch, context, arch, kv_bytes, .. }) => {
+                            Err(CompileError::BatchTooLarge {
+                                batch,
+                                max_batch,
+                                context,
+                                wafers: n,
+                                arch,
+                                kv_bytes,
+                                hint: ANY_WAFERS.into(),
+                            })
+                        }
+                        _ => Err(CompileError::Packing { wafers: MAX_WAFERS }),
+                    }
+                }
+                None => Err(CompileError::Packing { wafers: MAX_WAFERS }),
+            }
         }
         Wafers::Fixed(n) => {
             if n >= first {
@@ -847,6 +876,7 @@ fn plan(g: &Graph, ctx: &Ctx, groups: &[Group], wafers: Wafers, packing: Packing
                     wafers: n,
                     arch: arch.name.clone(),
                     kv_bytes: kv,
+                    hint: "SRAM-bound; more wafers: --wafers auto".into(),
                 });
             }
             if kv > 0 && weights_area + attn_min < per_wafer * n as u64 && fits(1) {

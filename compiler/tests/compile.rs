@@ -298,3 +298,16 @@ fn a_batch_too_large_for_sram_names_the_largest_that_fits() {
     // The named batch does fit on that wafer.
     compile_on(&graph_b("llama-3.2-1b", 8192, max_batch), "wse3", Wafers::Fixed(1)).unwrap();
 }
+
+/// A batch that no wafer count holds (a region's per-PE state bounds it) is
+/// named as such under `--wafers auto`, with the largest batch that fits,
+/// rather than as a packing failure on thousands of wafers.
+#[test]
+fn a_batch_no_wafer_count_holds_says_wafers_do_not_help() {
+    let e = compile_on(&graph_b("llama-3.1-8b", 8192, 128), "wse3", Wafers::Auto).unwrap_err();
+    let CompileError::BatchTooLarge { max_batch, ref hint, .. } = e else { panic!("{e}") };
+    assert!((64..128).contains(&max_batch), "{max_batch}");
+    assert!(hint.contains("any number of wafers"), "{e}");
+    // The named batch does map on auto wafers.
+    compile_on(&graph_b("llama-3.1-8b", 8192, max_batch), "wse3", Wafers::Auto).unwrap();
+}
