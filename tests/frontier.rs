@@ -162,14 +162,20 @@ fn the_out_folder_holds_the_tables_and_the_chart() {
     names.sort();
     assert_eq!(names, ["frontier.csv", "frontier.json", "frontier.png", "frontier.svg"]);
     let v: Value = serde_json::from_slice(&std::fs::read(d.join("frontier.json")).unwrap()).unwrap();
-    assert_eq!(v["schema_version"], 1);
+    assert_eq!(v["schema_version"], 2);
     let points = v["wafer_points"].as_array().unwrap().len() + v["gpu_points"].as_array().unwrap().len();
     let csv = std::fs::read_to_string(d.join("frontier.csv")).unwrap();
     let mut lines = csv.lines();
     let head: Vec<&str> = lines.next().unwrap().split(',').collect();
-    for col in
-        ["side", "per_user_tokens_per_s", "aggregate_tokens_per_s", "joules_per_token", "usd_per_mtok", "frontier"]
-    {
+    for col in [
+        "side",
+        "per_user_tokens_per_s",
+        "aggregate_tokens_per_s",
+        "joules_per_token",
+        "usd_per_mtok",
+        "frontier",
+        "speculative",
+    ] {
         assert!(head.contains(&col), "{col}");
     }
     assert_eq!(lines.count(), points);
@@ -207,4 +213,92 @@ fn bad_input_is_exit_2_naming_the_field_and_its_range() {
         assert!(err.contains(want), "{args:?}: {err}");
         assert!(!err.contains("panicked"), "{err}");
     }
+}
+
+const SPEC: [&str; 6] = ["--draft", "gpt2", "--spec-k", "4", "--accept", "0"];
+
+#[test]
+fn at_zero_acceptance_no_speculative_point_beats_the_plain_point_of_its_config_and_the_json_names_the_draft() {
+    let v = json(&SPEC);
+    assert_eq!(v["schema_version"], 2);
+    let s = &v["speculative"];
+    assert_eq!((s["draft"].as_str(), s["k"].as_u64(), s["accept"].as_f64()), (Some("gpt2"), Some(4), Some(0.0)));
+    assert_eq!(s["expected_tokens_per_step"].as_f64(), Some(1.0));
+    let mut compared = [0, 0];
+    for (i, side) in ["wafer_points", "gpu_points"].iter().enumerate() {
+        let points = v[side].as_array().unwrap();
+        for p in points.iter().filter(|p| !p["speculative"].is_null()) {
+            let plain = points
+                .iter()
+                .find(|q| {
+                    q["speculative"].is_null()
+                        && q["strategy"] == p["strategy"]
+                        && q["batch"] == p["batch"]
+                        && q["users"] == 1
+                })
+                .expect("a speculative point has its plain point");
+            assert!(xy(p).0 <= xy(plain).0, "speculative {p} beats plain {plain}");
+            let r = &p["speculative"];
+            let round = 4.0 * r["draft_step_us"].as_f64().unwrap() + r["verify_step_us"].as_f64().unwrap();
+            assert!((r["round_us"].as_f64().unwrap() - round).abs() <= 1e-9 * round, "{r}");
+            compared[i] += 1;
+        }
+        // The frontier is over plain and speculative points together.
+        check_pareto(points, true);
+    }
+    assert!(compared[0] > 0 && compared[1] > 0, "speculative points on both sides: {compared:?}");
+    // The CSV and text mark them.
+    let mut args = SMALL.to_vec();
+    args.extend(SPEC);
+    let text = ok(&wafer(&args, None));
+    assert!(text.contains("draft gpt2 proposes k = 4"), "{text}");
+}
+
+#[test]
+fn speculative_flags_need_each_other_and_are_range_checked() {
+    for (args, want) in [
+        (vec!["--draft", "gpt2"], "--spec-k"),
+        (vec!["--spec-k", "4"], "--draft"),
+        (vec!["--draft", "gpt2", "--spec-k", "33", "--accept", "0.5"], "allowed 1..=32"),
+        (vec!["--draft", "gpt2", "--spec-k", "4", "--accept", "1.5"], "0 <= a <= 1"),
+    ] {
+        let o = wafer(&args, None);
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && e.contains(want), "{args:?}: {e}");
+    }
+}
+
+#[test]
+fn shards_merged_give_the_unsharded_folder_byte_for_byte() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut base = SMALL.to_vec();
+    base.extend(["--draft", "gpt2", "--spec-k", "2", "--accept", "0.7"]);
+    let whole = dir.join("whole");
+    let mut args = base.clone();
+    args.extend(["--out", whole.to_str().unwrap()]);
+    ok(&wafer(&args, Some("2")));
+    let mut shards = Vec::new();
+    for i in 0..3 {
+        let d = dir.join(format!("s{i}"));
+        let mut args = base.clone();
+        let shard = format!("{i}/3");
+        args.extend(["--shard", &shard, "--out", d.to_str().unwrap()]);
+        ok(&wafer(&args, Some("1")));
+        shards.push(d);
+    }
+    let merged = dir.join("merged");
+    let mut m = Command::new(env!("CARGO_BIN_EXE_wafer"));
+    m.arg("merge").args(&shards).arg("--out").arg(&merged);
+    ok(&m.output().unwrap());
+    for f in ["frontier.json", "frontier.csv", "frontier.svg", "frontier.png"] {
+        let (a, b) = (std::fs::read(whole.join(f)).unwrap(), std::fs::read(merged.join(f)).unwrap());
+        assert!(a == b, "{f} differs between the unsharded run and the merged shards");
+    }
+    // A shard left out is named.
+    let partial = dir.join("partial");
+    let mut m = Command::new(env!("CARGO_BIN_EXE_wafer"));
+    m.arg("merge").args(&shards[..2]).arg("--out").arg(&partial);
+    let o = m.output().unwrap();
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("shard 2/3 is missing"));
 }

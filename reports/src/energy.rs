@@ -53,7 +53,7 @@ fn table() -> Table {
 }
 
 /// Power of one machine (one wafer system or one GPU), W, with its range and source.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Power {
     pub watts: f64,
     /// The range the source gives (equal to `watts` where it gives one figure).
@@ -63,7 +63,7 @@ pub struct Power {
 }
 
 /// Price of one machine-hour, USD, and where it comes from.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Price {
     pub usd_per_hour: f64,
     /// True for the built-in defaults (all assumptions), false for a price given on the command line.

@@ -32,8 +32,9 @@ impl OutFile {
 /// The files whose presence (with a `schema_version`) marks a folder as one
 /// wafer wrote: `report.json` for run and compare folders, `sweep.json` for
 /// sweep and merge folders, `frontier.json` for frontier folders,
-/// `roundtrip.json` for round-trip folders.
-pub const MARKER_FILES: [&str; 4] = ["report.json", "sweep.json", "frontier.json", "roundtrip.json"];
+/// `frontier-shard.json` for frontier shards, `roundtrip.json` for round-trip folders.
+pub const MARKER_FILES: [&str; 5] =
+    ["report.json", "sweep.json", "frontier.json", "frontier-shard.json", "roundtrip.json"];
 
 /// True when `text`, the content of the file `name`, marks a wafer report
 /// folder: `name` is one of [`MARKER_FILES`] and the text is a JSON object with

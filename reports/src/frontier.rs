@@ -7,21 +7,55 @@
 //! side is at least as good on both axes and better on one), the
 //! [`FrontierReport`] (the JSON source of truth, `frontier.json`), its CSV,
 //! its text form and the chart (`frontier.svg/.png`, drawn by
-//! [`crate::charts::FrontierChart`]). Must not: compile, simulate, estimate
-//! or write files (the CLI sweeps the points and writes what this renders).
+//! [`crate::charts::FrontierChart`]), and the assembly of a report from its
+//! units of work ([`BatchUnit`]: one batch of one side's sweep) so that
+//! shards ([`FrontierShard`], `wafer frontier --shard I/N`) merge into the
+//! report an unsharded run gives, byte for byte ([`assemble`],
+//! [`merge_shards`]). Must not: compile, simulate, estimate or write files
+//! (the CLI sweeps the points and writes what this renders).
 
 use crate::charts::{FrontierChart, FrontierSide};
 use crate::energy::{Power, Price};
 use crate::folder::OutFile;
+use crate::sweep::Shard;
 use crate::table::Table;
 use crate::ReportError;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Version of `frontier.json`'s layout.
-pub const FRONTIER_SCHEMA_VERSION: u32 = 1;
+/// 2: speculative-decoding points (`speculative` on points and report,
+/// `speculative_bound` on limits).
+pub const FRONTIER_SCHEMA_VERSION: u32 = 2;
+
+/// Version of `frontier-shard.json`'s layout.
+pub const FRONTIER_SHARD_SCHEMA_VERSION: u32 = 1;
+
+/// `--draft M --spec-k K --accept A`: what the speculative points assume.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpecInputs {
+    pub draft: String,
+    pub k: u32,
+    pub accept: f64,
+    /// Tokens per verify round on average, `(1 − α^(k+1)) / (1 − α)`.
+    pub expected_tokens_per_step: f64,
+}
+
+/// A speculative point's round: `k` draft steps and one `(k + 1)`-token verify step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpecStep {
+    /// One decode step of the draft at this batch, µs.
+    pub draft_step_us: f64,
+    /// The target's `(k + 1)`-token verify step at this batch, µs.
+    pub verify_step_us: f64,
+    /// `k × draft + verify`, µs.
+    pub round_us: f64,
+    /// Machines the draft runs on (wafer: its own wafers, counted in
+    /// `machines`; GPU: the target's GPUs, which it shares).
+    pub draft_machines: u32,
+}
 
 /// One way to run the model: a mapping (or GPU layout), a batch and users in flight.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OperatingPoint {
     /// `wafer` or `gpu`.
     pub side: String,
@@ -55,11 +89,25 @@ pub struct OperatingPoint {
     pub kv_fits: bool,
     /// On its side's Pareto frontier.
     pub frontier: bool,
+    /// Speculative decoding's round at this point (one user in flight; the
+    /// point's rates are the effective ones); null for plain decoding.
+    pub speculative: Option<SpecStep>,
+}
+
+impl OperatingPoint {
+    /// The strategy as tables and the CSV show it: `+spec` on speculative points.
+    pub fn label(&self) -> String {
+        if self.speculative.is_some() {
+            format!("{} +spec", self.strategy)
+        } else {
+            self.strategy.clone()
+        }
+    }
 }
 
 /// Why a side's batch sweep stopped: the largest batch that fitted and the
 /// first one's error (or the sweep's own cap).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Limit {
     pub side: String,
     pub strategy: String,
@@ -71,10 +119,13 @@ pub struct Limit {
     /// before `largest_batch`, and why ([`saturation`]); null where it rises
     /// to the last batch that mapped (then `bound`, SRAM, is what stops it).
     pub saturation: Option<Saturation>,
+    /// With `--draft`: the first batch that has no speculative point, and why
+    /// (the draft does not map or fit, or the verify step's buffers do not fit).
+    pub speculative_bound: Option<String>,
 }
 
 /// A batch sweep's aggregate tokens/s has stopped rising.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Saturation {
     /// The last batch before the gain falls below [`SATURATION_GAIN`].
     pub batch: u64,
@@ -167,6 +218,8 @@ pub struct FrontierReport {
     /// The frontier leaves out points whose KV cache does not fit
     /// (`kv_fits: false`); false with `--ignore-kv`.
     pub frontier_needs_kv_fit: bool,
+    /// With `--draft`: what the speculative points (`speculative` not null) assume.
+    pub speculative: Option<SpecInputs>,
 }
 
 /// `frontier[i]`: no other point is at least as good on both coordinates
@@ -221,11 +274,11 @@ fn opt(x: Option<f64>) -> String {
 pub fn to_csv(r: &FrontierReport) -> String {
     let mut s = String::from(
         "side,strategy,batch,users,sequences,per_user_tokens_per_s,aggregate_tokens_per_s,machines,step_us,\
-         joules_per_token,usd_per_mtok,kv_fits,frontier\n",
+         joules_per_token,usd_per_mtok,kv_fits,frontier,speculative\n",
     );
     for p in r.wafer_points.iter().chain(&r.gpu_points) {
         s += &format!(
-            "{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
             p.side,
             p.strategy,
             p.batch,
@@ -238,7 +291,8 @@ pub fn to_csv(r: &FrontierReport) -> String {
             opt(p.joules_per_token),
             opt(p.usd_per_mtok),
             p.kv_fits,
-            p.frontier
+            p.frontier,
+            p.speculative.is_some()
         );
     }
     s
@@ -267,7 +321,7 @@ fn frontier_table(points: &[&OperatingPoint], machines: &str) -> String {
     ]);
     for p in points {
         t.row(vec![
-            p.strategy.clone(),
+            p.label(),
             p.batch.to_string(),
             p.users.to_string(),
             fmt_rate(p.per_user_tokens_per_s),
@@ -290,9 +344,9 @@ fn best<'a>(f: &[&'a OperatingPoint], key: impl Fn(&OperatingPoint) -> f64) -> O
 
 fn describe(p: &OperatingPoint) -> String {
     let who = if p.side == "wafer" {
-        format!("{}, batch {}, {} user(s) in flight", p.strategy, p.batch, p.users)
+        format!("{}, batch {}, {} user(s) in flight", p.label(), p.batch, p.users)
     } else {
-        format!("{}, batch {}", p.strategy, p.batch)
+        format!("{}, batch {}", p.label(), p.batch)
     };
     format!("{} per user, {} in all ({who})", fmt_rate(p.per_user_tokens_per_s), fmt_rate(p.aggregate_tokens_per_s))
 }
@@ -338,6 +392,9 @@ impl FrontierReport {
             if let Some(sat) = &l.saturation {
                 s += &format!("    aggregate tokens/s stops rising after batch {}: {}\n", sat.batch, sat.why);
             }
+            if let Some(b) = &l.speculative_bound {
+                s += &format!("    first batch without a speculative point: {b}\n");
+            }
         }
         s += "\nPer-user tokens/s is per sequence (each sequence of a batch is a user). Wafer users in flight \
               are pipelined through the mapping in closed form from the simulated step (aggregate = batch · \
@@ -346,6 +403,17 @@ impl FrontierReport {
               counts only where the KV cache of all its sequences fits: where the same strategy compiles \
               at a batch of at least users × batch (--ignore-kv keeps the others). GPU: the calibrated \
               decode model at each batch, on the GPU count of batch 1.\n";
+        if let Some(sp) = &self.speculative {
+            s += &format!(
+                "\nSpeculative points (+spec, one user in flight): draft {} proposes k = {} tokens per round, each \
+                 accepted with probability {} ({:.3} tokens per round on average); a round is k draft steps and one \
+                 (k + 1)-token verify step of the target, at the point's batch. Wafer: the draft is compiled with \
+                 the same strategy on its own wafers (counted in the point's wafers), the verify step is the \
+                 mapping restated for k + 1 tokens per sequence (analytical engine). GPU: the draft shares the \
+                 target's GPUs (it must fit in the memory they leave free), both steps by the decode model.\n",
+                sp.draft, sp.k, sp.accept, sp.expected_tokens_per_step
+            );
+        }
         s
     }
 
@@ -363,10 +431,11 @@ impl FrontierReport {
                 let mut l: Vec<String> = frontier_of(points)
                     .iter()
                     .map(|p| {
+                        let spec = if p.speculative.is_some() { " spec" } else { "" };
                         if p.side == "wafer" {
-                            format!("{} B{} U{}", p.strategy, p.batch, p.users)
+                            format!("{} B{} U{}{spec}", p.strategy, p.batch, p.users)
                         } else {
-                            format!("B{}", p.batch)
+                            format!("B{}{spec}", p.batch)
                         }
                     })
                     .collect();
@@ -417,6 +486,231 @@ impl FrontierReport {
             OutFile::new("frontier.png", c.png),
         ])
     }
+}
+
+/// One side's batch sweep, as the header of a report names it: the batches
+/// it tries in order and what to say where it maps at all of them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SweepGroup {
+    /// `wafer` or `gpu`.
+    pub side: String,
+    pub strategy: String,
+    pub batches: Vec<u64>,
+    /// The bound where every batch maps (the sweep's own cap).
+    pub cap_bound: String,
+}
+
+/// What one batch of one side's sweep gave.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum BatchOutcome {
+    Mapped(MappedBatch),
+    /// It did not map (compile or GPU memory error); the sweep of its side stops here.
+    Failed(String),
+}
+
+/// A batch that mapped: its operating points and its step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MappedBatch {
+    /// Plain points (users in flight in order), then the speculative one.
+    pub points: Vec<OperatingPoint>,
+    pub machines: u32,
+    pub step_us: f64,
+    /// Share of the step's critical path spent computing (wafer; 0 on the GPU).
+    pub compute_share: f64,
+    /// The engine that timed it (wafer).
+    pub engine: Option<String>,
+    /// Why this batch has no speculative point (with `--draft`).
+    pub speculative_bound: Option<String>,
+}
+
+/// One unit of `wafer frontier`'s work: batch `batch` of group `group`.
+/// Units are numbered in group order, then batch order ([`FrontierHeader::units`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchUnit {
+    pub index: usize,
+    pub group: usize,
+    pub batch: u64,
+    pub outcome: BatchOutcome,
+}
+
+/// Everything of a report but its points: every shard computes the same one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FrontierHeader {
+    pub model: String,
+    pub context: u64,
+    pub arch: String,
+    pub wafers: String,
+    /// The engine named when no wafer batch mapped.
+    pub engine: String,
+    pub gpu: String,
+    pub gpus: u32,
+    pub gpu_pipeline_stages: u32,
+    /// Wafer strategies first, then the GPU.
+    pub groups: Vec<SweepGroup>,
+    pub wafer_power: Option<Power>,
+    pub wafer_price: Option<Price>,
+    pub gpu_power: Option<Power>,
+    pub gpu_price: Option<Price>,
+    pub frontier_needs_kv_fit: bool,
+    pub speculative: Option<SpecInputs>,
+}
+
+impl FrontierHeader {
+    /// Every unit `(index, group, batch)` in order.
+    pub fn units(&self) -> Vec<(usize, usize, u64)> {
+        let mut v = Vec::new();
+        for (g, grp) in self.groups.iter().enumerate() {
+            for &b in &grp.batches {
+                v.push((v.len(), g, b));
+            }
+        }
+        v
+    }
+}
+
+/// `frontier-shard.json`: the units of `wafer frontier --shard I/N`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FrontierShard {
+    pub schema_version: u32,
+    pub shard: Shard,
+    pub header: FrontierHeader,
+    pub units: Vec<BatchUnit>,
+}
+
+impl FrontierShard {
+    pub fn from_json(text: &str, source: &str) -> Result<FrontierShard, ReportError> {
+        let err = |m: String| ReportError::Spec { source_name: source.into(), message: m };
+        let s: FrontierShard =
+            serde_json::from_str(text).map_err(|e| err(format!("not a frontier-shard.json: {e}")))?;
+        if s.schema_version != FRONTIER_SHARD_SCHEMA_VERSION {
+            return Err(err(format!(
+                "schema_version is {}; this wafer reads {FRONTIER_SHARD_SCHEMA_VERSION}",
+                s.schema_version
+            )));
+        }
+        Ok(s)
+    }
+}
+
+/// The report from its units (any order; each at most once). Each group's
+/// sweep runs in batch order to its first failed batch (that batch's error is
+/// the bound; later units are ignored); every unit before it must be present.
+/// Wafer points fit their KV cache where the group mapped a batch of at least
+/// their sequences. Marks the frontier. An error where no wafer batch mapped,
+/// or a unit is missing.
+pub fn assemble(h: &FrontierHeader, units: &[BatchUnit]) -> Result<FrontierReport, ReportError> {
+    let mut wafer_points = Vec::new();
+    let mut gpu_points = Vec::new();
+    let mut limits = Vec::new();
+    let mut engine = None;
+    for (gi, g) in h.groups.iter().enumerate() {
+        let mut points = Vec::new();
+        let (mut largest, mut bound, mut spec_bound) = (None, g.cap_bound.clone(), None);
+        let mut steps: Vec<BatchStep> = Vec::new();
+        for &b in &g.batches {
+            let u = units.iter().find(|u| u.group == gi && u.batch == b).ok_or_else(|| {
+                ReportError::Merge(format!(
+                    "no shard holds batch {b} of the {} {} sweep: merge every shard of the run",
+                    g.side, g.strategy
+                ))
+            })?;
+            match &u.outcome {
+                BatchOutcome::Failed(e) => {
+                    bound = format!("batch {b}: {e}");
+                    break;
+                }
+                BatchOutcome::Mapped(m) => {
+                    points.extend(m.points.iter().cloned());
+                    steps.push((b, m.machines, m.step_us, m.compute_share));
+                    if g.side == "wafer" && engine.is_none() {
+                        engine = m.engine.clone();
+                    }
+                    if spec_bound.is_none() {
+                        spec_bound = m.speculative_bound.as_ref().map(|w| format!("batch {b}: {w}"));
+                    }
+                    largest = Some(b);
+                }
+            }
+        }
+        let wafer = g.side == "wafer";
+        if wafer {
+            for p in &mut points {
+                p.kv_fits = largest.is_some_and(|l| p.sequences <= l);
+            }
+        }
+        limits.push(Limit {
+            side: g.side.clone(),
+            strategy: g.strategy.clone(),
+            largest_batch: largest,
+            bound,
+            saturation: if wafer { saturation(&steps) } else { None },
+            speculative_bound: spec_bound,
+        });
+        if wafer {
+            wafer_points.extend(points);
+        } else {
+            gpu_points.extend(points);
+        }
+    }
+    if wafer_points.is_empty() {
+        let why: Vec<String> =
+            limits.iter().filter(|l| l.side == "wafer").map(|l| format!("{}: {}", l.strategy, l.bound)).collect();
+        return Err(ReportError::Merge(format!(
+            "{} does not map onto {} with any strategy: {}",
+            h.model,
+            h.arch,
+            why.join("; ")
+        )));
+    }
+    let mut r = FrontierReport {
+        schema_version: FRONTIER_SCHEMA_VERSION,
+        model: h.model.clone(),
+        context: h.context,
+        arch: h.arch.clone(),
+        wafers: h.wafers.clone(),
+        engine: engine.unwrap_or_else(|| h.engine.clone()),
+        gpu: h.gpu.clone(),
+        gpus: h.gpus,
+        gpu_pipeline_stages: h.gpu_pipeline_stages,
+        wafer_points,
+        gpu_points,
+        limits,
+        wafer_power: h.wafer_power.clone(),
+        wafer_price: h.wafer_price.clone(),
+        gpu_power: h.gpu_power.clone(),
+        gpu_price: h.gpu_price.clone(),
+        frontier_needs_kv_fit: h.frontier_needs_kv_fit,
+        speculative: h.speculative.clone(),
+    };
+    r.mark();
+    Ok(r)
+}
+
+/// Joins the shards `(name, shard)` of one run: all of the same header and
+/// count, each index once, every index present; then [`assemble`].
+pub fn merge_shards(parts: &[(String, FrontierShard)]) -> Result<FrontierReport, ReportError> {
+    let Some((first_name, first)) = parts.first() else {
+        return Err(ReportError::Merge("no frontier shards to merge".into()));
+    };
+    let n = first.shard.count;
+    let mut seen = vec![false; n as usize];
+    for (name, s) in parts {
+        if s.header != first.header || s.shard.count != n {
+            return Err(ReportError::Merge(format!(
+                "{name} is a shard of another frontier run than {first_name} (its inputs or shard count differ)"
+            )));
+        }
+        let i = s.shard.index as usize;
+        if i >= seen.len() || seen[i] {
+            return Err(ReportError::Merge(format!("{name}: shard {}/{n} is given twice or out of range", i)));
+        }
+        seen[i] = true;
+    }
+    if let Some(i) = seen.iter().position(|s| !s) {
+        return Err(ReportError::Merge(format!("shard {i}/{n} is missing")));
+    }
+    let units: Vec<BatchUnit> = parts.iter().flat_map(|(_, s)| s.units.iter().cloned()).collect();
+    assemble(&first.header, &units)
 }
 
 #[cfg(test)]

@@ -6,22 +6,35 @@
 //! and timed once, then users in flight 1, 2, 4, … up to twice the mapping's
 //! `stages` from [`wafer_simulator::pipelining`] (closed form). GPU operating
 //! points: batch 1, 2, 4, … up to [`MAX_GPU_BATCH`] while it fits, on the GPU
-//! count batch 1 takes (`wafer run`'s choice). The Pareto marking, tables and
-//! chart are `wafer_reports::frontier`'s. Strategies compile in parallel
-//! (rayon, collected in strategy order), so the output is byte-identical for
-//! any thread count.
+//! count batch 1 takes (`wafer run`'s choice). With `--draft M --spec-k K
+//! --accept A`, each batch also gets a speculative point (one user in
+//! flight): on the wafer the draft compiled with the same strategy on its own
+//! wafers and the target's mapping restated for K + 1 tokens per sequence
+//! (`wafer_compiler::prefill_chunk`, analytical engine); on the GPU `wafer
+//! gpu --draft`'s pricing. Each batch of each side is one unit of work
+//! ([`wafer_reports::frontier::BatchUnit`]); `--shard I/N` computes the units
+//! whose index is I mod N and writes them as `frontier-shard.json`, which
+//! `wafer merge` joins into the report. The Pareto marking, tables, chart and
+//! the assembly from units are `wafer_reports::frontier`'s. Sides compile in
+//! parallel (rayon, collected in unit order), so the output is byte-identical
+//! for any thread count and any sharding.
 
 use super::compile::{compile_graph, MachineArgs};
 use super::run::{gpu_estimate, gpu_power_price, simulate, wafer_power_price, EnergyArgs, Engine, GpuArgs};
 use super::{to_json, Format};
-use crate::inputs::load_gpu;
+use crate::inputs::{load_gpu, load_model};
 use crate::Exit;
 use rayon::prelude::*;
 use wafer_compiler::{CompileOptions, Strategy};
+use wafer_gpu::SpecParams;
 use wafer_ir::{verify_graph, DType, Graph};
-use wafer_reports::energy::energy;
-use wafer_reports::frontier::{FrontierReport, Limit, OperatingPoint, FRONTIER_SCHEMA_VERSION};
-use wafer_workloads::{decode_graph, DecodeParams};
+use wafer_reports::energy::{energy, Power, Price};
+use wafer_reports::frontier::{
+    assemble, BatchOutcome, BatchUnit, FrontierHeader, FrontierReport, FrontierShard, MappedBatch, OperatingPoint,
+    SpecInputs, SpecStep, SweepGroup, FRONTIER_SHARD_SCHEMA_VERSION,
+};
+use wafer_reports::sweep::Shard;
+use wafer_workloads::{decode_graph, DecodeParams, ModelConfig};
 
 /// The largest wafer batch the sweep tries (beyond, the bound says the sweep stopped).
 pub const MAX_WAFER_BATCH: u64 = 1024;
@@ -66,201 +79,373 @@ pub struct Args {
     /// users-in-flight closed form alone, which does not model their KV cache).
     #[arg(long)]
     pub ignore_kv: bool,
+    /// Speculative decoding: the draft model (a preset or a config.json); each
+    /// batch also gets a speculative point (`+spec`).
+    #[arg(long, requires_all = ["spec_k", "accept"])]
+    pub draft: Option<String>,
+    /// Tokens the draft proposes per verify step, 1..=32 (needs --draft).
+    #[arg(long, value_parser = super::spec_k_flag, allow_negative_numbers = true, requires = "draft")]
+    pub spec_k: Option<u32>,
+    /// Probability that the target accepts each drafted token, 0..=1 (needs --draft).
+    #[arg(long, value_parser = super::accept_flag, allow_negative_numbers = true, requires = "draft")]
+    pub accept: Option<f64>,
+    /// Compute only the units of work (one batch of one side) whose index is
+    /// I mod N, as `frontier-shard.json`; `wafer merge` joins the shards.
+    #[arg(long, value_name = "I/N", allow_hyphen_values = true)]
+    pub shard: Option<Shard>,
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
     #[command(flatten)]
     pub out: super::report_out::OutArgs,
 }
 
-/// One strategy's points and where its batch sweep stopped.
-struct StrategySweep {
-    points: Vec<OperatingPoint>,
-    limit: Limit,
-    engine: Option<String>,
-}
-
 /// Powers of two from 1 up to `max`.
-fn doublings(max: u64) -> impl Iterator<Item = u64> {
-    std::iter::successors(Some(1u64), |b| b.checked_mul(2)).take_while(move |b| *b <= max)
+fn doublings(max: u64) -> Vec<u64> {
+    std::iter::successors(Some(1u64), |b| b.checked_mul(2)).take_while(move |b| *b <= max).collect()
 }
 
-fn sweep_strategy(
+type Graphs<'a> = dyn Fn(&ModelConfig, u64) -> Result<Graph, Exit> + Sync + 'a;
+
+/// What every unit needs: the inputs loaded once.
+struct Ctx<'a> {
+    a: &'a Args,
+    cfg: ModelConfig,
+    draft: Option<(ModelConfig, SpecParams)>,
+    graphs: &'a Graphs<'a>,
+    machine: MachineArgs,
+    gpu_spec: wafer_gpu::GpuSpec,
+    gpu_opts: wafer_gpu::GpuOptions,
+    tp: u32,
+    pp: u32,
+    layout: String,
+    wafer_power: Option<Power>,
+    wafer_price: Option<Price>,
+    gpu_power: Option<Power>,
+    gpu_price: Option<Price>,
+    context: u64,
+}
+
+/// A compile error's message, as a batch's bound.
+fn failed(e: Exit) -> BatchOutcome {
+    BatchOutcome::Failed(e.message)
+}
+
+/// One wafer batch of `strategy`: compiled and timed, its users in flight,
+/// and with `--draft` its speculative point.
+fn wafer_batch(
+    x: &Ctx,
+    m: &(wafer_ir::ArchSpec, wafer_compiler::Wafers),
     strategy: Strategy,
-    graphs: &(dyn Fn(u64) -> Result<Graph, Exit> + Sync),
-    machine: &MachineArgs,
-    a: &Args,
-) -> Result<StrategySweep, Exit> {
-    let m = machine.load()?;
-    let (power, price) = wafer_power_price(&m.0.name, &a.energy);
+    batch: u64,
+) -> Result<BatchOutcome, Exit> {
+    let opts = CompileOptions { strategy, ..x.machine.options(CompileOptions::default()) };
+    let c = match (x.graphs)(&x.cfg, batch).and_then(|g| compile_graph(&g, m, opts.clone())) {
+        Ok(c) => c,
+        Err(e) => return Ok(failed(e)),
+    };
+    let sim = simulate(x.a.engine, &c)?;
+    let p = &c.program;
+    let share = sim.breakdown.compute / sim.breakdown.total().max(1e-9);
+    let stages = wafer_simulator::pipelining(p, &sim, 1).stages as u64;
     let mut points = Vec::new();
-    let mut largest = None;
-    let mut engine = None;
-    let mut bound = format!("batch {MAX_WAFER_BATCH} is the largest the sweep tries");
-    let mut steps: Vec<wafer_reports::frontier::BatchStep> = Vec::new();
-    for batch in doublings(MAX_WAFER_BATCH) {
-        let compiled = graphs(batch).and_then(|g| {
-            compile_graph(&g, &m, CompileOptions { strategy, ..machine.options(CompileOptions::default()) })
-        });
-        let c = match compiled {
-            Ok(c) => c,
-            Err(e) => {
-                bound = format!("batch {batch}: {}", e.message);
-                break;
-            }
-        };
-        let sim = simulate(a.engine, &c)?;
-        engine.get_or_insert_with(|| sim.engine.clone());
-        let p = &c.program;
-        let share = sim.breakdown.compute / sim.breakdown.total().max(1e-9);
-        steps.push((batch, p.wafers, sim.tpot_us, share));
-        let stages = wafer_simulator::pipelining(p, &sim, 1).stages as u64;
-        for users in doublings(2 * stages) {
-            let users = users as u32;
-            let s = wafer_simulator::pipelining(p, &sim, users);
-            let aggregate = s.aggregate_tokens_per_s;
-            let sequences = users as u64 * batch;
-            let e = energy(&m.0.name, p.wafers, aggregate, power.clone(), price.clone());
-            points.push(OperatingPoint {
-                side: "wafer".into(),
-                strategy: strategy.name(),
-                batch,
-                users,
-                sequences,
-                per_user_tokens_per_s: aggregate / sequences as f64,
-                aggregate_tokens_per_s: aggregate,
-                machines: p.wafers,
-                step_us: sim.tpot_us,
-                joules_per_token: e.joules_per_token,
-                usd_per_mtok: e.usd_per_mtok,
-                kv_fits: false,
-                frontier: false,
-            });
-        }
-        largest = Some(batch);
-    }
-    // Users in flight hold a KV cache each: a point fits where this strategy
-    // compiled a batch holding at least as many sequences.
-    for p in &mut points {
-        p.kv_fits = largest.is_some_and(|l| p.sequences <= l);
-    }
-    Ok(StrategySweep {
-        points,
-        limit: Limit {
+    for users in doublings(2 * stages) {
+        let users = users as u32;
+        let s = wafer_simulator::pipelining(p, &sim, users);
+        let aggregate = s.aggregate_tokens_per_s;
+        let sequences = users as u64 * batch;
+        let e = energy(&m.0.name, p.wafers, aggregate, x.wafer_power.clone(), x.wafer_price.clone());
+        points.push(OperatingPoint {
             side: "wafer".into(),
             strategy: strategy.name(),
-            largest_batch: largest,
-            bound,
-            saturation: wafer_reports::frontier::saturation(&steps),
-        },
-        engine,
-    })
+            batch,
+            users,
+            sequences,
+            per_user_tokens_per_s: aggregate / sequences as f64,
+            aggregate_tokens_per_s: aggregate,
+            machines: p.wafers,
+            step_us: sim.tpot_us,
+            joules_per_token: e.joules_per_token,
+            usd_per_mtok: e.usd_per_mtok,
+            kv_fits: false,
+            frontier: false,
+            speculative: None,
+        });
+    }
+    let mut speculative_bound = None;
+    if let Some((dcfg, sp)) = &x.draft {
+        // The verify step: the target's mapping restated for k + 1 tokens per sequence.
+        let verify = wafer_compiler::prefill_chunk(p, sp.k as u64 + 1)
+            .map_err(|e| {
+                // The first diagnostic names the region and the bytes.
+                let why = match &e {
+                    wafer_compiler::CompileError::Verify { errors, .. } => {
+                        errors.0.first().map_or_else(|| e.to_string(), |d| d.to_string())
+                    }
+                    _ => e.to_string(),
+                };
+                format!("the {}-token verify step does not fit: {why}", sp.k + 1)
+            })
+            .and_then(|(vp, info)| {
+                wafer_simulator::simulate_analytical(&vp, &info).finished().map_err(|e| e.to_string())
+            });
+        // The draft: the same strategy on its own wafers.
+        let draft = (x.graphs)(dcfg, batch)
+            .and_then(|g| compile_graph(&g, m, opts.clone()))
+            .map_err(|e| format!("the draft {} does not map: {}", dcfg.name, e.message.lines().next().unwrap_or("")));
+        match (verify, draft) {
+            (Ok(v), Ok(dc)) => {
+                let d = simulate(x.a.engine, &dc)?;
+                let round_us = sp.k as f64 * d.tpot_us + v.tpot_us;
+                let e_tok = sp.expected_tokens();
+                let per_user = e_tok * 1e6 / round_us;
+                let aggregate = per_user * batch as f64;
+                let machines = p.wafers + dc.program.wafers;
+                let e = energy(&m.0.name, machines, aggregate, x.wafer_power.clone(), x.wafer_price.clone());
+                points.push(OperatingPoint {
+                    side: "wafer".into(),
+                    strategy: strategy.name(),
+                    batch,
+                    users: 1,
+                    sequences: batch,
+                    per_user_tokens_per_s: per_user,
+                    aggregate_tokens_per_s: aggregate,
+                    machines,
+                    step_us: round_us / e_tok,
+                    joules_per_token: e.joules_per_token,
+                    usd_per_mtok: e.usd_per_mtok,
+                    kv_fits: false,
+                    frontier: false,
+                    speculative: Some(SpecStep {
+                        draft_step_us: d.tpot_us,
+                        verify_step_us: v.tpot_us,
+                        round_us,
+                        draft_machines: dc.program.wafers,
+                    }),
+                });
+            }
+            (Err(why), _) | (_, Err(why)) => speculative_bound = Some(why),
+        }
+    }
+    Ok(BatchOutcome::Mapped(MappedBatch {
+        points,
+        machines: p.wafers,
+        step_us: sim.tpot_us,
+        compute_share: share,
+        engine: Some(sim.engine.clone()),
+        speculative_bound,
+    }))
 }
 
-pub fn frontier(a: &Args) -> Result<FrontierReport, Exit> {
+/// One GPU batch on the layout of batch 1, and with `--draft` its speculative point.
+fn gpu_batch(x: &Ctx, batch: u64) -> Result<BatchOutcome, Exit> {
+    let est = (x.graphs)(&x.cfg, batch)
+        .and_then(|g| Ok(wafer_gpu::estimate_auto(&g, &x.gpu_spec, x.tp, Some(x.pp), &x.gpu_opts)?));
+    let e = match est {
+        Ok(e) => e,
+        Err(e) => return Ok(failed(e)),
+    };
+    let en = energy(&e.gpu, e.n_gpus, e.tokens_per_s, x.gpu_power.clone(), x.gpu_price.clone());
+    let mut points = vec![OperatingPoint {
+        side: "gpu".into(),
+        strategy: x.layout.clone(),
+        batch,
+        users: 1,
+        sequences: batch,
+        per_user_tokens_per_s: 1e3 / e.tpot_ms,
+        aggregate_tokens_per_s: e.tokens_per_s,
+        machines: e.n_gpus,
+        step_us: e.tpot_ms * 1e3,
+        joules_per_token: en.joules_per_token,
+        usd_per_mtok: en.usd_per_mtok,
+        kv_fits: true,
+        frontier: false,
+        speculative: None,
+    }];
+    let mut speculative_bound = None;
+    if let Some((dcfg, sp)) = &x.draft {
+        let p = params(x.a, x.context, batch);
+        match super::gpu::speculate(&x.cfg, dcfg, &p, &e, &x.gpu_spec, *sp, &x.gpu_opts) {
+            Ok(s) => {
+                let s = s.estimate;
+                let en = energy(&e.gpu, e.n_gpus, s.effective_tokens_per_s, x.gpu_power.clone(), x.gpu_price.clone());
+                points.push(OperatingPoint {
+                    side: "gpu".into(),
+                    strategy: x.layout.clone(),
+                    batch,
+                    users: 1,
+                    sequences: batch,
+                    per_user_tokens_per_s: 1e3 / s.effective_tpot_ms,
+                    aggregate_tokens_per_s: s.effective_tokens_per_s,
+                    machines: e.n_gpus,
+                    step_us: s.effective_tpot_ms * 1e3,
+                    joules_per_token: en.joules_per_token,
+                    usd_per_mtok: en.usd_per_mtok,
+                    kv_fits: true,
+                    frontier: false,
+                    speculative: Some(SpecStep {
+                        draft_step_us: s.draft_step_ms * 1e3,
+                        verify_step_us: s.verify_step_ms * 1e3,
+                        round_us: s.round_ms * 1e3,
+                        draft_machines: e.n_gpus,
+                    }),
+                });
+            }
+            Err(e) => speculative_bound = Some(e.message),
+        }
+    }
+    Ok(BatchOutcome::Mapped(MappedBatch {
+        points,
+        machines: e.n_gpus,
+        step_us: e.tpot_ms * 1e3,
+        compute_share: 0.0,
+        engine: None,
+        speculative_bound,
+    }))
+}
+
+fn params(a: &Args, context: u64, batch: u64) -> DecodeParams {
+    DecodeParams { batch, context, weight_dtype: a.weight_dtype, act_dtype: a.act_dtype, kv_dtype: a.kv_dtype }
+}
+
+/// The header and the units `shard` holds (all without one), in unit order.
+pub fn frontier_units(a: &Args, shard: Option<Shard>) -> Result<(FrontierHeader, Vec<BatchUnit>), Exit> {
     a.engine.check_timing()?;
     let gpu_spec = load_gpu(&a.gpu.gpu)?;
     let machine = MachineArgs::preset(&a.arch, a.wafers.clone());
     let (arch, _) = machine.load()?;
-    let cfg = crate::inputs::load_model(&a.model)?;
+    let cfg = load_model(&a.model)?;
+    let draft = match (&a.draft, a.spec_k, a.accept) {
+        (Some(d), Some(k), Some(acc)) => Some((load_model(d)?, SpecParams::new(k, acc)?)),
+        _ => None,
+    };
     let default = super::graph::LATENCY_CONTEXT;
     let context = a.context.unwrap_or(if cfg.learned_positions { default.min(cfg.max_positions) } else { default });
-    let graphs = |batch: u64| -> Result<Graph, Exit> {
-        let p =
-            DecodeParams { batch, context, weight_dtype: a.weight_dtype, act_dtype: a.act_dtype, kv_dtype: a.kv_dtype };
-        let g = decode_graph(&cfg, &p)?;
+    // A model of learned positions (a draft) runs at most its own.
+    let graphs = |m: &ModelConfig, batch: u64| -> Result<Graph, Exit> {
+        let c = if m.learned_positions { context.min(m.max_positions) } else { context };
+        let g = decode_graph(m, &params(a, c, batch))?;
         verify_graph(&g)?;
         Ok(g)
     };
     // GPU first: it needs only the graphs, and checks the GPU flags before any compile.
-    let g1 = graphs(1)?;
-    let one = gpu_estimate(&g1, &gpu_spec, &a.gpu)?;
+    let one = gpu_estimate(&graphs(&cfg, 1)?, &gpu_spec, &a.gpu)?;
     let (tp, pp) = (one.tensor_parallel, one.pipeline_stages);
-    let opts = wafer_gpu::GpuOptions::with_headroom(a.gpu.gpu_mem_headroom)?;
+    let gpu_opts = wafer_gpu::GpuOptions::with_headroom(a.gpu.gpu_mem_headroom)?;
     let (gpu_power, gpu_price) = gpu_power_price(&gpu_spec, &a.energy);
-    let layout = if pp > 1 { format!("tp {tp} × pp {pp}") } else { format!("tp {tp}") };
-    let mut gpu_points = Vec::new();
-    let mut gpu_largest = None;
-    let mut gpu_bound = format!("batch {MAX_GPU_BATCH} is the largest the sweep tries");
-    for batch in doublings(MAX_GPU_BATCH) {
-        let est = graphs(batch).and_then(|g| Ok(wafer_gpu::estimate_auto(&g, &gpu_spec, tp, Some(pp), &opts)?));
-        let e = match est {
-            Ok(e) => e,
-            Err(e) => {
-                gpu_bound = format!("batch {batch}: {}", e.message);
-                break;
-            }
-        };
-        let en = energy(&e.gpu, e.n_gpus, e.tokens_per_s, gpu_power.clone(), gpu_price.clone());
-        gpu_points.push(OperatingPoint {
-            side: "gpu".into(),
-            strategy: layout.clone(),
-            batch,
-            users: 1,
-            sequences: batch,
-            per_user_tokens_per_s: 1e3 / e.tpot_ms,
-            aggregate_tokens_per_s: e.tokens_per_s,
-            machines: e.n_gpus,
-            step_us: e.tpot_ms * 1e3,
-            joules_per_token: en.joules_per_token,
-            usd_per_mtok: en.usd_per_mtok,
-            kv_fits: true,
-            frontier: false,
-        });
-        gpu_largest = Some(batch);
-    }
-    let sweeps: Vec<Result<StrategySweep, Exit>> =
-        STRATEGIES.par_iter().map(|&s| sweep_strategy(s, &graphs, &machine, a)).collect();
-    let mut wafer_points = Vec::new();
-    let mut limits = Vec::new();
-    let mut engine = None;
-    for s in sweeps {
-        let s = s?;
-        wafer_points.extend(s.points);
-        limits.push(s.limit);
-        if engine.is_none() {
-            engine = s.engine;
-        }
-    }
-    if wafer_points.is_empty() {
-        let why: Vec<String> = limits.iter().map(|l| format!("{}: {}", l.strategy, l.bound)).collect();
-        return Err(Exit {
-            code: 2,
-            message: format!("{} does not map onto {} with any strategy: {}", cfg.name, arch.name, why.join("; ")),
-        });
-    }
-    limits.push(Limit {
-        side: "gpu".into(),
-        strategy: layout,
-        largest_batch: gpu_largest,
-        bound: gpu_bound,
-        saturation: None,
-    });
     let (wafer_power, wafer_price) = wafer_power_price(&arch.name, &a.energy);
-    let mut r = FrontierReport {
-        schema_version: FRONTIER_SCHEMA_VERSION,
+    let layout = if pp > 1 { format!("tp {tp} × pp {pp}") } else { format!("tp {tp}") };
+    let mut groups: Vec<SweepGroup> = STRATEGIES
+        .iter()
+        .map(|s| SweepGroup {
+            side: "wafer".into(),
+            strategy: s.name(),
+            batches: doublings(MAX_WAFER_BATCH),
+            cap_bound: format!("batch {MAX_WAFER_BATCH} is the largest the sweep tries"),
+        })
+        .collect();
+    groups.push(SweepGroup {
+        side: "gpu".into(),
+        strategy: layout.clone(),
+        batches: doublings(MAX_GPU_BATCH),
+        cap_bound: format!("batch {MAX_GPU_BATCH} is the largest the sweep tries"),
+    });
+    let header = FrontierHeader {
         model: cfg.name.clone(),
         context,
         arch: arch.name.clone(),
         wafers: a.wafers.clone().unwrap_or_else(|| arch.system.wafers.to_string()),
-        engine: engine.unwrap_or_else(|| a.engine.name().into()),
+        engine: a.engine.name().into(),
         gpu: one.gpu.clone(),
         gpus: one.n_gpus,
         gpu_pipeline_stages: pp,
-        wafer_points,
-        gpu_points,
-        limits,
+        groups,
+        wafer_power: wafer_power.clone(),
+        wafer_price: wafer_price.clone(),
+        gpu_power: gpu_power.clone(),
+        gpu_price: gpu_price.clone(),
+        frontier_needs_kv_fit: !a.ignore_kv,
+        speculative: draft.as_ref().map(|(d, sp)| SpecInputs {
+            draft: d.name.clone(),
+            k: sp.k,
+            accept: sp.accept,
+            expected_tokens_per_step: sp.expected_tokens(),
+        }),
+    };
+    let x = Ctx {
+        a,
+        cfg,
+        draft,
+        graphs: &graphs,
+        machine,
+        gpu_spec,
+        gpu_opts,
+        tp,
+        pp,
+        layout,
         wafer_power,
         wafer_price,
         gpu_power,
         gpu_price,
-        frontier_needs_kv_fit: !a.ignore_kv,
+        context,
     };
-    r.mark();
-    Ok(r)
+    let units = header.units();
+    let holds = |i: usize| shard.is_none_or(|s| s.holds(i));
+    // Each group in batch order, up to its first failed batch (later ones cannot count).
+    let per_group: Vec<Result<Vec<BatchUnit>, Exit>> = (0..header.groups.len())
+        .into_par_iter()
+        .map(|gi| {
+            let g = &header.groups[gi];
+            let m = if g.side == "wafer" { Some(x.machine.load()?) } else { None };
+            let mut out = Vec::new();
+            for &(index, _, batch) in units.iter().filter(|u| u.1 == gi && holds(u.0)) {
+                let outcome = match &m {
+                    Some(m) => wafer_batch(&x, m, STRATEGIES[gi], batch)?,
+                    None => gpu_batch(&x, batch)?,
+                };
+                let stop = matches!(outcome, BatchOutcome::Failed(_));
+                out.push(BatchUnit { index, group: gi, batch, outcome });
+                if stop {
+                    break;
+                }
+            }
+            Ok(out)
+        })
+        .collect();
+    let mut all = Vec::new();
+    for g in per_group {
+        all.extend(g?);
+    }
+    all.sort_by_key(|u| u.index);
+    Ok((header, all))
+}
+
+pub fn frontier(a: &Args) -> Result<FrontierReport, Exit> {
+    let (h, units) = frontier_units(a, None)?;
+    Ok(assemble(&h, &units)?)
 }
 
 pub fn run(a: Args) -> Result<(), Exit> {
     let target = a.out.prepare()?;
+    if let Some(shard) = a.shard {
+        let (header, units) = frontier_units(&a, Some(shard))?;
+        let s = FrontierShard { schema_version: FRONTIER_SHARD_SCHEMA_VERSION, shard, header, units };
+        let text = to_json(&s);
+        if let Some(t) = target {
+            let shown = t.shown().display().to_string();
+            t.write(&[wafer_reports::OutFile::new("frontier-shard.json", text.clone())])?;
+            eprintln!("wrote {shown}");
+        }
+        match a.format {
+            Format::Json => print!("{text}"),
+            Format::Text => println!(
+                "frontier shard {}/{}: {} batch unit(s); join the shards with `wafer merge DIR... --out DIR`",
+                shard.index,
+                shard.count,
+                s.units.len()
+            ),
+        }
+        return Ok(());
+    }
     let r = frontier(&a)?;
     if let Some(t) = target {
         let shown = t.shown().display().to_string();

@@ -155,9 +155,9 @@ struct GpuOut<'a> {
 
 /// Speculative decoding's figures and the verify step priced the other way.
 #[derive(Serialize)]
-struct Speculative {
+pub(crate) struct Speculative {
     #[serde(flatten)]
-    estimate: SpecEstimate,
+    pub(crate) estimate: SpecEstimate,
     /// The verify step priced by the prefill model instead (its per-kernel
     /// overhead fitted on 128- and 2,048-token prompts), ms: a sensitivity figure.
     verify_step_ms_prefill_model: f64,
@@ -169,7 +169,7 @@ struct Speculative {
 /// (same context, dtypes and tensor-parallel group, one stage) and the
 /// target's (k + 1)-token verify step over the cached context, both by the
 /// decode model; the draft must fit in the memory the target leaves free.
-fn speculate(
+pub(crate) fn speculate(
     target: &wafer_workloads::ModelConfig,
     draft: &wafer_workloads::ModelConfig,
     p: &wafer_workloads::DecodeParams,
