@@ -63,6 +63,11 @@ pub struct SweepSpec {
     /// Arch fields to sweep, by dotted path, each with its values.
     #[serde(default)]
     pub arch: BTreeMap<String, Vec<toml::Value>>,
+    /// Prompt lengths: each point also times the first answer token's wait,
+    /// the prompt being the last N of the point's `context − 1` positions
+    /// (the rest cached), as `wafer run --prompt N --cached context−N−1`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prompts: Vec<u64>,
     #[serde(default)]
     pub plot: Option<PlotSpec>,
 }
@@ -112,6 +117,8 @@ pub struct Point {
     pub gpu: Option<String>,
     /// Arch overrides in path order.
     pub params: Vec<(String, toml::Value)>,
+    /// Prompt length, when the spec sweeps `prompts`.
+    pub prompt: Option<u64>,
 }
 
 /// `I/N`: this run computes the points whose index is `I` mod `N`.
@@ -166,6 +173,12 @@ impl SweepSpec {
         if let Some(b) = s.batches.iter().find(|b| !(1..=MAX_BATCH).contains(*b)) {
             return Err(spec_err(source, format!("field `batches` holds {b}; allowed: 1..={MAX_BATCH}")));
         }
+        if let Some(n) = s.prompts.iter().find(|n| !(1..MAX_CONTEXT).contains(*n)) {
+            return Err(spec_err(
+                source,
+                format!("field `prompts` holds {n}; allowed: 1..={} (and below each point's context)", MAX_CONTEXT - 1),
+            ));
+        }
         for w in &s.wafers {
             match w {
                 WafersSpec::Count(n) if !(1..=MAX_WAFERS).contains(n) => {
@@ -195,10 +208,10 @@ impl SweepSpec {
             }
         }
         if let Some(x) = s.plot.as_ref().and_then(|p| p.x.as_ref()) {
-            if !(s.arch.contains_key(x) || ["context", "batch", "wafers"].contains(&x.as_str())) {
+            if !(s.arch.contains_key(x) || ["context", "batch", "wafers", "prompt"].contains(&x.as_str())) {
                 return Err(spec_err(
                     source,
-                    format!("field `plot.x` is `{x}`; allowed: context, batch, wafers or a swept arch field"),
+                    format!("field `plot.x` is `{x}`; allowed: context, batch, wafers, prompt or a swept arch field"),
                 ));
             }
         }
@@ -211,13 +224,13 @@ impl SweepSpec {
             }
         }
         // A spec that names no dimension would silently run the default point.
-        let dims = ["models", "archs", "contexts", "batches", "wafers", "gpus", "arch"];
+        let dims = ["models", "archs", "contexts", "batches", "wafers", "gpus", "arch", "prompts"];
         let given: toml::Table = toml::from_str(text).unwrap_or_default();
         if !dims.iter().any(|d| given.contains_key(*d)) {
             return Err(spec_err(
                 source,
                 "names nothing to sweep: give at least one of `models`, `archs`, `contexts`, `batches`, \
-                 `wafers`, `gpus` or an `[arch]` field (the others default to models = [\"llama-3.1-8b\"], \
+                 `wafers`, `gpus`, `prompts` or an `[arch]` field (the others default to models = [\"llama-3.1-8b\"], \
                  archs = [\"wse3\"], contexts = [4096], batches = [1], wafers = [\"arch\"])",
             ));
         }
@@ -225,12 +238,13 @@ impl SweepSpec {
     }
 
     /// The size of each dimension of the grid, slowest first: model, context,
-    /// batch, arch, each swept arch field (in path order), wafers, GPU.
+    /// batch, arch, each swept arch field (in path order), wafers, GPU, prompt.
     fn radices(&self) -> Vec<usize> {
         let mut r = vec![self.models.len(), self.contexts.len(), self.batches.len(), self.archs.len()];
         r.extend(self.arch.values().map(Vec::len));
         r.push(self.wafers.len());
         r.push(self.gpus.len().max(1));
+        r.push(self.prompts.len().max(1));
         r
     }
 
@@ -290,6 +304,7 @@ impl SweepSpec {
                 .collect(),
             wafers: self.wafers[digits[4 + k]].clone(),
             gpu: self.gpus.get(digits[5 + k]).cloned(),
+            prompt: self.prompts.get(digits[6 + k]).copied(),
         }
     }
 
@@ -390,11 +405,19 @@ pub struct Figures {
     pub speedup: Option<f64>,
     /// Why the GPU side has no figures (the wafer side still does).
     pub gpu_error: Option<String>,
+    /// With a prompt: the wait for the first answer token on the wafer
+    /// (streamed in the fastest chunk that fits, `prefill_chunk`) and on the GPU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttft_us: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefill_chunk: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_ttft_us: Option<f64>,
 }
 
 impl Figures {
     /// Numeric figures a curve or a CSV column can show.
-    pub const NAMES: [&'static str; 12] = [
+    pub const NAMES: [&'static str; 14] = [
         "tpot_us",
         "tokens_per_s",
         "cycles",
@@ -407,6 +430,8 @@ impl Figures {
         "bound_ratio",
         "gpu_tpot_us",
         "speedup",
+        "ttft_us",
+        "gpu_ttft_us",
     ];
 
     pub fn get(&self, name: &str) -> Option<f64> {
@@ -423,6 +448,8 @@ impl Figures {
             "bound_ratio" => self.bound_ratio,
             "gpu_tpot_us" => self.gpu_tpot_us?,
             "speedup" => self.speedup?,
+            "ttft_us" => self.ttft_us?,
+            "gpu_ttft_us" => self.gpu_ttft_us?,
             _ => return None,
         })
     }
@@ -439,6 +466,8 @@ pub struct Row {
     pub wafers: String,
     pub gpu: Option<String>,
     pub params: BTreeMap<String, Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<u64>,
     pub engine: String,
     pub figures: Option<Figures>,
     /// Why the point has no figures (it does not fit, a bad value, ...).
@@ -460,6 +489,7 @@ impl Row {
             wafers: p.wafers.to_string(),
             gpu: p.gpu.clone(),
             params: p.params.iter().map(|(k, v)| (k.clone(), value_json(v))).collect(),
+            prompt: p.prompt,
             engine: engine.into(),
             figures,
             error,
@@ -567,6 +597,11 @@ pub fn to_csv(o: &SweepOutput) -> String {
     let mut head: Vec<String> =
         ["index", "model", "arch", "context", "batch", "wafers", "gpu"].iter().map(|s| s.to_string()).collect();
     head.extend(keys.iter().map(|k| k.to_string()));
+    // Prompt columns only when the spec sweeps prompts (other CSVs unchanged).
+    let prompts = !o.spec.prompts.is_empty();
+    if prompts {
+        head.push("prompt".into());
+    }
     head.extend(
         [
             "engine",
@@ -594,6 +629,9 @@ pub fn to_csv(o: &SweepOutput) -> String {
         .iter()
         .map(|s| s.to_string()),
     );
+    if prompts {
+        head.extend(["ttft_us", "prefill_chunk", "gpu_ttft_us"].map(String::from));
+    }
     let mut out = head.join(",") + "\n";
     for r in &o.rows {
         let mut c: Vec<String> = vec![
@@ -610,6 +648,9 @@ pub fn to_csv(o: &SweepOutput) -> String {
                 Value::String(s) => s.clone(),
                 other => other.to_string(),
             })));
+        }
+        if prompts {
+            c.push(r.prompt.map_or(String::new(), |n| n.to_string()));
         }
         c.push(r.engine.clone());
         let opt = |x: Option<f64>| x.map_or(String::new(), num);
@@ -637,11 +678,21 @@ pub fn to_csv(o: &SweepOutput) -> String {
                     opt(f.speedup),
                     csv_field(f.gpu_error.as_deref().unwrap_or("")),
                 ]);
+                if prompts {
+                    c.extend([
+                        opt(f.ttft_us),
+                        f.prefill_chunk.map_or(String::new(), |n| n.to_string()),
+                        opt(f.gpu_ttft_us),
+                    ]);
+                }
             }
             None => {
                 c.push("error".into());
                 c.extend(std::iter::repeat_n(String::new(), 18));
                 c.push(csv_field(r.error.as_deref().unwrap_or("")));
+                if prompts {
+                    c.extend(std::iter::repeat_n(String::new(), 3));
+                }
             }
         }
         out += &c.join(",");
@@ -675,6 +726,7 @@ fn x_of(r: &Row, dim: &str) -> Option<f64> {
     match dim {
         "context" => Some(r.context as f64),
         "batch" => Some(r.batch as f64),
+        "prompt" => r.prompt.map(|n| n as f64),
         "wafers" => r.wafers.parse::<f64>().ok(),
         k => r.params.get(k).and_then(Value::as_f64),
     }
@@ -727,6 +779,8 @@ fn y_desc(y: &str) -> &'static str {
         "bound_ratio" => "time per token over the machine limit (×)",
         "gpu_tpot_us" => "GPU time per output token (µs)",
         "speedup" => "speed-up over the GPU baseline (×)",
+        "ttft_us" => "time to first token (µs)",
+        "gpu_ttft_us" => "GPU time to first token (µs)",
         _ => "",
     }
 }
@@ -853,6 +907,7 @@ fn x_desc(x: &str) -> String {
     match x {
         "context" => "context (positions attended)".into(),
         "batch" => "batch (sequences)".into(),
+        "prompt" => "prompt (new tokens)".into(),
         "wafers" => "wafers".into(),
         k if k.ends_with("_bytes") => format!("{k} (bytes)"),
         k if k.ends_with("_bytes_per_cycle") => format!("{k} (bytes/cycle)"),
@@ -891,6 +946,10 @@ pub fn sweep_files(o: &SweepOutput) -> Result<Vec<OutFile>, ReportError> {
     let mut cols: Vec<String> =
         vec!["#".into(), "model".into(), "arch".into(), ">context".into(), ">batch".into(), "wafers".into()];
     cols.extend(keys.iter().map(|k| format!(">{k}")));
+    let prompts = !o.spec.prompts.is_empty();
+    if prompts {
+        cols.push(">prompt".into());
+    }
     cols.extend([
         ">µs/token".into(),
         ">× machine limit".into(),
@@ -901,6 +960,9 @@ pub fn sweep_files(o: &SweepOutput) -> Result<Vec<OutFile>, ReportError> {
         ">GPU µs/token".into(),
         ">speed-up (system vs system)".into(),
     ]);
+    if prompts {
+        cols.extend([">TTFT ms".into(), ">chunk".into(), ">GPU TTFT ms".into()]);
+    }
     let cols_ref: Vec<&str> = cols.iter().map(String::as_str).collect();
     let mut t = Table::new(&cols_ref);
     let mut errors = Table::new(&["#", "error"]);
@@ -916,6 +978,9 @@ pub fn sweep_files(o: &SweepOutput) -> Result<Vec<OutFile>, ReportError> {
         c.extend(keys.iter().map(|k| {
             r.params.get(*k).map_or(String::new(), |v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
         }));
+        if prompts {
+            c.push(r.prompt.map_or("-".into(), |n| n.to_string()));
+        }
         match &r.figures {
             Some(f) => c.extend([
                 format!("{:.1}", f.tpot_us),
@@ -943,6 +1008,14 @@ pub fn sweep_files(o: &SweepOutput) -> Result<Vec<OutFile>, ReportError> {
                 ]);
                 errors.row([r.index.to_string(), r.error.clone().unwrap_or_default()]);
             }
+        }
+        if prompts {
+            let f = r.figures.as_ref();
+            c.extend([
+                f.and_then(|f| f.ttft_us).map_or("-".into(), |x| format!("{:.1}", x / 1e3)),
+                f.and_then(|f| f.prefill_chunk).map_or("-".into(), |n| n.to_string()),
+                f.and_then(|f| f.gpu_ttft_us).map_or("-".into(), |x| format!("{:.1}", x / 1e3)),
+            ]);
         }
         t.row(c);
     }
@@ -1115,6 +1188,7 @@ wafers = [1, "auto"]
             wafers: WafersSpec::Count(1),
             gpu: None,
             params: vec![],
+            prompt: None,
         };
         let f = Figures {
             tpot_us: 1e6 / tps,
@@ -1136,6 +1210,9 @@ wafers = [1, "auto"]
             gpus_used: None,
             speedup: None,
             gpu_error: None,
+            ttft_us: None,
+            prefill_chunk: None,
+            gpu_ttft_us: None,
         };
         Row::new(&p, "analytical", if i == 1 { Err("does not fit, no".into()) } else { Ok(f) })
     }

@@ -85,6 +85,14 @@ pub fn load_inputs(spec: &SweepSpec, engine: Engine) -> Result<Inputs, Exit> {
 /// Compiles, simulates and (if the point names one) estimates the GPU side of one point.
 pub fn eval_point(inp: &Inputs, p: &Point) -> Result<Figures, String> {
     let cfg = &inp.models[&p.model];
+    // The prompt is the last N of the context's positions before the first
+    // answer token, whose step the point times.
+    let cached = match p.prompt {
+        Some(n) => Some(p.context.checked_sub(n + 1).ok_or_else(|| {
+            format!("prompt {n} needs a context of at least {} (the prompt, then the first answer token)", n + 1)
+        })?),
+        None => None,
+    };
     let params = DecodeParams {
         batch: p.batch,
         context: p.context,
@@ -129,7 +137,15 @@ pub fn eval_point(inp: &Inputs, p: &Point) -> Result<Figures, String> {
         gpus_used: None,
         speedup: None,
         gpu_error: None,
+        ttft_us: None,
+        prefill_chunk: None,
+        gpu_ttft_us: None,
     };
+    if let Some(prompt) = p.prompt {
+        let choice = super::run::best_prefill(&c.program, &sim, prompt).map_err(|e| e.message)?;
+        f.ttft_us = Some(choice.best.ttft_us);
+        f.prefill_chunk = Some(choice.best.chunk);
+    }
     if let Some(name) = &p.gpu {
         let (spec, n) = &inp.gpus[name];
         let est = match n {
@@ -142,6 +158,23 @@ pub fn eval_point(inp: &Inputs, p: &Point) -> Result<Figures, String> {
         };
         match est {
             Ok(e) => {
+                if let (Some(prompt), Some(cached)) = (p.prompt, cached) {
+                    let pf = wafer_workloads::PrefillParams {
+                        batch: p.batch,
+                        prompt,
+                        cached,
+                        weight_dtype: params.weight_dtype,
+                        act_dtype: params.act_dtype,
+                        kv_dtype: params.kv_dtype,
+                    };
+                    let gp = wafer_workloads::prefill_graph(cfg, &pf).map_err(|e| e.to_string())?;
+                    verify_graph(&gp).map_err(|e| e.to_string())?;
+                    let opts = wafer_gpu::GpuOptions::default();
+                    match wafer_gpu::estimate_prefill(&gp, spec, e.n_gpus, &opts) {
+                        Ok(t) => f.gpu_ttft_us = Some(t.ttft_ms * 1e3),
+                        Err(err) => f.gpu_error = Some(err.to_string()),
+                    }
+                }
                 f.gpu_tpot_us = Some(e.tpot_ms * 1e3);
                 f.gpu_tokens_per_s = Some(e.tokens_per_s);
                 f.gpus_used = Some(e.n_gpus);
