@@ -349,7 +349,7 @@ fn functional(a: &Args) -> Result<FunctionalReport, Exit> {
     let (mut kv_ref, mut kv_fun) = (wafer_simulator::KvState::new(), wafer_simulator::KvState::new());
     let tok = |t: u64, b: u64| (7 * t + 13 * b + 3) % cfg.vocab;
     let batch = a.step.batch;
-    let first = match a.prefill.prompt {
+    let (first, last) = match a.prefill.prompt {
         Some(prompt) => {
             let cached = a.prefill.cached.unwrap_or(0);
             let chunk = a.machine.prefill_chunk.max(1);
@@ -387,7 +387,7 @@ fn functional(a: &Args) -> Result<FunctionalReport, Exit> {
             let w = weights.as_ref().expect("drawn with the first chunk");
             let want = wafer_simulator::run_reference(&pg, w, &ids(0, prompt), &mut kv_ref)?;
             steps.push(functional_step(cached + prompt, prompt, &got.expect("a prompt of at least one token"), &want));
-            cached + prompt + 1
+            (cached + prompt + 1, cached + prompt + a.steps)
         }
         None => {
             let last = a.step.context.unwrap_or(a.steps);
@@ -397,10 +397,10 @@ fn functional(a: &Args) -> Result<FunctionalReport, Exit> {
             if first > 1 {
                 (kv_ref, kv_fun) = wafer_simulator::KvState::random_past(&g, 7);
             }
-            first
+            (first, last)
         }
     };
-    for t in first..first + a.steps {
+    for t in first..=last {
         let g = decode_at(t)?;
         let c = compile_at(t)?;
         let w = weights.get_or_insert_with(|| wafer_simulator::Weights::random(&g, 42));
