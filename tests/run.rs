@@ -131,6 +131,33 @@ fn functional_engine_checks_a_compiled_tiny_model_against_the_reference() {
 }
 
 #[test]
+fn functional_engine_checks_a_prompt_streamed_in_chunks_then_decode_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.json");
+    std::fs::write(
+        &cfg,
+        r#"{"model_type":"llama","hidden_size":32,"intermediate_size":64,"num_hidden_layers":2,
+            "num_attention_heads":4,"num_key_value_heads":2,"vocab_size":64}"#,
+    )
+    .unwrap();
+    let args = ["run", "--engine", "functional", "--model", cfg.to_str().unwrap(), "--arch", "mesh:24x24"];
+    let more = ["--prompt", "7", "--cached", "2", "--prefill-chunk", "3", "--steps", "2", "--batch", "2"];
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&wafer(&[&args[..], &more[..], &["--format", "json"]].concat(), None))).unwrap();
+    assert_eq!(v["prefill_chunk"], 3);
+    // The prompt (chunks 3, 3, 1 ending at context 9), then contexts 10 and 11.
+    let got: Vec<(u64, u64)> = v["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["context"].as_u64().unwrap(), s["new_tokens"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(got, vec![(9, 7), (10, 1), (11, 1)]);
+    assert!(v["max_rel_err"].as_f64().unwrap() <= 1e-4, "{v}");
+    assert!(v["steps"].as_array().unwrap().iter().all(|s| s["tokens_match"] == true), "{v}");
+}
+
+#[test]
 fn compare_and_archs_print_tables() {
     let out =
         ok(&wafer(&["compare", "--model", "llama-3.1-8b", "--arch", "wse3", "--gpu", "H100-SXM", "--gpus", "1"], None));

@@ -15,8 +15,10 @@
 //! What a chunk leaves out (so its timing is an upper bound): queries of a
 //! chunk see only the positions before them (causality), but every query is
 //! priced over every position its PE holds; and the chunk's K and V land on
-//! the PE of the chunk's first position (`slot`), not spread over the PEs
-//! their positions belong to.
+//! the PE holding `slot` (the decode step's new position, which is the
+//! chunk's last), not spread over the PEs their positions belong to. The
+//! functional engine appends the chunk's `c` rows at the `c` positions ending
+//! at `slot`, in order, and masks each query causally.
 
 use crate::CompileError;
 use wafer_ir::{for_each_message, sram_need, verify_program, Program, ProgramInfo, RouteId, Step};

@@ -222,9 +222,16 @@ pub(crate) fn attention_works(g: &GroupKind, w: u32, rph: u32, split: u64, batch
 /// Cached positions per PE that split head blocks are also sized to hold exactly.
 const EXACT_POSITIONS: [u64; 12] = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64];
 
-/// Sequence splits of an attention head block tried at `batch`: 1, the
-/// powers of two below the batch, and the batch itself (one sequence per sub-block).
-pub(crate) fn split_candidates(batch: u64) -> Vec<u64> {
+/// Sequence splits of an attention head block tried at `c.batch`: 1, the
+/// powers of two below the batch, and the batch itself (one sequence per
+/// sub-block). Only 1 when the mapping keeps room for a prompt chunk: the
+/// verifier refuses chunks on a split attention, so such a mapping would
+/// break the promise of `CompileOptions::prefill_chunk`.
+pub(crate) fn split_candidates(c: &Ctx) -> Vec<u64> {
+    let batch = c.batch;
+    if c.chunk > 1 {
+        return vec![1];
+    }
     let mut v: Vec<u64> = std::iter::successors(Some(1u64), |&s| (s * 2 < batch).then_some(s * 2)).collect();
     v.push(batch.max(1));
     v.dedup();
@@ -291,7 +298,7 @@ fn candidates(c: &Ctx, probe: &Program, g: &GroupKind, ws: u32, mh: u32) -> Vec<
         }
         GroupKind::Attention { kv_heads, .. } => {
             let GroupKind::Attention { positions, .. } = *g else { unreachable!("matched above") };
-            for split in split_candidates(c.batch) {
+            for split in split_candidates(c) {
                 for rph in (1..=(mh as u64 / kv_heads) as u32).filter(|r| *r as u64 % split == 0) {
                     // A split head block is at least `split` rows tall, so its
                     // sub-blocks are short: also the widths that give each count

@@ -337,7 +337,7 @@ fn attention_shape(c: &Ctx, kind: &GroupKind, aw: u32, ah: u32, kv_cap: u64) -> 
     let rph_max = (ah as u64 / kv_heads.max(1)) as u32;
     let mut best: Option<((u64, f64), Work, u32, u32)> = None;
     for rph in 1..=rph_max {
-        for split in split_candidates(c.batch).into_iter().filter(|s| rph as u64 % s == 0) {
+        for split in split_candidates(c).into_iter().filter(|s| rph as u64 % s == 0) {
             // Widths that give each count of cached positions per PE exactly
             // (the fewest PEs holding it) over a sub-block's rows, plus the
             // halvings of the area.

@@ -29,6 +29,19 @@
 //! (`tile_k` local AXPYs, `w − 1` adds along the row) — about 0.4% for `n = 8`
 //! and 3.5% for `n = 72`; fp32 accumulation is the default for that reason.
 //!
+//! A prompt chunk (`Program::new_tokens = c > 1`, from
+//! `wafer_compiler::prefill_chunk`) runs the same partition on `batch · c`
+//! rows, sequence-major (row `b·c + i` is token `i` of sequence `b`, at
+//! position `context − c + i`): every Gemv tile multiplies all rows, RoPE and
+//! learned positions use each row's own position, each attention PE scores
+//! the `c` queries against the positions it holds — query `i` only up to its
+//! own position (causal) — and the `c` new K/V rows are appended in order, so
+//! the program's `slot` is the chunk's last position. The output is the
+//! logits of each sequence's last chunk token, as the prefill graph's
+//! `last_token` gives the reference. A windowed (ring) cache that the chunk
+//! would wrap is refused ([`FunctionalError::ChunkWindow`]): a later token's
+//! K/V would overwrite a position an earlier query of the chunk still reads.
+//!
 //! Must not: time anything, choose or repair a mapping, or call the reference.
 //! The KV state it advances keeps positions in the program's slot order, so it
 //! is not interchangeable with the reference's state.
@@ -43,9 +56,16 @@ use wafer_ir::{
 /// Why a program cannot be run functionally.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum FunctionalError {
-    #[error("the program is for batch {program_batch} at context {program_context}; the graph is for batch {graph_batch} at context {graph_context}")]
-    Mismatch { program_batch: u64, program_context: u64, graph_batch: u64, graph_context: u64 },
-    #[error("{got} token ids given for a batch of {expected}")]
+    #[error("the program is for batch {program_batch} x {program_new_tokens} new token(s) at context {program_context}; the graph is for batch {graph_batch} x {graph_new_tokens} at context {graph_context}")]
+    Mismatch {
+        program_batch: u64,
+        program_new_tokens: u64,
+        program_context: u64,
+        graph_batch: u64,
+        graph_new_tokens: u64,
+        graph_context: u64,
+    },
+    #[error("{got} token ids given for {expected} (batch x new tokens, sequence-major)")]
     TokenCount { expected: u64, got: usize },
     #[error("region {region} `{name}`: {why}")]
     Region { region: RegionId, name: String, why: String },
@@ -53,16 +73,18 @@ pub enum FunctionalError {
     Weights(#[from] ReferenceError),
     #[error("no active Gemv region with `argmax` ends the program, so it samples nothing")]
     NoSample,
-    #[error("the program computes a chunk of {0} prompt tokens per sequence; the functional engine runs decode steps (one token) only")]
-    Chunk(u64),
+    #[error("region {region}: a chunk of {chunk} tokens at context {context} wraps the {window}-position sliding-window ring, overwriting positions its earlier queries still read; run chunks only while the context fits the window")]
+    ChunkWindow { region: RegionId, chunk: u64, window: u64, context: u64 },
 }
 
 /// What one functional step produced.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FunctionalOutput {
-    /// `[batch, vocab]`, read back from the LM head's row roots.
+    /// `[batch, vocab]`, read back from the LM head's row roots: each
+    /// sequence's row (its chunk's last token in a prompt chunk).
     pub logits: Array2<f32>,
-    /// The token each sequence's arg-max reduction delivered to the head's PE (0, 0).
+    /// The token each sequence's arg-max reduction delivered to the head's
+    /// PE (0, 0) (for its chunk's last token).
     pub sampled: Vec<u64>,
     /// Slices moved between PEs (route pieces and reduction transfers).
     pub transfers: u64,
@@ -160,7 +182,12 @@ struct Ctx<'a> {
     g: &'a Graph,
     w: &'a Weights,
     by_name: BTreeMap<&'a str, &'a Op>,
+    /// Rows every activation carries: sequences × new tokens.
     batch: usize,
+    /// New tokens per sequence (`Program::new_tokens`).
+    n: usize,
+    /// Position of the step's last token (`context − 1`).
+    last_pos: u64,
     transfers: u64,
 }
 
@@ -171,6 +198,10 @@ fn rerr(id: usize, r: &Region, why: impl Into<String>) -> FunctionalError {
 }
 
 impl Ctx<'_> {
+    /// Position of activation row `r`: token `r mod n` of its sequence.
+    fn pos_of(&self, r: usize) -> u64 {
+        self.last_pos + 1 - self.n as u64 + (r % self.n) as u64
+    }
     fn weight_name(&self, t: TensorId) -> &str {
         &self.g.tensor(t).name
     }
@@ -252,9 +283,11 @@ pub fn check_functional_budget(g: &Graph, steps: u64, max_memory_bytes: u64) -> 
     )
 }
 
-/// Runs one decode step of the verified program `p` (built from the graph `g`
-/// of the same step) on `weights`, with one token id per sequence, advancing
-/// `kv` (this engine's own slot-ordered state; empty before the first step).
+/// Runs one step of the verified program `p` (built from the graph `g` of
+/// the same step: a decode graph, or for a prompt chunk of `c` tokens the
+/// prefill graph of `c` tokens at the same context) on `weights`, with
+/// `new_tokens` token ids per sequence (sequence-major), advancing `kv` (this
+/// engine's own slot-ordered state; empty before the first step).
 pub fn run_functional(
     p: &Program,
     _info: &ProgramInfo,
@@ -263,25 +296,28 @@ pub fn run_functional(
     tokens: &[u64],
     kv: &mut KvState,
 ) -> Result<FunctionalOutput, FunctionalError> {
-    if p.new_tokens != 1 {
-        return Err(FunctionalError::Chunk(p.new_tokens));
-    }
-    if p.batch != g.batch || p.context != g.context {
+    let n = p.new_tokens.max(1);
+    if p.batch != g.batch || p.context != g.context || n != g.new_tokens.max(1) {
         return Err(FunctionalError::Mismatch {
             program_batch: p.batch,
+            program_new_tokens: p.new_tokens,
             program_context: p.context,
             graph_batch: g.batch,
+            graph_new_tokens: g.new_tokens,
             graph_context: g.context,
         });
     }
-    if tokens.len() as u64 != p.batch {
-        return Err(FunctionalError::TokenCount { expected: p.batch, got: tokens.len() });
+    let rows = p.batch.saturating_mul(n);
+    if tokens.len() as u64 != rows {
+        return Err(FunctionalError::TokenCount { expected: rows, got: tokens.len() });
     }
     let mut cx = Ctx {
         g,
         w: weights,
         by_name: g.ops.iter().map(|o| (o.name.as_str(), o)).collect(),
-        batch: p.batch as usize,
+        batch: rows as usize,
+        n: n as usize,
+        last_pos: p.context.saturating_sub(1),
         transfers: 0,
     };
     let mut outs: Vec<Option<RegionOut>> = vec![None; p.regions.len()];
@@ -335,6 +371,10 @@ pub fn run_functional(
         outs[id] = Some(out);
     }
     let (logits, sampled) = sample.ok_or(FunctionalError::NoSample)?;
+    // Each sequence's last token (every row in a decode step).
+    let last: Vec<usize> = (0..p.batch as usize).map(|b| b * cx.n + cx.n - 1).collect();
+    let logits = logits.select(Axis(0), &last);
+    let sampled = last.iter().map(|&r| sampled[r]).collect();
     Ok(FunctionalOutput { logits, sampled, transfers: cx.transfers })
 }
 
@@ -385,12 +425,15 @@ fn epilogue(
             OpKind::PosEmbedding => {
                 if let Some(x) = local(0) {
                     let table = cx.matrix(op.inputs[1])?;
-                    let pos = cx.g.context - 1;
-                    if pos >= table.nrows() as u64 {
-                        return Err(e(format!("`{}`: position {pos} beyond the table", op.name)));
+                    let mut v = x.v.clone();
+                    for (r, mut row) in v.rows_mut().into_iter().enumerate() {
+                        let pos = cx.pos_of(x.row0 + r);
+                        if pos >= table.nrows() as u64 {
+                            return Err(e(format!("`{}`: position {pos} beyond the table", op.name)));
+                        }
+                        row += &table.slice(s![pos as usize, x.lo as usize..x.hi as usize]);
                     }
-                    let row = table.slice(s![pos as usize, x.lo as usize..x.hi as usize]).to_owned();
-                    produced.push((op.inputs[0], op.outputs[0], Piece { v: &x.v + &row, ..x }));
+                    produced.push((op.inputs[0], op.outputs[0], Piece { v, ..x }));
                 }
             }
             OpKind::Add => match (local(0), local(1)) {
@@ -452,7 +495,6 @@ fn epilogue(
                 }
             }
             OpKind::Rope { heads: _, kv_heads: _, head_dim, rotary_dim, theta } => {
-                let pos = cx.g.context - 1;
                 let half = rotary_dim / 2;
                 for k in 0..2 {
                     let Some(x) = local(k) else { continue };
@@ -469,9 +511,10 @@ fn epilogue(
                                 op.name, x.lo, x.hi
                             )));
                         }
-                        let (c, sn) = rope_angle(*theta, *rotary_dim, if first { i } else { i - half }, pos);
                         let (ia, ib) = ((el - x.lo) as usize, (partner - x.lo) as usize);
                         for b in 0..v.nrows() {
+                            let pos = cx.pos_of(x.row0 + b);
+                            let (c, sn) = rope_angle(*theta, *rotary_dim, if first { i } else { i - half }, pos);
                             let (me, other) = (x.v[[b, ia]], x.v[[b, ib]]);
                             // first of the pair: a·cos − b·sin; second: b·cos + a·sin.
                             v[[b, ia]] = if first { me * c - other * sn } else { me * c + other * sn };
@@ -890,7 +933,10 @@ fn run_attention(
         unreachable!("checked by caller")
     };
     let e = |why: String| rerr(id, reg, why);
-    let batch = cx.batch;
+    // Sequences (one KV cache each) and new tokens per sequence: activation
+    // row `b·n + i` is token `i` of sequence `b`.
+    let n = cx.n;
+    let batch = cx.batch / n;
     let (hk, gq, d) = (kv_heads as usize, group as usize, head_dim as usize);
     // kv_append, scores, (softcap), softmax, value.
     let kinds: Vec<&str> = ops.iter().map(|o| o.kind.mnemonic()).collect();
@@ -918,12 +964,12 @@ fn run_attention(
         }
     }
     // This step's q, k, v per head sub-block (line `h · split + j`: sub-block
-    // `j` of head `h`, its sequences only), as the forward routes deliver them.
+    // `j` of head `h`, its sequences' rows only), as the forward routes deliver them.
     let (qw, kbase) = (group * head_dim, kv_heads * group * head_dim);
     let split = batch_split.max(1);
     let seqs = |line: u64| {
         let (lo, hi) = reg.work.seq_range(line % split, batch as u64);
-        (lo as usize, hi as usize)
+        (lo as usize * n, hi as usize * n)
     };
     let mut gathers: Vec<[Gather; 3]> = (0..kv_heads * split)
         .map(|line| {
@@ -953,8 +999,19 @@ fn run_attention(
             |g: Gather, what: &str| g.finish().map_err(|m| e(format!("{what} of head {hh} (sequence group {j}): {m}")));
         qkv.push([f(q, "q")?, f(k, "k")?, f(v, "v")?]);
     }
-    // The caches, slot-ordered; the new token goes to `slot`.
+    // The caches, slot-ordered; the new token goes to `slot`, a chunk's `n`
+    // new tokens to the `n` positions ending at `slot`, in order.
     let names = [cx.g.tensor(app.inputs[2]).name.clone(), cx.g.tensor(app.inputs[3]).name.clone()];
+    if let OpKind::KvAppend { window: Some(wnd) } = app.kind {
+        if n > 1 && cx.last_pos + 1 > wnd {
+            return Err(FunctionalError::ChunkWindow {
+                region: RegionId(id as u32),
+                chunk: n as u64,
+                window: wnd,
+                context: cx.last_pos + 1,
+            });
+        }
+    }
     let mut caches = Vec::new();
     for (part, name) in names.iter().enumerate() {
         let mut c = kv.caches.get(name).cloned().unwrap_or_else(|| Array4::zeros((batch, hk, 0, d)));
@@ -962,17 +1019,26 @@ fn run_attention(
         if (b0, h0, d0) != (batch, hk, d) {
             return Err(e(format!("KV state `{name}` is {:?}, expected [{batch}, {hk}, _, {d}]", c.dim())));
         }
-        if slot as usize == s0 {
-            let mut grown = Array4::zeros((batch, hk, s0 + 1, d));
+        // The chunk's first position; a decode step's (n = 1) is `slot`.
+        let Some(first) = (slot as usize + 1).checked_sub(n) else {
+            return Err(e(format!("slot {slot} cannot be the last of a chunk of {n} positions")));
+        };
+        if first == s0 {
+            let mut grown = Array4::zeros((batch, hk, s0 + n, d));
             grown.slice_mut(s![.., .., ..s0, ..]).assign(&c);
             c = grown;
-        } else if slot as usize > s0 {
-            return Err(e(format!("slot {slot} is past the {s0} positions `{name}` holds")));
+        } else if first > s0 || n > 1 {
+            return Err(e(format!(
+                "the new positions [{first}, {slot}] do not follow the {s0} positions `{name}` holds"
+            )));
         }
-        // Each sub-block's slot holder appends its sequences' new K/V.
+        // Each sub-block's slot holder appends its sequences' new K/V, token by token.
         for (line, parts) in qkv.iter().enumerate() {
             let ((r0, r1), hh) = (seqs(line as u64), line / split as usize);
-            c.slice_mut(s![r0..r1, hh, slot as usize, ..]).assign(&parts[1 + part]);
+            for r in r0..r1 {
+                let (b, i) = (r / n, r % n);
+                c.slice_mut(s![b, hh, first + i, ..]).assign(&parts[1 + part].row(r - r0));
+            }
         }
         if c.dim().2 as u64 != positions {
             return Err(e(format!("work attends over {positions} positions, `{name}` holds {}", c.dim().2)));
@@ -991,8 +1057,12 @@ fn run_attention(
             .map(|i| {
                 let mut s_ = AttnState::empty(r1 - r0, gq, d);
                 let (p0, p1) = ((i * pos_per_pe).min(positions), ((i + 1) * pos_per_pe).min(positions));
-                for b in r0..r1 {
-                    let sb = b - r0;
+                for row in r0..r1 {
+                    // Query `t` of the chunk sees the positions up to its own
+                    // (causal): all but the chunk's `n − 1 − t` later ones.
+                    let (sb, b, t) = (row - r0, row / n, row % n);
+                    let p1 = p1.min(positions.saturating_sub((n - 1 - t) as u64));
+                    let p0 = p0.min(p1);
                     for g in 0..gq {
                         let qg = q.slice(s![sb, g * d..(g + 1) * d]);
                         let sc: Vec<f32> = (p0..p1)

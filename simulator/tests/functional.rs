@@ -604,21 +604,6 @@ fn a_broken_spread_partition_is_caught() {
     assert!(errs.to_string().contains("same turn"), "{errs}");
 }
 
-#[test]
-fn a_prompt_chunk_is_refused_by_the_functional_engine_with_a_typed_error() {
-    let cfg = model(LLAMA, "tiny-llama");
-    let g = graph(&cfg, 4, 1);
-    let arch = small_mesh(64, 64, 4096);
-    let p =
-        wafer_compiler::compile(&g, &arch, &wafer_compiler::CompileOptions { prefill_chunk: 2, ..Default::default() })
-            .unwrap()
-            .program;
-    let (c, info) = wafer_compiler::prefill_chunk(&p, 2).unwrap();
-    let w = wafer_simulator::Weights::random(&g, 1);
-    let e = wafer_simulator::run_functional(&c, &info, &g, &w, &[1], &mut wafer_simulator::KvState::new()).unwrap_err();
-    assert!(matches!(e, wafer_simulator::FunctionalError::Chunk(2)), "{e:?}");
-}
-
 // ---- attention split by sequence (batch > 1) ----
 
 #[test]

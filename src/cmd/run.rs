@@ -284,6 +284,9 @@ pub fn run_report_and_program(
 #[derive(serde::Serialize)]
 struct FunctionalStep {
     context: u64,
+    /// Tokens of each sequence the step added: 1 for a decode step, the
+    /// prompt for `--prompt` (streamed in chunks of `--prefill-chunk`).
+    new_tokens: u64,
     max_rel_err: f64,
     tokens_match: bool,
 }
@@ -294,53 +297,124 @@ struct FunctionalReport {
     model: String,
     arch: String,
     batch: u64,
+    /// Prompt tokens of each sequence per functional step (`--prompt` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prefill_chunk: Option<u64>,
     steps: Vec<FunctionalStep>,
     max_rel_err: f64,
+}
+
+/// Max |got − want| / max |want| over two steps' logits, and whether they sampled alike.
+fn functional_step(
+    context: u64,
+    new_tokens: u64,
+    got: &wafer_simulator::FunctionalOutput,
+    want: &wafer_simulator::StepOutput,
+) -> FunctionalStep {
+    let scale = want.logits.iter().fold(0f32, |m, x| m.max(x.abs())).max(f32::MIN_POSITIVE);
+    let diff = got.logits.iter().zip(want.logits.iter()).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    FunctionalStep {
+        context,
+        new_tokens,
+        max_rel_err: (diff / scale) as f64,
+        tokens_match: got.sampled == want.sampled,
+    }
 }
 
 /// Runs the compiled program of `steps` consecutive decode steps with seeded
 /// weights and a growing KV cache, against the dense reference: contexts
 /// 1..=steps, or with `--context C` the last `steps` contexts up to C (the
-/// earlier positions' caches seeded identically on both sides).
+/// earlier positions' caches seeded identically on both sides). With
+/// `--prompt N [--cached C]`, first the prompt: streamed through the decode
+/// mapping `--prefill-chunk` tokens of each sequence at a time (each chunk
+/// the mapping compiled at its last position, restated by
+/// `wafer_compiler::prefill_chunk`) against one reference prefill, then
+/// `steps` decode steps after it.
 fn functional(a: &Args) -> Result<FunctionalReport, Exit> {
     let cfg = crate::inputs::load_model(&a.step.model)?;
     let (arch, wafers) = a.machine.load()?;
-    let last = a.step.context.unwrap_or(a.steps);
-    let first = last.saturating_sub(a.steps) + 1;
+    let budget = crate::inputs::max_memory();
+    let opts = a.machine.options(CompileOptions { wafers, max_memory_bytes: budget, ..Default::default() });
+    let decode_at = |t: u64| -> Result<Graph, Exit> {
+        let g = decode_graph(&cfg, &wafer_workloads::DecodeParams { context: t, ..a.step.params(t) })?;
+        verify_graph(&g)?;
+        Ok(g)
+    };
+    // Compile first: a model that does not fit fails before its weights are drawn.
+    let compile_at = |t: u64| -> Result<wafer_compiler::Compiled, Exit> {
+        Ok(wafer_compiler::compile(&decode_at(t)?, &arch, &opts)?)
+    };
     let mut steps = Vec::new();
     let mut weights = None;
     let (mut kv_ref, mut kv_fun) = (wafer_simulator::KvState::new(), wafer_simulator::KvState::new());
-    for t in first..=last {
-        let p = wafer_workloads::DecodeParams { context: t, ..a.step.params(t) };
-        let g = decode_graph(&cfg, &p)?;
-        verify_graph(&g)?;
-        if t == first && t > 1 {
-            (kv_ref, kv_fun) = wafer_simulator::KvState::random_past(&g, 7);
+    let tok = |t: u64, b: u64| (7 * t + 13 * b + 3) % cfg.vocab;
+    let batch = a.step.batch;
+    let (first, last) = match a.prefill.prompt {
+        Some(prompt) => {
+            let cached = a.prefill.cached.unwrap_or(0);
+            let chunk = a.machine.prefill_chunk.max(1);
+            let pf = a.prefill.params(&a.step.params(cached + prompt)).expect("--prompt given");
+            let pg = wafer_workloads::prefill_graph(&cfg, &pf)?;
+            verify_graph(&pg)?;
+            wafer_simulator::check_functional_budget(&pg, prompt + a.steps, budget)?;
+            if cached > 0 {
+                (kv_ref, kv_fun) = wafer_simulator::KvState::random_past(&decode_at(cached + 1)?, 7);
+            }
+            // Token `i` of the prompt is the one a decode check feeds at context `cached + i + 1`.
+            let ids = |from: u64, to: u64| -> Vec<u64> {
+                (0..batch).flat_map(|b| (from..to).map(move |i| tok(cached + i + 1, b))).collect::<Vec<u64>>()
+            };
+            let mut done = 0;
+            let mut got = None;
+            while done < prompt {
+                let n = chunk.min(prompt - done);
+                let t = cached + done + n;
+                let c = compile_at(t)?;
+                let w = weights.get_or_insert_with(|| wafer_simulator::Weights::random(&pg, 42));
+                let (p, info, g) = if n > 1 {
+                    let (p, info) = wafer_compiler::prefill_chunk(&c.program, n)?;
+                    let g = wafer_workloads::prefill_graph(
+                        &cfg,
+                        &wafer_workloads::PrefillParams { prompt: n, cached: cached + done, ..pf },
+                    )?;
+                    (p, info, g)
+                } else {
+                    (c.program, c.info, decode_at(t)?)
+                };
+                got = Some(wafer_simulator::run_functional(&p, &info, &g, w, &ids(done, done + n), &mut kv_fun)?);
+                done += n;
+            }
+            let w = weights.as_ref().expect("drawn with the first chunk");
+            let want = wafer_simulator::run_reference(&pg, w, &ids(0, prompt), &mut kv_ref)?;
+            steps.push(functional_step(cached + prompt, prompt, &got.expect("a prompt of at least one token"), &want));
+            (cached + prompt + 1, cached + prompt + a.steps)
         }
-        let budget = crate::inputs::max_memory();
-        if weights.is_none() {
+        None => {
+            let last = a.step.context.unwrap_or(a.steps);
+            let first = last.saturating_sub(a.steps) + 1;
+            let g = decode_at(first)?;
             wafer_simulator::check_functional_budget(&g, a.steps, budget)?;
+            if first > 1 {
+                (kv_ref, kv_fun) = wafer_simulator::KvState::random_past(&g, 7);
+            }
+            (first, last)
         }
-        // Compile first: a model that does not fit fails before its weights are drawn.
-        let opts = a.machine.options(CompileOptions { wafers, max_memory_bytes: budget, ..Default::default() });
-        let c = wafer_compiler::compile(&g, &arch, &opts)?;
+    };
+    for t in first..=last {
+        let g = decode_at(t)?;
+        let c = compile_at(t)?;
         let w = weights.get_or_insert_with(|| wafer_simulator::Weights::random(&g, 42));
-        let tokens: Vec<u64> = (0..p.batch).map(|b| (7 * t + 13 * b + 3) % cfg.vocab).collect();
+        let tokens: Vec<u64> = (0..g.batch).map(|b| tok(t, b)).collect();
         let want = wafer_simulator::run_reference(&g, w, &tokens, &mut kv_ref)?;
         let got = wafer_simulator::run_functional(&c.program, &c.info, &g, w, &tokens, &mut kv_fun)?;
-        let scale = want.logits.iter().fold(0f32, |m, x| m.max(x.abs())).max(f32::MIN_POSITIVE);
-        let diff = got.logits.iter().zip(want.logits.iter()).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-        steps.push(FunctionalStep {
-            context: t,
-            max_rel_err: (diff / scale) as f64,
-            tokens_match: got.sampled == want.sampled,
-        });
+        steps.push(functional_step(t, 1, &got, &want));
     }
     Ok(FunctionalReport {
         engine: "functional",
         model: cfg.name.clone(),
         arch: arch.name.clone(),
         batch: a.step.batch,
+        prefill_chunk: a.prefill.prompt.map(|_| a.machine.prefill_chunk.max(1)),
         max_rel_err: steps.iter().map(|s| s.max_rel_err).fold(0.0, f64::max),
         steps,
     })
@@ -361,10 +435,15 @@ pub fn run(a: Args) -> Result<(), Exit> {
             Format::Json => print!("{}", to_json(&f)),
             Format::Text => {
                 println!("{} on {}: compiled program vs dense fp32 reference (seeded weights)", f.model, f.arch);
-                let mut t = wafer_reports::Table::new(&[">context", ">max rel. error", "sampled tokens"]);
+                if let Some(c) = f.prefill_chunk {
+                    println!("the prompt streamed {c} token(s) of each sequence per step, then decode steps");
+                }
+                let mut t =
+                    wafer_reports::Table::new(&[">context", ">new tokens", ">max rel. error", "sampled tokens"]);
                 for s in &f.steps {
                     t.row([
                         s.context.to_string(),
+                        s.new_tokens.to_string(),
                         format!("{:.2e}", s.max_rel_err),
                         (if s.tokens_match { "match" } else { "DIFFER" }).to_string(),
                     ]);
