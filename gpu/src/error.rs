@@ -22,6 +22,13 @@ pub enum GpuError {
     InvalidOption { field: &'static str, value: String, allowed: String },
     #[error("calibration row {id}: {message}")]
     Calibration { id: String, message: String },
+    #[error(
+        "the decoders' KV cache and the new prompt's do not fit beside the weights on each {gpu}: they need {need_gb:.2} GB \
+         per GPU, {usable_gb:.2} GB is usable; a smaller --batch, a shorter prompt, more GPUs or a lower --gpu-mem-headroom"
+    )]
+    MixedDoesNotFit { gpu: String, need_gb: f64, usable_gb: f64 },
+    #[error("the mixed step's graph cannot be built: {message}")]
+    MixedGraph { message: String },
 }
 
 /// A model whose weights and KV cache do not fit in the GPUs' memory.

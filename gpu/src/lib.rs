@@ -7,6 +7,9 @@
 //!   pipeline stages), what bounds it and where it goes.
 //! * [`prefill`]: `estimate_prefill(graph, gpu, n, opts)`, the time to first
 //!   token of a prefill graph, and its fit on the measured TTFT rows.
+//! * [`mixed`]: `estimate_mixed`, a prompt prefilled in chunks inside the
+//!   decode steps of a running batch (chunked prefill): the new request's
+//!   time to first token under load and the decoders' time per token meanwhile.
 //! * [`speculative`]: speculative decoding's effective time per token from
 //!   the draft's decode step and the target's (k + 1)-token verify step.
 //! * [`calibrate`]: the measured latencies, the model's error on them, and
@@ -21,6 +24,7 @@
 pub mod calibrate;
 mod csv;
 pub mod error;
+pub mod mixed;
 pub mod model;
 pub mod prefill;
 pub mod spec;
@@ -31,6 +35,7 @@ pub use calibrate::{
     MeasuredRow,
 };
 pub use error::{DoesNotFit, GpuError};
+pub use mixed::{estimate_mixed, MixedEstimate, MixedStep, MAX_MIX_CHUNKS};
 pub use model::{
     estimate, estimate_auto, estimate_opts, estimate_pipeline, estimate_with, Bound, Breakdown, GpuEstimate,
     GpuOptions, MemoryUse, ModelParams, DEFAULT_MEM_HEADROOM, FITTED,

@@ -136,9 +136,12 @@ pub struct PrefillEstimate {
 /// A prefill graph laid out on N GPUs with its attention fused: what the fit evaluates.
 #[derive(Debug, Clone)]
 pub(crate) struct PrefillProfile {
-    base: Profile,
+    pub(crate) base: Profile,
     prompt: u64,
     cached: u64,
+    /// The graph op each kernel of `base.ops` starts at (a fused attention
+    /// kernel: its scores op), by name.
+    pub(crate) kernel_ops: Vec<String>,
 }
 
 impl PrefillProfile {
@@ -158,6 +161,7 @@ impl PrefillProfile {
         // Fuse each run scores .. value into one kernel: its FLOPs and KV reads
         // summed, activations only Q in and the output out.
         let mut fused: Vec<OpLoad> = Vec::with_capacity(base.ops.len());
+        let mut kernel_ops: Vec<String> = Vec::with_capacity(base.ops.len());
         let mut open: Option<OpLoad> = None;
         for (op, load) in g.ops.iter().zip(base.ops.iter()) {
             match (&op.kind, open.as_mut()) {
@@ -167,6 +171,7 @@ impl PrefillProfile {
                     let q = g.tensor(op.inputs[0]).bytes() as f64;
                     let split = if c.act_bytes > 0 { c.act_bytes as f64 / load.act_bytes.max(1e-30) } else { 1.0 };
                     open = Some(OpLoad { kind: "attention", act_bytes: q / split, ..load.clone() });
+                    kernel_ops.push(op.name.clone());
                 }
                 (OpKind::AttnValue { .. }, Some(f)) => {
                     let c = op_cost(g, op);
@@ -178,11 +183,14 @@ impl PrefillProfile {
                     fused.push(open.take().expect("open attention kernel"));
                 }
                 (_, Some(f)) => f.flops += load.flops, // softcap, softmax: inside the fused kernel
-                (_, None) => fused.push(load.clone()),
+                (_, None) => {
+                    fused.push(load.clone());
+                    kernel_ops.push(op.name.clone());
+                }
             }
         }
         base.ops = fused;
-        Ok(PrefillProfile { base, prompt: g.new_tokens, cached: g.cached() })
+        Ok(PrefillProfile { base, prompt: g.new_tokens, cached: g.cached(), kernel_ops })
     }
 
     /// The terms the fit needs at `compute_efficiency`: roofline time of all
