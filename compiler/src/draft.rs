@@ -325,7 +325,7 @@ pub const SPLIT_SLACK: [f64; 3] = [1.25, 1.5, 2.0];
 /// 4. else the draft compiled with `opts` (its wafers as given) on wafers of
 ///    its own, with the first attempt's reason.
 pub fn place_draft(
-    target: &Compiled,
+    target: &Program,
     target_graph: &Graph,
     draft_graph: &Graph,
     arch: &ArchSpec,
@@ -333,40 +333,40 @@ pub fn place_draft(
     verify_tokens: u64,
 ) -> Result<DraftPlan, DraftError> {
     let room = CompileOptions { prefill_chunk: opts.prefill_chunk.max(verify_tokens), ..opts.clone() };
-    let (round_target, recompiled) = match prefill_chunk(&target.program, verify_tokens) {
-        Ok(_) => (target.clone(), None),
+    let (again, recompiled) = match prefill_chunk(target, verify_tokens) {
+        Ok(_) => (None, None),
         Err(e) => {
             let why =
                 format!("its mapping does not hold the {verify_tokens}-token verify step ({})", first_diagnostic(&e));
             let t = compile(target_graph, arch, &room)
                 .map_err(|e| DraftError::VerifyStep { tokens: verify_tokens, first: first_diagnostic(&e) })?;
-            (t, Some(why))
+            (Some(t), Some(why))
         }
     };
-    let tp = &round_target.program;
+    let tp = again.as_ref().map_or(target, |c| &c.program);
     let verify_alone = prefill_chunk(tp, verify_tokens)
         .map_err(|e| DraftError::VerifyStep { tokens: verify_tokens, first: first_diagnostic(&e) })?;
     let on_target = CompileOptions { wafers: Wafers::Fixed(tp.wafers), ..room.clone() };
-    let plan = |t: &Compiled, d: &Compiled, split: Option<Split>, o, draft_step, verify_step| DraftPlan {
+    let plan = |t: Option<&Compiled>, d: &Compiled, split: Option<Split>, o, draft_step, verify_step| DraftPlan {
         placement: Placement::Shared,
         orientation: o,
         why_not_shared: None,
         split,
-        target: if split.is_some() || recompiled.is_some() { Some(t.clone()) } else { None },
+        target: t.cloned(),
         target_recompiled: match (split, &recompiled) {
-            (Some(s), _) => Some(format!("compiled again beside the draft: {s}")),
+            (Some(_), _) => Some("compiled again on its side of the split".into()),
             (None, r) => r.clone(),
         },
         draft: d.clone(),
         draft_step,
         verify_step,
-        machines: t.program.wafers,
+        machines: t.map_or(target.wafers, |t| t.program.wafers),
     };
     let first = compile(draft_graph, arch, &on_target);
     let why = match &first {
         Ok(d) => match try_orientations(tp, &d.program, verify_tokens) {
             Ok((o, program, ds, vs)) => {
-                return Ok(plan(&round_target, &Compiled { program, ..d.clone() }, None, o, ds, vs));
+                return Ok(plan(again.as_ref(), &Compiled { program, ..d.clone() }, None, o, ds, vs));
             }
             Err(e) => e.to_string(),
         },
@@ -375,7 +375,7 @@ pub fn place_draft(
     // Side by side: the target on the first columns (rows) of every wafer, the draft on the rest.
     let need = |g: &Graph| {
         let s = wafer_ir::graph_stats(g);
-        s.weight_bytes as f64 + s.kv_bytes_per_token as f64 * target.program.context as f64 * g.batch as f64
+        s.weight_bytes as f64 + s.kv_bytes_per_token as f64 * target.context as f64 * g.batch as f64
     };
     let share = need(draft_graph) / (need(draft_graph) + need(target_graph)).max(1.0);
     for columns in [true, false] {
@@ -399,7 +399,7 @@ pub fn place_draft(
                 }
             }
             if let Ok((ds, vs)) = shared_steps(&t.program, &d.program, verify_tokens) {
-                return Ok(plan(&t, &d, Some(split), Orientation::AsCompiled, ds, vs));
+                return Ok(plan(Some(&t), &d, Some(split), Orientation::AsCompiled, ds, vs));
             }
         }
     }
@@ -415,7 +415,7 @@ pub fn place_draft(
         why_not_shared: Some(why),
         split: None,
         machines: tp.wafers + own.program.wafers,
-        target: recompiled.as_ref().map(|_| round_target.clone()),
+        target: again,
         target_recompiled: recompiled,
         draft: own,
         draft_step: step,

@@ -25,7 +25,7 @@ fn compiled(g: &Graph, arch: &str) -> Compiled {
 fn plan_8b_1b(context: u64) -> (Compiled, DraftPlan) {
     let (t, d) = (graph("llama-3.1-8b", context, 1), graph("llama-3.2-1b", context, 1));
     let tc = compiled(&t, "wse3");
-    let plan = place_draft(&tc, &t, &d, &arch_preset("wse3").unwrap(), &CompileOptions::default(), 5).unwrap();
+    let plan = place_draft(&tc.program, &t, &d, &arch_preset("wse3").unwrap(), &CompileOptions::default(), 5).unwrap();
     (tc, plan)
 }
 

@@ -49,9 +49,13 @@ pub struct SpecStep {
     pub verify_step_us: f64,
     /// `k × draft + verify`, µs.
     pub round_us: f64,
-    /// Machines the draft runs on (wafer: its own wafers, counted in
+    /// Machines the draft runs on (wafer: the wafers it was compiled on —
+    /// the target's when shared, its own beside them otherwise, counted in
     /// `machines`; GPU: the target's GPUs, which it shares).
     pub draft_machines: u32,
+    /// Wafer only: `shared` (on the target's wafers) or `own wafers`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draft_placement: Option<String>,
 }
 
 /// One way to run the model: a mapping (or GPU layout), a batch and users in flight.
