@@ -146,7 +146,12 @@ fn compare_shows_both_sides_of_the_round() {
         "0.7",
     ]);
     let text = String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success() && text.contains("speculative: draft gpt2, k = 3") && text.contains("draft placed"));
+    assert!(
+        o.status.success()
+            && text.contains("speculative decoding")
+            && text.contains("draft gpt2, k = 3")
+            && text.contains("draft placed")
+    );
 }
 
 #[test]

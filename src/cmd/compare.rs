@@ -95,10 +95,11 @@ pub fn run(a: Args) -> Result<(), Exit> {
     t.row(["cost".to_string(), w.cost_text(), gp.map_or("-".into(), |e| e.cost_text())]);
     if let Some(x) = &r.speculative {
         let w = &x.wafer;
-        let head = format!("speculative: draft {}, k = {}, α = {}", x.draft, x.k, x.accept);
+        let head = format!("draft {}, k = {}, α = {}", x.draft, x.k, x.accept);
         let g = x.gpu.as_ref();
+        t.row(["speculative decoding".to_string(), head.clone(), g.map_or("-".into(), |_| head.clone())]);
         t.row([
-            format!("{head}: per-token latency"),
+            "  per-token latency".to_string(),
             format!("{:.1} µs", w.effective_us_per_token),
             g.map_or("-".into(), |g| format!("{:.1} µs", g.estimate.effective_tpot_ms * 1e3)),
         ]);
@@ -117,7 +118,9 @@ pub fn run(a: Args) -> Result<(), Exit> {
         t.row([
             "  draft placed".to_string(),
             format!("{} ({} × {} in all)", w.placement, w.machines, i.arch),
-            g.map_or(x.gpu_error.clone().unwrap_or("-".into()), |_| format!("on the target's {} GPUs", gpu_n(&r))),
+            g.map_or(x.gpu_error.clone().unwrap_or("-".into()), |_| {
+                format!("shared ({} × {} in all)", gpu_n(&r), x.gpu.as_ref().map_or("", |g| g.energy.machine.as_str()))
+            }),
         ]);
         t.row([
             "  energy per token".to_string(),
