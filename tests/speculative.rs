@@ -20,22 +20,16 @@ fn json(args: &[&str]) -> Value {
 }
 
 /// A small target and draft, each step timed by the analytical engine.
+fn small_args<'a>(cmd: &'a str, k: &'a str, accept: &'a str) -> Vec<&'a str> {
+    let target = ["--model", "llama-3.2-1b", "--context", "512", "--engine", "analytical"];
+    let mut a = vec![cmd];
+    a.extend(target);
+    a.extend(["--draft", "gpt2", "--spec-k", k, "--accept", accept]);
+    a
+}
+
 fn small(cmd: &str, k: &str, accept: &str) -> Value {
-    json(&[
-        cmd,
-        "--model",
-        "llama-3.2-1b",
-        "--context",
-        "512",
-        "--engine",
-        "analytical",
-        "--draft",
-        "gpt2",
-        "--spec-k",
-        k,
-        "--accept",
-        accept,
-    ])
+    json(&small_args(cmd, k, accept))
 }
 
 fn f(v: &Value) -> f64 {
@@ -130,21 +124,7 @@ fn compare_shows_both_sides_of_the_round() {
     for key in ["draft_step_ms", "verify_step_ms", "effective_tokens_per_s", "energy"] {
         assert!(!s["gpu"][key].is_null(), "gpu.{key} missing");
     }
-    let o = wafer(&[
-        "compare",
-        "--model",
-        "llama-3.2-1b",
-        "--context",
-        "512",
-        "--engine",
-        "analytical",
-        "--draft",
-        "gpt2",
-        "--spec-k",
-        "3",
-        "--accept",
-        "0.7",
-    ]);
+    let o = wafer(&small_args("compare", "3", "0.7"));
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(
         o.status.success()

@@ -80,16 +80,10 @@ pub struct Args {
     /// users-in-flight closed form alone, which does not model their KV cache).
     #[arg(long)]
     pub ignore_kv: bool,
-    /// Speculative decoding: the draft model (a preset or a config.json); each
-    /// batch also gets a speculative point (`+spec`).
-    #[arg(long, requires_all = ["spec_k", "accept"])]
-    pub draft: Option<String>,
-    /// Tokens the draft proposes per verify step, 1..=32 (needs --draft).
-    #[arg(long, value_parser = super::spec_k_flag, allow_negative_numbers = true, requires = "draft")]
-    pub spec_k: Option<u32>,
-    /// Probability that the target accepts each drafted token, 0..=1 (needs --draft).
-    #[arg(long, value_parser = super::accept_flag, allow_negative_numbers = true, requires = "draft")]
-    pub accept: Option<f64>,
+    /// Speculative decoding (`--draft M --spec-k K --accept A`): each batch
+    /// also gets a speculative point (`+spec`).
+    #[command(flatten)]
+    pub spec: super::speculate::SpecArgs,
     /// Compute only the units of work (one batch of one side) whose index is
     /// I mod N, as `frontier-shard.json`; `wafer merge` joins the shards.
     #[arg(long, value_name = "I/N", allow_hyphen_values = true)]
@@ -299,10 +293,7 @@ pub fn frontier_units(a: &Args, shard: Option<Shard>) -> Result<(FrontierHeader,
     let machine = MachineArgs::preset(&a.arch, a.wafers.clone());
     let (arch, _) = machine.load()?;
     let cfg = load_model(&a.model)?;
-    let draft = match (&a.draft, a.spec_k, a.accept) {
-        (Some(d), Some(k), Some(acc)) => Some((load_model(d)?, SpecParams::new(k, acc)?)),
-        _ => None,
-    };
+    let draft = a.spec.load()?;
     let default = super::graph::LATENCY_CONTEXT;
     let context = a.context.unwrap_or(if cfg.learned_positions { default.min(cfg.max_positions) } else { default });
     // A model of learned positions (a draft) runs at most its own.
