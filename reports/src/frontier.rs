@@ -412,8 +412,10 @@ impl FrontierReport {
                 "\nSpeculative points (+spec, one user in flight): draft {} proposes k = {} tokens per round, each \
                  accepted with probability {} ({:.3} tokens per round on average); a round is k draft steps and one \
                  (k + 1)-token verify step of the target, at the point's batch. Wafer: the draft is compiled with \
-                 the same strategy on its own wafers (counted in the point's wafers), the verify step is the \
-                 mapping restated for k + 1 tokens per sequence (analytical engine). GPU: the draft shares the \
+                 the same strategy, on the target's wafers when both fit (shared), else on its own (counted in \
+                 the point's wafers); the verify step is the target's mapping (compiled again with room for it \
+                 where needed) restated for k + 1 tokens per sequence; each step timed as its own program by \
+                 the sweep's engine. GPU: the draft shares the \
                  target's GPUs (it must fit in the memory they leave free), both steps by the decode model.\n",
                 sp.draft, sp.k, sp.accept, sp.expected_tokens_per_step
             );
