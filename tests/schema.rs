@@ -177,6 +177,27 @@ fn report_json_validates_against_its_documented_schema() {
     assert!(bare["gpu"].is_null() && bare["comparison"].is_null() && bare["timings"].is_object());
     assert!(bare["energy"]["gpu"].is_null() && bare["energy"]["wafer"]["power"].is_object());
     assert_eq!(violations(&bare), Vec::<String>::new());
+
+    // Speculative decoding, both sides.
+    let spec = run_json(&[
+        "run",
+        "--model",
+        "llama-3.2-1b",
+        "--context",
+        "512",
+        "--engine",
+        "analytical",
+        "--draft",
+        "gpt2",
+        "--spec-k",
+        "4",
+        "--accept",
+        "0.8",
+        "--format",
+        "json",
+    ]);
+    assert!(spec["speculative"]["wafer"].is_object() && spec["speculative"]["gpu"].is_object());
+    assert_eq!(violations(&spec), Vec::<String>::new());
 }
 
 #[test]

@@ -15,6 +15,8 @@
 
 pub mod chunk;
 pub use chunk::prefill_chunk;
+pub mod draft;
+pub use draft::{place_draft, stack_draft, DraftError, DraftPlan, Orientation, Placement};
 pub mod fuse;
 pub mod partition;
 pub mod place;

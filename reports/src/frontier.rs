@@ -49,9 +49,13 @@ pub struct SpecStep {
     pub verify_step_us: f64,
     /// `k × draft + verify`, µs.
     pub round_us: f64,
-    /// Machines the draft runs on (wafer: its own wafers, counted in
+    /// Machines the draft runs on (wafer: the wafers it was compiled on —
+    /// the target's when shared, its own beside them otherwise, counted in
     /// `machines`; GPU: the target's GPUs, which it shares).
     pub draft_machines: u32,
+    /// Wafer only: `shared` (on the target's wafers) or `own wafers`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draft_placement: Option<String>,
 }
 
 /// One way to run the model: a mapping (or GPU layout), a batch and users in flight.
@@ -408,8 +412,10 @@ impl FrontierReport {
                 "\nSpeculative points (+spec, one user in flight): draft {} proposes k = {} tokens per round, each \
                  accepted with probability {} ({:.3} tokens per round on average); a round is k draft steps and one \
                  (k + 1)-token verify step of the target, at the point's batch. Wafer: the draft is compiled with \
-                 the same strategy on its own wafers (counted in the point's wafers), the verify step is the \
-                 mapping restated for k + 1 tokens per sequence (analytical engine). GPU: the draft shares the \
+                 the same strategy, on the target's wafers when both fit (shared), else on its own (counted in \
+                 the point's wafers); the verify step is the target's mapping (compiled again with room for it \
+                 where needed) restated for k + 1 tokens per sequence; each step timed as its own program by \
+                 the sweep's engine. GPU: the draft shares the \
                  target's GPUs (it must fit in the memory they leave free), both steps by the decode model.\n",
                 sp.draft, sp.k, sp.accept, sp.expected_tokens_per_step
             );

@@ -100,6 +100,9 @@ pub struct RunReport {
     /// Time to first token (`wafer run --prompt N [--cached C]`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prefill: Option<RunPrefill>,
+    /// Speculative decoding (`--draft M --spec-k K --accept A`), wafer and GPU.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub speculative: Option<RunSpeculative>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timings: Option<Timings>,
 }
@@ -247,6 +250,7 @@ impl RunReport {
             energy,
             users: None,
             prefill: None,
+            speculative: None,
             timings: None,
         }
     }
@@ -458,6 +462,9 @@ impl RunReport {
             out += &users_line(u);
             out += "\n";
         }
+        if let Some(x) = &self.speculative {
+            out += &x.to_text();
+        }
         out += &breakdown_text(s);
         if let Some((table, verdict)) = self.comparison_table() {
             out += "\n";
@@ -534,4 +541,121 @@ pub struct RunPrefill {
     pub chunk_limit: Option<String>,
     /// The GPU baseline's calibrated TTFT, µs (null without a GPU).
     pub gpu_ttft_us: Option<f64>,
+}
+
+/// Speculative decoding of `wafer run` / `wafer compare --draft`: `k` draft
+/// decode steps, then one `(k + 1)`-token verify step of the target, each
+/// drafted token accepted with probability `accept`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSpeculative {
+    pub draft: String,
+    pub k: u32,
+    pub accept: f64,
+    /// `(1 − α^(k+1)) / (1 − α)` tokens per round on average.
+    pub expected_tokens_per_step: f64,
+    pub wafer: WaferSpeculative,
+    /// The GPU baseline's round on the target's GPUs (null without a GPU, or when it cannot run: `gpu_error`).
+    pub gpu: Option<GpuSpeculative>,
+    /// Why the GPU side has no speculative figures (the draft does not fit beside the target).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gpu_error: Option<String>,
+}
+
+/// The wafer's round: each step timed as its own program.
+#[derive(Debug, Clone, Serialize)]
+pub struct WaferSpeculative {
+    /// One draft decode step, µs, and the engine that timed it.
+    pub draft_step_us: f64,
+    pub draft_engine: String,
+    /// The target's `(k + 1)`-token verify step, µs, and its engine.
+    pub verify_step_us: f64,
+    pub verify_engine: String,
+    /// `k × draft + verify`, µs.
+    pub round_us: f64,
+    /// Round over expected tokens, µs per token, and tokens/s of the batch.
+    pub effective_us_per_token: f64,
+    pub effective_tokens_per_s: f64,
+    /// Plain decode tokens/s over effective (> 1: speculation pays).
+    pub speedup: f64,
+    /// `shared` (the draft on the target's wafers) or `own wafers`.
+    pub placement: String,
+    /// How it shares: stacked in later turns (and how oriented), or side by side (the split).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layout: Option<String>,
+    /// Why it does not share (the verifier's first diagnostic), with `own wafers`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub why_not_shared: Option<String>,
+    /// Wafers the round uses (the target's, plus the draft's own) and the draft's.
+    pub machines: u32,
+    pub draft_wafers: u32,
+    /// The target's mapping for the round when it is not the plain one, and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_mapping: Option<String>,
+    /// Energy and cost per token at the effective rate on `machines` wafers.
+    pub energy: crate::EnergyFigure,
+}
+
+/// The GPU baseline's round (`wafer gpu --draft`'s pricing), on the target's GPUs.
+#[derive(Debug, Clone, Serialize)]
+pub struct GpuSpeculative {
+    #[serde(flatten)]
+    pub estimate: wafer_gpu::SpecEstimate,
+    /// Energy and cost per token at the effective rate.
+    pub energy: crate::EnergyFigure,
+}
+
+impl RunSpeculative {
+    /// The text block of `run`'s output.
+    pub fn to_text(&self) -> String {
+        let w = &self.wafer;
+        let mut out = format!(
+            "speculative decoding: draft {} proposes k = {} tokens, each accepted with probability {}: {:.3} tokens \
+             per round on average\n",
+            self.draft, self.k, self.accept, self.expected_tokens_per_step
+        );
+        out += &format!(
+            "  wafer: {} × {:.1} µs draft ({}) + {:.1} µs verify ({}-token step, {}) = {:.1} µs per round; \
+             {:.1} µs per token, {:.0} tokens/s ({:.2}× plain); draft placement: {} ({} wafer(s) in all)\n",
+            self.k,
+            w.draft_step_us,
+            w.draft_engine,
+            w.verify_step_us,
+            self.k + 1,
+            w.verify_engine,
+            w.round_us,
+            w.effective_us_per_token,
+            w.effective_tokens_per_s,
+            w.speedup,
+            w.placement,
+            w.machines
+        );
+        for (what, line) in
+            [("layout", &w.layout), ("not shared", &w.why_not_shared), ("target mapping", &w.target_mapping)]
+        {
+            if let Some(l) = line {
+                out += &format!("    {what}: {l}\n");
+            }
+        }
+        out += &format!("    energy: {}; cost: {}\n", w.energy.joules_text(), w.energy.cost_text());
+        if let Some(g) = &self.gpu {
+            let e = &g.estimate;
+            out += &format!(
+                "  GPU: {} × {:.3} ms draft + {:.3} ms verify = {:.3} ms per round; {:.3} ms per token, {:.0} \
+                 tokens/s ({:.2}× plain); energy: {}; cost: {}\n",
+                self.k,
+                e.draft_step_ms,
+                e.verify_step_ms,
+                e.round_ms,
+                e.effective_tpot_ms,
+                e.effective_tokens_per_s,
+                e.speedup,
+                g.energy.joules_text(),
+                g.energy.cost_text()
+            );
+        }
+        if let Some(e) = &self.gpu_error {
+            out += &format!("  GPU: no speculative figures: {e}\n");
+        }
+        out
+    }
 }

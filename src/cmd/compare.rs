@@ -31,13 +31,19 @@ pub struct Args {
     #[command(flatten)]
     prefill: super::graph::PrefillArgs,
     #[command(flatten)]
+    spec: super::speculate::SpecArgs,
+    #[command(flatten)]
     out: super::report_out::OutArgs,
 }
 
 pub fn run(a: Args) -> Result<(), Exit> {
     let target = a.out.prepare()?;
     let step = after_prompt(&a.step, &a.prefill);
+    let draft = a.spec.load()?;
     let (mut r, program) = run_report_and_program(&step, &a.machine, &a.gpu, &a.energy, false, a.engine)?;
+    if let Some(d) = &draft {
+        super::speculate::attach_speculative(&mut r, &program, &step, &a.machine, &a.gpu, &a.energy, a.engine, d)?;
+    }
     r.timings = None;
     attach_prefill(&mut r, &program, &step, &a.gpu, &a.prefill)?;
     if let Some(t) = target {
@@ -87,6 +93,42 @@ pub fn run(a: Args) -> Result<(), Exit> {
     let (w, gp) = (&r.energy.wafer, r.energy.gpu.as_ref());
     t.row(["energy per token".to_string(), w.joules_text(), gp.map_or("-".into(), |e| e.joules_text())]);
     t.row(["cost".to_string(), w.cost_text(), gp.map_or("-".into(), |e| e.cost_text())]);
+    if let Some(x) = &r.speculative {
+        let w = &x.wafer;
+        let head = format!("draft {}, k = {}, α = {}", x.draft, x.k, x.accept);
+        let g = x.gpu.as_ref();
+        t.row(["speculative decoding".to_string(), head.clone(), g.map_or("-".into(), |_| head.clone())]);
+        t.row([
+            "  per-token latency".to_string(),
+            format!("{:.1} µs", w.effective_us_per_token),
+            g.map_or("-".into(), |g| format!("{:.1} µs", g.estimate.effective_tpot_ms * 1e3)),
+        ]);
+        t.row([
+            "  tokens/s (× plain)".to_string(),
+            format!("{:.0} ({:.2}×)", w.effective_tokens_per_s, w.speedup),
+            g.map_or("-".into(), |g| format!("{:.0} ({:.2}×)", g.estimate.effective_tokens_per_s, g.estimate.speedup)),
+        ]);
+        t.row([
+            "  round (k draft + verify)".to_string(),
+            format!("{} × {:.1} + {:.1} µs", x.k, w.draft_step_us, w.verify_step_us),
+            g.map_or("-".into(), |g| {
+                format!("{} × {:.1} + {:.1} µs", x.k, g.estimate.draft_step_ms * 1e3, g.estimate.verify_step_ms * 1e3)
+            }),
+        ]);
+        t.row([
+            "  draft placed".to_string(),
+            format!("{} ({} × {} in all)", w.placement, w.machines, i.arch),
+            g.map_or(x.gpu_error.clone().unwrap_or("-".into()), |_| {
+                format!("shared ({} × {} in all)", gpu_n(&r), x.gpu.as_ref().map_or("", |g| g.energy.machine.as_str()))
+            }),
+        ]);
+        t.row([
+            "  energy per token".to_string(),
+            w.energy.joules_text(),
+            g.map_or("-".into(), |g| g.energy.joules_text()),
+        ]);
+        t.row(["  cost".to_string(), w.energy.cost_text(), g.map_or("-".into(), |g| g.energy.cost_text())]);
+    }
     t.row(["bound by".to_string(), c.wafer_bound.clone(), c.gpu_bound.clone()]);
     let m = &g.memory;
     t.row([
@@ -129,6 +171,18 @@ pub fn run(a: Args) -> Result<(), Exit> {
             g.gpu
         );
     }
+    if let Some(w) = r.speculative.as_ref().map(|x| &x.wafer) {
+        println!();
+        for (what, line) in [
+            ("draft layout", &w.layout),
+            ("draft not shared", &w.why_not_shared),
+            ("target mapping", &w.target_mapping),
+        ] {
+            if let Some(l) = line {
+                println!("{what}: {l}");
+            }
+        }
+    }
     for e in r.explanations() {
         println!();
         for line in wafer_reports::charts::wrap(&e, 100) {
@@ -136,4 +190,9 @@ pub fn run(a: Args) -> Result<(), Exit> {
         }
     }
     Ok(())
+}
+
+/// GPUs of the report's baseline.
+fn gpu_n(r: &wafer_reports::RunReport) -> u32 {
+    r.gpu.as_ref().map_or(0, |g| g.n_gpus)
 }

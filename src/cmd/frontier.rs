@@ -8,10 +8,11 @@
 //! points: batch 1, 2, 4, … up to [`MAX_GPU_BATCH`] while it fits, on the GPU
 //! count batch 1 takes (`wafer run`'s choice). With `--draft M --spec-k K
 //! --accept A`, each batch also gets a speculative point (one user in
-//! flight): on the wafer the draft compiled with the same strategy on its own
-//! wafers and the target's mapping restated for K + 1 tokens per sequence
-//! (`wafer_compiler::prefill_chunk`, analytical engine); on the GPU `wafer
-//! gpu --draft`'s pricing. Each batch of each side is one unit of work
+//! flight): on the wafer `run --draft`'s round (`speculate::wafer_round`:
+//! the draft compiled with the same strategy, on the target's wafers when
+//! both fit, else on its own; the verify step the target's mapping restated
+//! for K + 1 tokens per sequence; each step timed by `--engine`); on the GPU
+//! `wafer gpu --draft`'s pricing. Each batch of each side is one unit of work
 //! ([`wafer_reports::frontier::BatchUnit`]); `--shard I/N` computes the units
 //! whose index is I mod N and writes them as `frontier-shard.json`, which
 //! `wafer merge` joins into the report. The Pareto marking, tables, chart and
@@ -79,16 +80,10 @@ pub struct Args {
     /// users-in-flight closed form alone, which does not model their KV cache).
     #[arg(long)]
     pub ignore_kv: bool,
-    /// Speculative decoding: the draft model (a preset or a config.json); each
-    /// batch also gets a speculative point (`+spec`).
-    #[arg(long, requires_all = ["spec_k", "accept"])]
-    pub draft: Option<String>,
-    /// Tokens the draft proposes per verify step, 1..=32 (needs --draft).
-    #[arg(long, value_parser = super::spec_k_flag, allow_negative_numbers = true, requires = "draft")]
-    pub spec_k: Option<u32>,
-    /// Probability that the target accepts each drafted token, 0..=1 (needs --draft).
-    #[arg(long, value_parser = super::accept_flag, allow_negative_numbers = true, requires = "draft")]
-    pub accept: Option<f64>,
+    /// Speculative decoding (`--draft M --spec-k K --accept A`): each batch
+    /// also gets a speculative point (`+spec`).
+    #[command(flatten)]
+    pub spec: super::speculate::SpecArgs,
     /// Compute only the units of work (one batch of one side) whose index is
     /// I mod N, as `frontier-shard.json`; `wafer merge` joins the shards.
     #[arg(long, value_name = "I/N", allow_hyphen_values = true)]
@@ -173,34 +168,16 @@ fn wafer_batch(
     }
     let mut speculative_bound = None;
     if let Some((dcfg, sp)) = &x.draft {
-        // The verify step: the target's mapping restated for k + 1 tokens per sequence.
-        let verify = wafer_compiler::prefill_chunk(p, sp.k as u64 + 1)
-            .map_err(|e| {
-                // The first diagnostic names the region and the bytes.
-                let why = match &e {
-                    wafer_compiler::CompileError::Verify { errors, .. } => {
-                        errors.0.first().map_or_else(|| e.to_string(), |d| d.to_string())
-                    }
-                    _ => e.to_string(),
-                };
-                format!("the {}-token verify step does not fit: {why}", sp.k + 1)
-            })
-            .and_then(|(vp, info)| {
-                wafer_simulator::simulate_analytical(&vp, &info).finished().map_err(|e| e.to_string())
-            });
-        // The draft: the same strategy on its own wafers.
-        let draft = (x.graphs)(dcfg, batch)
-            .and_then(|g| compile_graph(&g, m, opts.clone()))
-            .map_err(|e| format!("the draft {} does not map: {}", dcfg.name, e.message.lines().next().unwrap_or("")));
-        match (verify, draft) {
-            (Ok(v), Ok(dc)) => {
-                let d = simulate(x.a.engine, &dc)?;
-                let round_us = sp.k as f64 * d.tpot_us + v.tpot_us;
-                let e_tok = sp.expected_tokens();
-                let per_user = e_tok * 1e6 / round_us;
-                let aggregate = per_user * batch as f64;
-                let machines = p.wafers + dc.program.wafers;
-                let e = energy(&m.0.name, machines, aggregate, x.wafer_power.clone(), x.wafer_price.clone());
+        // The draft on the target's wafers when both fit, else on its own; each step timed as its own program.
+        let round = (x.graphs)(&x.cfg, batch).and_then(|tg| {
+            let dg = (x.graphs)(dcfg, batch)?;
+            let pp = (x.wafer_power.clone(), x.wafer_price.clone());
+            let o = CompileOptions { wafers: m.1, ..opts.clone() };
+            super::speculate::wafer_round(x.a.engine, p, &tg, &dg, &m.0, &o, *sp, sim.tpot_us, pp)
+        })?;
+        match round {
+            Ok(w) => {
+                let per_user = w.effective_tokens_per_s / batch as f64;
                 points.push(OperatingPoint {
                     side: "wafer".into(),
                     strategy: strategy.name(),
@@ -208,22 +185,23 @@ fn wafer_batch(
                     users: 1,
                     sequences: batch,
                     per_user_tokens_per_s: per_user,
-                    aggregate_tokens_per_s: aggregate,
-                    machines,
-                    step_us: round_us / e_tok,
-                    joules_per_token: e.joules_per_token,
-                    usd_per_mtok: e.usd_per_mtok,
+                    aggregate_tokens_per_s: w.effective_tokens_per_s,
+                    machines: w.machines,
+                    step_us: w.effective_us_per_token,
+                    joules_per_token: w.energy.joules_per_token,
+                    usd_per_mtok: w.energy.usd_per_mtok,
                     kv_fits: false,
                     frontier: false,
                     speculative: Some(SpecStep {
-                        draft_step_us: d.tpot_us,
-                        verify_step_us: v.tpot_us,
-                        round_us,
-                        draft_machines: dc.program.wafers,
+                        draft_step_us: w.draft_step_us,
+                        verify_step_us: w.verify_step_us,
+                        round_us: w.round_us,
+                        draft_machines: w.draft_wafers,
+                        draft_placement: Some(w.placement.clone()),
                     }),
                 });
             }
-            (Err(why), _) | (_, Err(why)) => speculative_bound = Some(why),
+            Err(why) => speculative_bound = Some(why),
         }
     }
     Ok(BatchOutcome::Mapped(MappedBatch {
@@ -287,6 +265,7 @@ fn gpu_batch(x: &Ctx, batch: u64) -> Result<BatchOutcome, Exit> {
                         verify_step_us: s.verify_step_ms * 1e3,
                         round_us: s.round_ms * 1e3,
                         draft_machines: e.n_gpus,
+                        draft_placement: None,
                     }),
                 });
             }
@@ -314,10 +293,7 @@ pub fn frontier_units(a: &Args, shard: Option<Shard>) -> Result<(FrontierHeader,
     let machine = MachineArgs::preset(&a.arch, a.wafers.clone());
     let (arch, _) = machine.load()?;
     let cfg = load_model(&a.model)?;
-    let draft = match (&a.draft, a.spec_k, a.accept) {
-        (Some(d), Some(k), Some(acc)) => Some((load_model(d)?, SpecParams::new(k, acc)?)),
-        _ => None,
-    };
+    let draft = a.spec.load()?;
     let default = super::graph::LATENCY_CONTEXT;
     let context = a.context.unwrap_or(if cfg.learned_positions { default.min(cfg.max_positions) } else { default });
     // A model of learned positions (a draft) runs at most its own.

@@ -14,6 +14,7 @@ pub mod report_out;
 pub mod roundtrip;
 pub mod run;
 pub mod simulate;
+pub mod speculate;
 pub mod sweep;
 pub mod trace;
 

@@ -190,6 +190,8 @@ pub struct Args {
     #[command(flatten)]
     pub prefill: super::graph::PrefillArgs,
     #[command(flatten)]
+    pub spec: super::speculate::SpecArgs,
+    #[command(flatten)]
     pub out: super::report_out::OutArgs,
 }
 
@@ -421,6 +423,12 @@ fn functional(a: &Args) -> Result<FunctionalReport, Exit> {
 }
 
 pub fn run(a: Args) -> Result<(), Exit> {
+    if a.engine == Engine::Functional && a.spec.draft.is_some() {
+        return Err(Exit {
+            code: 2,
+            message: "--draft times speculative decoding; --engine functional checks numbers: leave out one".into(),
+        });
+    }
     if a.engine == Engine::Functional {
         if a.out.out.is_some() {
             return Err(Exit {
@@ -473,7 +481,11 @@ pub fn run(a: Args) -> Result<(), Exit> {
     }
     let target = a.out.prepare()?;
     let step = after_prompt(&a.step, &a.prefill);
+    let draft = a.spec.load()?;
     let (mut r, program) = run_report_and_program(&step, &a.machine, &a.gpu, &a.energy, a.no_gpu, a.engine)?;
+    if let Some(d) = &draft {
+        super::speculate::attach_speculative(&mut r, &program, &step, &a.machine, &a.gpu, &a.energy, a.engine, d)?;
+    }
     if !a.timings {
         r.timings = None;
     }
