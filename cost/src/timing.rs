@@ -77,12 +77,36 @@ pub fn add_rate(arch: &ArchSpec, acc: DType) -> u64 {
     }
 }
 
-/// Local partial GEMV on one PE: a task, then `tile_k · batch` AXPYs of `tile_n` elements.
+/// Local partial GEMV on one PE over `batch` rows (a batch's sequences, a
+/// chunk's tokens): a task, then the faster of two loops.
+/// * MeshGEMV's: `tile_k · batch` AXPYs of `tile_n` elements, each a
+///   memory-operand vector op (the idiom the MeshGEMV silicon rows measure,
+///   all at one row);
+/// * with more than one row, MeshGEMM's inner loop ([`mapped_mac`]): per
+///   input column a loop iteration, per weight element one mapped
+///   multiply-add over the rows (the idiom the MeshGEMM rows measure, whose
+///   `A` column is here the rows' inputs and whose `B` tile the weights).
+///
+/// At one row the first is what the kernel measured; a skinny GEMM of a few
+/// rows pays the AXPY's fixed cost per row, the mapped loop once per weight
+/// element, so from two rows on a program runs whichever is cheaper.
 pub fn gemv_compute(arch: &ArchSpec, tile_n: u64, tile_k: u64, batch: u64, w: DType, acc: DType) -> u64 {
     if tile_n == 0 || tile_k == 0 {
         return 0;
     }
-    arch.pe.task_overhead_cycles as u64 + tile_k * batch * vector_op(arch, tile_n, fma_rate(arch, w, acc))
+    let axpy = tile_k.saturating_mul(batch).saturating_mul(vector_op(arch, tile_n, fma_rate(arch, w, acc)));
+    let loop_ = if batch > 1 { mapped_mac(arch, batch, tile_k, tile_n, w, acc) } else { u64::MAX };
+    arch.pe.task_overhead_cycles as u64 + axpy.min(loop_)
+}
+
+/// MeshGEMM's inner loop on one PE: `tile_k` loop iterations, each a `@map`
+/// over `tile_n` elements issuing one fused multiply-add over `rows` values
+/// (at the operand/accumulator rate). The calibrated constants are
+/// `pe.loop_iteration_cycles` and `pe.mapped_op_overhead_cycles`.
+pub fn mapped_mac(arch: &ArchSpec, rows: u64, tile_k: u64, tile_n: u64, w: DType, acc: DType) -> u64 {
+    let pe = &arch.pe;
+    let per_elem = pe.mapped_op_overhead_cycles as u64 + div_ceil(rows, fma_rate(arch, w, acc));
+    tile_k.saturating_mul(pe.loop_iteration_cycles as u64 + tile_n.saturating_mul(per_elem))
 }
 
 /// A PE that skips the multiply-accumulate (a measurement harness): it zeroes
@@ -170,8 +194,7 @@ pub fn attention_combine(arch: &ArchSpec, group: u64, head_dim: u64, batch: u64)
 /// is exposed.
 pub fn gemm_step(arch: &ArchSpec, tile_m: u64, tile_k: u64, tile_n: u64, w: DType, acc: DType) -> (u64, u64) {
     let pe = &arch.pe;
-    let per_elem = pe.mapped_op_overhead_cycles as u64 + div_ceil(tile_m, fma_rate(arch, w, acc));
-    let compute = tile_k * (pe.loop_iteration_cycles as u64 + tile_n * per_elem);
+    let compute = mapped_mac(arch, tile_m, tile_k, tile_n, w, acc);
     let moved = w.bytes_for(tile_m * tile_k).max(w.bytes_for(tile_k * tile_n));
     let shift = message(arch, 2, moved);
     (pe.gemm_step_overhead_cycles as u64 + compute, shift.saturating_sub(compute))
@@ -188,6 +211,29 @@ pub fn gemm(arch: &ArchSpec, grid: u64, tile_m: u64, tile_k: u64, tile_n: u64, w
 mod tests {
     use super::*;
     use wafer_ir::arch_preset;
+
+    #[test]
+    fn a_gemv_over_several_rows_runs_the_cheaper_of_the_axpy_and_the_mapped_loop() {
+        let a = arch_preset("wse3").unwrap();
+        let (w, acc) = (DType::Bf16, DType::F32);
+        let task = a.pe.task_overhead_cycles as u64;
+        // One row: MeshGEMV's idiom, 6 AXPYs of 5 elements (⌈5/2⌉ + 43 each), whatever the loop would cost.
+        assert_eq!(gemv_compute(&a, 5, 6, 1, w, acc), task + 6 * (3 + 43));
+        // Five rows (a 5-token verify step): the AXPYs would pay their 43 cycles 30 times;
+        // MeshGEMM's loop pays 40 per input column and 1 + ⌈5/2⌉ per weight element.
+        let axpy = 6 * 5 * (3 + 43);
+        let mapped = 6 * (40 + 5 * (1 + 3));
+        assert_eq!(mapped_mac(&a, 5, 6, 5, w, acc), mapped);
+        assert_eq!(gemv_compute(&a, 5, 6, 5, w, acc), task + mapped.min(axpy));
+        assert!(mapped < axpy);
+        // Wide tiles keep the AXPY: 1,024 elements a row stream at the port rate.
+        let wide = gemv_compute(&a, 1024, 2, 2, w, acc);
+        assert_eq!(wide, task + 2 * 2 * (512 + 43));
+        // More rows never cost less.
+        for b in 1..64 {
+            assert!(gemv_compute(&a, 5, 6, b + 1, w, acc) >= gemv_compute(&a, 5, 6, b, w, acc));
+        }
+    }
 
     #[test]
     fn gemv_rate_is_port_bound_on_wse3() {
