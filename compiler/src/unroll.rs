@@ -80,18 +80,19 @@ pub fn unroll_users(
     let regions = copies.saturating_mul(n);
     let messages = copies.saturating_mul(info.messages);
     let span = p.regions.iter().map(|r| r.turn).max().unwrap_or(0) as u64 + 1;
+    let too_large = || CompileError::UsersTooLarge {
+        users,
+        tokens,
+        regions,
+        messages,
+        max_regions: MAX_UNROLLED_REGIONS,
+        max_messages: MAX_UNROLLED_MESSAGES,
+    };
     if regions > MAX_UNROLLED_REGIONS
         || messages > MAX_UNROLLED_MESSAGES
         || copies.saturating_mul(m + 1) > u32::MAX as u64
     {
-        return Err(CompileError::UsersTooLarge {
-            users,
-            tokens,
-            regions,
-            messages,
-            max_regions: MAX_UNROLLED_REGIONS,
-            max_messages: MAX_UNROLLED_MESSAGES,
-        });
+        return Err(too_large());
     }
     let sampler = the_one(p, "sampling (argmax)", |w| matches!(w, Work::Gemv { argmax: true, .. }))?;
     let embed = the_one(p, "embedding", |w| matches!(w, Work::Embedding { .. }))?;
@@ -117,14 +118,7 @@ pub fn unroll_users(
         span
     };
     if copies.saturating_mul(d.max(n)) > wafer_ir::limits::MAX_TURN as u64 {
-        return Err(CompileError::UsersTooLarge {
-            users,
-            tokens,
-            regions,
-            messages,
-            max_regions: MAX_UNROLLED_REGIONS,
-            max_messages: MAX_UNROLLED_MESSAGES,
-        });
+        return Err(too_large());
     }
     let turn = |k: usize, i: usize| k as u64 * d + rel(i);
     // Region order: by turn, copies in order among equal turns.

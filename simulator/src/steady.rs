@@ -65,6 +65,9 @@ pub struct Pipelining {
     /// ([`engine_steady`]), when asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event: Option<UsersSteady>,
+    /// Why the event engine's figure was not made, when it was asked for and is missing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_skipped: Option<String>,
 }
 
 /// The steady state of `users` (≥ 1) sequences of `p`, from one finished step of it.
@@ -130,6 +133,7 @@ pub fn pipelining(p: &Program, sim: &FinishedSim, users: u32) -> Pipelining {
         per_user_token_us: users as f64 / per_cycle / hz * 1e6,
         replay: None,
         event: None,
+        event_skipped: None,
     }
 }
 
@@ -447,9 +451,10 @@ pub struct UsersSteady {
     pub messages: u64,
 }
 
-/// Tokens per user [`engine_steady`] steps by default: the second half
-/// starts with every user's pipeline full (they all enter at once).
-pub const EVENT_TOKENS: u32 = 8;
+/// Tokens per user [`engine_steady`] steps by default: users enter
+/// staggered (`wafer_compiler::unroll_users`), so from every user's second
+/// token on the mapping holds them all and the second half is steady.
+pub const EVENT_TOKENS: u32 = 4;
 
 /// Why an engine's steady state could not be read.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
