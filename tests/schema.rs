@@ -177,6 +177,26 @@ fn report_json_validates_against_its_documented_schema() {
     assert!(bare["gpu"].is_null() && bare["comparison"].is_null() && bare["timings"].is_object());
     assert!(bare["energy"]["gpu"].is_null() && bare["energy"]["wafer"]["power"].is_object());
     assert_eq!(violations(&bare), Vec::<String>::new());
+
+    // Users in flight: the closed form, the replay and the event engine's steady state.
+    let users = run_json(&[
+        "run",
+        "--model",
+        "gpt2",
+        "--context",
+        "128",
+        "--strategy",
+        "pipeline",
+        "--engine",
+        "event",
+        "--users",
+        "4",
+        "--no-gpu",
+        "--format",
+        "json",
+    ]);
+    assert!(users["users"]["replay"].is_object() && users["users"]["event"].is_object(), "{}", users["users"]);
+    assert_eq!(violations(&users), Vec::<String>::new());
 }
 
 #[test]
