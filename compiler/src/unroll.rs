@@ -150,15 +150,19 @@ pub fn unroll_users(
         }
     }
     // Users enter staggered, as in the steady state the closed form
-    // describes: user u's first token when user u - 1's has gone about
-    // 1/users of the step (an admission message from the last region to end
-    // by then in the closed form, else the embedding). Then each user's next
-    // token enters when its sampled token reaches the embedding.
+    // describes: user u's first token when user u - 1's has gone at least
+    // 1/users of the step (an admission message from the first region to end
+    // by then in the closed form, else the last that can send one forward).
+    // Then each user's next token enters when its sampled token reaches the
+    // embedding.
     let est = wafer_cost::estimate(p, info).map_err(CompileError::Starved)?;
     let gap = est.cycles / users as f64;
+    let can = |i: usize| p.regions[i].active && turn(0, i) < turn(1, embed);
+    let end = |i: usize| est.regions[i].end;
     let admit = (0..p.regions.len())
-        .filter(|&i| p.regions[i].active && est.regions[i].end <= gap && turn(0, i) < turn(1, embed))
-        .max_by(|&a, &b| est.regions[a].end.total_cmp(&est.regions[b].end).then(b.cmp(&a)))
+        .filter(|&i| can(i) && end(i) >= gap)
+        .min_by(|&a, &b| end(a).total_cmp(&end(b)).then(a.cmp(&b)))
+        .or_else(|| (0..p.regions.len()).filter(|&i| can(i)).max_by(|&a, &b| end(a).total_cmp(&end(b)).then(b.cmp(&a))))
         .unwrap_or(embed);
     // (region of the step sending, copy sending, copy whose embedding receives)
     let mut joins: Vec<(usize, usize, usize)> = Vec::new();
