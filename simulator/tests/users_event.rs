@@ -145,4 +145,10 @@ fn too_many_users_are_refused_naming_the_fix() {
     let e = engine_steady(&c.program, &sim, &u, &ui, 4, EVENT_TOKENS, SteadyEngine::Event(small)).unwrap_err();
     assert!(matches!(e, SteadyError::TooLarge { .. }), "{e}");
     assert!(e.to_string().contains("fewer --users"), "{e}");
+    // On a spread mapping every user's token route is live over the others'
+    // copies: past the colors the routers have free, a typed refusal.
+    let spread = compiled("mesh:32x32", Strategy::Spread);
+    let e = unroll_users(&spread.program, &spread.info, 64, 2).unwrap_err();
+    assert!(matches!(e, CompileError::UsersColors { .. }), "{e}");
+    assert!(e.to_string().contains("fewer users"), "{e}");
 }
