@@ -449,6 +449,10 @@ pub struct UsersSteady {
     pub vs_closed_form: f64,
     /// Messages the engine played (every copy's).
     pub messages: u64,
+    /// Fraction of the run the busiest PEs compute (stage occupancy): each
+    /// region's compute, its mean over its PEs, summed over every copy of
+    /// the regions on those PEs, over the whole run (fill and drain included).
+    pub busiest_compute: f64,
 }
 
 /// Tokens per user [`engine_steady`] steps by default: users enter
@@ -525,6 +529,17 @@ pub fn engine_steady(
     let hz = p.arch.clock_ghz * 1e9;
     let aggregate = per_cycle * p.batch as f64 * hz;
     let closed = pipelining(p, sim, users).aggregate_tokens_per_s;
+    // Compute per cell of PEs, summed over the regions (and copies) there.
+    let at: BTreeMap<&str, usize> = unrolled.regions.iter().enumerate().map(|(i, r)| (r.name.as_str(), i)).collect();
+    let occ = Occupancy::new(&unrolled.regions.iter().map(|r| (r.wafer, r.rect)).collect::<Vec<_>>());
+    let mut busy = vec![0.0f64; occ.cells().len()];
+    for t in &run.regions {
+        if let Some(r) = at.get(t.region.as_str()).map(|&i| &unrolled.regions[i]) {
+            for c in occ.cells_of(r.wafer, r.rect) {
+                busy[c] += t.busy_fraction;
+            }
+        }
+    }
     Ok(UsersSteady {
         engine: name.into(),
         users,
@@ -534,6 +549,7 @@ pub fn engine_steady(
         makespan_us: run.cycles / hz * 1e6,
         vs_closed_form: aggregate / closed.max(f64::MIN_POSITIVE),
         messages: info.messages,
+        busiest_compute: busy.iter().copied().fold(0.0, f64::max),
     })
 }
 

@@ -97,6 +97,7 @@ fn up_to_the_stage_count_the_event_engine_agrees_with_the_closed_form_within_ten
         for users in [2, stages / 2, stages] {
             let e = by_event(&c, &sim, users);
             assert!((0.9..=1.1).contains(&e.vs_closed_form), "{arch} U = {users} of {stages}: {e:?}");
+            assert!(e.busiest_compute > 0.0 && e.busiest_compute <= 1.0 + 1e-9, "{e:?}");
             let linear = users as f64 * sim.tokens_per_s;
             assert!(
                 (e.aggregate_tokens_per_s - linear).abs() <= 0.1 * linear,
