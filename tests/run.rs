@@ -249,6 +249,32 @@ fn users_in_flight_add_up_on_a_pipeline_until_its_bottleneck() {
     assert_eq!(o.status.code(), Some(2));
 }
 
+/// `--users U --engine event`: the users also simulated message by message
+/// over the step unrolled into U × 4 copies (`users.event`), beside the
+/// closed form and the replay; on a pipeline below its stage count they agree.
+#[test]
+fn users_in_flight_are_also_timed_by_the_event_engine() {
+    let a = ["run", "--model", "gpt2", "--context", "128", "--strategy", "pipeline", "--engine", "event", "--no-gpu"];
+    let mut j: Vec<&str> = a.to_vec();
+    j.extend(["--users", "4", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&ok(&wafer(&j, None))).unwrap();
+    let e = &v["users"]["event"];
+    assert_eq!(e["engine"], "event");
+    assert_eq!((e["users"].as_u64(), e["tokens"].as_u64()), (Some(4), Some(4)), "{e}");
+    let r = e["vs_closed_form"].as_f64().unwrap();
+    assert!((0.9..=1.1).contains(&r), "{e}");
+    let mut t: Vec<&str> = a.to_vec();
+    t.extend(["--users", "4"]);
+    let text = ok(&wafer(&t, None));
+    assert!(text.contains("event engine over 4 tokens each ("), "{text}");
+    // The analytical engine asked for: no event figure.
+    let mut n: Vec<&str> = a.to_vec();
+    n[8] = "analytical";
+    n.extend(["--users", "4", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&ok(&wafer(&n, None))).unwrap();
+    assert!(v["users"].get("event").is_none(), "{}", v["users"]);
+}
+
 /// `--prompt N --cached C`: time to first token beside the per-token latency,
 /// on the step after the prompt (C + N + 1 positions).
 #[test]

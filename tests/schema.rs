@@ -198,6 +198,25 @@ fn report_json_validates_against_its_documented_schema() {
     ]);
     assert!(spec["speculative"]["wafer"].is_object() && spec["speculative"]["gpu"].is_object());
     assert_eq!(violations(&spec), Vec::<String>::new());
+    // Users in flight: the closed form, the replay and the event engine's steady state.
+    let users = run_json(&[
+        "run",
+        "--model",
+        "gpt2",
+        "--context",
+        "128",
+        "--strategy",
+        "pipeline",
+        "--engine",
+        "event",
+        "--users",
+        "4",
+        "--no-gpu",
+        "--format",
+        "json",
+    ]);
+    assert!(users["users"]["replay"].is_object() && users["users"]["event"].is_object(), "{}", users["users"]);
+    assert_eq!(violations(&users), Vec::<String>::new());
 }
 
 #[test]

@@ -22,6 +22,8 @@ pub mod partition;
 pub mod place;
 pub mod route;
 pub mod spread;
+pub mod unroll;
+pub use unroll::unroll_users;
 
 use fuse::{Group, GroupKind};
 use partition::{Ctx, Packing, Plan};
@@ -195,6 +197,19 @@ pub enum CompileError {
     RegionTooLarge { region: String, pes: u64, bytes: u64, per_wafer: u64, arch: String, context: u64 },
     #[error("route {route} finds no free color among the {available} available to programs")]
     Colors { route: String, available: u32 },
+    #[error(
+        "{users} users x {tokens} tokens in flight unroll to {regions} regions and {messages} messages; at most \
+         {max_regions} and {max_messages} are allowed: use fewer users or tokens per user"
+    )]
+    UsersTooLarge { users: u32, tokens: u32, regions: u64, messages: u64, max_regions: u64, max_messages: u64 },
+    #[error(
+        "{users} users in flight cannot each feed their sampled token back from `{from}` to `{to}`: the routes \
+         there leave {free} of the {available} colors free while the token routes are live, and they are live \
+         together (about one color per user): use fewer users"
+    )]
+    UsersColors { users: u32, from: String, to: String, free: u32, available: u32 },
+    #[error("users in flight cannot be unrolled: {why}")]
+    UsersUnroll { why: String },
     #[error("after pass `{pass}`: {errors}")]
     Verify { pass: String, errors: ProgramErrors },
     #[error("unknown pass `{0}`; passes are fuse, partition, place, route, alloc, schedule")]

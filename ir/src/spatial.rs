@@ -43,7 +43,10 @@
 //!   `reduce`, then down column 0 of the block (a chain). The block's first PE holds
 //!   the head group's output.
 //! * **Embedding**: table rows laid row-major over the region, `rows_per_pe` per PE;
-//!   the PE holding row `token` sends it on.
+//!   the PE holding row `token` sends it on. A `forward` route into it carries the
+//!   sampled token ids (`i32`, one per row) from its source's first output line to
+//!   that PE, which then starts (a token fed back to the next step: users in
+//!   flight, `wafer_compiler::unroll`); without one it starts with its data.
 //! * **Gemm** `C = A·B` Cannon-style (MeshGEMM) on a square region, every
 //!   operand resident and every tile move inside the region (see [`Work::Gemm`]);
 //!   the product stays distributed, one `C` tile per PE. A kernel-level work
@@ -686,6 +689,14 @@ impl Program {
     }
 }
 
+/// The name of user `user`'s token `token` copy of region `region` in a
+/// program unrolled over users in flight (`wafer_compiler::unroll_users`):
+/// how the steady state reads each copy's timing back (`@` is not in any
+/// compiled region's name).
+pub fn copy_name(region: &str, user: u32, token: u32) -> String {
+    format!("{region}@u{user}t{token}")
+}
+
 /// What a message carries, set where [`route_messages`] makes it, so that no
 /// consumer has to infer it from the message's geometry (which changes when a
 /// router without multicast turns one tail into many unicasts).
@@ -705,6 +716,8 @@ pub enum Purpose {
     NormBcast,
     /// A Gemv row root's finished output sent back along its row (`bcast`).
     RowBcast,
+    /// A sampled token id fed back into an Embedding, to the PE holding its row.
+    Token,
 }
 
 /// One point-to-point transfer of a route, with an optional multicast tail:
@@ -858,6 +871,11 @@ fn multicast_messages(p: &Program, id: RouteId, mut out: impl FnMut(Message)) {
                                 }
                             }
                         }
+                    }
+                    // The sampled token id (i32 per row) from the source's first line to
+                    // the PE holding row `token`: a token fed back (users in flight).
+                    Work::Embedding { .. } if r == 0 => {
+                        out(msg(Purpose::Token, from, dst.out_pe(0), DType::I32.bytes_for(b), 0, 0, 0));
                     }
                     Work::Embedding { .. } | Work::Gemm { .. } => {}
                 }

@@ -664,7 +664,8 @@ pub fn route_message_bound(p: &Program, rt: &Route) -> u64 {
                 let block = if mc { 1 } else { t.rect.pes() / blocks };
                 (ls + kv_heads).saturating_mul(batch_split.max(1)).saturating_mul(block + 2)
             }
-            Work::Embedding { .. } | Work::Gemm { .. } => 0,
+            Work::Embedding { .. } => 1,
+            Work::Gemm { .. } => 0,
         },
         RouteKind::Residual => ls + lines(t),
         RouteKind::Reduce => s.rect.pes().saturating_mul(2),

@@ -512,6 +512,21 @@ pub fn users_line(u: &Pipelining) -> String {
             r.bottleneck_occupancy * 100.0
         );
     }
+    if let Some(e) = &u.event {
+        out += &format!(
+            "  event engine over {} tokens each ({} messages): {:.0} tokens/s in all ({:+.1}% vs the closed form), {:.0} each, busiest PEs computing {:.0}% of the run{}\n",
+            e.tokens,
+            e.messages,
+            e.aggregate_tokens_per_s,
+            (e.vs_closed_form - 1.0) * 100.0,
+            e.per_user_tokens_per_s,
+            e.busiest_compute * 100.0,
+            if u.users > u.stages { " — past the stage count, not yet a figure to trust" } else { "" }
+        );
+    }
+    if let Some(why) = &u.event_skipped {
+        out += &format!("  event engine: not run ({why})\n");
+    }
     out
 }
 

@@ -854,6 +854,8 @@ enum Dest {
     NormBcast { reg: u32 },
     /// A Gemv row root's output broadcast back along row `line` (region-local).
     RowBcast { reg: u32, line: u32 },
+    /// A sampled token fed back into an Embedding (its one line).
+    Token { reg: u32 },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -1252,8 +1254,13 @@ impl<'p> Sim<'p> {
                                         Dest::AttnKv { reg: di as u32, block: dl }
                                     }
                                 }
-                                // for_each_message sends nothing into an embedding.
-                                Work::Embedding { .. } | Work::Gemm { .. } => continue,
+                                Work::Embedding { .. } => {
+                                    line_sends.push((sl, id));
+                                    self.q_pending[gl] += 1;
+                                    Dest::Token { reg: di as u32 }
+                                }
+                                // for_each_message sends nothing into a gemm.
+                                Work::Gemm { .. } => continue,
                             }
                         }
                     }
@@ -1755,13 +1762,15 @@ impl<'p> Sim<'p> {
             let r: &'p Region = self.regs[ri].r;
             match r.work {
                 Work::Embedding { .. } => {
-                    let task = self.p.arch.pe.task_overhead_cycles as u64;
-                    let wafer = self.wafer_of(ri);
-                    let holder = self.phys(wafer, r.out_pe(0));
-                    let st = self.occupy(wafer, holder, Stamp::ZERO, task);
-                    self.regs[ri].busy += task;
-                    self.regs[ri].start = 0;
-                    self.line_ready(ri, 0, st);
+                    // Fed a token: it starts when the token arrives (`Dest::Token`).
+                    let gl = self.regs[ri].line_base as usize;
+                    if self.q_pending[gl] == 0 {
+                        if self.regs[ri].has_inputs {
+                            self.regs[ri].stuck.push("receives no token".into());
+                        } else {
+                            self.embed(ri, Stamp::ZERO);
+                        }
+                    }
                 }
                 Work::Gemm { tile_m, tile_k, tile_n, acc, .. } => {
                     // Lockstep Cannon steps on every PE of the square, priced by
@@ -1809,6 +1818,17 @@ impl<'p> Sim<'p> {
                 }
             }
         }
+    }
+
+    /// Embedding `ri` looks its row up once its token is in (`ready`).
+    fn embed(&mut self, ri: usize, ready: Stamp) {
+        let task = self.p.arch.pe.task_overhead_cycles as u64;
+        let wafer = self.wafer_of(ri);
+        let holder = self.phys(wafer, self.regs[ri].r.out_pe(0));
+        let st = self.occupy(wafer, holder, ready, task);
+        self.regs[ri].busy += task;
+        self.regs[ri].start = self.regs[ri].start.min(ready.t);
+        self.line_ready(ri, 0, st);
     }
 
     /// Frees the state of regions that finished during the last event.
@@ -1931,6 +1951,15 @@ impl<'p> Sim<'p> {
                 self.res_pending[gl] -= 1;
                 if self.res_pending[gl] == 0 && self.line_red[gl].is_some() {
                     self.line_finish(reg, line);
+                }
+            }
+            Dest::Token { reg } => {
+                let reg = reg as usize;
+                let s = arrive(&reach[0]);
+                let gl = self.regs[reg].line_base as usize;
+                self.q_pending[gl] -= 1;
+                if self.q_pending[gl] == 0 {
+                    self.embed(reg, s);
                 }
             }
             Dest::RowBcast { reg, line } => {

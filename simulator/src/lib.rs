@@ -34,7 +34,8 @@ pub use event::{
 };
 pub use result::{role_of, Breakdown, FinishedSim, LayerTiming, LinkLoad, Outcome, RegionTiming, SimError, SimResult};
 pub use steady::{
-    pipelining, replay_users, streamed_prefill, Pipelining, ReplayError, StreamedPrefill, UsersReplay, REPLAY_TOKENS,
+    engine_steady, pipelining, replay_users, streamed_prefill, Pipelining, ReplayError, SteadyEngine, SteadyError,
+    StreamedPrefill, UsersReplay, UsersSteady, EVENT_TOKENS, REPLAY_TOKENS,
 };
 pub use wafer_cost::{region_cost, RegionCost};
 

@@ -22,13 +22,21 @@
 //! extra KV cache `U` users need (the program holds one context per
 //! sequence of its batch).
 //!
-//! Must not: run an engine, or accept a step that did not finish (it takes a
-//! [`FinishedSim`]).
+//! Two checks of the closed form: [`replay_users`] replays the step's
+//! region timings job by job (disjoint regions only), and [`engine_steady`]
+//! runs the event engine (or the analytical walk) over a program unrolled
+//! into `users × tokens` copies of the step (`wafer_compiler::unroll_users`),
+//! message by message, with real contention on PEs, ports and links, and
+//! each user's next token waiting for its sampled token to reach the
+//! embedding.
+//!
+//! Must not: accept a step that did not finish (it takes a [`FinishedSim`]),
+//! or unroll a program (the compiler does).
 
 use crate::result::FinishedSim;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use wafer_ir::{Occupancy, Program};
+use wafer_ir::{Occupancy, Program, ProgramInfo};
 
 /// The steady state of `users` sequences pipelined through a program.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -53,6 +61,13 @@ pub struct Pipelining {
     /// The same users replayed job by job ([`replay_users`]), when asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replay: Option<UsersReplay>,
+    /// The same users simulated by the event engine over an unrolled program
+    /// ([`engine_steady`]), when asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<UsersSteady>,
+    /// Why the event engine's figure was not made, when it was asked for and is missing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_skipped: Option<String>,
 }
 
 /// The steady state of `users` (≥ 1) sequences of `p`, from one finished step of it.
@@ -117,6 +132,8 @@ pub fn pipelining(p: &Program, sim: &FinishedSim, users: u32) -> Pipelining {
         per_user_tokens_per_s: aggregate / users as f64,
         per_user_token_us: users as f64 / per_cycle / hz * 1e6,
         replay: None,
+        event: None,
+        event_skipped: None,
     }
 }
 
@@ -355,11 +372,7 @@ pub fn replay_users(p: &Program, sim: &FinishedSim, users: u32, tokens: u32) -> 
             }
         }
     }
-    // The second half: tokens k ≥ tokens/2 of every user.
-    let half = (tokens / 2) as usize;
-    let t_a = done.iter().map(|d| d[half - 1]).fold(f64::MIN, f64::max);
-    let t_b = done.iter().map(|d| d[tokens as usize - 1]).fold(f64::MIN, f64::max);
-    let counted: usize = done.iter().map(|d| d.iter().filter(|&&c| c > t_a && c <= t_b).count()).sum();
+    let (t_a, t_b, per_cycle) = second_half(&done);
     let window = (t_b - t_a).max(f64::MIN_POSITIVE);
     // Per cell, the union of its holding intervals inside the window (one
     // token's regions on the same PEs overlap while they wait on each other).
@@ -379,7 +392,7 @@ pub fn replay_users(p: &Program, sim: &FinishedSim, users: u32, tokens: u32) -> 
         }
         occupancy = occupancy.max(held / window);
     }
-    let aggregate = counted as f64 / window * p.batch as f64 * hz;
+    let aggregate = per_cycle * p.batch as f64 * hz;
     let closed = pipelining(p, sim, users).aggregate_tokens_per_s;
     let makespan = done.iter().map(|d| d[tokens as usize - 1]).fold(0.0, f64::max);
     Ok(UsersReplay {
@@ -390,6 +403,153 @@ pub fn replay_users(p: &Program, sim: &FinishedSim, users: u32, tokens: u32) -> 
         makespan_us: makespan / hz * 1e6,
         bottleneck_occupancy: occupancy,
         vs_closed_form: aggregate / closed.max(f64::MIN_POSITIVE),
+    })
+}
+
+/// The rate of the second half of a run, from each user's token exit times
+/// (`done[u][t]`, every user the same count ≥ 2): from the moment every
+/// user's first half is out (`t_a`) to the last token out (`t_b`), the
+/// tokens that came out in between per cycle. Returns `(t_a, t_b, rate)`.
+fn second_half(done: &[Vec<f64>]) -> (f64, f64, f64) {
+    let tokens = done.first().map_or(0, |d| d.len());
+    let half = (tokens / 2).max(1);
+    let t_a = done.iter().map(|d| d[half - 1]).fold(f64::MIN, f64::max);
+    let t_b = done.iter().map(|d| d[tokens - 1]).fold(f64::MIN, f64::max);
+    let counted: usize = done.iter().map(|d| d.iter().filter(|&&c| c > t_a && c <= t_b).count()).sum();
+    (t_a, t_b, counted as f64 / (t_b - t_a).max(f64::MIN_POSITIVE))
+}
+
+/// Users in flight timed by an engine over the step unrolled into `users ×
+/// tokens` copies (`wafer_compiler::unroll_users`): every message of every
+/// user's tokens played together, contending for PEs, output ports and
+/// links, each user's next token starting when its sampled token has reached
+/// the embedding. A token is out when its copy's last region ends; the rate
+/// is read over the second half of the tokens, as [`replay_users`] does.
+///
+/// Unlike [`replay_users`] this holds for mappings whose regions share PEs
+/// (spread, hybrid): the event engine runs each PE's tasks as their inputs
+/// arrive and holds no PE while a region waits, so a second user's work
+/// fills a PE's idle time. It also pays what the closed form leaves out:
+/// the sampled token's trip back to the embedding, and users' messages
+/// queueing for the same links. Not modelled, as in the closed form: the KV
+/// cache of more users.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UsersSteady {
+    /// The engine that timed the unrolled program (`event` or `analytical`).
+    pub engine: String,
+    pub users: u32,
+    /// Tokens each user stepped.
+    pub tokens: u32,
+    /// Tokens per second over all users, from the second half of the run.
+    pub aggregate_tokens_per_s: f64,
+    pub per_user_tokens_per_s: f64,
+    /// Time until the last token is out, µs.
+    pub makespan_us: f64,
+    /// `aggregate_tokens_per_s` over the closed form's ([`pipelining`]).
+    pub vs_closed_form: f64,
+    /// Messages the engine played (every copy's).
+    pub messages: u64,
+    /// Fraction of the run the busiest PEs compute (stage occupancy): each
+    /// region's compute, its mean over its PEs, summed over every copy of
+    /// the regions on those PEs, over the whole run (fill and drain included).
+    pub busiest_compute: f64,
+}
+
+/// Tokens per user [`engine_steady`] steps by default: users enter
+/// staggered (`wafer_compiler::unroll_users`), so from every user's second
+/// token on the mapping holds them all and the second half is steady.
+pub const EVENT_TOKENS: u32 = 4;
+
+/// Why an engine's steady state could not be read.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SteadyError {
+    /// The unrolled program is above the engine's budget.
+    #[error("{users} users x {tokens} tokens in flight: {source}; use fewer --users")]
+    TooLarge { users: u32, tokens: u32, source: wafer_ir::ResourceError },
+    /// The run of the unrolled program did not finish.
+    #[error("{users} users x {tokens} tokens in flight: {source}")]
+    Unfinished { users: u32, tokens: u32, source: crate::result::SimError },
+    /// A copy's timing is missing: the program is not `users × tokens` copies of the step.
+    #[error("the unrolled program has no timing for user {user}'s token {token}: it is not {users} users x {tokens} tokens of the step")]
+    MissingCopy { user: u32, token: u32, users: u32, tokens: u32 },
+}
+
+/// Which engine [`engine_steady`] runs over the unrolled program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SteadyEngine {
+    /// The event engine within these limits (refused above them: [`SteadyError::TooLarge`]).
+    Event(crate::event::EventLimits),
+    /// The program-level closed form (`wafer_cost::estimate`): each region
+    /// waits for its copies before it on the same PEs, in program order.
+    Analytical,
+}
+
+/// [`UsersSteady`] of `users` (≥ 1) sequences stepping `tokens` (≥ 2) times
+/// through `p`, whose finished step is `sim`: `unrolled` (verified: `info`)
+/// is `p` unrolled by `wafer_compiler::unroll_users` with the same users and
+/// tokens, timed here by `engine`.
+pub fn engine_steady(
+    p: &Program,
+    sim: &FinishedSim,
+    unrolled: &Program,
+    info: &ProgramInfo,
+    users: u32,
+    tokens: u32,
+    engine: SteadyEngine,
+) -> Result<UsersSteady, SteadyError> {
+    let (users, tokens) = (users.max(1), tokens.max(2));
+    let (run, name) = match engine {
+        SteadyEngine::Event(limits) => (
+            crate::event::try_simulate_event(unrolled, info, &limits).map_err(|source| SteadyError::TooLarge {
+                users,
+                tokens,
+                source,
+            })?,
+            "event",
+        ),
+        SteadyEngine::Analytical => (crate::analytical::simulate_analytical(unrolled, info), "analytical"),
+    };
+    let run = run.finished().map_err(|source| SteadyError::Unfinished { users, tokens, source })?;
+    let mut done = vec![vec![f64::NAN; tokens as usize]; users as usize];
+    for r in &run.regions {
+        let Some((_, tag)) = r.region.rsplit_once('@') else { continue };
+        let Some((u, t)) = tag.strip_prefix('u').and_then(|x| x.split_once('t')) else { continue };
+        if let (Ok(u), Ok(t)) = (u.parse::<usize>(), t.parse::<usize>()) {
+            if let Some(slot) = done.get_mut(u).and_then(|d| d.get_mut(t)) {
+                *slot = if slot.is_nan() { r.end } else { slot.max(r.end) };
+            }
+        }
+    }
+    for (u, d) in done.iter().enumerate() {
+        if let Some(t) = d.iter().position(|x| x.is_nan()) {
+            return Err(SteadyError::MissingCopy { user: u as u32, token: t as u32, users, tokens });
+        }
+    }
+    let (_, _, per_cycle) = second_half(&done);
+    let hz = p.arch.clock_ghz * 1e9;
+    let aggregate = per_cycle * p.batch as f64 * hz;
+    let closed = pipelining(p, sim, users).aggregate_tokens_per_s;
+    // Compute per cell of PEs, summed over the regions (and copies) there.
+    let at: BTreeMap<&str, usize> = unrolled.regions.iter().enumerate().map(|(i, r)| (r.name.as_str(), i)).collect();
+    let occ = Occupancy::new(&unrolled.regions.iter().map(|r| (r.wafer, r.rect)).collect::<Vec<_>>());
+    let mut busy = vec![0.0f64; occ.cells().len()];
+    for t in &run.regions {
+        if let Some(r) = at.get(t.region.as_str()).map(|&i| &unrolled.regions[i]) {
+            for c in occ.cells_of(r.wafer, r.rect) {
+                busy[c] += t.busy_fraction;
+            }
+        }
+    }
+    Ok(UsersSteady {
+        engine: name.into(),
+        users,
+        tokens,
+        aggregate_tokens_per_s: aggregate,
+        per_user_tokens_per_s: aggregate / users as f64,
+        makespan_us: run.cycles / hz * 1e6,
+        vs_closed_form: aggregate / closed.max(f64::MIN_POSITIVE),
+        messages: info.messages,
+        busiest_compute: busy.iter().copied().fold(0.0, f64::max),
     })
 }
 

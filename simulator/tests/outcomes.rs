@@ -59,7 +59,8 @@ fn every_message_carries_the_purpose_its_route_and_destination_imply_with_or_wit
                     (RouteKind::Norm, _) => matches!(m.purpose, Purpose::Collective | Purpose::NormBcast),
                     (RouteKind::Reduce | RouteKind::Argmax, _) => m.purpose == Purpose::Collective,
                     (RouteKind::Bcast, _) => m.purpose == Purpose::RowBcast,
-                    (RouteKind::Forward, Work::Embedding { .. } | Work::Gemm { .. }) => false,
+                    (RouteKind::Forward, Work::Embedding { .. }) => m.purpose == Purpose::Token,
+                    (RouteKind::Forward, Work::Gemm { .. }) => false,
                 };
                 assert!(ok, "{} ({:?}) into `{}`: {:?}", rt.kind.name(), rt.kind, dst.name, m.purpose);
                 if !arch.router.multicast {

@@ -498,6 +498,7 @@ pub fn run(a: Args) -> Result<(), Exit> {
             Err(wafer_simulator::ReplayError::SharedPes { .. }) => None,
             Err(e) => return Err(Exit { code: 2, message: format!("--users: {e}") }),
         };
+        users_by_event(&mut users, &program, &r.simulation, a.engine)?;
     }
     r.users = Some(users);
     attach_prefill(&mut r, &program, &step, &a.gpu, &a.prefill)?;
@@ -509,6 +510,50 @@ pub fn run(a: Args) -> Result<(), Exit> {
     match a.format {
         Format::Json => print!("{}", to_json(&r)),
         Format::Text => print!("{}", r.to_text()),
+    }
+    Ok(())
+}
+
+/// The users of `--users` timed by the event engine over the step unrolled
+/// into users x [`wafer_simulator::EVENT_TOKENS`] copies, into `users.event`:
+/// with `--engine event` (refused above its limits: exit 2), or `auto`
+/// within `--max-memory` and [`AUTO_EVENTS`] (else `users.event_skipped` says why).
+fn users_by_event(
+    users: &mut wafer_simulator::Pipelining,
+    program: &wafer_ir::Program,
+    sim: &FinishedSim,
+    engine: Engine,
+) -> Result<(), Exit> {
+    let limits = match engine {
+        Engine::Event => event_limits(),
+        Engine::Auto => EventLimits { max_events: AUTO_EVENTS, ..event_limits() },
+        Engine::Analytical | Engine::Functional => return Ok(()),
+    };
+    let refuse = |e: String| -> Result<(), Exit> {
+        match engine {
+            Engine::Event => Err(Exit { code: 2, message: format!("--users with --engine event: {e}") }),
+            _ => Ok(()),
+        }
+    };
+    let n = users.users;
+    let tokens = wafer_simulator::EVENT_TOKENS;
+    let info = wafer_ir::verify_program(program).map_err(|e| Exit { code: 1, message: e.to_string() })?;
+    let (u, ui) = match wafer_compiler::unroll_users(program, &info, n, tokens) {
+        Ok(x) => x,
+        Err(e) => {
+            users.event_skipped = Some(e.to_string());
+            return refuse(e.to_string());
+        }
+    };
+    let run =
+        wafer_simulator::engine_steady(program, sim, &u, &ui, n, tokens, wafer_simulator::SteadyEngine::Event(limits));
+    match run {
+        Ok(s) => users.event = Some(s),
+        Err(e @ wafer_simulator::SteadyError::TooLarge { .. }) => {
+            users.event_skipped = Some(e.to_string());
+            return refuse(e.to_string());
+        }
+        Err(e) => return Err(Exit { code: 1, message: format!("--users: {e}") }),
     }
     Ok(())
 }
