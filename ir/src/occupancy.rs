@@ -128,6 +128,17 @@ impl Occupancy {
         cy.flat_map(|j| cx.clone().map(move |i| j * nx + i)).map(|k| g.ids[k]).filter(|&id| id != usize::MAX).collect()
     }
 
+    /// Id (in [`Occupancy::cells`] order) of the cell holding `pe` on `wafer`, if a rectangle covers it.
+    pub fn cell_at(&self, wafer: u32, pe: Pe) -> Option<usize> {
+        let g = self.grids.iter().find(|g| g.wafer == wafer)?;
+        let i = g.xs.partition_point(|&x| x <= pe.x).checked_sub(1)?;
+        let j = g.ys.partition_point(|&y| y <= pe.y).checked_sub(1)?;
+        if i >= g.nx() || j + 1 >= g.ys.len() {
+            return None;
+        }
+        Some(g.ids[j * g.nx() + i]).filter(|&id| id != usize::MAX)
+    }
+
     /// Dense index of `pe` on `wafer`, if a rectangle covers it.
     pub fn index(&self, wafer: u32, pe: Pe) -> Option<u64> {
         let g = self.grids.iter().find(|g| g.wafer == wafer)?;

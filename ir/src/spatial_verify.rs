@@ -8,7 +8,10 @@
 //! matrices, colors within the router's limit with same-colored routes
 //! disjoint wherever they can be live together (a route is live from its
 //! source's turn to its destination's), every receive matched by a send of the same
-//! size, routes between existing regions in execution order. Returns a
+//! size, routes between existing regions in execution order, and every
+//! region's task list executable ([`crate::dataflow::check_region`]: each
+//! route it takes part in listed once, one compute, inputs before it, sends
+//! last). Returns a
 //! witness, [`ProgramInfo`], that the simulators require. Must not: repair.
 
 use crate::limits::{MAX_BATCH, MAX_CONTEXT, MAX_PROGRAM_MESSAGES, MAX_WAFERS};
@@ -612,6 +615,12 @@ pub fn verify_program_checks(p: &Program, checks: Checks) -> Result<ProgramInfo,
                     )),
                 },
                 Step::Compute => {}
+            }
+        }
+        if d.iter().all(|x| !matches!(x, ProgramDiag::Region { region, .. } if *region == me)) {
+            // The order: what the engines execute (`crate::dataflow`).
+            for msg in crate::dataflow::check_region(p, i) {
+                d.push(reg_err(i, msg));
             }
         }
     }

@@ -23,7 +23,11 @@
 //!   the head at `H` holds the whole message at `H + serialization(bytes)`.
 //!   Everything a delivery sets off (compute, adds, epilogues) is arithmetic on
 //!   the arrival times and ends in further departures, which are queued.
-//! * A PE sends through one output port, one message after the other.
+//! * A PE sends through one output port, one message after the other, in the
+//!   order of its region's task list (`wafer_ir::dataflow`). The task list
+//!   also says when a Gemv's row root may compute: a residual received before
+//!   `Compute` holds the root's compute until it is in; one received after the
+//!   reduction (the compiler's schedule) holds only the epilogue.
 //! * Each time value carries its critical path split into compute, on-wafer
 //!   communication, inter-wafer communication and waiting (link or system-link
 //!   contention), and the output line it came from; the result's breakdown is
@@ -67,7 +71,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap};
 use wafer_ir::{
     for_each_message, route_message_bound, DType, Occupancy, Pe, Program, ProgramInfo, Purpose, Rect, Reduce, Region,
-    RouteId, RouteKind, Work,
+    RouteId, RouteKind, TaskKind, Work,
 };
 
 /// Limits of one run.
@@ -346,7 +350,7 @@ pub fn simulate_event(p: &Program, info: &ProgramInfo, limits: &EventLimits) -> 
 
 /// [`simulate_event`], also returning the run's counters.
 pub fn simulate_event_with_stats(p: &Program, info: &ProgramInfo, limits: &EventLimits) -> (SimResult, EventStats) {
-    let mut sim = Sim::new(p);
+    let mut sim = Sim::new(p, info);
     sim.start();
     let outcome = sim.run(limits);
     let res = sim.result(info, outcome, limits);
@@ -937,6 +941,9 @@ struct Reg<'p> {
     done: bool,
     /// Structural reasons it can never finish (for the deadlock report).
     stuck: Vec<String>,
+    /// Gemv whose task list receives the residual before computing: each row
+    /// root computes only once its residual is in.
+    res_first: bool,
 }
 
 struct Sim<'p> {
@@ -965,6 +972,12 @@ struct Sim<'p> {
     line_red: Vec<Option<Stamp>>,
     res_pending: Vec<u32>,
     res_stamp: Vec<Stamp>,
+    /// Per output line of a `res_first` Gemv: the row root's compute, ready
+    /// but waiting for its residual.
+    res_hold: Vec<Option<Stamp>>,
+    /// Per route: the position of its send in its source's task list (an
+    /// output PE sends in that order).
+    send_rank: Vec<u32>,
     q_pending: Vec<u32>,
     q_ready: Vec<bool>,
     kv_pending: Vec<u32>,
@@ -1008,8 +1021,10 @@ fn len(s: (u64, u64)) -> u64 {
 }
 
 impl<'p> Sim<'p> {
-    fn new(p: &'p Program) -> Sim<'p> {
+    fn new(p: &'p Program, info: &ProgramInfo) -> Sim<'p> {
         let a = &p.arch;
+        // The order each region runs its tasks in (`wafer_ir::dataflow`).
+        let df = wafer_ir::lower(p, info);
         let mut regs: Vec<Reg<'p>> = Vec::with_capacity(p.regions.len());
         let (mut lines, mut line_reg) = (0u32, Vec::new());
         for (i, r) in p.regions.iter().enumerate() {
@@ -1072,6 +1087,8 @@ impl<'p> Sim<'p> {
                 end: 0,
                 done: false,
                 stuck: Vec::new(),
+                res_first: matches!(r.work, Work::Gemv { .. })
+                    && df.regions[i].gates_compute(Purpose::Residual),
             });
         }
         let rects: Vec<(u32, Rect)> = regs.iter().filter(|g| g.active).map(|g| (g.r.wafer, g.r.rect)).collect();
@@ -1107,6 +1124,14 @@ impl<'p> Sim<'p> {
             line_red: vec![None; nl],
             res_pending: vec![0; nl],
             res_stamp: vec![Stamp::ZERO; nl],
+            res_hold: vec![None; nl],
+            send_rank: (0..p.routes.len())
+                .map(|j| {
+                    let src = p.routes[j].src.0 as usize;
+                    df.regions.get(src).and_then(|t| t.position(TaskKind::Send, RouteId(j as u32))).unwrap_or(0)
+                        as u32
+                })
+                .collect(),
             q_pending: vec![0; nl],
             q_ready: vec![false; nl],
             kv_pending: vec![0; nl],
@@ -1297,7 +1322,13 @@ impl<'p> Sim<'p> {
                 self.fabric.refs[walk_wafer as usize] += 1;
             }
         }
-        // Output-line send lists (stable: route order, then message order).
+        // Output-line send lists, in the order of the source's task list
+        // (stable: then message order). The compiler's schedule lists sends
+        // in route order, the order messages were made in.
+        let rank = |&(_, id): &(u32, u32)| self.send_rank[self.msgs[id as usize].route as usize];
+        if !line_sends.is_sorted_by_key(rank) {
+            line_sends.sort_by_key(rank);
+        }
         let nl = self.line_out.len();
         (self.out_off, self.out_msgs) = by_line(nl, line_sends);
         (self.bc_off, self.bc_msgs) = by_line(nl, bcast_sends);
@@ -1929,8 +1960,14 @@ impl<'p> Sim<'p> {
                 let gl = (self.regs[reg].line_base + line) as usize;
                 self.res_stamp[gl] = self.res_stamp[gl].later(s);
                 self.res_pending[gl] -= 1;
-                if self.res_pending[gl] == 0 && self.line_red[gl].is_some() {
-                    self.line_finish(reg, line);
+                if self.res_pending[gl] == 0 {
+                    if let Some(ready) = self.res_hold[gl].take() {
+                        // The row root was waiting on it to compute.
+                        let (rect, o) = (self.regs[reg].r.rect, self.regs[reg].r.out_pe(line));
+                        self.gemv_pe(reg, o.y - rect.y, o.x - rect.x, ready);
+                    } else if self.line_red[gl].is_some() {
+                        self.line_finish(reg, line);
+                    }
                 }
             }
             Dest::RowBcast { reg, line } => {
@@ -1978,9 +2015,22 @@ impl<'p> Sim<'p> {
         }
     }
 
-    fn gemv_pe(&mut self, reg: usize, r: u32, c: u32, ready: Stamp) {
+    fn gemv_pe(&mut self, reg: usize, r: u32, c: u32, mut ready: Stamp) {
         let g = &self.regs[reg];
         let Work::Gemv { acc, mac, .. } = g.r.work else { return };
+        if g.res_first {
+            let pe = g.r.rect.pe(r, c);
+            let l = self.line_of(reg, pe);
+            if g.r.out_pe(l) == pe {
+                let gl = (g.line_base + l) as usize;
+                if self.res_pending[gl] > 0 {
+                    self.res_hold[gl] = Some(ready);
+                    return;
+                }
+                ready = ready.later(self.res_stamp[gl]);
+            }
+        }
+        let g = &self.regs[reg];
         let cost = if mac {
             timing::gemv_compute(
                 &self.p.arch,
