@@ -211,9 +211,8 @@ fn lower_region(p: &Program, i: usize) -> RegionTasks {
                 Step::Send { route, bytes } => (TaskKind::Send, Some(route), bytes),
             };
             let nreg = p.regions.len() as u32;
-            let known = route.filter(|rt| {
-                p.routes.get(rt.0 as usize).is_some_and(|r| r.src.0 < nreg && r.dst.0 < nreg)
-            });
+            let known =
+                route.filter(|rt| p.routes.get(rt.0 as usize).is_some_and(|r| r.src.0 < nreg && r.dst.0 < nreg));
             Task {
                 kind,
                 route,

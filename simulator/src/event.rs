@@ -1087,8 +1087,7 @@ impl<'p> Sim<'p> {
                 end: 0,
                 done: false,
                 stuck: Vec::new(),
-                res_first: matches!(r.work, Work::Gemv { .. })
-                    && df.regions[i].gates_compute(Purpose::Residual),
+                res_first: matches!(r.work, Work::Gemv { .. }) && df.regions[i].gates_compute(Purpose::Residual),
             });
         }
         let rects: Vec<(u32, Rect)> = regs.iter().filter(|g| g.active).map(|g| (g.r.wafer, g.r.rect)).collect();
@@ -1128,8 +1127,7 @@ impl<'p> Sim<'p> {
             send_rank: (0..p.routes.len())
                 .map(|j| {
                     let src = p.routes[j].src.0 as usize;
-                    df.regions.get(src).and_then(|t| t.position(TaskKind::Send, RouteId(j as u32))).unwrap_or(0)
-                        as u32
+                    df.regions.get(src).and_then(|t| t.position(TaskKind::Send, RouteId(j as u32))).unwrap_or(0) as u32
                 })
                 .collect(),
             q_pending: vec![0; nl],

@@ -109,4 +109,3 @@ pub fn gemv(n: u64, k: u64, tile_n: u64, tile_k: u64, reduce: Reduce, norm: bool
         batch_chunk: 0,
     }
 }
-
