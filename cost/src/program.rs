@@ -13,7 +13,7 @@
 
 use crate::region::{region_cost, RegionCost};
 use crate::timing::*;
-use wafer_ir::{route_messages, ArchSpec, Dataflow, Program, ProgramInfo, RouteKind, TaskKind, Work};
+use wafer_ir::{route_messages, ArchSpec, Dataflow, Dir, Program, ProgramInfo, RouteKind, TaskKind, Work};
 
 /// The closed form of one step of a program.
 #[derive(Debug, Clone, PartialEq)]
@@ -66,13 +66,13 @@ fn busiest_link(a: &ArchSpec, msgs: &[wafer_ir::Message]) -> u64 {
     let mut segs: Vec<Segment> = Vec::with_capacity(2 * msgs.len());
     for m in msgs {
         let ser = serialization(a, m.bytes);
-        if m.from.x != m.to.x {
-            let (lo, hi) = (m.from.x.min(m.to.x), m.from.x.max(m.to.x));
-            segs.push(((0, m.from.y, m.to.x > m.from.x), lo, hi, ser));
-        }
-        if m.from.y != m.to.y {
-            let (lo, hi) = (m.from.y.min(m.to.y), m.from.y.max(m.to.y));
-            segs.push(((1, m.to.x, m.to.y > m.from.y), lo, hi, ser));
+        for leg in wafer_ir::xy_path(m.from, m.to).into_iter().filter(|l| l.len > 0) {
+            // The span of the PEs its links leave, along its line.
+            let r = leg.senders();
+            segs.push(match leg.dir {
+                Dir::E | Dir::W => ((0, r.y, leg.dir == Dir::E), r.x, r.x + r.w, ser),
+                Dir::S | Dir::N => ((1, r.x, leg.dir == Dir::S), r.y, r.y + r.h, ser),
+            });
         }
     }
     segs.sort_unstable();

@@ -8,7 +8,7 @@
 //! first column), with the region, layer and turn it serves. The order is the
 //! compiler's `schedule`: the engines execute it, so a change to a task list
 //! changes what they do. Also the rules a task list must satisfy
-//! ([`check_region`], run by the spatial verifier on `Region::steps`).
+//! ([`check_tasks`], run by the spatial verifier on `Region::steps`).
 //!
 //! Compact by construction: one template per region, never a list per PE (a
 //! spread mapping stacks hundreds of regions on ~900k PEs). A PE's view
@@ -293,11 +293,48 @@ impl Dataflow {
     }
 }
 
-/// The rules region `i`'s task list breaks (see the module doc), each naming
-/// the task; empty when it is executable. Routes named by steps must exist
-/// (the verifier reports undefined ones before calling this).
-pub fn check_region(p: &Program, i: usize) -> Vec<String> {
-    let me = RegionId(i as u32);
+/// The routes each region takes part in, and how: a `Send` of every
+/// non-collective route it starts, a `Recv` of every one it ends, a
+/// `Collective` of every collective route of its own. One pass over the routes.
+fn roles(p: &Program) -> Vec<Vec<(TaskKind, RouteId)>> {
+    let nreg = p.regions.len();
+    let mut out = vec![Vec::new(); nreg];
+    for (j, rt) in p.routes.iter().enumerate() {
+        let id = RouteId(j as u32);
+        let (s, d) = (rt.src.0 as usize, rt.dst.0 as usize);
+        if rt.kind.is_collective() {
+            if s < nreg {
+                out[s].push((TaskKind::Collective, id));
+            }
+        } else {
+            if s < nreg {
+                out[s].push((TaskKind::Send, id));
+            }
+            if d < nreg && d != s {
+                out[d].push((TaskKind::Recv, id));
+            }
+        }
+    }
+    out
+}
+
+/// The rules the task lists of `p` break (see the module doc), as (region,
+/// message naming the task); empty when every list is executable. Regions
+/// for which `skip` holds are not checked (the verifier skips those whose
+/// steps it already refused). Routes named by steps must exist.
+pub fn check_tasks(p: &Program, skip: impl Fn(usize) -> bool) -> Vec<(RegionId, String)> {
+    let roles = roles(p);
+    let mut out = Vec::new();
+    for (i, expected) in roles.iter().enumerate() {
+        if !skip(i) {
+            out.extend(check_region(p, i, expected).into_iter().map(|m| (RegionId(i as u32), m)));
+        }
+    }
+    out
+}
+
+/// The rules region `i`'s task list breaks, given the routes it takes part in.
+fn check_region(p: &Program, i: usize, expected: &[(TaskKind, RouteId)]) -> Vec<String> {
     let rt = lower_region(p, i);
     let mut out = Vec::new();
     let computes: Vec<usize> =
@@ -309,30 +346,14 @@ pub fn check_region(p: &Program, i: usize) -> Vec<String> {
     let nroutes = p.routes.len();
     let kind_of = |t: &Task| t.route.filter(|r| (r.0 as usize) < nroutes).map(|r| p.route(r).kind);
     // Every route the region takes part in, exactly once.
-    for (j, route) in p.routes.iter().enumerate() {
-        let id = RouteId(j as u32);
-        let roles: &[TaskKind] = if route.kind.is_collective() {
-            if route.src == me {
-                &[TaskKind::Collective]
-            } else {
-                &[]
-            }
-        } else if route.src == me {
-            &[TaskKind::Send]
-        } else if route.dst == me {
-            &[TaskKind::Recv]
-        } else {
-            &[]
-        };
-        for &kind in roles {
-            let n = rt.tasks.iter().filter(|t| t.kind == kind && t.route == Some(id)).count();
-            if n != 1 {
-                let what = Task { kind, route: Some(id), purposes: Purposes::default(), bytes: 0, at: Members::All };
-                out.push(format!(
-                    "takes part in {} route {id} but lists `{what}` {n} times (exactly once)",
-                    route.kind.name()
-                ));
-            }
+    for &(kind, id) in expected {
+        let n = rt.tasks.iter().filter(|t| t.kind == kind && t.route == Some(id)).count();
+        if n != 1 {
+            let what = Task { kind, route: Some(id), purposes: Purposes::default(), bytes: 0, at: Members::All };
+            out.push(format!(
+                "takes part in {} route {id} but lists `{what}` {n} times (exactly once)",
+                p.route(id).kind.name()
+            ));
         }
     }
     let reduce = rt.tasks.iter().position(|t| t.kind == TaskKind::Collective && kind_of(t) == Some(RouteKind::Reduce));

@@ -34,15 +34,15 @@ pub use arch::{
 };
 pub use cost::{check_costs, graph_stats, op_cost, try_op_cost, CostOverflow, GraphStats, OpCost};
 pub use dataflow::{
-    check_region, lower, route_purposes, Dataflow, Members, PeTask, Purposes, RegionTasks, Task, TaskKind,
+    check_tasks, lower, route_purposes, Dataflow, Members, PeTask, Purposes, RegionTasks, Task, TaskKind,
 };
 pub use dtype::DType;
 pub use graph::{ActFn, Elementwise, Graph, GraphBuilder, NormKind, Op, OpId, OpKind, Tensor, TensorId, TensorKind};
 pub use limits::{fmt_bytes, ResourceError};
 pub use occupancy::{Cell, Occupancy};
 pub use spatial::{
-    footprints_meet, for_each_message, route_footprint, route_messages, sram_need, Message, Pe, Program, Purpose, Rect,
-    Reduce, Region, RegionId, Route, RouteId, RouteKind, Sram, Step, Work,
+    footprints_meet, for_each_message, route_footprint, route_messages, sram_need, tail_legs, xy_path, Dir, Leg,
+    Message, Pe, Program, Purpose, Rect, Reduce, Region, RegionId, Route, RouteId, RouteKind, Sram, Step, Work,
 };
 pub use spatial_text::{parse_program, print_program, ParseError};
 pub use spatial_verify::{

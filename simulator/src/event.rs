@@ -70,8 +70,8 @@ use crate::timing;
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap};
 use wafer_ir::{
-    for_each_message, route_message_bound, DType, Occupancy, Pe, Program, ProgramInfo, Purpose, Rect, Reduce, Region,
-    RouteId, RouteKind, TaskKind, Work,
+    for_each_message, route_message_bound, DType, Dir, Occupancy, Pe, Program, ProgramInfo, Purpose, Rect, Reduce,
+    Region, RouteId, RouteKind, TaskKind, Work,
 };
 
 /// Limits of one run.
@@ -581,14 +581,6 @@ struct Reach {
     dist: u32,
 }
 
-#[derive(Clone, Copy)]
-enum Dir {
-    E,
-    W,
-    N,
-    S,
-}
-
 /// Every wafer's [`Plane`], allocated at first touch and released once the
 /// wafer's last user is done (see the module doc).
 struct Fabric {
@@ -688,7 +680,7 @@ impl Fabric {
         let (h, hop) = (self.h, self.hop);
         let pl = self.plane(wafer);
         let mut n = 0u64;
-        let (mut x, mut y, mut head, mut d) = (from.x, from.y, dep, 0u32);
+        let (mut head, mut d) = (dep, 0u32);
         let mut cross = |dir: Dir, x: u32, y: u32, head: u64| -> u64 {
             let (x, y) = (x as usize, y as usize);
             let l = match dir {
@@ -703,36 +695,23 @@ impl Fabric {
             n += 1;
             e + hop
         };
-        while x < to.x {
-            head = cross(Dir::E, x, y, head);
-            x += 1;
-            d += 1;
+        // The path and the tail are `wafer_ir`'s legs (`xy_path`, `Message::tail`).
+        for leg in wafer_ir::xy_path(from, to) {
+            for i in 0..leg.len {
+                let at = leg.link(i);
+                head = cross(leg.dir, at.x, at.y, head);
+            }
+            d += leg.len;
         }
-        while x > to.x {
-            head = cross(Dir::W, x, y, head);
-            x -= 1;
-            d += 1;
-        }
-        while y < to.y {
-            head = cross(Dir::S, x, y, head);
-            y += 1;
-            d += 1;
-        }
-        while y > to.y {
-            head = cross(Dir::N, x, y, head);
-            y -= 1;
-            d += 1;
-        }
+        let (x, y) = (to.x, to.y);
         let row0 = out.len();
         out.push(Reach { x, y, head, dist: d });
+        let [tail, _] = wafer_ir::tail_legs(to, fan_cols, fan_rows, west);
         for j in 0..fan_cols {
-            if west {
-                head = cross(Dir::W, x - j, y, head);
-                out.push(Reach { x: x - j - 1, y, head, dist: d + j + 1 });
-            } else {
-                head = cross(Dir::E, x + j, y, head);
-                out.push(Reach { x: x + j + 1, y, head, dist: d + j + 1 });
-            }
+            let at = tail.link(j);
+            head = cross(tail.dir, at.x, at.y, head);
+            let next = tail.link(j + 1);
+            out.push(Reach { x: next.x, y, head, dist: d + j + 1 });
         }
         for j in 0..=fan_cols as usize {
             let r = out[row0 + j];
