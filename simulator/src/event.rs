@@ -611,6 +611,42 @@ fn plane_load(p: &Plane) -> (u64, u64, u64) {
     (max, sum, used)
 }
 
+/// Reserves the links of `leg`'s first lane, in order, each for `ser`
+/// cycles from the head's entry (`max(head, free)`, then `hop` to the next);
+/// calls `at(i, head)` with the head's arrival at the PE link `i` reaches.
+/// Returns the head's arrival at the leg's end.
+#[inline(always)]
+fn cross_leg(
+    pl: &mut Plane,
+    h: usize,
+    hop: u64,
+    ser: u64,
+    leg: wafer_ir::Leg,
+    mut head: u64,
+    mut at: impl FnMut(u32, u64),
+) -> u64 {
+    if leg.len == 0 {
+        return head;
+    }
+    let (links, stride): (&mut [Link], isize) = match leg.dir {
+        Dir::E => (&mut pl.east, h as isize),
+        Dir::W => (&mut pl.west, -(h as isize)),
+        Dir::S => (&mut pl.south, 1),
+        Dir::N => (&mut pl.north, -1),
+    };
+    let mut k = (leg.from.x as usize * h + leg.from.y as usize) as isize;
+    for i in 0..leg.len {
+        let l = &mut links[k as usize];
+        let (free, busy) = (l.free, l.busy);
+        let e = head.max(free);
+        *l = Link { free: e + ser, busy: busy.saturating_add(ser as u32) };
+        head = e + hop;
+        at(i, head);
+        k += stride;
+    }
+    head
+}
+
 impl Fabric {
     fn new(w: u32, h: u32, wafers: u32, hop: u64, pes: Vec<usize>) -> Fabric {
         Fabric {
@@ -679,48 +715,28 @@ impl Fabric {
     ) {
         let (h, hop) = (self.h, self.hop);
         let pl = self.plane(wafer);
-        let mut n = 0u64;
+        // The path and the tail are `wafer_ir`'s legs (`xy_path`, `tail_legs`).
         let (mut head, mut d) = (dep, 0u32);
-        let mut cross = |dir: Dir, x: u32, y: u32, head: u64| -> u64 {
-            let (x, y) = (x as usize, y as usize);
-            let l = match dir {
-                Dir::E => &mut pl.east[x * h + y],
-                Dir::W => &mut pl.west[x * h + y],
-                Dir::N => &mut pl.north[x * h + y],
-                Dir::S => &mut pl.south[x * h + y],
-            };
-            let (free, busy) = (l.free, l.busy);
-            let e = head.max(free);
-            *l = Link { free: e + ser, busy: busy.saturating_add(ser as u32) };
-            n += 1;
-            e + hop
-        };
-        // The path and the tail are `wafer_ir`'s legs (`xy_path`, `Message::tail`).
         for leg in wafer_ir::xy_path(from, to) {
-            for i in 0..leg.len {
-                let at = leg.link(i);
-                head = cross(leg.dir, at.x, at.y, head);
-            }
+            head = cross_leg(pl, h, hop, ser, leg, head, |_, _| {});
             d += leg.len;
         }
-        let (x, y) = (to.x, to.y);
         let row0 = out.len();
-        out.push(Reach { x, y, head, dist: d });
-        let [tail, _] = wafer_ir::tail_legs(to, fan_cols, fan_rows, west);
-        for j in 0..fan_cols {
-            let at = tail.link(j);
-            head = cross(tail.dir, at.x, at.y, head);
-            let next = tail.link(j + 1);
-            out.push(Reach { x: next.x, y, head, dist: d + j + 1 });
-        }
+        out.push(Reach { x: to.x, y: to.y, head, dist: d });
+        let [row, fan] = wafer_ir::tail_legs(to, fan_cols, fan_rows, west);
+        cross_leg(pl, h, hop, ser, row, head, |j, hd| {
+            let at = row.link(j + 1);
+            out.push(Reach { x: at.x, y: at.y, head: hd, dist: d + j + 1 })
+        });
+        // Down every column the row reached, from the head's arrival there.
         for j in 0..=fan_cols as usize {
             let r = out[row0 + j];
-            let mut hh = r.head;
-            for i in 0..fan_rows {
-                hh = cross(Dir::S, r.x, r.y + i, hh);
-                out.push(Reach { x: r.x, y: r.y + i + 1, head: hh, dist: r.dist + i + 1 });
-            }
+            let col = wafer_ir::Leg { from: Pe { x: r.x, y: r.y }, lanes: 1, ..fan };
+            cross_leg(pl, h, hop, ser, col, r.head, |i, hd| {
+                out.push(Reach { x: r.x, y: r.y + i + 1, head: hd, dist: r.dist + i + 1 })
+            });
         }
+        let n = d as u64 + fan_cols as u64 + (fan_cols as u64 + 1) * fan_rows as u64;
         self.crossings += n;
     }
 
