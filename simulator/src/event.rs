@@ -1246,7 +1246,8 @@ impl<'p> Sim<'p> {
                         let sl = self.regs[si].line_base + self.line_of(si, m.from);
                         let dl = self.line_of(di, m.to);
                         let gl = (self.regs[di].line_base + dl) as usize;
-                        if rt.kind == RouteKind::Residual {
+                        // The tag says what the message is for (`Purpose`).
+                        if m.purpose == Purpose::Residual {
                             line_sends.push((sl, id));
                             self.res_pending[gl] += 1;
                             Dest::Residual { reg: di as u32, line: dl }
