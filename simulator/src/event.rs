@@ -1234,65 +1234,59 @@ impl<'p> Sim<'p> {
                 (RouteKind::Reduce | RouteKind::Argmax | RouteKind::Norm, _) => continue,
                 _ => {}
             }
-            let norm_rounds = Reduce::Tree.rounds(src.rect.w).len() as u32;
             let inter_wafer = src.wafer != dst.wafer;
             let (sw, dw) = (self.wafer_of(si), self.wafer_of(di));
             let mut pushed = Vec::new();
             for_each_message(p, RouteId(ri as u32), |m| pushed.push(*m));
             for m in pushed {
                 let id = self.msgs.len() as u32;
-                let dest = match rt.kind {
-                    RouteKind::Forward | RouteKind::Residual => {
-                        let sl = self.regs[si].line_base + self.line_of(si, m.from);
-                        let dl = self.line_of(di, m.to);
-                        let gl = (self.regs[di].line_base + dl) as usize;
-                        // The tag says what the message is for (`Purpose`).
-                        if m.purpose == Purpose::Residual {
-                            line_sends.push((sl, id));
-                            self.res_pending[gl] += 1;
-                            Dest::Residual { reg: di as u32, line: dl }
-                        } else {
-                            match dst.work {
-                                Work::Gemv { .. } => {
-                                    line_sends.push((sl, id));
-                                    let col = m.to.x - dst.rect.x;
-                                    self.regs[di].col_expected[col as usize] += 1;
-                                    Dest::GemvCol { reg: di as u32, col }
-                                }
-                                Work::Attention { .. } => {
-                                    line_sends.push((sl, id));
-                                    // The tag, not the geometry: without multicast a query
-                                    // arrives as one unicast per PE of its block.
-                                    if m.purpose == Purpose::Query {
-                                        self.q_pending[gl] += 1;
-                                        Dest::AttnQ { reg: di as u32, block: dl }
-                                    } else {
-                                        self.kv_pending[gl] += 1;
-                                        Dest::AttnKv { reg: di as u32, block: dl }
-                                    }
-                                }
-                                // for_each_message sends nothing into an embedding.
-                                Work::Embedding { .. } | Work::Gemm { .. } => continue,
-                            }
-                        }
+                // What the message feeds, from its tag (`Purpose`), never its
+                // geometry: without multicast a query arrives as one unicast
+                // per PE of its block, the norm's broadcast as one per column.
+                let into = |s: &Self| {
+                    let dl = s.line_of(di, m.to);
+                    (s.regs[si].line_base + s.line_of(si, m.from), dl, (s.regs[di].line_base + dl) as usize)
+                };
+                let dest = match m.purpose {
+                    Purpose::ColumnInput => {
+                        let (sl, _, _) = into(self);
+                        line_sends.push((sl, id));
+                        let col = m.to.x - dst.rect.x;
+                        self.regs[di].col_expected[col as usize] += 1;
+                        Dest::GemvCol { reg: di as u32, col }
                     }
-                    RouteKind::Bcast => {
-                        let Work::Gemv { .. } = src.work else { continue };
+                    Purpose::Query => {
+                        let (sl, dl, gl) = into(self);
+                        line_sends.push((sl, id));
+                        self.q_pending[gl] += 1;
+                        Dest::AttnQ { reg: di as u32, block: dl }
+                    }
+                    Purpose::KvAppend => {
+                        let (sl, dl, gl) = into(self);
+                        line_sends.push((sl, id));
+                        self.kv_pending[gl] += 1;
+                        Dest::AttnKv { reg: di as u32, block: dl }
+                    }
+                    Purpose::Residual => {
+                        let (sl, dl, gl) = into(self);
+                        line_sends.push((sl, id));
+                        self.res_pending[gl] += 1;
+                        Dest::Residual { reg: di as u32, line: dl }
+                    }
+                    Purpose::RowBcast => {
                         let l = self.line_of(si, m.from);
                         let gl = self.regs[si].line_base + l;
                         bcast_sends.push((gl, id));
                         self.bc_pending[gl as usize] += 1;
                         Dest::RowBcast { reg: si as u32, line: l }
                     }
-                    RouteKind::Norm => {
-                        if m.round < norm_rounds {
-                            continue; // the tree: implicit
-                        }
-                        // The norm's broadcast back along row 0 (without multicast, the last unicast).
+                    Purpose::NormBcast => {
+                        // Without multicast, the last unicast stands for it.
                         self.regs[si].bcast = id;
                         Dest::NormBcast { reg: si as u32 }
                     }
-                    RouteKind::Reduce | RouteKind::Argmax => continue,
+                    // Collective rounds are implicit (the region's patterns).
+                    Purpose::Collective => continue,
                 };
                 let port = self.phys(sw, m.from);
                 let walk_wafer = if m.inter_wafer { dw } else { sw };
