@@ -13,7 +13,7 @@
 
 use crate::region::{region_cost, RegionCost};
 use crate::timing::*;
-use wafer_ir::{route_messages, ArchSpec, Dataflow, Dir, Program, ProgramInfo, RouteKind, TaskKind, Work};
+use wafer_ir::{route_messages, ArchSpec, Dataflow, Dir, Program, ProgramInfo, Purpose, TaskKind, Work};
 
 /// The closed form of one step of a program.
 #[derive(Debug, Clone, PartialEq)]
@@ -126,9 +126,10 @@ fn route_time(p: &Program, id: wafer_ir::RouteId) -> (f64, f64) {
 
 /// The broadcast of region `i`'s row outputs back along its rows (a `bcast`
 /// route): from the row root to the farther end of the row.
-fn row_bcast(p: &Program, i: usize) -> f64 {
+fn row_bcast(p: &Program, df: &Dataflow, i: usize) -> f64 {
     let r = &p.regions[i];
-    let has = p.routes.iter().any(|rt| rt.kind == RouteKind::Bcast && rt.src.0 as usize == i);
+    let has =
+        df.regions[i].tasks.iter().any(|t| t.kind == TaskKind::Collective && t.purposes.contains(Purpose::RowBcast));
     match r.work {
         Work::Gemv { reduce, glu, tile_n, .. } if has && r.rect.w > 1 => {
             let c = reduce.root(r.rect.w);
@@ -182,8 +183,10 @@ pub fn estimate(p: &Program, info: &ProgramInfo) -> Result<Estimate, Starved> {
     let mut cell_free = vec![(0.0f64, 0usize); if shared { occ.cells().len() } else { 0 }];
     for (i, r) in p.regions.iter().enumerate() {
         let mut cost = region_cost(&p.arch, &r.work, r.rect, p.rows(), p.weight_dtype, p.kv_dtype);
-        cost.reduce_comm += row_bcast(p, i);
-        let fed = p.routes.iter().any(|rt| rt.kind == RouteKind::Forward && rt.dst.0 as usize == i);
+        cost.reduce_comm += row_bcast(p, &df, i);
+        // Fed when its task list receives column inputs (from any region, active or not).
+        let fed =
+            df.regions[i].tasks.iter().any(|t| t.kind == TaskKind::Recv && t.purposes.contains(Purpose::ColumnInput));
         if !fed {
             // No input to multicast down the columns: every PE starts with its data.
             if let Work::Gemv { .. } = r.work {
