@@ -377,7 +377,11 @@ fn alloc(p: &mut Program) {
     }
 }
 
-/// Pass `schedule`.
+/// Pass `schedule`: each region's task template, the order the engines
+/// execute (`wafer_ir::dataflow`): its forward inputs, the norm's all-reduce,
+/// the compute, the reduction, then its residual (so a residual gates only
+/// the epilogue: it is added to the reduced value), the arg-max or the row
+/// broadcast, and its sends in route order.
 fn schedule(p: &mut Program) {
     let mut steps: Vec<Vec<Step>> = vec![Vec::new(); p.regions.len()];
     for (i, st) in steps.iter_mut().enumerate() {
@@ -401,7 +405,7 @@ fn schedule(p: &mut Program) {
         for (j, r) in of(RouteKind::Residual, true) {
             st.push(Step::Recv { route: wafer_ir::RouteId(j as u32), bytes: r.bytes });
         }
-        for (j, _) in of(RouteKind::Argmax, false) {
+        for (j, _) in of(RouteKind::Argmax, false).chain(of(RouteKind::Bcast, false)) {
             st.push(Step::Collective { route: wafer_ir::RouteId(j as u32) });
         }
         for (j, r) in p.routes.iter().enumerate().filter(|(_, r)| r.src == me && !r.kind.is_collective()) {

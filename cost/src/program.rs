@@ -2,7 +2,9 @@
 //!
 //! Owns: the walk over regions in execution order that adds route times
 //! (the longest path's hops plus the largest serialised load on one port or
-//! link) and row broadcasts to each region's [`region_cost`], waits for the
+//! link) and row broadcasts to each region's [`region_cost`], in the order of
+//! each region's task list (`wafer_ir::dataflow`: inputs listed before its
+//! compute gate its start, one listed after it only its epilogue), waits for the
 //! PEs a region shares with earlier turns, and follows the critical path.
 //! [`estimate`] is the compiler's objective when it weighs whole programs
 //! (`--strategy auto`) and the analytical engine's figures
@@ -11,7 +13,7 @@
 
 use crate::region::{region_cost, RegionCost};
 use crate::timing::*;
-use wafer_ir::{route_messages, ArchSpec, Program, ProgramInfo, RouteKind, Step, Work};
+use wafer_ir::{route_messages, ArchSpec, Dataflow, Dir, Program, ProgramInfo, Purpose, TaskKind, Work};
 
 /// The closed form of one step of a program.
 #[derive(Debug, Clone, PartialEq)]
@@ -64,13 +66,13 @@ fn busiest_link(a: &ArchSpec, msgs: &[wafer_ir::Message]) -> u64 {
     let mut segs: Vec<Segment> = Vec::with_capacity(2 * msgs.len());
     for m in msgs {
         let ser = serialization(a, m.bytes);
-        if m.from.x != m.to.x {
-            let (lo, hi) = (m.from.x.min(m.to.x), m.from.x.max(m.to.x));
-            segs.push(((0, m.from.y, m.to.x > m.from.x), lo, hi, ser));
-        }
-        if m.from.y != m.to.y {
-            let (lo, hi) = (m.from.y.min(m.to.y), m.from.y.max(m.to.y));
-            segs.push(((1, m.to.x, m.to.y > m.from.y), lo, hi, ser));
+        for leg in wafer_ir::xy_path(m.from, m.to).into_iter().filter(|l| l.len > 0) {
+            // The span of the PEs its links leave, along its line.
+            let r = leg.senders();
+            segs.push(match leg.dir {
+                Dir::E | Dir::W => ((0, r.y, leg.dir == Dir::E), r.x, r.x + r.w, ser),
+                Dir::S | Dir::N => ((1, r.x, leg.dir == Dir::S), r.y, r.y + r.h, ser),
+            });
         }
     }
     segs.sort_unstable();
@@ -124,9 +126,10 @@ fn route_time(p: &Program, id: wafer_ir::RouteId) -> (f64, f64) {
 
 /// The broadcast of region `i`'s row outputs back along its rows (a `bcast`
 /// route): from the row root to the farther end of the row.
-fn row_bcast(p: &Program, i: usize) -> f64 {
+fn row_bcast(p: &Program, df: &Dataflow, i: usize) -> f64 {
     let r = &p.regions[i];
-    let has = p.routes.iter().any(|rt| rt.kind == RouteKind::Bcast && rt.src.0 as usize == i);
+    let has =
+        df.regions[i].tasks.iter().any(|t| t.kind == TaskKind::Collective && t.purposes.contains(Purpose::RowBcast));
     match r.work {
         Work::Gemv { reduce, glu, tile_n, .. } if has && r.rect.w > 1 => {
             let c = reduce.root(r.rect.w);
@@ -139,14 +142,14 @@ fn row_bcast(p: &Program, i: usize) -> f64 {
 
 /// Active regions that wait on a route from an inactive region: they could
 /// never start (the event engine deadlocks on them), so there is no latency.
-fn starved(p: &Program) -> Vec<String> {
+fn starved(p: &Program, df: &Dataflow) -> Vec<String> {
     let mut out = Vec::new();
     for (i, r) in p.regions.iter().enumerate().filter(|(_, r)| r.active) {
-        let never: Vec<String> = r
-            .steps
+        let never: Vec<String> = df.regions[i]
+            .tasks
             .iter()
-            .filter_map(|st| match *st {
-                Step::Recv { route, .. } if !p.region(p.route(route).src).active => {
+            .filter_map(|t| match (t.kind, t.route) {
+                (TaskKind::Recv, Some(route)) if !p.region(p.route(route).src).active => {
                     let rt = p.route(route);
                     Some(format!("{route} ({} from inactive {} `{}`)", rt.kind.name(), rt.src, p.region(rt.src).name))
                 }
@@ -162,8 +165,9 @@ fn starved(p: &Program) -> Vec<String> {
 
 /// The step of `p` in closed form: every region's start and end and the
 /// critical path. Takes the verifier's witness: only verified programs are priced.
-pub fn estimate(p: &Program, _info: &ProgramInfo) -> Result<Estimate, Starved> {
-    let blocked = starved(p);
+pub fn estimate(p: &Program, info: &ProgramInfo) -> Result<Estimate, Starved> {
+    let df = wafer_ir::lower(p, info);
+    let blocked = starved(p, &df);
     if !blocked.is_empty() {
         return Err(Starved { blocked });
     }
@@ -179,8 +183,10 @@ pub fn estimate(p: &Program, _info: &ProgramInfo) -> Result<Estimate, Starved> {
     let mut cell_free = vec![(0.0f64, 0usize); if shared { occ.cells().len() } else { 0 }];
     for (i, r) in p.regions.iter().enumerate() {
         let mut cost = region_cost(&p.arch, &r.work, r.rect, p.rows(), p.weight_dtype, p.kv_dtype);
-        cost.reduce_comm += row_bcast(p, i);
-        let fed = p.routes.iter().any(|rt| rt.kind == RouteKind::Forward && rt.dst.0 as usize == i);
+        cost.reduce_comm += row_bcast(p, &df, i);
+        // Fed when its task list receives column inputs (from any region, active or not).
+        let fed =
+            df.regions[i].tasks.iter().any(|t| t.kind == TaskKind::Recv && t.purposes.contains(Purpose::ColumnInput));
         if !fed {
             // No input to multicast down the columns: every PE starts with its data.
             if let Work::Gemv { .. } = r.work {
@@ -189,22 +195,26 @@ pub fn estimate(p: &Program, _info: &ProgramInfo) -> Result<Estimate, Starved> {
         }
         let (mut ready, mut via, mut rc, mut ri) = (0.0f64, None, 0.0, 0.0);
         if r.active {
-            for st in &r.steps {
-                if let Step::Recv { route, .. } = *st {
-                    let rt = p.route(route);
-                    if !p.region(rt.src).active {
-                        continue;
-                    }
-                    let (on, inter) = route_time(p, route);
-                    // Residual inputs are needed only at the epilogue.
-                    let t = if rt.kind == RouteKind::Residual {
-                        end[rt.src.0 as usize] + on + inter - (cost.total() - cost.reduce_compute).max(0.0)
-                    } else {
-                        end[rt.src.0 as usize] + on + inter
-                    };
-                    if t > ready || via.is_none() {
-                        (ready, via, rc, ri) = (t.max(ready), Some(rt.src.0 as usize), on, inter);
-                    }
+            // The task list's order: inputs listed before the compute gate the
+            // region's start; one listed after it (a residual, after the
+            // reduction: the verifier allows no other) gates only the
+            // epilogue, so it may arrive that much later.
+            let tasks = &df.regions[i];
+            let compute = tasks.compute();
+            for (k, t) in tasks.tasks.iter().enumerate() {
+                let (TaskKind::Recv, Some(route)) = (t.kind, t.route) else { continue };
+                let rt = p.route(route);
+                if !p.region(rt.src).active {
+                    continue;
+                }
+                let (on, inter) = route_time(p, route);
+                let t = if k > compute {
+                    end[rt.src.0 as usize] + on + inter - (cost.total() - cost.reduce_compute).max(0.0)
+                } else {
+                    end[rt.src.0 as usize] + on + inter
+                };
+                if t > ready || via.is_none() {
+                    (ready, via, rc, ri) = (t.max(ready), Some(rt.src.0 as usize), on, inter);
                 }
             }
         }

@@ -6,6 +6,9 @@
 //! * [`spatial`]: the **spatial IR** — a decode step mapped onto the mesh — with
 //!   its verifier ([`spatial_verify`], returning the `ProgramInfo` witness) and a
 //!   round-tripping textual form ([`spatial_text`]).
+//! * [`dataflow`]: the executable level under the spatial IR — each region's
+//!   ordered tasks (receive, compute, collectives, send), lowered from its
+//!   steps, with a per-PE view on demand; the engines execute it.
 //! * [`limits`]: the ranges of machine-level inputs and the [`ResourceError`]
 //!   engines and builders return when an estimate is above the caller's budget.
 //!
@@ -14,6 +17,7 @@
 
 pub mod arch;
 pub mod cost;
+pub mod dataflow;
 pub mod dtype;
 pub mod graph;
 pub mod limits;
@@ -29,13 +33,16 @@ pub use arch::{
     MAPPED_OP_OVERHEAD_CYCLES, RAMP_LATENCY_CYCLES,
 };
 pub use cost::{check_costs, graph_stats, op_cost, try_op_cost, CostOverflow, GraphStats, OpCost};
+pub use dataflow::{
+    check_tasks, lower, route_purposes, Dataflow, Members, PeTask, Purposes, RegionTasks, Task, TaskKind,
+};
 pub use dtype::DType;
 pub use graph::{ActFn, Elementwise, Graph, GraphBuilder, NormKind, Op, OpId, OpKind, Tensor, TensorId, TensorKind};
 pub use limits::{fmt_bytes, ResourceError};
 pub use occupancy::{Cell, Occupancy};
 pub use spatial::{
-    copy_name, footprints_meet, for_each_message, route_footprint, route_messages, sram_need, Message, Pe, Program,
-    Purpose, Rect, Reduce, Region, RegionId, Route, RouteId, RouteKind, Sram, Step, Work,
+    copy_name, footprints_meet, for_each_message, route_footprint, route_messages, sram_need, tail_legs, xy_path, Dir,
+    Leg, Message, Pe, Program, Purpose, Rect, Reduce, Region, RegionId, Route, RouteId, RouteKind, Sram, Step, Work,
 };
 pub use spatial_text::{parse_program, print_program, ParseError};
 pub use spatial_verify::{

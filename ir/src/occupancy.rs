@@ -128,14 +128,23 @@ impl Occupancy {
         cy.flat_map(|j| cx.clone().map(move |i| j * nx + i)).map(|k| g.ids[k]).filter(|&id| id != usize::MAX).collect()
     }
 
-    /// Dense index of `pe` on `wafer`, if a rectangle covers it.
-    pub fn index(&self, wafer: u32, pe: Pe) -> Option<u64> {
+    /// The grid of `wafer` and the grid cell `(i, j)` holding `pe`, if inside the grid.
+    fn locate(&self, wafer: u32, pe: Pe) -> Option<(&Grid, usize, usize)> {
         let g = self.grids.iter().find(|g| g.wafer == wafer)?;
         let i = g.xs.partition_point(|&x| x <= pe.x).checked_sub(1)?;
         let j = g.ys.partition_point(|&y| y <= pe.y).checked_sub(1)?;
-        if i >= g.nx() || j + 1 >= g.ys.len() {
-            return None;
-        }
+        (i < g.nx() && j + 1 < g.ys.len()).then_some((g, i, j))
+    }
+
+    /// Id (in [`Occupancy::cells`] order) of the cell holding `pe` on `wafer`, if a rectangle covers it.
+    pub fn cell_at(&self, wafer: u32, pe: Pe) -> Option<usize> {
+        let (g, i, j) = self.locate(wafer, pe)?;
+        Some(g.ids[j * g.nx() + i]).filter(|&id| id != usize::MAX)
+    }
+
+    /// Dense index of `pe` on `wafer`, if a rectangle covers it.
+    pub fn index(&self, wafer: u32, pe: Pe) -> Option<u64> {
+        let (g, i, j) = self.locate(wafer, pe)?;
         let base = g.base[j * g.nx() + i];
         if base == NONE {
             return None;

@@ -747,6 +747,88 @@ impl Message {
     pub fn hops(&self) -> u32 {
         self.from.x.abs_diff(self.to.x) + self.from.y.abs_diff(self.to.y) + self.fan_cols + self.fan_rows
     }
+
+    /// The multicast tail after `to`: along `to`'s row (east, or west when
+    /// `west`) for `fan_cols` links, then south for `fan_rows` links down
+    /// every column the row reached (one leg of `fan_cols + 1` lanes, from the
+    /// row's westmost PE). Either leg may be empty.
+    pub fn tail(&self) -> [Leg; 2] {
+        tail_legs(self.to, self.fan_cols, self.fan_rows, self.west)
+    }
+
+    /// Every link the message crosses on its wafer, as non-empty legs in
+    /// order: its path ([`xy_path`]), then its tail ([`Message::tail`]).
+    pub fn legs(&self) -> impl Iterator<Item = Leg> {
+        xy_path(self.from, self.to).into_iter().chain(self.tail()).filter(|l| l.len > 0)
+    }
+}
+
+/// A direction on the mesh: `E` is +x, `W` −x, `S` +y, `N` −y.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Dir {
+    E,
+    W,
+    N,
+    S,
+}
+
+/// A straight run of links: `len` links in direction `dir`, the first leaving
+/// PE `from`, each next one leaving the PE the previous one reached; `lanes`
+/// such runs side by side, east of `from` (only a multicast tail's columns
+/// have more than one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Leg {
+    pub from: Pe,
+    pub dir: Dir,
+    pub len: u32,
+    pub lanes: u32,
+}
+
+impl Leg {
+    /// The PE that link `i` (of the first lane) leaves.
+    #[inline]
+    pub fn link(&self, i: u32) -> Pe {
+        let Pe { x, y } = self.from;
+        match self.dir {
+            Dir::E => Pe { x: x + i, y },
+            Dir::W => Pe { x: x - i, y },
+            Dir::S => Pe { x, y: y + i },
+            Dir::N => Pe { x, y: y - i },
+        }
+    }
+
+    /// The PEs the leg's links leave (a link is charged to the PE it leaves).
+    pub fn senders(&self) -> Rect {
+        let Pe { x, y } = self.from;
+        let back = |v: u32| (v + 1).saturating_sub(self.len);
+        match self.dir {
+            Dir::E => Rect { x, y, w: self.len, h: self.lanes },
+            Dir::W => Rect { x: back(x), y, w: self.len, h: self.lanes },
+            Dir::S => Rect { x, y, w: self.lanes, h: self.len },
+            Dir::N => Rect { x, y: back(y), w: self.lanes, h: self.len },
+        }
+    }
+}
+
+/// A multicast tail from `to` ([`Message::tail`]): `fan_cols` links along
+/// its row (west when `west`), then `fan_rows` south down every column reached.
+pub fn tail_legs(to: Pe, fan_cols: u32, fan_rows: u32, west: bool) -> [Leg; 2] {
+    let row = Leg { from: to, dir: if west { Dir::W } else { Dir::E }, len: fan_cols, lanes: 1 };
+    let x0 = if west { to.x.saturating_sub(fan_cols) } else { to.x };
+    let fan = Leg { from: Pe { x: x0, y: to.y }, dir: Dir::S, len: fan_rows, lanes: fan_cols + 1 };
+    [row, fan]
+}
+
+/// The dimension-ordered path every message takes from `from` to `to`: X
+/// along the source row, then Y along the destination column (either leg
+/// may be empty). The one statement of the rule: the engines, the cost
+/// model and the heatmap walk these legs.
+pub fn xy_path(from: Pe, to: Pe) -> [Leg; 2] {
+    let x = Leg { from, dir: if to.x >= from.x { Dir::E } else { Dir::W }, len: from.x.abs_diff(to.x), lanes: 1 };
+    let corner = Pe { x: to.x, y: from.y };
+    let y =
+        Leg { from: corner, dir: if to.y >= from.y { Dir::S } else { Dir::N }, len: from.y.abs_diff(to.y), lanes: 1 };
+    [x, y]
 }
 
 fn overlap(a: (u64, u64), b: (u64, u64)) -> u64 {
@@ -1115,6 +1197,44 @@ mod tests {
         for i in 0..n {
             assert_eq!(sent[i as usize], (i != root) as u32, "{shape:?} over {n}: PE {i}");
         }
+    }
+
+    #[test]
+    fn a_message_crosses_x_along_its_source_row_then_y_then_its_tail() {
+        let pe = |x, y| Pe { x, y };
+        let m = Message {
+            from: pe(5, 1),
+            to: pe(2, 4),
+            bytes: 8,
+            fan_cols: 2,
+            fan_rows: 3,
+            west: true,
+            purpose: Purpose::Query,
+            round: 0,
+            inter_wafer: false,
+        };
+        let legs: Vec<Leg> = m.legs().collect();
+        let rect = |x, y, w, h| Rect { x, y, w, h };
+        // West along row 1 (links leave x = 5, 4, 3), south down column 2
+        // (y = 1, 2, 3), the tail west from (2, 4) (x = 2, 1), then south
+        // from row 4 down columns 0..=2.
+        let senders: Vec<(Dir, Rect)> = legs.iter().map(|l| (l.dir, l.senders())).collect();
+        assert_eq!(
+            senders,
+            vec![
+                (Dir::W, rect(3, 1, 3, 1)),
+                (Dir::S, rect(2, 1, 1, 3)),
+                (Dir::W, rect(1, 4, 2, 1)),
+                (Dir::S, rect(0, 4, 3, 3)),
+            ]
+        );
+        assert_eq!(legs[0].link(0), pe(5, 1));
+        assert_eq!(legs[1].link(2), pe(2, 3));
+        // Every link once: the path's hops plus every lane of the tail.
+        let links: u32 = legs.iter().map(|l| l.len * l.lanes).sum();
+        assert_eq!(links, 3 + 3 + 2 + 3 * 3);
+        // A message to itself crosses nothing.
+        assert_eq!(Message { to: m.from, fan_cols: 0, fan_rows: 0, ..m }.legs().count(), 0);
     }
 
     #[test]

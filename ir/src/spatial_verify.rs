@@ -8,7 +8,10 @@
 //! matrices, colors within the router's limit with same-colored routes
 //! disjoint wherever they can be live together (a route is live from its
 //! source's turn to its destination's), every receive matched by a send of the same
-//! size, routes between existing regions in execution order. Returns a
+//! size, routes between existing regions in execution order, and every
+//! region's task list executable ([`crate::dataflow::check_tasks`]: each
+//! route it takes part in listed once, one compute, inputs before it, sends
+//! last). Returns a
 //! witness, [`ProgramInfo`], that the simulators require. Must not: repair.
 
 use crate::limits::{MAX_BATCH, MAX_CONTEXT, MAX_PROGRAM_MESSAGES, MAX_WAFERS};
@@ -613,6 +616,20 @@ pub fn verify_program_checks(p: &Program, checks: Checks) -> Result<ProgramInfo,
                 },
                 Step::Compute => {}
             }
+        }
+    }
+    if checks.steps {
+        // The order: what the engines execute (`crate::dataflow`), for the
+        // regions whose steps name their routes correctly.
+        let refused: std::collections::BTreeSet<RegionId> = d
+            .iter()
+            .filter_map(|x| match x {
+                ProgramDiag::Region { region, .. } => Some(*region),
+                _ => None,
+            })
+            .collect();
+        for (r, msg) in crate::dataflow::check_tasks(p, |i| refused.contains(&RegionId(i as u32))) {
+            d.push(reg_err(r.0 as usize, msg));
         }
     }
     if !d.is_empty() {

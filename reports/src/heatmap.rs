@@ -143,31 +143,14 @@ pub fn wafer_maps(p: &Program, sim: &FinishedSim) -> WaferMaps {
                 continue;
             }
             let busy = m.bytes as f64 / lbpc;
-            let mut add = |r: Rect| {
-                g.cover(r, |c, n| {
+            // X first along the source row, then Y along the destination
+            // column, then the tail (`Message::legs`); a link is charged to
+            // the PE it leaves.
+            for leg in m.legs() {
+                g.cover(leg.senders(), |c, n| {
                     acc.sum[c] += busy * n as f64;
                     acc.used[c] += 1;
-                })
-            };
-            // X first along the source row, then Y along the destination column;
-            // a link is charged to the PE it leaves.
-            let (fx, fy, tx, ty) = (m.from.x, m.from.y, m.to.x, m.to.y);
-            if fx != tx {
-                let x = if tx > fx { fx } else { tx + 1 };
-                add(Rect { x, y: fy, w: fx.abs_diff(tx), h: 1 });
-            }
-            if fy != ty {
-                let y = if ty > fy { fy } else { ty + 1 };
-                add(Rect { x: tx, y, w: 1, h: fy.abs_diff(ty) });
-            }
-            // The tail: along the row (east, or west when `west`), then down every reached column.
-            let x0 = if m.west { tx - m.fan_cols } else { tx };
-            if m.fan_cols > 0 {
-                let x = if m.west { x0 + 1 } else { tx };
-                add(Rect { x, y: ty, w: m.fan_cols, h: 1 });
-            }
-            if m.fan_rows > 0 {
-                add(Rect { x: x0, y: ty, w: m.fan_cols + 1, h: m.fan_rows });
+                });
             }
         }
     }

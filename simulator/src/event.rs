@@ -23,7 +23,11 @@
 //!   the head at `H` holds the whole message at `H + serialization(bytes)`.
 //!   Everything a delivery sets off (compute, adds, epilogues) is arithmetic on
 //!   the arrival times and ends in further departures, which are queued.
-//! * A PE sends through one output port, one message after the other.
+//! * A PE sends through one output port, one message after the other, in the
+//!   order of its region's task list (`wafer_ir::dataflow`). The task list
+//!   also says when a Gemv's row root may compute: a residual received before
+//!   `Compute` holds the root's compute until it is in; one received after the
+//!   reduction (the compiler's schedule) holds only the epilogue.
 //! * Each time value carries its critical path split into compute, on-wafer
 //!   communication, inter-wafer communication and waiting (link or system-link
 //!   contention), and the output line it came from; the result's breakdown is
@@ -66,8 +70,8 @@ use crate::timing;
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap};
 use wafer_ir::{
-    for_each_message, route_message_bound, DType, Occupancy, Pe, Program, ProgramInfo, Purpose, Rect, Reduce, Region,
-    RouteId, RouteKind, Work,
+    for_each_message, route_message_bound, DType, Dir, Occupancy, Pe, Program, ProgramInfo, Purpose, Rect, Reduce,
+    Region, RouteId, RouteKind, TaskKind, Work,
 };
 
 /// Limits of one run.
@@ -346,7 +350,7 @@ pub fn simulate_event(p: &Program, info: &ProgramInfo, limits: &EventLimits) -> 
 
 /// [`simulate_event`], also returning the run's counters.
 pub fn simulate_event_with_stats(p: &Program, info: &ProgramInfo, limits: &EventLimits) -> (SimResult, EventStats) {
-    let mut sim = Sim::new(p);
+    let mut sim = Sim::new(p, info);
     sim.start();
     let outcome = sim.run(limits);
     let res = sim.result(info, outcome, limits);
@@ -577,14 +581,6 @@ struct Reach {
     dist: u32,
 }
 
-#[derive(Clone, Copy)]
-enum Dir {
-    E,
-    W,
-    N,
-    S,
-}
-
 /// Every wafer's [`Plane`], allocated at first touch and released once the
 /// wafer's last user is done (see the module doc).
 struct Fabric {
@@ -613,6 +609,42 @@ fn plane_load(p: &Plane) -> (u64, u64, u64) {
         }
     }
     (max, sum, used)
+}
+
+/// Reserves the links of `leg`'s first lane, in order, each for `ser`
+/// cycles from the head's entry (`max(head, free)`, then `hop` to the next);
+/// calls `at(i, head)` with the head's arrival at the PE link `i` reaches.
+/// Returns the head's arrival at the leg's end.
+#[inline(always)]
+fn cross_leg(
+    pl: &mut Plane,
+    h: usize,
+    hop: u64,
+    ser: u64,
+    leg: wafer_ir::Leg,
+    mut head: u64,
+    mut at: impl FnMut(u32, u64),
+) -> u64 {
+    if leg.len == 0 {
+        return head;
+    }
+    let (links, stride): (&mut [Link], isize) = match leg.dir {
+        Dir::E => (&mut pl.east, h as isize),
+        Dir::W => (&mut pl.west, -(h as isize)),
+        Dir::S => (&mut pl.south, 1),
+        Dir::N => (&mut pl.north, -1),
+    };
+    let mut k = (leg.from.x as usize * h + leg.from.y as usize) as isize;
+    for i in 0..leg.len {
+        let l = &mut links[k as usize];
+        let (free, busy) = (l.free, l.busy);
+        let e = head.max(free);
+        *l = Link { free: e + ser, busy: busy.saturating_add(ser as u32) };
+        head = e + hop;
+        at(i, head);
+        k += stride;
+    }
+    head
 }
 
 impl Fabric {
@@ -683,61 +715,28 @@ impl Fabric {
     ) {
         let (h, hop) = (self.h, self.hop);
         let pl = self.plane(wafer);
-        let mut n = 0u64;
-        let (mut x, mut y, mut head, mut d) = (from.x, from.y, dep, 0u32);
-        let mut cross = |dir: Dir, x: u32, y: u32, head: u64| -> u64 {
-            let (x, y) = (x as usize, y as usize);
-            let l = match dir {
-                Dir::E => &mut pl.east[x * h + y],
-                Dir::W => &mut pl.west[x * h + y],
-                Dir::N => &mut pl.north[x * h + y],
-                Dir::S => &mut pl.south[x * h + y],
-            };
-            let (free, busy) = (l.free, l.busy);
-            let e = head.max(free);
-            *l = Link { free: e + ser, busy: busy.saturating_add(ser as u32) };
-            n += 1;
-            e + hop
-        };
-        while x < to.x {
-            head = cross(Dir::E, x, y, head);
-            x += 1;
-            d += 1;
-        }
-        while x > to.x {
-            head = cross(Dir::W, x, y, head);
-            x -= 1;
-            d += 1;
-        }
-        while y < to.y {
-            head = cross(Dir::S, x, y, head);
-            y += 1;
-            d += 1;
-        }
-        while y > to.y {
-            head = cross(Dir::N, x, y, head);
-            y -= 1;
-            d += 1;
+        // The path and the tail are `wafer_ir`'s legs (`xy_path`, `tail_legs`).
+        let (mut head, mut d) = (dep, 0u32);
+        for leg in wafer_ir::xy_path(from, to) {
+            head = cross_leg(pl, h, hop, ser, leg, head, |_, _| {});
+            d += leg.len;
         }
         let row0 = out.len();
-        out.push(Reach { x, y, head, dist: d });
-        for j in 0..fan_cols {
-            if west {
-                head = cross(Dir::W, x - j, y, head);
-                out.push(Reach { x: x - j - 1, y, head, dist: d + j + 1 });
-            } else {
-                head = cross(Dir::E, x + j, y, head);
-                out.push(Reach { x: x + j + 1, y, head, dist: d + j + 1 });
-            }
-        }
+        out.push(Reach { x: to.x, y: to.y, head, dist: d });
+        let [row, fan] = wafer_ir::tail_legs(to, fan_cols, fan_rows, west);
+        cross_leg(pl, h, hop, ser, row, head, |j, hd| {
+            let at = row.link(j + 1);
+            out.push(Reach { x: at.x, y: at.y, head: hd, dist: d + j + 1 })
+        });
+        // Down every column the row reached, from the head's arrival there.
         for j in 0..=fan_cols as usize {
             let r = out[row0 + j];
-            let mut hh = r.head;
-            for i in 0..fan_rows {
-                hh = cross(Dir::S, r.x, r.y + i, hh);
-                out.push(Reach { x: r.x, y: r.y + i + 1, head: hh, dist: r.dist + i + 1 });
-            }
+            let col = wafer_ir::Leg { from: Pe { x: r.x, y: r.y }, lanes: 1, ..fan };
+            cross_leg(pl, h, hop, ser, col, r.head, |i, hd| {
+                out.push(Reach { x: r.x, y: r.y + i + 1, head: hd, dist: r.dist + i + 1 })
+            });
         }
+        let n = d as u64 + fan_cols as u64 + (fan_cols as u64 + 1) * fan_rows as u64;
         self.crossings += n;
     }
 
@@ -939,6 +938,9 @@ struct Reg<'p> {
     done: bool,
     /// Structural reasons it can never finish (for the deadlock report).
     stuck: Vec<String>,
+    /// Gemv whose task list receives the residual before computing: each row
+    /// root computes only once its residual is in.
+    res_first: bool,
 }
 
 struct Sim<'p> {
@@ -967,6 +969,12 @@ struct Sim<'p> {
     line_red: Vec<Option<Stamp>>,
     res_pending: Vec<u32>,
     res_stamp: Vec<Stamp>,
+    /// Per output line of a `res_first` Gemv: the row root's compute, ready
+    /// but waiting for its residual.
+    res_hold: Vec<Option<Stamp>>,
+    /// Per route: the position of its send in its source's task list (an
+    /// output PE sends in that order).
+    send_rank: Vec<u32>,
     q_pending: Vec<u32>,
     q_ready: Vec<bool>,
     kv_pending: Vec<u32>,
@@ -1010,8 +1018,10 @@ fn len(s: (u64, u64)) -> u64 {
 }
 
 impl<'p> Sim<'p> {
-    fn new(p: &'p Program) -> Sim<'p> {
+    fn new(p: &'p Program, info: &ProgramInfo) -> Sim<'p> {
         let a = &p.arch;
+        // The order each region runs its tasks in (`wafer_ir::dataflow`).
+        let df = wafer_ir::lower(p, info);
         let mut regs: Vec<Reg<'p>> = Vec::with_capacity(p.regions.len());
         let (mut lines, mut line_reg) = (0u32, Vec::new());
         for (i, r) in p.regions.iter().enumerate() {
@@ -1074,6 +1084,7 @@ impl<'p> Sim<'p> {
                 end: 0,
                 done: false,
                 stuck: Vec::new(),
+                res_first: matches!(r.work, Work::Gemv { .. }) && df.regions[i].gates_compute(Purpose::Residual),
             });
         }
         let rects: Vec<(u32, Rect)> = regs.iter().filter(|g| g.active).map(|g| (g.r.wafer, g.r.rect)).collect();
@@ -1109,6 +1120,13 @@ impl<'p> Sim<'p> {
             line_red: vec![None; nl],
             res_pending: vec![0; nl],
             res_stamp: vec![Stamp::ZERO; nl],
+            res_hold: vec![None; nl],
+            send_rank: (0..p.routes.len())
+                .map(|j| {
+                    let src = p.routes[j].src.0 as usize;
+                    df.regions.get(src).and_then(|t| t.position(TaskKind::Send, RouteId(j as u32))).unwrap_or(0) as u32
+                })
+                .collect(),
             q_pending: vec![0; nl],
             q_ready: vec![false; nl],
             kv_pending: vec![0; nl],
@@ -1218,69 +1236,65 @@ impl<'p> Sim<'p> {
                 (RouteKind::Reduce | RouteKind::Argmax | RouteKind::Norm, _) => continue,
                 _ => {}
             }
-            let norm_rounds = Reduce::Tree.rounds(src.rect.w).len() as u32;
             let inter_wafer = src.wafer != dst.wafer;
             let (sw, dw) = (self.wafer_of(si), self.wafer_of(di));
             let mut pushed = Vec::new();
             for_each_message(p, RouteId(ri as u32), |m| pushed.push(*m));
             for m in pushed {
                 let id = self.msgs.len() as u32;
-                let dest = match rt.kind {
-                    RouteKind::Forward | RouteKind::Residual => {
-                        let sl = self.regs[si].line_base + self.line_of(si, m.from);
-                        let dl = self.line_of(di, m.to);
-                        let gl = (self.regs[di].line_base + dl) as usize;
-                        if rt.kind == RouteKind::Residual {
-                            line_sends.push((sl, id));
-                            self.res_pending[gl] += 1;
-                            Dest::Residual { reg: di as u32, line: dl }
-                        } else {
-                            match dst.work {
-                                Work::Gemv { .. } => {
-                                    line_sends.push((sl, id));
-                                    let col = m.to.x - dst.rect.x;
-                                    self.regs[di].col_expected[col as usize] += 1;
-                                    Dest::GemvCol { reg: di as u32, col }
-                                }
-                                Work::Attention { .. } => {
-                                    line_sends.push((sl, id));
-                                    // The tag, not the geometry: without multicast a query
-                                    // arrives as one unicast per PE of its block.
-                                    if m.purpose == Purpose::Query {
-                                        self.q_pending[gl] += 1;
-                                        Dest::AttnQ { reg: di as u32, block: dl }
-                                    } else {
-                                        self.kv_pending[gl] += 1;
-                                        Dest::AttnKv { reg: di as u32, block: dl }
-                                    }
-                                }
-                                Work::Embedding { .. } => {
-                                    line_sends.push((sl, id));
-                                    self.q_pending[gl] += 1;
-                                    Dest::Token { reg: di as u32 }
-                                }
-                                // for_each_message sends nothing into a gemm.
-                                Work::Gemm { .. } => continue,
-                            }
-                        }
+                // What the message feeds, from its tag (`Purpose`), never its
+                // geometry: without multicast a query arrives as one unicast
+                // per PE of its block, the norm's broadcast as one per column.
+                let into = |s: &Self| {
+                    let dl = s.line_of(di, m.to);
+                    (s.regs[si].line_base + s.line_of(si, m.from), dl, (s.regs[di].line_base + dl) as usize)
+                };
+                let dest = match m.purpose {
+                    Purpose::ColumnInput => {
+                        let (sl, _, _) = into(self);
+                        line_sends.push((sl, id));
+                        let col = m.to.x - dst.rect.x;
+                        self.regs[di].col_expected[col as usize] += 1;
+                        Dest::GemvCol { reg: di as u32, col }
                     }
-                    RouteKind::Bcast => {
-                        let Work::Gemv { .. } = src.work else { continue };
+                    Purpose::Query => {
+                        let (sl, dl, gl) = into(self);
+                        line_sends.push((sl, id));
+                        self.q_pending[gl] += 1;
+                        Dest::AttnQ { reg: di as u32, block: dl }
+                    }
+                    Purpose::KvAppend => {
+                        let (sl, dl, gl) = into(self);
+                        line_sends.push((sl, id));
+                        self.kv_pending[gl] += 1;
+                        Dest::AttnKv { reg: di as u32, block: dl }
+                    }
+                    Purpose::Residual => {
+                        let (sl, dl, gl) = into(self);
+                        line_sends.push((sl, id));
+                        self.res_pending[gl] += 1;
+                        Dest::Residual { reg: di as u32, line: dl }
+                    }
+                    Purpose::RowBcast => {
                         let l = self.line_of(si, m.from);
                         let gl = self.regs[si].line_base + l;
                         bcast_sends.push((gl, id));
                         self.bc_pending[gl as usize] += 1;
                         Dest::RowBcast { reg: si as u32, line: l }
                     }
-                    RouteKind::Norm => {
-                        if m.round < norm_rounds {
-                            continue; // the tree: implicit
-                        }
-                        // The norm's broadcast back along row 0 (without multicast, the last unicast).
+                    Purpose::NormBcast => {
+                        // Without multicast, the last unicast stands for it.
                         self.regs[si].bcast = id;
                         Dest::NormBcast { reg: si as u32 }
                     }
-                    RouteKind::Reduce | RouteKind::Argmax => continue,
+                    Purpose::Token => {
+                        let (sl, _, gl) = into(self);
+                        line_sends.push((sl, id));
+                        self.q_pending[gl] += 1;
+                        Dest::Token { reg: di as u32 }
+                    }
+                    // Collective rounds are implicit (the region's patterns).
+                    Purpose::Collective => continue,
                 };
                 let port = self.phys(sw, m.from);
                 let walk_wafer = if m.inter_wafer { dw } else { sw };
@@ -1304,7 +1318,13 @@ impl<'p> Sim<'p> {
                 self.fabric.refs[walk_wafer as usize] += 1;
             }
         }
-        // Output-line send lists (stable: route order, then message order).
+        // Output-line send lists, in the order of the source's task list
+        // (stable: then message order). The compiler's schedule lists sends
+        // in route order, the order messages were made in.
+        let rank = |&(_, id): &(u32, u32)| self.send_rank[self.msgs[id as usize].route as usize];
+        if !line_sends.is_sorted_by_key(rank) {
+            line_sends.sort_by_key(rank);
+        }
         let nl = self.line_out.len();
         (self.out_off, self.out_msgs) = by_line(nl, line_sends);
         (self.bc_off, self.bc_msgs) = by_line(nl, bcast_sends);
@@ -1949,8 +1969,14 @@ impl<'p> Sim<'p> {
                 let gl = (self.regs[reg].line_base + line) as usize;
                 self.res_stamp[gl] = self.res_stamp[gl].later(s);
                 self.res_pending[gl] -= 1;
-                if self.res_pending[gl] == 0 && self.line_red[gl].is_some() {
-                    self.line_finish(reg, line);
+                if self.res_pending[gl] == 0 {
+                    if let Some(ready) = self.res_hold[gl].take() {
+                        // The row root was waiting on it to compute.
+                        let (rect, o) = (self.regs[reg].r.rect, self.regs[reg].r.out_pe(line));
+                        self.gemv_pe(reg, o.y - rect.y, o.x - rect.x, ready);
+                    } else if self.line_red[gl].is_some() {
+                        self.line_finish(reg, line);
+                    }
                 }
             }
             Dest::Token { reg } => {
@@ -2007,9 +2033,22 @@ impl<'p> Sim<'p> {
         }
     }
 
-    fn gemv_pe(&mut self, reg: usize, r: u32, c: u32, ready: Stamp) {
+    fn gemv_pe(&mut self, reg: usize, r: u32, c: u32, mut ready: Stamp) {
         let g = &self.regs[reg];
         let Work::Gemv { acc, mac, .. } = g.r.work else { return };
+        if g.res_first {
+            let pe = g.r.rect.pe(r, c);
+            let l = self.line_of(reg, pe);
+            if g.r.out_pe(l) == pe {
+                let gl = (g.line_base + l) as usize;
+                if self.res_pending[gl] > 0 {
+                    self.res_hold[gl] = Some(ready);
+                    return;
+                }
+                ready = ready.later(self.res_stamp[gl]);
+            }
+        }
+        let g = &self.regs[reg];
         let cost = if mac {
             timing::gemv_compute(
                 &self.p.arch,

@@ -242,9 +242,16 @@ fn hand_compile_split(
                 steps.push(Step::Recv { route: RouteId(i as u32), bytes: rt.bytes });
             }
         }
+        // The norm's all-reduce scales the input: it precedes the compute.
+        let norm = |rt: &Route| rt.kind == RouteKind::Norm;
+        for (i, rt) in p.routes.iter().enumerate() {
+            if rt.src.0 as usize == ri && norm(rt) {
+                steps.push(Step::Collective { route: RouteId(i as u32) });
+            }
+        }
         steps.push(Step::Compute);
         for (i, rt) in p.routes.iter().enumerate() {
-            if rt.src.0 as usize == ri && rt.kind.is_collective() {
+            if rt.src.0 as usize == ri && rt.kind.is_collective() && !norm(rt) {
                 steps.push(Step::Collective { route: RouteId(i as u32) });
             }
         }
