@@ -90,7 +90,7 @@ pub fn chrome_trace(p: &Program, sim: &FinishedSim) -> String {
         let (ts, te) = (t(rt.start), t(rt.end));
         ev.push(slice(rt.role.clone(), "region", r.wafer, tid, ts, (te - ts).max(0.0), args));
         // Phases, when the engine's region time is the closed form (the analytical engine).
-        let c = region_cost(&p.arch, &r.work, r.rect, p.batch, p.weight_dtype, p.kv_dtype);
+        let c = region_cost(&p.arch, &r.work, r.rect, p.rows(), p.weight_dtype, p.kv_dtype);
         if sim.engine == "analytical" && (c.total() - (rt.end - rt.start)).abs() <= 1e-6 * c.total().max(1.0) {
             let mut at = rt.start;
             for (name, len) in [
