@@ -343,14 +343,15 @@ pub fn chart_files(charts: &[Chart]) -> Vec<OutFile> {
 
 /// All files of the run folder, in a fixed order: report.json, summary.md,
 /// report.html, trace.json, then each chart as .svg and .png.
-pub fn run_folder(r: &RunReport, p: &Program) -> Result<Vec<OutFile>, ReportError> {
+/// `df` is `p` lowered (`wafer_ir::lower`): the trace lists each region's tasks.
+pub fn run_folder(r: &RunReport, p: &Program, df: &wafer_ir::Dataflow) -> Result<Vec<OutFile>, ReportError> {
     let charts = run_charts(r, p)?;
     let mut files = vec![OutFile::new("report.json", crate::to_json_pretty(r))];
     let chart_files = chart_files(&charts);
     let doc = run_doc(r, p, charts);
     files.push(OutFile::new("summary.md", doc.to_markdown()));
     files.push(OutFile::new("report.html", doc.to_html()));
-    files.push(OutFile::new("trace.json", chrome_trace(p, &r.simulation)));
+    files.push(OutFile::new("trace.json", chrome_trace(p, df, &r.simulation)));
     files.extend(chart_files);
     Ok(files)
 }

@@ -12,7 +12,7 @@
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use wafer_ir::Program;
+use wafer_ir::{Dataflow, Members, Program, RegionId};
 use wafer_simulator::{region_cost, FinishedSim};
 
 #[derive(Serialize)]
@@ -44,8 +44,33 @@ fn slice(name: String, cat: &'static str, pid: u32, tid: u32, ts: f64, dur: f64,
     Event { name, ph: "X", pid, tid, cat: Some(cat), ts: Some(ts), dur: Some(dur), args }
 }
 
-/// The trace of `sim` (regions matched to `p.regions` by name), as JSON text.
-pub fn chrome_trace(p: &Program, sim: &FinishedSim) -> String {
+/// A region's task list as the engines execute it (`wafer_ir::dataflow`):
+/// `recv(rt3) column_input @ all`, `compute`, `send(rt7) residual @ outputs`.
+fn task_lines(df: &Dataflow, region: usize) -> Vec<String> {
+    df.region(RegionId(region as u32))
+        .tasks
+        .iter()
+        .map(|t| {
+            let purposes: Vec<String> = t.purposes.iter().map(|u| format!("{u:?}")).collect();
+            let at = match t.at {
+                Members::All => "all",
+                Members::Outputs => "outputs",
+                Members::Row0 => "row 0",
+                Members::Col0 => "column 0",
+            };
+            if purposes.is_empty() {
+                format!("{t} @ {at}")
+            } else {
+                format!("{t} {} @ {at}", purposes.join("+"))
+            }
+        })
+        .collect()
+}
+
+/// The trace of `sim` (regions matched to `p.regions` by name), as JSON
+/// text; each region's slice lists its tasks from `df` (the program lowered
+/// by `wafer_ir::lower`), in the order its PEs run them.
+pub fn chrome_trace(p: &Program, df: &Dataflow, sim: &FinishedSim) -> String {
     let ghz = sim.clock_ghz.max(1e-9);
     let t = |c: f64| us(c, ghz);
     let crit_pid = p.wafers;
@@ -79,6 +104,8 @@ pub fn chrome_trace(p: &Program, sim: &FinishedSim) -> String {
             "busy_fraction": rt.busy_fraction,
             "sram_bytes_per_pe": r.sram.total(),
             "ops": r.ops,
+            "turn": r.turn,
+            "tasks": task_lines(df, i),
             // This region's share of the critical path, from the engine (zero off the path).
             "critical_path_cycles": {
                 "compute_cycles": rt.breakdown.compute,

@@ -11,6 +11,12 @@ const TINY: &str = r#"{"model_type": "llama", "hidden_size": 64, "intermediate_s
   "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 100}"#;
 
 fn tiny(mesh: &str) -> (Program, FinishedSim) {
+    let (p, sim, _) = tiny_lowered(mesh);
+    (p, sim)
+}
+
+/// The tiny program, its analytical run, and the program lowered to its task lists.
+fn tiny_lowered(mesh: &str) -> (Program, FinishedSim, wafer_ir::Dataflow) {
     let cfg = parse_hf_config(TINY, "tiny.json", "tiny").unwrap();
     let g = decode_graph(&cfg, &DecodeParams { context: 16, ..Default::default() }).unwrap();
     verify_graph(&g).unwrap();
@@ -18,7 +24,8 @@ fn tiny(mesh: &str) -> (Program, FinishedSim) {
         CompileOptions { wafers: Wafers::Fixed(1), strategy: wafer_compiler::Strategy::Pipeline, ..Default::default() };
     let c = compile(&g, &arch_preset(mesh).unwrap(), &opts).unwrap();
     let sim = simulate_analytical(&c.program, &c.info).finished().unwrap();
-    (c.program, sim)
+    let df = wafer_ir::lower(&c.program, &c.info);
+    (c.program, sim, df)
 }
 
 #[test]
@@ -48,11 +55,32 @@ fn big_meshes_are_downsampled_to_a_few_hundred_cells() {
 
 #[test]
 fn trace_has_a_track_per_region_and_the_critical_path() {
-    let (p, sim) = tiny("mesh:32x32");
-    let t: serde_json::Value = serde_json::from_str(&chrome_trace(&p, &sim)).unwrap();
+    let (p, sim, df) = tiny_lowered("mesh:32x32");
+    let t: serde_json::Value = serde_json::from_str(&chrome_trace(&p, &df, &sim)).unwrap();
     let ev = t["traceEvents"].as_array().unwrap();
-    let region_slices = ev.iter().filter(|e| e["cat"] == "region").count();
-    assert_eq!(region_slices, p.regions.iter().filter(|r| r.active).count());
+    let region_slices: Vec<_> = ev.iter().filter(|e| e["cat"] == "region").collect();
+    assert_eq!(region_slices.len(), p.regions.iter().filter(|r| r.active).count());
+    // Each region's slice lists the tasks its PEs run, in the dataflow level's order:
+    // one compute, every route of its task list once, sends last.
+    for e in &region_slices {
+        let name = e["args"]["region"].as_str().unwrap();
+        let i = p.regions.iter().position(|r| r.name == name).unwrap();
+        let tasks: Vec<&str> = e["args"]["tasks"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+        assert_eq!(tasks.len(), df.region(wafer_ir::RegionId(i as u32)).tasks.len(), "{name}: {tasks:?}");
+        assert_eq!(tasks.iter().filter(|t| t.starts_with("compute")).count(), 1, "{name}: {tasks:?}");
+        let first_send = tasks.iter().position(|t| t.starts_with("send")).unwrap_or(tasks.len());
+        assert!(tasks[first_send..].iter().all(|t| t.starts_with("send")), "{name}: {tasks:?}");
+    }
+    // A Gemv fed by a forward route receives its column input before it computes.
+    let fed = region_slices
+        .iter()
+        .map(|e| e["args"]["tasks"].as_array().unwrap())
+        .find(|ts| {
+            ts.iter().any(|t| t.as_str().unwrap().starts_with("recv") && t.as_str().unwrap().contains("ColumnInput"))
+        })
+        .expect("a region with a column input");
+    let pos = |pat: &str| fed.iter().position(|t| t.as_str().unwrap().starts_with(pat)).unwrap();
+    assert!(pos("recv") < pos("compute"), "{fed:?}");
     let crit: Vec<_> = ev.iter().filter(|e| e["cat"] == "critical" && e["name"] != "transfer").collect();
     assert_eq!(crit.len(), sim.critical_path.len());
     // The critical path ends when the step ends.

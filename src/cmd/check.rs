@@ -48,7 +48,7 @@ fn run_case(c: &Case, engine: Engine) -> Result<Figures, String> {
     let machine = MachineArgs::preset(&c.arch, wafers);
     let gpu =
         GpuArgs { gpu: "H100-SXM".into(), gpus: None, pp: None, gpu_mem_headroom: wafer_gpu::DEFAULT_MEM_HEADROOM };
-    let (r, program) =
+    let (r, program, _) =
         run_report_and_program(&step, &machine, &gpu, &Default::default(), true, engine).map_err(|e| e.message)?;
     // The machine's limit holds for any mapping: a latency below it is a bug in an engine.
     if r.tpot_us < r.bound_us {

@@ -239,7 +239,7 @@ pub fn run_report_and_program(
     energy: &EnergyArgs,
     no_gpu: bool,
     engine: Engine,
-) -> Result<(RunReport, wafer_ir::Program), Exit> {
+) -> Result<(RunReport, wafer_ir::Program, wafer_ir::Dataflow), Exit> {
     engine.check_timing()?;
     let gpu_spec = if no_gpu { None } else { Some(load_gpu(&gpu.gpu)?) };
     let t0 = std::time::Instant::now();
@@ -279,7 +279,8 @@ pub fn run_report_and_program(
         });
     }
     r.timings = Some(timings);
-    Ok((r, c.program))
+    let df = wafer_ir::lower(&c.program, &c.info);
+    Ok((r, c.program, df))
 }
 
 /// One checked step of the functional engine.
@@ -482,7 +483,7 @@ pub fn run(a: Args) -> Result<(), Exit> {
     let target = a.out.prepare()?;
     let step = after_prompt(&a.step, &a.prefill);
     let draft = a.spec.load()?;
-    let (mut r, program) = run_report_and_program(&step, &a.machine, &a.gpu, &a.energy, a.no_gpu, a.engine)?;
+    let (mut r, program, df) = run_report_and_program(&step, &a.machine, &a.gpu, &a.energy, a.no_gpu, a.engine)?;
     if let Some(d) = &draft {
         super::speculate::attach_speculative(&mut r, &program, &step, &a.machine, &a.gpu, &a.energy, a.engine, d)?;
     }
@@ -504,7 +505,7 @@ pub fn run(a: Args) -> Result<(), Exit> {
     attach_prefill(&mut r, &program, &step, &a.gpu, &a.prefill)?;
     if let Some(t) = target {
         let shown = t.shown().display().to_string();
-        t.write(&wafer_reports::run_folder(&r, &program)?)?;
+        t.write(&wafer_reports::run_folder(&r, &program, &df)?)?;
         eprintln!("wrote {shown}");
     }
     match a.format {

@@ -26,7 +26,10 @@ pub fn run(a: Args) -> Result<(), Exit> {
     crate::inputs::check_output_file(&a.output)?;
     let (_, c) = compile_step(&a.step, &a.machine, CompileOptions::default())?;
     let sim = simulate(a.engine, &c)?;
-    write_atomic(&a.output, wafer_reports::trace::chrome_trace(&c.program, &sim).as_bytes())?;
+    write_atomic(
+        &a.output,
+        wafer_reports::trace::chrome_trace(&c.program, &wafer_ir::lower(&c.program, &c.info), &sim).as_bytes(),
+    )?;
     println!(
         "wrote {}: {} regions on {} wafer(s), {:.1} µs per token ({} engine); open it in Perfetto (ui.perfetto.dev)",
         a.output.display(),
