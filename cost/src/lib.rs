@@ -19,4 +19,4 @@ pub mod region;
 pub mod timing;
 
 pub use program::{estimate, Estimate, RegionEstimate, Starved};
-pub use region::{reduce_cost, region_cost, RegionCost};
+pub use region::{reduce_cost, region_cost, region_cost_rows, RegionCost};

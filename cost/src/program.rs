@@ -11,7 +11,7 @@
 //! (`wafer_simulator::simulate_analytical` reports exactly this walk).
 //! Must not: play individual messages on links, or build reports.
 
-use crate::region::{region_cost, RegionCost};
+use crate::region::{region_cost_rows, RegionCost};
 use crate::timing::*;
 use wafer_ir::{route_messages, ArchSpec, Dataflow, Dir, Program, ProgramInfo, Purpose, TaskKind, Work};
 
@@ -182,7 +182,7 @@ pub fn estimate(p: &Program, info: &ProgramInfo) -> Result<Estimate, Starved> {
         if shared { p.regions.iter().map(|r| occ.cells_of(r.wafer, r.rect)).collect() } else { vec![Vec::new(); n] };
     let mut cell_free = vec![(0.0f64, 0usize); if shared { occ.cells().len() } else { 0 }];
     for (i, r) in p.regions.iter().enumerate() {
-        let mut cost = region_cost(&p.arch, &r.work, r.rect, p.rows(), p.weight_dtype, p.kv_dtype);
+        let mut cost = region_cost_rows(&p.arch, &r.work, r.rect, p.rows(), p.new_tokens, p.weight_dtype, p.kv_dtype);
         cost.reduce_comm += row_bcast(p, &df, i);
         // Fed when its task list receives column inputs (from any region, active or not).
         let fed =

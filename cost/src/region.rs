@@ -78,9 +78,26 @@ pub fn reduce_cost(arch: &ArchSpec, shape: Reduce, n: u32, bytes: u64, add: u64)
     }
 }
 
-/// Closed-form cost of `work` on `rect` (its largest tile), for the program's
-/// batch and dtypes. Shared with the compiler's mapping search.
+/// Closed-form cost of `work` on `rect` (its largest tile), for `batch` rows
+/// of one token each (a decode step) and the program's dtypes. Shared with
+/// the compiler's mapping search.
 pub fn region_cost(arch: &ArchSpec, work: &Work, rect: Rect, batch: u64, weight: DType, kv: DType) -> RegionCost {
+    region_cost_rows(arch, work, rect, batch, 1, weight, kv)
+}
+
+/// [`region_cost`] for `rows` rows of which `tokens` belong to each sequence
+/// (`Program::rows()` and `Program::new_tokens`: a prompt chunk's queries of
+/// one sequence share its keys).
+pub fn region_cost_rows(
+    arch: &ArchSpec,
+    work: &Work,
+    rect: Rect,
+    rows: u64,
+    tokens: u64,
+    weight: DType,
+    kv: DType,
+) -> RegionCost {
+    let batch = rows;
     let hop = arch.router.hop_latency_cycles as f64;
     let task = arch.pe.task_overhead_cycles as f64;
     match *work {
@@ -122,7 +139,7 @@ pub fn region_cost(arch: &ArchSpec, work: &Work, rect: Rect, batch: u64, weight:
             let (cc, ca) = reduce_cost(arch, Reduce::Chain, rows, bytes, comb);
             RegionCost {
                 prologue_comm: (rect.w as f64 - 1.0 + rows as f64 - 1.0) * hop,
-                compute: attention_compute(arch, group, head_dim, pos_per_pe, seqs, kv) as f64,
+                compute: attention_compute(arch, group, head_dim, pos_per_pe, seqs, tokens, kv) as f64,
                 reduce_comm: rc + cc,
                 reduce_compute: ra + ca,
             }

@@ -164,20 +164,37 @@ pub fn chain_step(arch: &ArchSpec) -> u64 {
     arch.router.hop_latency_cycles as u64 + relay(arch)
 }
 
-/// Attention on one PE holding `pos` positions of each of `batch` sequences for
-/// a KV head with `group` query heads of `head_dim`: scores (one dot product per
-/// query head and position), softmax statistics and exponentials (5 element-wise
-/// passes over the scores), and `P·V` (one AXPY of `head_dim` per query head
-/// and position).
-pub fn attention_compute(arch: &ArchSpec, group: u64, head_dim: u64, pos: u64, batch: u64, kv: DType) -> u64 {
+/// Attention on one PE holding `pos` positions of each sequence whose
+/// `rows` query rows it serves (`tokens` rows per sequence: 1 in decode, a
+/// chunk's tokens in prefill), for a KV head with `group` query heads of
+/// `head_dim`: scores (a dot product per query head, row and position),
+/// softmax statistics and exponentials (5 element-wise passes over the
+/// scores), and `P·V` (an AXPY of `head_dim` per query head, row and
+/// position). The `group · tokens` query vectors of one sequence share its
+/// keys and values, so, as a Gemv over several rows, each of the two
+/// products runs the cheaper of the vector op per (query, position) and
+/// MeshGEMM's mapped loop over those queries ([`mapped_mac`]: per position
+/// a loop iteration, per key or value element one multiply-add over them).
+pub fn attention_compute(
+    arch: &ArchSpec,
+    group: u64,
+    head_dim: u64,
+    pos: u64,
+    rows: u64,
+    tokens: u64,
+    kv: DType,
+) -> u64 {
     if pos == 0 {
         return 0;
     }
     let rate = fma_rate(arch, kv, DType::F32);
-    let dots = group * pos * batch * vector_op(arch, head_dim, rate);
-    let soft = elementwise(arch, group * pos * batch, 5);
-    let pv = group * pos * batch * vector_op(arch, head_dim, rate);
-    arch.pe.task_overhead_cycles as u64 + dots + soft + pv
+    let tokens = tokens.clamp(1, rows.max(1));
+    let (seqs, shared) = (rows.div_ceil(tokens), group * tokens);
+    let per_query = shared.saturating_mul(pos).saturating_mul(vector_op(arch, head_dim, rate));
+    let product =
+        if shared > 1 { per_query.min(mapped_mac(arch, shared, pos, head_dim, kv, DType::F32)) } else { per_query };
+    let soft = elementwise(arch, group * pos * rows, 5);
+    arch.pe.task_overhead_cycles as u64 + 2 * seqs.saturating_mul(product) + soft
 }
 
 /// Combining two partial attention states (rescale both accumulators, add, update max and sum).
@@ -233,6 +250,24 @@ mod tests {
         for b in 1..64 {
             assert!(gemv_compute(&a, 5, 6, b + 1, w, acc) >= gemv_compute(&a, 5, 6, b, w, acc));
         }
+    }
+
+    #[test]
+    fn queries_that_share_a_sequence_s_keys_run_the_cheaper_loop_in_attention() {
+        let a = arch_preset("wse3").unwrap();
+        let kv = DType::Bf16;
+        let (task, soft) = (a.pe.task_overhead_cycles as u64, |n: u64| elementwise(&a, n, 5));
+        // One query head, one token: a dot product and an AXPY of 64 per position (⌈64/2⌉ + 43).
+        assert_eq!(attention_compute(&a, 1, 64, 10, 1, 1, kv), task + 2 * 10 * (32 + 43) + soft(10));
+        // Four query heads of one KV head (GQA): per position 40 + 64 × (1 + ⌈4/2⌉) < 4 × 75.
+        assert_eq!(attention_compute(&a, 4, 64, 10, 1, 1, kv), task + 2 * 10 * (40 + 64 * 3) + soft(40));
+        // Four sequences of one query each share nothing: four times the per-sequence cost.
+        let one = attention_compute(&a, 1, 64, 10, 1, 1, kv) - task - soft(10);
+        assert_eq!(attention_compute(&a, 1, 64, 10, 4, 1, kv), task + 4 * one + soft(40));
+        // A chunk of 8 tokens of one sequence: 8 queries share the keys.
+        assert_eq!(attention_compute(&a, 1, 64, 10, 8, 8, kv), task + 2 * 10 * (40 + 64 * 5) + soft(80));
+        // Head dim 128, group 2: the vector op (2 × 107) beats the loop (40 + 128 × 2).
+        assert_eq!(attention_compute(&a, 2, 128, 10, 1, 1, kv), task + 2 * 10 * 2 * (64 + 43) + soft(20));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use wafer_ir::{Dataflow, Members, Program, RegionId};
-use wafer_simulator::{region_cost, FinishedSim};
+use wafer_simulator::{region_cost_rows, FinishedSim};
 
 #[derive(Serialize)]
 struct Event {
@@ -117,7 +117,7 @@ pub fn chrome_trace(p: &Program, df: &Dataflow, sim: &FinishedSim) -> String {
         let (ts, te) = (t(rt.start), t(rt.end));
         ev.push(slice(rt.role.clone(), "region", r.wafer, tid, ts, (te - ts).max(0.0), args));
         // Phases, when the engine's region time is the closed form (the analytical engine).
-        let c = region_cost(&p.arch, &r.work, r.rect, p.rows(), p.weight_dtype, p.kv_dtype);
+        let c = region_cost_rows(&p.arch, &r.work, r.rect, p.rows(), p.new_tokens, p.weight_dtype, p.kv_dtype);
         if sim.engine == "analytical" && (c.total() - (rt.end - rt.start)).abs() <= 1e-6 * c.total().max(1.0) {
             let mut at = rt.start;
             for (name, len) in [

@@ -2158,7 +2158,8 @@ impl<'p> Sim<'p> {
         let rows_per_head = g.r.work.block_rows();
         let (lo, hi) = g.r.work.seq_range(block as u64 % batch_split.max(1), self.batch);
         let held = positions.saturating_sub(i as u64 * pos_per_pe).min(pos_per_pe);
-        let cost = timing::attention_compute(&self.p.arch, group, head_dim, held, hi - lo, self.p.kv_dtype);
+        let cost =
+            timing::attention_compute(&self.p.arch, group, head_dim, held, hi - lo, self.p.new_tokens, self.p.kv_dtype);
         let w = g.r.rect.w;
         let node = (i % w) * g.r.rect.h + block * rows_per_head + i / w;
         self.regs[reg].busy += cost;

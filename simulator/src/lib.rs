@@ -37,7 +37,7 @@ pub use steady::{
     engine_steady, pipelining, replay_users, streamed_prefill, Pipelining, ReplayError, SteadyEngine, SteadyError,
     StreamedPrefill, UsersReplay, UsersSteady, EVENT_TOKENS, REPLAY_TOKENS,
 };
-pub use wafer_cost::{region_cost, RegionCost};
+pub use wafer_cost::{region_cost, region_cost_rows, RegionCost};
 
 pub use functional::{
     check_functional_budget, estimate_functional_bytes, run_functional, FunctionalError, FunctionalOutput,

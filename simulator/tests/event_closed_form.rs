@@ -226,8 +226,8 @@ fn attention_over_two_head_blocks_in_closed_form() {
     // The slot holder (index 2: row 3, col 0) holds 1 position and gets K, V of head 1
     // (v1 leaves last, at 20 + 10, 1 hop to (0, 3)); others hold 2, 2, 0.
     let v1 = TASK + 5 * ser + message(&a, 1, 8);
-    let c2 = attention_compute(&a, 1, 4, 2, 1, DType::Bf16);
-    let c1 = attention_compute(&a, 1, 4, 1, 1, DType::Bf16);
+    let c2 = attention_compute(&a, 1, 4, 2, 1, 1, DType::Bf16);
+    let c1 = attention_compute(&a, 1, 4, 1, 1, 1, DType::Bf16);
     let comb = attention_combine(&a, 1, 4, 1);
     let part = 4 * (4 + 2); // fp32 (max, sum, acc[4])
                             // Row 2: PE (2,1) has q at q1 + message(2 + 1, 8), computes 2 positions, sends 1 hop.
