@@ -34,7 +34,7 @@
 //! at context 4096 it does not, and the draft takes a wafer of its own.
 
 use crate::{compile, prefill_chunk, CompileError, CompileOptions, Compiled, Wafers};
-use wafer_ir::{verify_program, ArchSpec, Graph, Program, ProgramInfo, RegionId, RouteId, Step};
+use wafer_ir::{verify_program, ArchSpec, Graph, Program, ProgramInfo, RegionId};
 
 /// Why a draft cannot be stacked on a target, or a round cannot run.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -154,14 +154,7 @@ pub fn stack_draft(target: &Program, draft: &Program) -> Result<Program, DraftEr
         let mut r = r.clone();
         r.name = format!("draft.{}", r.name);
         r.turn += after;
-        for st in &mut r.steps {
-            match st {
-                Step::Recv { route, .. } | Step::Send { route, .. } | Step::Collective { route } => {
-                    *route = RouteId(route.0 + routes)
-                }
-                Step::Compute => {}
-            }
-        }
+        r.steps = r.steps.iter().map(|&st| st.with_route_offset(routes)).collect();
         r
     }));
     p.routes.extend(draft.routes.iter().map(|rt| {
@@ -254,8 +247,8 @@ pub fn orient(p: &Program, o: Orientation) -> Program {
     q
 }
 
-/// A draft compiled under a per-PE budget: the first orientation whose two
-/// steps verify beside `target`, else the first attempt's reason.
+/// The first orientation of `draft` whose two steps verify beside
+/// `target`, else the first attempt's reason.
 fn try_orientations(
     target: &Program,
     draft: &Program,
@@ -308,8 +301,8 @@ impl std::fmt::Display for Split {
     }
 }
 
-/// The draft's share of the mesh's columns (or rows) when the two are compiled side by side
-/// on split rows, as multiples of its share of the two models' resident bytes
+/// The draft's share of the mesh's columns (or rows) when the two are compiled side by side,
+/// as multiples of its share of the two models' resident bytes
 /// (packing leaves gaps, so more than its share).
 pub const SPLIT_SLACK: [f64; 3] = [1.25, 1.5, 2.0];
 
@@ -320,8 +313,8 @@ pub const SPLIT_SLACK: [f64; 3] = [1.25, 1.5, 2.0];
 ///    step, else compiled again with room for it (`prefill_chunk`);
 /// 2. the draft compiled on that mapping's wafer count and stacked on its PEs
 ///    in the first [`Orientation`] where both steps verify;
-/// 3. else both compiled again side by side on split rows of every wafer
-///    (the draft's share from [`SPLIT_SLACK`], below the target's rows);
+/// 3. else both compiled again side by side on split columns, then rows, of
+///    every wafer (the draft's share from [`SPLIT_SLACK`], after the target's);
 /// 4. else the draft compiled with `opts` (its wafers as given) on wafers of
 ///    its own, with the first attempt's reason.
 pub fn place_draft(
@@ -333,19 +326,19 @@ pub fn place_draft(
     verify_tokens: u64,
 ) -> Result<DraftPlan, DraftError> {
     let room = CompileOptions { prefill_chunk: opts.prefill_chunk.max(verify_tokens), ..opts.clone() };
-    let (again, recompiled) = match prefill_chunk(target, verify_tokens) {
-        Ok(_) => (None, None),
+    let verify_failed = |e: CompileError| DraftError::VerifyStep { tokens: verify_tokens, first: first_diagnostic(&e) };
+    // The verify step on the target's own wafers (used when the draft takes wafers of its own).
+    let (again, recompiled, verify_alone) = match prefill_chunk(target, verify_tokens) {
+        Ok(v) => (None, None, v),
         Err(e) => {
             let why =
                 format!("its mapping does not hold the {verify_tokens}-token verify step ({})", first_diagnostic(&e));
-            let t = compile(target_graph, arch, &room)
-                .map_err(|e| DraftError::VerifyStep { tokens: verify_tokens, first: first_diagnostic(&e) })?;
-            (Some(t), Some(why))
+            let t = compile(target_graph, arch, &room).map_err(verify_failed)?;
+            let v = prefill_chunk(&t.program, verify_tokens).map_err(verify_failed)?;
+            (Some(t), Some(why), v)
         }
     };
     let tp = again.as_ref().map_or(target, |c| &c.program);
-    let verify_alone = prefill_chunk(tp, verify_tokens)
-        .map_err(|e| DraftError::VerifyStep { tokens: verify_tokens, first: first_diagnostic(&e) })?;
     let on_target = CompileOptions { wafers: Wafers::Fixed(tp.wafers), ..room.clone() };
     let plan = |t: Option<&Compiled>, d: &Compiled, split: Option<Split>, o, draft_step, verify_step| DraftPlan {
         placement: Placement::Shared,

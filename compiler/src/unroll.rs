@@ -4,7 +4,9 @@
 //! Owns: the copies and what joins them. Copy `(t, u)` is token `t` of user
 //! `u`; copies run `t`-major (`k = t · users + u`), each region's copy named
 //! [`wafer_ir::copy_name`] and its turn offset past every earlier copy's
-//! (`k · (max turn + 1) + turn`), so that a region's copies share its PEs in
+//! (`k · (max turn + 1) + turn` where the step's regions share PEs; a
+//! staggered wavefront, `k · d + position`, where they are disjoint: see
+//! [`unroll_users`]), so that a region's copies share its PEs in
 //! first-come order (the engines make a PE run one task at a time across
 //! regions that share it; the closed form starts a region once its cells are
 //! free). Copy `(t + 1, u)` depends on copy `(t, u)` as the real machine
@@ -42,16 +44,6 @@ pub const MAX_UNROLLED_REGIONS: u64 = 1 << 20;
 
 /// Most messages an unrolled program may send ([`wafer_ir::limits::MAX_PROGRAM_MESSAGES`]).
 pub const MAX_UNROLLED_MESSAGES: u64 = wafer_ir::limits::MAX_PROGRAM_MESSAGES;
-
-fn shifted(st: Step, by: u32) -> Step {
-    let r = |id: RouteId| RouteId(id.0 + by);
-    match st {
-        Step::Recv { route, bytes } => Step::Recv { route: r(route), bytes },
-        Step::Send { route, bytes } => Step::Send { route: r(route), bytes },
-        Step::Collective { route } => Step::Collective { route: r(route) },
-        Step::Compute => Step::Compute,
-    }
-}
 
 /// The one active region of `p` that `is` picks, or why there is none.
 fn the_one(p: &Program, what: &str, is: impl Fn(&Work) -> bool) -> Result<usize, CompileError> {
@@ -139,7 +131,7 @@ pub fn unroll_users(
         out.regions.push(Region {
             name: copy_name(&r.name, k as u32 % users, k as u32 / users),
             turn: t_k as u32,
-            steps: r.steps.iter().map(|&s| shifted(s, k as u32 * m32)).collect(),
+            steps: r.steps.iter().map(|&s| s.with_route_offset(k as u32 * m32)).collect(),
             ..r.clone()
         });
     }

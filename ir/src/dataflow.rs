@@ -162,8 +162,16 @@ pub struct Dataflow {
     /// The regions' rectangles, for [`Dataflow::tasks_at`].
     rects: Vec<(u32, crate::spatial::Rect)>,
     works: Vec<Work>,
+    /// Built on the first [`Dataflow::tasks_at`]: the engines, which take only
+    /// the templates, never pay for it.
+    pe_index: std::sync::OnceLock<PeIndex>,
+}
+
+/// Which regions cover each PE: the program's occupancy cells, and per cell
+/// the regions covering it in turn (then program) order.
+#[derive(Debug, Clone)]
+struct PeIndex {
     occ: Occupancy,
-    /// Per occupancy cell: the regions covering it, in turn (then program) order.
     stacked: Vec<Vec<u32>>,
 }
 
@@ -174,7 +182,8 @@ pub fn route_purposes(p: &Program, route: RouteId) -> Purposes {
         RouteKind::Forward => match p.region(rt.dst).work {
             Work::Gemv { .. } => &[Purpose::ColumnInput],
             Work::Attention { .. } => &[Purpose::Query, Purpose::KvAppend],
-            Work::Embedding { .. } | Work::Gemm { .. } => &[],
+            Work::Embedding { .. } => &[Purpose::Token],
+            Work::Gemm { .. } => &[],
         },
         RouteKind::Residual => &[Purpose::Residual],
         RouteKind::Reduce | RouteKind::Argmax => &[Purpose::Collective],
@@ -229,16 +238,8 @@ fn lower_region(p: &Program, i: usize) -> RegionTasks {
 pub fn lower(p: &Program, _info: &ProgramInfo) -> Dataflow {
     let regions: Vec<RegionTasks> = (0..p.regions.len()).map(|i| lower_region(p, i)).collect();
     let rects: Vec<(u32, crate::spatial::Rect)> = p.regions.iter().map(|r| (r.wafer, r.rect)).collect();
-    let occ = Occupancy::new(&rects);
-    let mut stacked = vec![Vec::new(); occ.cells().len()];
-    let mut order: Vec<usize> = (0..p.regions.len()).collect();
-    order.sort_by_key(|&i| (p.regions[i].turn, i));
-    for i in order {
-        for c in occ.cells_of(rects[i].0, rects[i].1) {
-            stacked[c].push(i as u32);
-        }
-    }
-    Dataflow { regions, rects, works: p.regions.iter().map(|r| r.work.clone()).collect(), occ, stacked }
+    let works = p.regions.iter().map(|r| r.work.clone()).collect();
+    Dataflow { regions, rects, works, pe_index: std::sync::OnceLock::new() }
 }
 
 impl Dataflow {
@@ -254,21 +255,7 @@ impl Dataflow {
             Members::All => true,
             Members::Row0 => row == 0,
             Members::Col0 => col == 0,
-            Members::Outputs => {
-                let work = &self.works[i];
-                match *work {
-                    Work::Gemv { argmax: true, .. } | Work::Gemm { .. } => row == 0 && col == 0,
-                    Work::Gemv { reduce, .. } => col == reduce.root(rect.w),
-                    Work::Attention { .. } => {
-                        let br = work.block_rows().max(1);
-                        col == 0 && row % br == 0 && ((row / br) as u64) < work.attn_blocks()
-                    }
-                    Work::Embedding { rows_per_pe, token, .. } => {
-                        let k = (token / rows_per_pe.max(1)) as u32;
-                        (row, col) == (k / rect.w.max(1), k % rect.w.max(1))
-                    }
-                }
-            }
+            Members::Outputs => self.works[i].holds_output_on(rect, row, col),
         }
     }
 
@@ -276,9 +263,21 @@ impl Dataflow {
     /// in turn order (regions of one turn never share a PE), each region's in
     /// its template's order; empty for a PE no region covers.
     pub fn tasks_at(&self, wafer: u32, x: u32, y: u32) -> Vec<PeTask<'_>> {
-        let Some(cell) = self.occ.cell_at(wafer, Pe { x, y }) else { return Vec::new() };
+        let index = self.pe_index.get_or_init(|| {
+            let occ = Occupancy::new(&self.rects);
+            let mut stacked = vec![Vec::new(); occ.cells().len()];
+            let mut order: Vec<usize> = (0..self.regions.len()).collect();
+            order.sort_by_key(|&i| (self.regions[i].turn, i));
+            for i in order {
+                for c in occ.cells_of(self.rects[i].0, self.rects[i].1) {
+                    stacked[c].push(i as u32);
+                }
+            }
+            PeIndex { occ, stacked }
+        });
+        let Some(cell) = index.occ.cell_at(wafer, Pe { x, y }) else { return Vec::new() };
         let mut out = Vec::new();
-        for &i in &self.stacked[cell] {
+        for &i in &index.stacked[cell] {
             let i = i as usize;
             let rect = self.rects[i].1;
             let (row, col) = (y - rect.y, x - rect.x);

@@ -41,8 +41,9 @@ pub use graph::{ActFn, Elementwise, Graph, GraphBuilder, NormKind, Op, OpId, OpK
 pub use limits::{fmt_bytes, ResourceError};
 pub use occupancy::{Cell, Occupancy};
 pub use spatial::{
-    copy_name, footprints_meet, for_each_message, route_footprint, route_messages, sram_need, tail_legs, xy_path, Dir,
-    Leg, Message, Pe, Program, Purpose, Rect, Reduce, Region, RegionId, Route, RouteId, RouteKind, Sram, Step, Work,
+    copy_name, footprints_meet, for_each_message, parse_copy_name, route_footprint, route_messages, sram_need,
+    tail_legs, xy_path, Dir, Leg, Message, Pe, Program, Purpose, Rect, Reduce, Region, RegionId, Route, RouteId,
+    RouteKind, Sram, Step, Work,
 };
 pub use spatial_text::{parse_program, print_program, ParseError};
 pub use spatial_verify::{

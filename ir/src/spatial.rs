@@ -497,6 +497,20 @@ pub enum Step {
     Send { route: RouteId, bytes: u64 },
 }
 
+impl Step {
+    /// The same step with its route's id moved up by `by` (routes appended
+    /// after `by` others: a program joined to another, a copy of a step).
+    pub fn with_route_offset(self, by: u32) -> Step {
+        let r = |id: RouteId| RouteId(id.0 + by);
+        match self {
+            Step::Recv { route, bytes } => Step::Recv { route: r(route), bytes },
+            Step::Send { route, bytes } => Step::Send { route: r(route), bytes },
+            Step::Collective { route } => Step::Collective { route: r(route) },
+            Step::Compute => Step::Compute,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Region {
     pub name: String,
@@ -587,25 +601,58 @@ impl Region {
 
     /// Lines (rows for Gemv, head sub-blocks for Attention) that hold output.
     pub fn out_lines(&self) -> u32 {
-        match self.work {
-            Work::Gemv { argmax: true, .. } | Work::Embedding { .. } | Work::Gemm { .. } => 1,
-            Work::Gemv { .. } => self.rect.h,
-            Work::Attention { .. } => self.work.attn_blocks() as u32,
-        }
+        self.work.out_lines_on(self.rect)
     }
 
     /// The PE holding output line `r`.
     pub fn out_pe(&self, r: u32) -> Pe {
-        match self.work {
-            Work::Gemv { argmax: true, .. } => self.rect.pe(0, 0),
-            Work::Gemv { reduce, .. } => self.rect.pe(r, reduce.root(self.rect.w)),
-            Work::Attention { .. } => self.rect.pe(r * self.work.block_rows(), 0),
+        self.work.out_pe_on(self.rect, r)
+    }
+
+    /// Whether region-local PE (`row`, `col`) holds one of the output lines.
+    pub fn holds_output(&self, row: u32, col: u32) -> bool {
+        self.work.holds_output_on(self.rect, row, col)
+    }
+}
+
+impl Work {
+    /// [`Region::out_lines`] of this work on `rect`.
+    pub fn out_lines_on(&self, rect: Rect) -> u32 {
+        match self {
+            Work::Gemv { argmax: true, .. } | Work::Embedding { .. } | Work::Gemm { .. } => 1,
+            Work::Gemv { .. } => rect.h,
+            Work::Attention { .. } => self.attn_blocks() as u32,
+        }
+    }
+
+    /// [`Region::out_pe`] of this work on `rect`.
+    pub fn out_pe_on(&self, rect: Rect, r: u32) -> Pe {
+        match *self {
+            Work::Gemv { argmax: true, .. } => rect.pe(0, 0),
+            Work::Gemv { reduce, .. } => rect.pe(r, reduce.root(rect.w)),
+            Work::Attention { .. } => rect.pe(r * self.block_rows(), 0),
             Work::Embedding { rows_per_pe, token, .. } => {
                 let i = (token / rows_per_pe.max(1)) as u32;
-                self.rect.pe(i / self.rect.w, i % self.rect.w)
+                rect.pe(i / rect.w, i % rect.w)
             }
-            Work::Gemm { .. } => self.rect.pe(0, 0),
+            Work::Gemm { .. } => rect.pe(0, 0),
         }
+    }
+
+    /// The output line region-local row `row` sends from or receives at: its
+    /// row for a Gemv, its head sub-block for an Attention, else the one line.
+    pub fn line_of_row(&self, row: u32) -> u32 {
+        match self {
+            Work::Gemv { argmax: true, .. } | Work::Embedding { .. } | Work::Gemm { .. } => 0,
+            Work::Gemv { .. } => row,
+            Work::Attention { .. } => row / self.block_rows().max(1),
+        }
+    }
+
+    /// [`Region::holds_output`] of this work on `rect`.
+    pub fn holds_output_on(&self, rect: Rect, row: u32, col: u32) -> bool {
+        let line = self.line_of_row(row);
+        line < self.out_lines_on(rect) && self.out_pe_on(rect, line) == rect.pe(row, col)
     }
 }
 
@@ -695,6 +742,14 @@ impl Program {
 /// compiled region's name).
 pub fn copy_name(region: &str, user: u32, token: u32) -> String {
     format!("{region}@u{user}t{token}")
+}
+
+/// The inverse of [`copy_name`]: `(region, user, token)`, or `None` for a
+/// name that is not a copy's.
+pub fn parse_copy_name(name: &str) -> Option<(&str, u32, u32)> {
+    let (region, tag) = name.rsplit_once('@')?;
+    let (u, t) = tag.strip_prefix('u')?.split_once('t')?;
+    Some((region, u.parse().ok()?, t.parse().ok()?))
 }
 
 /// What a message carries, set where [`route_messages`] makes it, so that no
@@ -1179,6 +1234,14 @@ pub fn footprints_meet(a: &[(u32, Rect)], b: &[(u32, Rect)]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_copy_name_reads_back_as_its_region_user_and_token() {
+        assert_eq!(parse_copy_name(&copy_name("l3.mlp_up", 7, 12)), Some(("l3.mlp_up", 7, 12)));
+        assert_eq!(parse_copy_name("l3.mlp_up"), None);
+        assert_eq!(parse_copy_name("x@u1"), None);
+        assert_eq!(parse_copy_name("x@uat2"), None);
+    }
 
     /// Every PE but the root sends exactly once, and everything reaches the root.
     fn reaches_root(shape: Reduce, n: u32) {

@@ -1187,12 +1187,7 @@ impl<'p> Sim<'p> {
     /// Output line (region-local) of region `reg` that PE `pe` sends from or receives at.
     fn line_of(&self, reg: usize, pe: Pe) -> u32 {
         let r = self.regs[reg].r;
-        let row = pe.y.saturating_sub(r.rect.y);
-        match r.work {
-            Work::Gemv { argmax: true, .. } | Work::Embedding { .. } | Work::Gemm { .. } => 0,
-            Work::Gemv { .. } => row,
-            Work::Attention { .. } => row / r.work.block_rows(),
-        }
+        r.work.line_of_row(pe.y.saturating_sub(r.rect.y))
     }
 
     /// Expands every active non-collective route (and the norm's broadcast)
@@ -2036,17 +2031,13 @@ impl<'p> Sim<'p> {
     fn gemv_pe(&mut self, reg: usize, r: u32, c: u32, mut ready: Stamp) {
         let g = &self.regs[reg];
         let Work::Gemv { acc, mac, .. } = g.r.work else { return };
-        if g.res_first {
-            let pe = g.r.rect.pe(r, c);
-            let l = self.line_of(reg, pe);
-            if g.r.out_pe(l) == pe {
-                let gl = (g.line_base + l) as usize;
-                if self.res_pending[gl] > 0 {
-                    self.res_hold[gl] = Some(ready);
-                    return;
-                }
-                ready = ready.later(self.res_stamp[gl]);
+        if g.res_first && g.r.holds_output(r, c) {
+            let gl = (g.line_base + g.r.work.line_of_row(r)) as usize;
+            if self.res_pending[gl] > 0 {
+                self.res_hold[gl] = Some(ready);
+                return;
             }
+            ready = ready.later(self.res_stamp[gl]);
         }
         let g = &self.regs[reg];
         let cost = if mac {

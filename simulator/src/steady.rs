@@ -512,12 +512,9 @@ pub fn engine_steady(
     let run = run.finished().map_err(|source| SteadyError::Unfinished { users, tokens, source })?;
     let mut done = vec![vec![f64::NAN; tokens as usize]; users as usize];
     for r in &run.regions {
-        let Some((_, tag)) = r.region.rsplit_once('@') else { continue };
-        let Some((u, t)) = tag.strip_prefix('u').and_then(|x| x.split_once('t')) else { continue };
-        if let (Ok(u), Ok(t)) = (u.parse::<usize>(), t.parse::<usize>()) {
-            if let Some(slot) = done.get_mut(u).and_then(|d| d.get_mut(t)) {
-                *slot = if slot.is_nan() { r.end } else { slot.max(r.end) };
-            }
+        let Some((_, u, t)) = wafer_ir::parse_copy_name(&r.region) else { continue };
+        if let Some(slot) = done.get_mut(u as usize).and_then(|d| d.get_mut(t as usize)) {
+            *slot = if slot.is_nan() { r.end } else { slot.max(r.end) };
         }
     }
     for (u, d) in done.iter().enumerate() {

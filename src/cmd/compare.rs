@@ -40,7 +40,7 @@ pub fn run(a: Args) -> Result<(), Exit> {
     let target = a.out.prepare()?;
     let step = after_prompt(&a.step, &a.prefill);
     let draft = a.spec.load()?;
-    let (mut r, program, df) = run_report_and_program(&step, &a.machine, &a.gpu, &a.energy, false, a.engine)?;
+    let (mut r, program, info) = run_report_and_program(&step, &a.machine, &a.gpu, &a.energy, false, a.engine)?;
     if let Some(d) = &draft {
         super::speculate::attach_speculative(&mut r, &program, &step, &a.machine, &a.gpu, &a.energy, a.engine, d)?;
     }
@@ -48,7 +48,7 @@ pub fn run(a: Args) -> Result<(), Exit> {
     attach_prefill(&mut r, &program, &step, &a.gpu, &a.prefill)?;
     if let Some(t) = target {
         let shown = t.shown().display().to_string();
-        t.write(&wafer_reports::run_folder(&r, &program, &df)?)?;
+        t.write(&wafer_reports::run_folder(&r, &program, &wafer_ir::lower(&program, &info))?)?;
         eprintln!("wrote {shown}");
     }
     if a.format == Format::Json {

@@ -239,7 +239,7 @@ pub fn run_report_and_program(
     energy: &EnergyArgs,
     no_gpu: bool,
     engine: Engine,
-) -> Result<(RunReport, wafer_ir::Program, wafer_ir::Dataflow), Exit> {
+) -> Result<(RunReport, wafer_ir::Program, wafer_ir::ProgramInfo), Exit> {
     engine.check_timing()?;
     let gpu_spec = if no_gpu { None } else { Some(load_gpu(&gpu.gpu)?) };
     let t0 = std::time::Instant::now();
@@ -279,8 +279,7 @@ pub fn run_report_and_program(
         });
     }
     r.timings = Some(timings);
-    let df = wafer_ir::lower(&c.program, &c.info);
-    Ok((r, c.program, df))
+    Ok((r, c.program, c.info))
 }
 
 /// One checked step of the functional engine.
@@ -483,7 +482,7 @@ pub fn run(a: Args) -> Result<(), Exit> {
     let target = a.out.prepare()?;
     let step = after_prompt(&a.step, &a.prefill);
     let draft = a.spec.load()?;
-    let (mut r, program, df) = run_report_and_program(&step, &a.machine, &a.gpu, &a.energy, a.no_gpu, a.engine)?;
+    let (mut r, program, info) = run_report_and_program(&step, &a.machine, &a.gpu, &a.energy, a.no_gpu, a.engine)?;
     if let Some(d) = &draft {
         super::speculate::attach_speculative(&mut r, &program, &step, &a.machine, &a.gpu, &a.energy, a.engine, d)?;
     }
@@ -499,13 +498,13 @@ pub fn run(a: Args) -> Result<(), Exit> {
             Err(wafer_simulator::ReplayError::SharedPes { .. }) => None,
             Err(e) => return Err(Exit { code: 2, message: format!("--users: {e}") }),
         };
-        users_by_event(&mut users, &program, &r.simulation, a.engine)?;
+        users_by_event(&mut users, &program, &info, &r.simulation, a.engine)?;
     }
     r.users = Some(users);
     attach_prefill(&mut r, &program, &step, &a.gpu, &a.prefill)?;
     if let Some(t) = target {
         let shown = t.shown().display().to_string();
-        t.write(&wafer_reports::run_folder(&r, &program, &df)?)?;
+        t.write(&wafer_reports::run_folder(&r, &program, &wafer_ir::lower(&program, &info))?)?;
         eprintln!("wrote {shown}");
     }
     match a.format {
@@ -522,6 +521,7 @@ pub fn run(a: Args) -> Result<(), Exit> {
 fn users_by_event(
     users: &mut wafer_simulator::Pipelining,
     program: &wafer_ir::Program,
+    info: &wafer_ir::ProgramInfo,
     sim: &FinishedSim,
     engine: Engine,
 ) -> Result<(), Exit> {
@@ -538,8 +538,7 @@ fn users_by_event(
     };
     let n = users.users;
     let tokens = wafer_simulator::EVENT_TOKENS;
-    let info = wafer_ir::verify_program(program).map_err(|e| Exit { code: 1, message: e.to_string() })?;
-    let (u, ui) = match wafer_compiler::unroll_users(program, &info, n, tokens) {
+    let (u, ui) = match wafer_compiler::unroll_users(program, info, n, tokens) {
         Ok(x) => x,
         Err(e) => {
             users.event_skipped = Some(e.to_string());
