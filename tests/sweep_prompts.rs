@@ -54,13 +54,14 @@ fn a_swept_prompt_times_the_first_token_as_run_does() {
         assert_eq!(f["ttft_us"], run["prefill"]["ttft_us"], "prompt {n}");
         assert_eq!(f["gpu_ttft_us"], run["prefill"]["gpu_ttft_us"], "prompt {n}");
         assert_eq!(f["prefill_chunk"], run["prefill"]["chunk"], "prompt {n}");
+        assert_eq!(f["prefill_way"], run["prefill"]["way"], "prompt {n}");
         assert_eq!(f["tpot_us"], run["simulation"]["tpot_us"], "prompt {n}");
     }
     // A longer prompt waits longer, on both sides.
     let t = |i: usize, k: &str| rows[i]["figures"][k].as_f64().unwrap();
     assert!(t(1, "ttft_us") > t(0, "ttft_us") && t(1, "gpu_ttft_us") > t(0, "gpu_ttft_us"));
     let head = csv.lines().next().unwrap();
-    assert!(head.contains(",prompt,") && head.ends_with(",ttft_us,prefill_chunk,gpu_ttft_us"), "{head}");
+    assert!(head.contains(",prompt,") && head.ends_with(",ttft_us,prefill_way,prefill_chunk,gpu_ttft_us"), "{head}");
 }
 
 #[test]

@@ -8,15 +8,20 @@
 //! * [`program`]: the program-level closed form ([`estimate`]): routes, row
 //!   broadcasts and turns on shared PEs added along the critical path — the
 //!   figures the analytical engine reports and `--strategy auto` compares.
+//! * [`prefill`]: a prompt run as weight-stationary GEMMs over a
+//!   decode mapping's resident weights ([`gemm_prefill`]), the "gemm" way to
+//!   the first token beside streaming chunks through the mapping.
 //!
 //! Architecture invariant: depends on `ir` only. Pure functions of an
 //! [`wafer_ir::ArchSpec`], a region's shape or a verified program: no I/O,
 //! no playing of messages and no reports — those are the engines'
 //! (`wafer-simulator`), and the compiler never runs an engine.
 
+pub mod prefill;
 pub mod program;
 pub mod region;
 pub mod timing;
 
+pub use prefill::{gemm_prefill, search_gemm_prefill, GemmPrefill, GemmPrefillError, GemmSchedule, GemmSearch};
 pub use program::{estimate, Estimate, RegionEstimate, Starved};
 pub use region::{reduce_cost, region_cost, region_cost_rows, RegionCost};

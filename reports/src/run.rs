@@ -443,16 +443,53 @@ impl RunReport {
             self.compile.colors_max_per_router
         );
         if let Some(f) = &self.prefill {
+            let tokens = |n: u64| format!("{n} token{}", if n == 1 { "" } else { "s" });
+            let how = if f.way == "gemm" {
+                format!(
+                    "as GEMMs over the mapping's resident weights in blocks of {} pipelined through the layers, one per \
+                     bottleneck",
+                    tokens(f.chunk)
+                )
+            } else if f.way == "gemm_layers" {
+                format!(
+                    "as GEMMs over the mapping's resident weights, layer by layer in blocks of {}, each block the sum \
+                     of every region's pace, the largest",
+                    tokens(f.chunk)
+                )
+            } else if f.chunk == 1 {
+                "streamed through the mapping one token per bottleneck".to_string()
+            } else {
+                format!("streamed through the mapping in chunks of {} tokens, one per bottleneck", f.chunk)
+            };
             out += &format!(
-                "time to first token: {:.2} ms for {} prompt tokens over {} cached ({:.0} prompt tokens/s, streamed \
-                 through the mapping {} per bottleneck: {})",
+                "time to first token: {:.2} ms for {} prompt tokens over {} cached ({:.0} prompt tokens/s, {how}: {})",
                 f.ttft_us / 1e3,
                 f.prompt,
                 f.cached,
                 f.prompt_tokens_per_s,
-                if f.chunk == 1 { "one token".to_string() } else { format!("in chunks of {} tokens, one", f.chunk) },
                 f.bottleneck
             );
+            // The way not taken, so the choice can be read.
+            let other = if f.way != "stream" {
+                f.chunks
+                    .iter()
+                    .min_by(|a, b| a.ttft_us.total_cmp(&b.ttft_us))
+                    .map(|c| format!("streamed in chunks of {}: {:.2} ms", c.chunk, c.ttft_us / 1e3))
+            } else {
+                f.gemm_blocks.iter().min_by(|a, b| a.ttft_us.total_cmp(&b.ttft_us)).map(|c| {
+                    format!(
+                        "as GEMMs ({}) in blocks of {}: {:.2} ms",
+                        c.schedule.replace('_', " "),
+                        c.block,
+                        c.ttft_us / 1e3
+                    )
+                })
+            };
+            match (other, &f.gemm_limit) {
+                (Some(o), _) => out += &format!("; {o}"),
+                (None, Some(why)) if f.gemm_blocks.is_empty() => out += &format!("; not as GEMMs: {why}"),
+                _ => {}
+            }
             if let Some(g) = f.gpu_ttft_us {
                 out += &format!("; GPU {:.2} ms", g / 1e3);
             }
@@ -537,23 +574,42 @@ pub struct ChunkTtft {
     pub ttft_us: f64,
 }
 
+/// One schedule and block size of the gemm way, with its time to first token.
+#[derive(Debug, Clone, Serialize)]
+pub struct GemmTtft {
+    /// `pipelined` (a block in flight in every layer) or `layer_by_layer`.
+    pub schedule: String,
+    /// Tokens of one sequence per block.
+    pub block: u64,
+    pub ttft_us: f64,
+}
+
 /// Time to first token of `wafer run --prompt`.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunPrefill {
     pub prompt: u64,
     pub cached: u64,
-    /// The prompt streamed through the wafer's mapping (`wafer_simulator::streamed_prefill`),
-    /// in the fastest chunk tried.
+    /// The faster of the two ways to run the prompt on the wafer's mapping
+    /// (`way`), at its fastest chunk or block size.
     pub ttft_us: f64,
     pub prompt_tokens_per_s: f64,
     /// What sets the time between prompt chunks.
     pub bottleneck: String,
-    /// Prompt tokens of each sequence per step (1: token by token).
+    /// The fastest way: `stream` (chunks through the decode mapping), `gemm`
+    /// (weight-stationary GEMMs over its resident weights, blocks pipelined
+    /// through the layers: `wafer_cost::prefill`) or `gemm_layers` (the same
+    /// GEMMs one region at a time over every block).
+    pub way: String,
+    /// Prompt tokens of each sequence per step of that way (a chunk; a GEMM block).
     pub chunk: u64,
-    /// Every chunk tried (powers of two), with its time to first token.
+    /// Every chunk streamed (powers of two), with its time to first token.
     pub chunks: Vec<ChunkTtft>,
     /// Why no larger chunk was tried (SRAM), if one was refused.
     pub chunk_limit: Option<String>,
+    /// Every schedule and block size of the gemm way (powers of two), with its time to first token.
+    pub gemm_blocks: Vec<GemmTtft>,
+    /// Per schedule, why no larger block fitted (or, with no blocks, why the gemm way cannot run).
+    pub gemm_limit: Option<String>,
     /// The GPU baseline's calibrated TTFT, µs (null without a GPU).
     pub gpu_ttft_us: Option<f64>,
 }

@@ -405,10 +405,13 @@ pub struct Figures {
     pub speedup: Option<f64>,
     /// Why the GPU side has no figures (the wafer side still does).
     pub gpu_error: Option<String>,
-    /// With a prompt: the wait for the first answer token on the wafer
-    /// (streamed in the fastest chunk that fits, `prefill_chunk`) and on the GPU.
+    /// With a prompt: the wait for the first answer token on the wafer (the
+    /// faster way, `prefill_way`: `stream` in the fastest chunk that fits or
+    /// `gemm` in the fastest block, `prefill_chunk` tokens) and on the GPU.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttft_us: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefill_way: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefill_chunk: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -630,7 +633,7 @@ pub fn to_csv(o: &SweepOutput) -> String {
         .map(|s| s.to_string()),
     );
     if prompts {
-        head.extend(["ttft_us", "prefill_chunk", "gpu_ttft_us"].map(String::from));
+        head.extend(["ttft_us", "prefill_way", "prefill_chunk", "gpu_ttft_us"].map(String::from));
     }
     let mut out = head.join(",") + "\n";
     for r in &o.rows {
@@ -681,6 +684,7 @@ pub fn to_csv(o: &SweepOutput) -> String {
                 if prompts {
                     c.extend([
                         opt(f.ttft_us),
+                        csv_field(f.prefill_way.as_deref().unwrap_or("")),
                         f.prefill_chunk.map_or(String::new(), |n| n.to_string()),
                         opt(f.gpu_ttft_us),
                     ]);
@@ -961,7 +965,7 @@ pub fn sweep_files(o: &SweepOutput) -> Result<Vec<OutFile>, ReportError> {
         ">speed-up (system vs system)".into(),
     ]);
     if prompts {
-        cols.extend([">TTFT ms".into(), ">chunk".into(), ">GPU TTFT ms".into()]);
+        cols.extend([">TTFT ms".into(), "prefill".into(), ">chunk".into(), ">GPU TTFT ms".into()]);
     }
     let cols_ref: Vec<&str> = cols.iter().map(String::as_str).collect();
     let mut t = Table::new(&cols_ref);
@@ -1013,6 +1017,7 @@ pub fn sweep_files(o: &SweepOutput) -> Result<Vec<OutFile>, ReportError> {
             let f = r.figures.as_ref();
             c.extend([
                 f.and_then(|f| f.ttft_us).map_or("-".into(), |x| format!("{:.1}", x / 1e3)),
+                f.and_then(|f| f.prefill_way.clone()).unwrap_or_else(|| "-".into()),
                 f.and_then(|f| f.prefill_chunk).map_or("-".into(), |n| n.to_string()),
                 f.and_then(|f| f.gpu_ttft_us).map_or("-".into(), |x| format!("{:.1}", x / 1e3)),
             ]);
@@ -1211,6 +1216,7 @@ wafers = [1, "auto"]
             speedup: None,
             gpu_error: None,
             ttft_us: None,
+            prefill_way: None,
             prefill_chunk: None,
             gpu_ttft_us: None,
         };

@@ -34,8 +34,8 @@ pub use event::{
 };
 pub use result::{role_of, Breakdown, FinishedSim, LayerTiming, LinkLoad, Outcome, RegionTiming, SimError, SimResult};
 pub use steady::{
-    engine_steady, pipelining, replay_users, streamed_prefill, Pipelining, ReplayError, SteadyEngine, SteadyError,
-    StreamedPrefill, UsersReplay, UsersSteady, EVENT_TOKENS, REPLAY_TOKENS,
+    engine_steady, gemm_prefill, pipelining, replay_users, streamed_prefill, Pipelining, PrefillWay, ReplayError,
+    SteadyEngine, SteadyError, StreamedPrefill, UsersReplay, UsersSteady, EVENT_TOKENS, REPLAY_TOKENS,
 };
 pub use wafer_cost::{region_cost, region_cost_rows, RegionCost};
 

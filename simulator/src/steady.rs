@@ -150,7 +150,11 @@ pub fn pipelining(p: &Program, sim: &FinishedSim, users: u32) -> Pipelining {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StreamedPrefill {
     pub prompt: u64,
-    /// Prompt tokens of each sequence per step.
+    /// How the prompt runs: chunks streamed through the decode mapping, or
+    /// weight-stationary GEMMs over its resident weights ([`gemm_prefill`]).
+    #[serde(default)]
+    pub way: PrefillWay,
+    /// Prompt tokens of each sequence per step (a chunk, or a GEMM's block).
     pub chunk: u64,
     /// One chunk's trip through the mapping (`T`), cycles.
     pub step_cycles: f64,
@@ -172,6 +176,7 @@ pub fn streamed_prefill(p: &Program, sim: &FinishedSim, prompt: u64) -> Streamed
     let hz = p.arch.clock_ghz * 1e9;
     StreamedPrefill {
         prompt,
+        way: PrefillWay::Stream,
         chunk,
         step_cycles: s.step_cycles,
         bottleneck_cycles: s.bottleneck_cycles,
@@ -180,6 +185,64 @@ pub fn streamed_prefill(p: &Program, sim: &FinishedSim, prompt: u64) -> Streamed
         ttft_us: ttft / hz * 1e6,
         prompt_tokens_per_s: (prompt * p.batch) as f64 / (ttft / hz),
     }
+}
+
+/// The two ways a prompt runs on a decode mapping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PrefillWay {
+    /// Chunks of `c` tokens streamed through the decode step's regions and
+    /// routes ([`streamed_prefill`]).
+    #[default]
+    Stream,
+    /// Every Gemv a weight-stationary GEMM over its resident weights,
+    /// the prompt's blocks pipelined through the layers ([`gemm_prefill`]).
+    Gemm,
+    /// The same GEMMs, one region at a time over every block, the prompt's
+    /// activations staged between regions (what mappings whose layers share
+    /// PEs have room for).
+    GemmLayers,
+}
+
+impl PrefillWay {
+    pub fn name(self) -> &'static str {
+        match self {
+            PrefillWay::Stream => "stream",
+            PrefillWay::Gemm => "gemm",
+            PrefillWay::GemmLayers => "gemm_layers",
+        }
+    }
+}
+
+/// The gemm way's fastest schedule and block size for `prompt` tokens of
+/// each sequence on `p` (the closed form [`wafer_cost::search_gemm_prefill`],
+/// blocks of up to `max_tile` tokens), as a [`StreamedPrefill`]
+/// (`step_cycles`: the fill and the tail; `bottleneck_cycles`: cycles per
+/// block), with every block size tried and why no larger one fitted.
+pub fn gemm_prefill(
+    p: &Program,
+    info: &ProgramInfo,
+    prompt: u64,
+    max_tile: u64,
+) -> Result<(StreamedPrefill, wafer_cost::GemmSearch), wafer_cost::GemmPrefillError> {
+    let search = wafer_cost::search_gemm_prefill(p, info, prompt, max_tile)?;
+    let g = &search.best;
+    let hz = p.arch.clock_ghz * 1e9;
+    let s = StreamedPrefill {
+        prompt: g.prompt,
+        way: match g.schedule {
+            wafer_cost::GemmSchedule::Pipelined => PrefillWay::Gemm,
+            wafer_cost::GemmSchedule::LayerByLayer => PrefillWay::GemmLayers,
+        },
+        chunk: g.tile_m,
+        step_cycles: g.fill_cycles + g.tail_cycles,
+        bottleneck_cycles: g.block_cycles,
+        bottleneck: g.bottleneck.clone(),
+        ttft_cycles: g.ttft_cycles,
+        ttft_us: g.ttft_cycles / hz * 1e6,
+        prompt_tokens_per_s: (g.prompt * p.batch) as f64 / (g.ttft_cycles / hz),
+    };
+    Ok((s, search))
 }
 
 /// Users in flight replayed event by event: `users` sequences, each stepping

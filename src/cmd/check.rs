@@ -48,7 +48,7 @@ fn run_case(c: &Case, engine: Engine) -> Result<Figures, String> {
     let machine = MachineArgs::preset(&c.arch, wafers);
     let gpu =
         GpuArgs { gpu: "H100-SXM".into(), gpus: None, pp: None, gpu_mem_headroom: wafer_gpu::DEFAULT_MEM_HEADROOM };
-    let (r, program, _) =
+    let (r, program, info) =
         run_report_and_program(&step, &machine, &gpu, &Default::default(), true, engine).map_err(|e| e.message)?;
     // The machine's limit holds for any mapping: a latency below it is a bug in an engine.
     if r.tpot_us < r.bound_us {
@@ -61,7 +61,9 @@ fn run_case(c: &Case, engine: Engine) -> Result<Figures, String> {
     }
     // The same time to first token `run --prompt` reports: the fastest chunk the mapping holds.
     let ttft_us = match c.prompt {
-        Some(n) => Some(super::run::best_prefill(&program, &r.simulation, n).map_err(|e| e.message)?.best.ttft_us),
+        Some(n) => {
+            Some(super::run::best_prefill(&program, &info, &r.simulation, n).map_err(|e| e.message)?.best.ttft_us)
+        }
         None => None,
     };
     Ok(Figures {

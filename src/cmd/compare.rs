@@ -45,7 +45,7 @@ pub fn run(a: Args) -> Result<(), Exit> {
         super::speculate::attach_speculative(&mut r, &program, &step, &a.machine, &a.gpu, &a.energy, a.engine, d)?;
     }
     r.timings = None;
-    attach_prefill(&mut r, &program, &step, &a.gpu, &a.prefill)?;
+    attach_prefill(&mut r, &program, &info, &step, &a.gpu, &a.prefill)?;
     if let Some(t) = target {
         let shown = t.shown().display().to_string();
         t.write(&wafer_reports::run_folder(&r, &program, &wafer_ir::lower(&program, &info))?)?;

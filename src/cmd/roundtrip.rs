@@ -3,9 +3,10 @@
 //!
 //! The wafer side compiles one mapping per strategy that holds the whole
 //! interaction's KV cache (`cached + prompt + output` positions) and times
-//! its decode step at that context. Time to first token streams the prompt
-//! through that mapping, in the fastest chunk its buffers hold
-//! ([`super::run::best_prefill`]); the answer
+//! its decode step at that context. Time to first token is the faster of
+//! two ways to run the prompt on that mapping: streamed in the fastest chunk
+//! its buffers hold, or as weight-stationary GEMMs over its resident weights
+//! in blocks pipelined through the layers ([`super::run::best_prefill`]); the answer
 //! is the other `output − 1` steps. Both are priced at the final context: an
 //! upper bound, as earlier tokens attend over fewer positions (one mapping
 //! serves the whole interaction; compiling each context separately would
@@ -79,8 +80,12 @@ pub struct RoundTrip {
     pub wafers: u32,
     pub wafer_engine: String,
     pub prefill_bottleneck: String,
-    /// Prompt tokens per step of the wafer's prefill (1: token by token;
-    /// larger when the mapping's buffers hold a chunk, `--prefill-chunk`).
+    /// How the wafer runs the prompt: `stream` (chunks through the decode
+    /// mapping), `gemm` (weight-stationary GEMMs, blocks pipelined through the
+    /// layers) or `gemm_layers` (the same GEMMs one region at a time).
+    pub prefill_way: String,
+    /// Prompt tokens per step of the wafer's prefill (a chunk, or a GEMM's
+    /// block; 1: token by token).
     pub prefill_chunk: u64,
     /// Every strategy tried: its wafers and round trip, or why it failed.
     pub alternatives: Vec<Alternative>,
@@ -165,7 +170,7 @@ pub fn roundtrip(a: &Args) -> Result<RoundTrip, Exit> {
         let base = a.machine.options(CompileOptions::default());
         let last = compile_graph(&g_last, &m, CompileOptions { strategy, ..base })?;
         let sim_last = simulate(a.engine, &last)?;
-        let stream = super::run::best_prefill(&last.program, &sim_last, a.prompt)?.best;
+        let stream = super::run::best_prefill(&last.program, &last.info, &sim_last, a.prompt)?.best;
         let wafers = last.program.wafers;
         Ok(WaferSide {
             side: side(
@@ -179,6 +184,7 @@ pub fn roundtrip(a: &Args) -> Result<RoundTrip, Exit> {
             engine: sim_last.engine.clone(),
             bottleneck: stream.bottleneck,
             chunk: stream.chunk,
+            way: stream.way.name(),
         })
     };
     let mut best: Option<WaferSide> = None;
@@ -225,6 +231,7 @@ pub fn roundtrip(a: &Args) -> Result<RoundTrip, Exit> {
         wafers: w.wafers,
         wafer_engine: w.engine,
         prefill_bottleneck: w.bottleneck,
+        prefill_way: w.way.into(),
         prefill_chunk: w.chunk,
         alternatives,
         gpu: side(format!("GPU: {n} × {}", gpu_last.gpu), gpu_prefill.ttft_ms * 1e3, gpu_last.tpot_ms * 1e3, a.output),
@@ -240,6 +247,7 @@ struct WaferSide {
     engine: String,
     bottleneck: String,
     chunk: u64,
+    way: &'static str,
 }
 
 fn render(r: &RoundTrip) -> String {
@@ -277,14 +285,23 @@ fn render(r: &RoundTrip) -> String {
         s += ".\n";
     }
     s += &format!(
-        "Wafer: the prompt streams through the {} mapping {} per bottleneck ({}); the prompt and \
+        "Wafer: the prompt runs on the {} mapping {} ({}); the prompt and \
          the answer are priced at the final context, an upper bound ({} engine). GPU: the calibrated \
          TTFT and decode models, the answer at the final context too.\n",
         r.wafer_strategy,
-        if r.prefill_chunk == 1 {
-            "one token".to_string()
-        } else {
-            format!("in chunks of {} tokens, one", r.prefill_chunk)
+        match (r.prefill_way.as_str(), r.prefill_chunk) {
+            ("gemm_layers", m) => format!(
+                "as weight-stationary GEMMs over its resident weights, layer by layer in blocks of {m} token{}, \
+                 each block the sum of every region's pace, the largest",
+                if m == 1 { "" } else { "s" }
+            ),
+            ("gemm", m) => format!(
+                "as weight-stationary GEMMs over its resident weights, in blocks of {m} token{} pipelined through \
+                 the layers, one per bottleneck",
+                if m == 1 { "" } else { "s" }
+            ),
+            (_, 1) => "streamed one token per bottleneck".to_string(),
+            (_, c) => format!("streamed in chunks of {c} tokens, one per bottleneck"),
         },
         r.prefill_bottleneck,
         r.wafer_engine

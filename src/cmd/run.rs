@@ -501,7 +501,7 @@ pub fn run(a: Args) -> Result<(), Exit> {
         users_by_event(&mut users, &program, &info, &r.simulation, a.engine)?;
     }
     r.users = Some(users);
-    attach_prefill(&mut r, &program, &step, &a.gpu, &a.prefill)?;
+    attach_prefill(&mut r, &program, &info, &step, &a.gpu, &a.prefill)?;
     if let Some(t) = target {
         let shown = t.shown().display().to_string();
         t.write(&wafer_reports::run_folder(&r, &program, &wafer_ir::lower(&program, &info))?)?;
@@ -575,13 +575,14 @@ pub fn after_prompt(step: &StepArgs, prefill: &super::graph::PrefillArgs) -> Ste
 pub fn attach_prefill(
     r: &mut RunReport,
     program: &wafer_ir::Program,
+    info: &wafer_ir::ProgramInfo,
     step: &StepArgs,
     gpu: &GpuArgs,
     prefill: &super::graph::PrefillArgs,
 ) -> Result<(), Exit> {
     let Some(prompt) = prefill.prompt else { return Ok(()) };
     let cached = prefill.cached.unwrap_or(0);
-    let choice = best_prefill(program, &r.simulation, prompt)?;
+    let choice = best_prefill(program, info, &r.simulation, prompt)?;
     let s = choice.best.clone();
     let gpu_ttft_us = match &r.gpu {
         Some(g) => {
@@ -609,34 +610,49 @@ pub fn attach_prefill(
         ttft_us: s.ttft_us,
         prompt_tokens_per_s: s.prompt_tokens_per_s,
         bottleneck: s.bottleneck,
+        way: s.way.name().into(),
         chunk: s.chunk,
         chunks: choice.tried,
         chunk_limit: choice.limit,
+        gemm_blocks: choice.gemm_tried,
+        gemm_limit: choice.gemm_limit,
         gpu_ttft_us,
     });
     Ok(())
 }
 
-/// How a prompt is best streamed through a mapping, and what else was tried.
+/// How a prompt best runs on a mapping, and what else was tried.
 #[derive(Debug, Clone)]
 pub struct PrefillChoice {
+    /// The faster of the two ways.
     pub best: wafer_simulator::StreamedPrefill,
-    /// Every chunk tried, with its time to first token.
+    /// Every chunk streamed, with its time to first token.
     pub tried: Vec<wafer_reports::run::ChunkTtft>,
     /// Why no larger chunk was tried (its buffers do not fit in SRAM), if one was refused.
     pub limit: Option<String>,
+    /// Every schedule and block size of the gemm way, with its time to first token.
+    pub gemm_tried: Vec<wafer_reports::run::GemmTtft>,
+    /// Why no larger block (or, when `gemm_tried` is empty, none at all) fitted.
+    pub gemm_limit: Option<String>,
 }
 
-/// Largest prompt chunk tried (tokens of each sequence per step).
+/// Largest prompt chunk tried (tokens of each sequence per step), and the
+/// largest block of the gemm way.
 pub const MAX_CHUNK: u64 = 4096;
 
-/// The fastest way to stream `prompt` tokens through `program`: one token at
-/// a time (from its simulated step `sim`), or in chunks of 2, 4, … tokens per
-/// sequence (the mapping restated by `wafer_compiler::prefill_chunk`, priced
-/// by the analytical engine) up to the prompt, [`MAX_CHUNK`], or the first
-/// chunk whose buffers do not fit in SRAM.
+/// The fastest way to run `prompt` tokens of each sequence on `program`,
+/// where decode will read their KV cache, of two:
+/// * streamed one token at a time (from its simulated step `sim`), or in
+///   chunks of 2, 4, … tokens per sequence (the mapping restated by
+///   `wafer_compiler::prefill_chunk`, priced by the analytical engine) up to
+///   the prompt, [`MAX_CHUNK`], or the first chunk whose buffers do not fit;
+/// * as weight-stationary GEMMs over every Gemv's resident weights, the
+///   blocks pipelined through the layers or run layer by layer, in blocks
+///   of 1, 2, 4, … tokens up to the first whose tiles do not fit
+///   (`wafer_simulator::gemm_prefill`).
 pub fn best_prefill(
     program: &wafer_ir::Program,
+    info: &wafer_ir::ProgramInfo,
     sim: &wafer_simulator::FinishedSim,
     prompt: u64,
 ) -> Result<PrefillChoice, Exit> {
@@ -670,5 +686,25 @@ pub fn best_prefill(
         }
         c *= 2;
     }
-    Ok(PrefillChoice { best, tried, limit })
+    let hz = program.arch.clock_ghz * 1e9;
+    let (gemm_tried, gemm_limit) = match wafer_simulator::gemm_prefill(program, info, prompt, MAX_CHUNK) {
+        Ok((g, search)) => {
+            let tried = search
+                .tried
+                .iter()
+                .map(|&(schedule, m, cycles)| wafer_reports::run::GemmTtft {
+                    schedule: schedule.name().into(),
+                    block: m,
+                    ttft_us: cycles / hz * 1e6,
+                })
+                .collect();
+            if g.ttft_us < best.ttft_us {
+                best = g;
+            }
+            let limits: Vec<String> = search.limits.iter().map(|e| e.to_string()).collect();
+            (tried, (!limits.is_empty()).then(|| limits.join("; ")))
+        }
+        Err(e) => (Vec::new(), Some(e.to_string())),
+    };
+    Ok(PrefillChoice { best, tried, limit, gemm_tried, gemm_limit })
 }

@@ -138,12 +138,14 @@ pub fn eval_point(inp: &Inputs, p: &Point) -> Result<Figures, String> {
         speedup: None,
         gpu_error: None,
         ttft_us: None,
+        prefill_way: None,
         prefill_chunk: None,
         gpu_ttft_us: None,
     };
     if let Some(prompt) = p.prompt {
-        let choice = super::run::best_prefill(&c.program, &sim, prompt).map_err(|e| e.message)?;
+        let choice = super::run::best_prefill(&c.program, &c.info, &sim, prompt).map_err(|e| e.message)?;
         f.ttft_us = Some(choice.best.ttft_us);
+        f.prefill_way = Some(choice.best.way.name().into());
         f.prefill_chunk = Some(choice.best.chunk);
     }
     if let Some(name) = &p.gpu {
