@@ -521,3 +521,33 @@ fn cli_run_prompt_takes_the_faster_way_and_shows_both() {
         "{text}"
     );
 }
+
+#[test]
+fn played_block_by_block_the_pipelined_gemm_way_takes_what_its_closed_form_says() {
+    use wafer_cost::GemmSchedule::{LayerByLayer, Pipelined};
+    // Disjoint regions (a layer pipeline): the replay is the closed form;
+    // four layers stacked per block (hybrid:4): PEs shared by 14 regions, a
+    // region's PEs starting apart, the first blocks crowding each other —
+    // the closed form's pace is still what the replay reaches once full.
+    let cases = [
+        (wafer_compiler::Strategy::Pipeline, [1e-9, 1e-9, 1e-9]),
+        (wafer_compiler::Strategy::Hybrid(4), [1e-9, 0.25, 0.10]),
+    ];
+    for (strategy, tolerance) in cases {
+        let p = decode_mapping(strategy, 1);
+        let info = wafer_ir::verify_program(&p).unwrap();
+        for (prompt, tol) in [1u64, 64, 512].into_iter().zip(tolerance) {
+            let plan = wafer_cost::gemm_plan(&p, &info, prompt, 1, Pipelined).unwrap();
+            let r = wafer_simulator::replay_gemm_prefill(&plan).unwrap();
+            assert_eq!(r.blocks, prompt);
+            let v = r.vs_closed_form;
+            assert!(v > 1.0 - 1e-9, "{strategy:?} prompt {prompt}: no schedule beats the busiest PEs ({v:.4})");
+            assert!(v < 1.0 + tol, "{strategy:?} prompt {prompt}: replay {v:.4}× the closed form");
+        }
+        let plan = wafer_cost::gemm_plan(&p, &info, 64, 1, LayerByLayer).unwrap();
+        assert!(matches!(
+            wafer_simulator::replay_gemm_prefill(&plan),
+            Err(wafer_simulator::GemmReplayError::NotPipelined)
+        ));
+    }
+}

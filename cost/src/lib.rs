@@ -22,6 +22,9 @@ pub mod program;
 pub mod region;
 pub mod timing;
 
-pub use prefill::{gemm_prefill, search_gemm_prefill, GemmPrefill, GemmPrefillError, GemmSchedule, GemmSearch};
+pub use prefill::{
+    gemm_plan, gemm_prefill, search_gemm_prefill, GemmPlan, GemmPrefill, GemmPrefillError, GemmSchedule, GemmSearch,
+    PlanInput, PlanRegion,
+};
 pub use program::{estimate, Estimate, RegionEstimate, Starved};
 pub use region::{reduce_cost, region_cost, region_cost_rows, RegionCost};

@@ -261,15 +261,28 @@ fn is_tail(work: &Work) -> bool {
 
 /// The gemm way's [`GemmPrefill`] of `prompt` tokens of each sequence in
 /// blocks of `tile_m` under `schedule`, on the mapping of `p` (a verified
-/// decode step whose context holds the prompt). Errors when the blocks'
-/// tiles do not fit.
+/// decode step whose context holds the prompt): [`gemm_plan`]'s closed
+/// form. Errors when the blocks' tiles do not fit.
 pub fn gemm_prefill(
+    p: &Program,
+    info: &ProgramInfo,
+    prompt: u64,
+    tile_m: u64,
+    schedule: GemmSchedule,
+) -> Result<GemmPrefill, GemmPrefillError> {
+    Ok(gemm_plan(p, info, prompt, tile_m, schedule)?.closed_form())
+}
+
+/// What every region and route costs per block of `tile_m` tokens under
+/// `schedule` on `p` — the plan [`GemmPlan::closed_form`] prices and the
+/// simulator's block-by-block replay plays — after the SRAM checks.
+pub fn gemm_plan(
     p: &Program,
     _info: &ProgramInfo,
     prompt: u64,
     tile_m: u64,
     schedule: GemmSchedule,
-) -> Result<GemmPrefill, GemmPrefillError> {
+) -> Result<GemmPlan, GemmPrefillError> {
     let (prompt, tile_m) = (prompt.max(1), tile_m.clamp(1, prompt.max(1)));
     if prompt > p.context {
         return Err(GemmPrefillError::PromptTooLong { prompt, context: p.context });
@@ -359,7 +372,6 @@ pub fn gemm_prefill(
     let rows = p.rows().max(1);
     let n = p.regions.len();
     let mut arrivals: Vec<Vec<(usize, f64, f64)>> = vec![Vec::new(); n];
-    let mut link: std::collections::BTreeMap<(u32, u32), f64> = std::collections::BTreeMap::new();
     for rt in &p.routes {
         if !matches!(rt.kind, RouteKind::Forward | RouteKind::Residual) {
             continue;
@@ -369,7 +381,6 @@ pub fn gemm_prefill(
         let block_bytes = (rt.bytes as u128 * tile_m as u128).div_ceil(rows as u128).min(u64::MAX as u128) as u64;
         let (held, latency) = if s.wafer != d.wafer {
             let t = inter_wafer(a, block_bytes) as f64;
-            *link.entry((s.wafer, d.wafer)).or_default() += t;
             (t, t)
         } else {
             let lanes = exit_lanes(&s.work, s.rect, tile_m).min(entry_lanes(&d.work, d.rect)).max(1);
@@ -382,86 +393,172 @@ pub fn gemm_prefill(
         let r = &p.regions[i];
         region_cost_rows(a, &r.work, r.rect, p.batch, 1, p.weight_dtype, p.kv_dtype).total()
     };
-    let (fill, block, what, tail) = if layered {
-        // One region after another, each over every block at its own pace:
-        // its PEs' step or its busiest input link's block, whichever is longer.
-        let (mut fill, mut block, mut tail) = (0.0f64, 0.0f64, 0.0f64);
-        let (mut top, mut what) = (0.0f64, String::from("nothing"));
-        for i in 0..n {
-            let input = arrivals[i].iter().map(|x| x.1).fold(0.0, f64::max);
-            if is_tail(&p.regions[i].work) {
-                tail = tail.max(input + tail_of(i));
-                continue;
+    let cells_of: Vec<Vec<usize>> = p.regions.iter().map(|r| occ.cells_of(r.wafer, r.rect)).collect();
+    let regions = (0..n)
+        .map(|i| {
+            let r = &p.regions[i];
+            let tail = is_tail(&r.work);
+            PlanRegion {
+                name: r.name.clone(),
+                step: if tail { 0.0 } else { stages[i].step },
+                latency: if tail { tail_of(i) } else { stages[i].latency },
+                tail,
+                cells: cells_of[i].clone(),
+                inputs: arrivals[i]
+                    .iter()
+                    .map(|&(src, latency, held)| {
+                        let (sw, dw) = (p.regions[src].wafer, r.wafer);
+                        PlanInput { src, latency, held, system_link: (sw != dw).then_some((sw, dw)) }
+                    })
+                    .collect(),
             }
-            // A block's input left its producer for the staging PEs and comes
-            // back from them: twice its bytes on the route's links.
-            let pace = arrivals[i].iter().map(|x| 2.0 * x.2).fold(stages[i].step, f64::max);
-            fill += input + stages[i].latency;
-            block += pace;
-            if pace > top {
-                top = pace;
-                what = format!("region {}", p.regions[i].name);
-            }
-        }
-        (fill, block, what, tail)
-    } else {
-        // The busiest PEs, routes and system links.
-        let (mut worst, mut what) = (0.0f64, String::from("nothing"));
-        for (c, &b) in busy.iter().enumerate() {
-            if b > worst {
-                worst = b;
-                let (regions, first) = (need[c].4, need[c].5);
-                what = if regions == 1 {
-                    format!("region {}", p.regions[first].name)
-                } else {
-                    format!("{regions} regions sharing PEs (from {})", p.regions[first].name)
-                };
-            }
-        }
-        for (di, ins) in arrivals.iter().enumerate() {
-            for &(si, _, held) in ins {
-                if p.regions[si].wafer == p.regions[di].wafer && held > worst {
-                    worst = held;
-                    what = format!("route {} -> {}", p.regions[si].name, p.regions[di].name);
-                }
-            }
-        }
-        for (&(x, y), &t) in &link {
-            if t > worst {
-                worst = t;
-                what = format!("the system link from wafer {x} to wafer {y}");
-            }
-        }
-        // The first block's trip, in program order (sources come first).
-        let (mut ready, mut out) = (vec![0.0f64; n], vec![0.0f64; n]);
-        let (mut fill, mut tail) = (0.0f64, 0.0f64);
-        for i in 0..n {
-            for &(si, lat, _) in &arrivals[i] {
-                ready[i] = ready[i].max(out[si] + lat);
-            }
-            if is_tail(&p.regions[i].work) {
-                out[i] = ready[i] + tail_of(i);
-                tail = tail.max(out[i] - ready[i]);
-                fill = fill.max(ready[i]);
-            } else {
-                out[i] = ready[i] + stages[i].latency;
-                fill = fill.max(out[i]);
-            }
-        }
-        (fill, worst, what, tail)
-    };
-    let block = block.max(f64::MIN_POSITIVE);
-    Ok(GemmPrefill {
+        })
+        .collect();
+    Ok(GemmPlan {
         prompt,
         schedule,
         tile_m,
         blocks,
-        fill_cycles: fill,
-        block_cycles: block,
-        bottleneck: what,
-        tail_cycles: tail,
-        ttft_cycles: fill + (blocks - 1) as f64 * block + tail,
+        regions,
+        cell_regions: need.iter().map(|n| (n.4, n.5)).collect(),
+        cell_busy: busy,
     })
+}
+
+/// A region of a [`GemmPlan`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanRegion {
+    pub name: String,
+    /// Cycles its PEs are busy per block (0 for a tail region).
+    pub step: f64,
+    /// The first block's trip through it (a tail region: its one run, for
+    /// each sequence's last token).
+    pub latency: f64,
+    /// Runs once, for each sequence's last token (the LM head and sampling).
+    pub tail: bool,
+    /// Its cells of PEs (ids of the program's `Occupancy`).
+    pub cells: Vec<usize>,
+    /// Its inputs.
+    pub inputs: Vec<PlanInput>,
+}
+
+/// A route into a region of a [`GemmPlan`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanInput {
+    /// The producing region (index into [`GemmPlan::regions`]).
+    pub src: usize,
+    /// A block's trip from the producer's output to this region.
+    pub latency: f64,
+    /// Cycles a block holds the route's busiest link.
+    pub held: f64,
+    /// `(from, to)` when the route crosses the system link between wafers.
+    pub system_link: Option<(u32, u32)>,
+}
+
+/// The gemm way's costs per block, region by region, in program order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GemmPlan {
+    pub prompt: u64,
+    pub schedule: GemmSchedule,
+    pub tile_m: u64,
+    pub blocks: u64,
+    pub regions: Vec<PlanRegion>,
+    /// Per cell: how many regions cover it and the first of them.
+    pub cell_regions: Vec<(usize, usize)>,
+    /// Per cell: the summed busy cycles per block of the regions on it.
+    pub cell_busy: Vec<f64>,
+}
+
+impl GemmPlan {
+    /// The closed form: `fill + (blocks − 1) · block + tail`.
+    pub fn closed_form(&self) -> GemmPrefill {
+        let regions = &self.regions;
+        let n = regions.len();
+        let (fill, block, what, tail) = if self.schedule == GemmSchedule::LayerByLayer {
+            // One region after another, each over every block at its own pace:
+            // its PEs' step or its busiest input link's block, whichever is longer.
+            let (mut fill, mut block, mut tail) = (0.0f64, 0.0f64, 0.0f64);
+            let (mut top, mut what) = (0.0f64, String::from("nothing"));
+            for r in regions {
+                let input = r.inputs.iter().map(|x| x.latency).fold(0.0, f64::max);
+                if r.tail {
+                    tail = tail.max(input + r.latency);
+                    continue;
+                }
+                // A block's input left its producer for the staging PEs and
+                // comes back from them: twice its bytes on the route's links.
+                let pace = r.inputs.iter().map(|x| 2.0 * x.held).fold(r.step, f64::max);
+                fill += input + r.latency;
+                block += pace;
+                if pace > top {
+                    top = pace;
+                    what = format!("region {}", r.name);
+                }
+            }
+            (fill, block, what, tail)
+        } else {
+            // The busiest PEs, routes and system links.
+            let (mut worst, mut what) = (0.0f64, String::from("nothing"));
+            for (c, &b) in self.cell_busy.iter().enumerate() {
+                if b > worst {
+                    worst = b;
+                    let (count, first) = self.cell_regions[c];
+                    what = if count == 1 {
+                        format!("region {}", regions[first].name)
+                    } else {
+                        format!("{count} regions sharing PEs (from {})", regions[first].name)
+                    };
+                }
+            }
+            let mut link: std::collections::BTreeMap<(u32, u32), f64> = std::collections::BTreeMap::new();
+            for r in regions {
+                for x in &r.inputs {
+                    match x.system_link {
+                        Some(l) => *link.entry(l).or_default() += x.held,
+                        None if x.held > worst => {
+                            worst = x.held;
+                            what = format!("route {} -> {}", regions[x.src].name, r.name);
+                        }
+                        None => {}
+                    }
+                }
+            }
+            for (&(x, y), &t) in &link {
+                if t > worst {
+                    worst = t;
+                    what = format!("the system link from wafer {x} to wafer {y}");
+                }
+            }
+            // The first block's trip, in program order (sources come first).
+            let (mut ready, mut out) = (vec![0.0f64; n], vec![0.0f64; n]);
+            let (mut fill, mut tail) = (0.0f64, 0.0f64);
+            for (i, r) in regions.iter().enumerate() {
+                for x in &r.inputs {
+                    ready[i] = ready[i].max(out[x.src] + x.latency);
+                }
+                out[i] = ready[i] + r.latency;
+                if r.tail {
+                    tail = tail.max(r.latency);
+                    fill = fill.max(ready[i]);
+                } else {
+                    fill = fill.max(out[i]);
+                }
+            }
+            (fill, worst, what, tail)
+        };
+        let block = block.max(f64::MIN_POSITIVE);
+        GemmPrefill {
+            prompt: self.prompt,
+            schedule: self.schedule,
+            tile_m: self.tile_m,
+            blocks: self.blocks,
+            fill_cycles: fill,
+            block_cycles: block,
+            bottleneck: what,
+            tail_cycles: tail,
+            ttft_cycles: fill + (self.blocks - 1) as f64 * block + tail,
+        }
+    }
 }
 
 /// Every schedule and block size [`search_gemm_prefill`] tried, the

@@ -485,6 +485,13 @@ impl RunReport {
                     )
                 })
             };
+            if let Some(r) = &f.replay {
+                out += &format!(
+                    " (replayed block by block: {:.2} ms, {:+.1}%)",
+                    r.ttft_us / 1e3,
+                    (r.vs_closed_form - 1.0) * 100.0
+                );
+            }
             match (other, &f.gemm_limit) {
                 (Some(o), _) => out += &format!("; {o}"),
                 (None, Some(why)) if f.gemm_blocks.is_empty() => out += &format!("; not as GEMMs: {why}"),
@@ -574,6 +581,14 @@ pub struct ChunkTtft {
     pub ttft_us: f64,
 }
 
+/// The gemm way's blocks replayed one by one.
+#[derive(Debug, Clone, Serialize)]
+pub struct PrefillReplay {
+    pub ttft_us: f64,
+    /// `ttft_us` over the closed form's.
+    pub vs_closed_form: f64,
+}
+
 /// One schedule and block size of the gemm way, with its time to first token.
 #[derive(Debug, Clone, Serialize)]
 pub struct GemmTtft {
@@ -610,6 +625,11 @@ pub struct RunPrefill {
     pub gemm_blocks: Vec<GemmTtft>,
     /// Per schedule, why no larger block fitted (or, with no blocks, why the gemm way cannot run).
     pub gemm_limit: Option<String>,
+    /// With `way: gemm`, the same blocks played one by one through the
+    /// regions' PEs and links (`wafer_simulator::replay_gemm_prefill`), when
+    /// small enough to play; absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replay: Option<PrefillReplay>,
     /// The GPU baseline's calibrated TTFT, µs (null without a GPU).
     pub gpu_ttft_us: Option<f64>,
 }

@@ -151,7 +151,7 @@ pub fn pipelining(p: &Program, sim: &FinishedSim, users: u32) -> Pipelining {
 pub struct StreamedPrefill {
     pub prompt: u64,
     /// How the prompt runs: chunks streamed through the decode mapping, or
-    /// weight-stationary GEMMs over its resident weights ([`gemm_prefill`]).
+    /// weight-stationary GEMMs over its resident weights ([`crate::prefill::gemm_prefill`]).
     #[serde(default)]
     pub way: PrefillWay,
     /// Prompt tokens of each sequence per step (a chunk, or a GEMM's block).
@@ -196,7 +196,7 @@ pub enum PrefillWay {
     #[default]
     Stream,
     /// Every Gemv a weight-stationary GEMM over its resident weights,
-    /// the prompt's blocks pipelined through the layers ([`gemm_prefill`]).
+    /// the prompt's blocks pipelined through the layers ([`crate::prefill::gemm_prefill`]).
     Gemm,
     /// The same GEMMs, one region at a time over every block, the prompt's
     /// activations staged between regions (what mappings whose layers share
@@ -212,37 +212,6 @@ impl PrefillWay {
             PrefillWay::GemmLayers => "gemm_layers",
         }
     }
-}
-
-/// The gemm way's fastest schedule and block size for `prompt` tokens of
-/// each sequence on `p` (the closed form [`wafer_cost::search_gemm_prefill`],
-/// blocks of up to `max_tile` tokens), as a [`StreamedPrefill`]
-/// (`step_cycles`: the fill and the tail; `bottleneck_cycles`: cycles per
-/// block), with every block size tried and why no larger one fitted.
-pub fn gemm_prefill(
-    p: &Program,
-    info: &ProgramInfo,
-    prompt: u64,
-    max_tile: u64,
-) -> Result<(StreamedPrefill, wafer_cost::GemmSearch), wafer_cost::GemmPrefillError> {
-    let search = wafer_cost::search_gemm_prefill(p, info, prompt, max_tile)?;
-    let g = &search.best;
-    let hz = p.arch.clock_ghz * 1e9;
-    let s = StreamedPrefill {
-        prompt: g.prompt,
-        way: match g.schedule {
-            wafer_cost::GemmSchedule::Pipelined => PrefillWay::Gemm,
-            wafer_cost::GemmSchedule::LayerByLayer => PrefillWay::GemmLayers,
-        },
-        chunk: g.tile_m,
-        step_cycles: g.fill_cycles + g.tail_cycles,
-        bottleneck_cycles: g.block_cycles,
-        bottleneck: g.bottleneck.clone(),
-        ttft_cycles: g.ttft_cycles,
-        ttft_us: g.ttft_cycles / hz * 1e6,
-        prompt_tokens_per_s: (g.prompt * p.batch) as f64 / (g.ttft_cycles / hz),
-    };
-    Ok((s, search))
 }
 
 /// Users in flight replayed event by event: `users` sequences, each stepping

@@ -584,6 +584,18 @@ pub fn attach_prefill(
     let cached = prefill.cached.unwrap_or(0);
     let choice = best_prefill(program, info, &r.simulation, prompt)?;
     let s = choice.best.clone();
+    // The pipelined GEMMs' closed form, checked block by block where the replay is small enough.
+    let replay = match s.way {
+        wafer_simulator::PrefillWay::Gemm => {
+            wafer_simulator::replay_gemm(program, info, prompt, s.chunk).ok().map(|g| {
+                wafer_reports::run::PrefillReplay {
+                    ttft_us: g.ttft_cycles / (program.arch.clock_ghz * 1e3),
+                    vs_closed_form: g.vs_closed_form,
+                }
+            })
+        }
+        _ => None,
+    };
     let gpu_ttft_us = match &r.gpu {
         Some(g) => {
             let (cfg, p) = step.load(super::graph::LATENCY_CONTEXT)?;
@@ -616,6 +628,7 @@ pub fn attach_prefill(
         chunk_limit: choice.limit,
         gemm_blocks: choice.gemm_tried,
         gemm_limit: choice.gemm_limit,
+        replay,
         gpu_ttft_us,
     });
     Ok(())
