@@ -451,9 +451,12 @@ fn blocks_whose_tiles_do_not_fit_are_refused_naming_the_pe_and_the_bytes() {
     // The search stops each schedule at its first block size that does not
     // fit, keeps the best before it, and doubles in between.
     let g = gemm_way(&p, 512).unwrap();
-    assert_eq!(g.best.schedule, GemmSchedule::LayerByLayer);
-    assert!(g.tried.iter().all(|t| t.0 == GemmSchedule::LayerByLayer), "{:?}", g.tried);
-    assert!(g.tried.windows(2).all(|w| w[1].1 == 2 * w[0].1), "{:?}", g.tried);
+    assert_ne!(g.best.schedule, GemmSchedule::Pipelined);
+    assert!(g.tried.iter().all(|t| t.0 != GemmSchedule::Pipelined), "{:?}", g.tried);
+    for s in [GemmSchedule::LayerByLayer, GemmSchedule::Cannon] {
+        let sizes: Vec<u64> = g.tried.iter().filter(|t| t.0 == s).map(|t| t.1).collect();
+        assert!(sizes.first() == Some(&1) && sizes.windows(2).all(|w| w[1] == 2 * w[0]), "{s:?}: {sizes:?}");
+    }
     assert!(g
         .limits
         .iter()
@@ -550,4 +553,44 @@ fn played_block_by_block_the_pipelined_gemm_way_takes_what_its_closed_form_says(
             Err(wafer_simulator::GemmReplayError::NotPipelined)
         ));
     }
+}
+
+#[test]
+fn on_square_blocks_cannon_runs_the_calibrated_meshgemm_over_the_whole_prompt() {
+    use wafer_cost::GemmSchedule::{Cannon, LayerByLayer};
+    use wafer_ir::Work;
+    let cfg = preset("llama-3.2-1b").unwrap();
+    let g = decode_graph(&cfg, &DecodeParams { context: 2048, ..Default::default() }).unwrap();
+    let opts = CompileOptions { strategy: wafer_compiler::Strategy::Spread, grid: Some(512), ..Default::default() };
+    let p = compile(&g, &arch_preset("wse3").unwrap(), &opts).unwrap().program;
+    let info = wafer_ir::verify_program(&p).unwrap();
+    let (prompt, tile_m) = (1024u64, 2u64);
+    let plan = wafer_cost::gemm_plan(&p, &info, prompt, tile_m, Cannon).unwrap();
+    let layers = wafer_cost::gemm_plan(&p, &info, prompt, tile_m, LayerByLayer).unwrap();
+    let mut squares = 0;
+    for (i, (r, pr)) in p.regions.iter().zip(&plan.regions).enumerate() {
+        let square = matches!(r.work, Work::Gemv { argmax: false, .. }) && r.rect.w == r.rect.h;
+        assert_eq!(pr.whole.is_some(), square, "{}", r.name);
+        assert!(layers.regions[i].whole.is_none());
+        if let (Some(t), Work::Gemv { tile_k, tile_n, acc, epilogue_ops, glu, norm: false, .. }) = (pr.whole, &r.work) {
+            // One pass of P · tile_m rows: MeshGEMM's P steps on the square,
+            // priced by the kernel model fitted to the WSE-3 MeshGEMM rows.
+            let grid = r.rect.w as u64;
+            let passes = prompt.div_ceil(grid * tile_m);
+            let (c, m) = wafer_cost::timing::gemm(&p.arch, grid, tile_m, *tile_k, *tile_n, p.weight_dtype, *acc);
+            let out = if *glu { tile_n / 2 } else { *tile_n };
+            let ew = wafer_cost::timing::elementwise(&p.arch, tile_m * out, *epilogue_ops);
+            assert_eq!(t, (passes * (c + m + ew)) as f64, "{}", r.name);
+            squares += 1;
+            // The next square GEMM on the same PEs finds its input in place.
+            for x in &pr.inputs {
+                let src = &p.regions[x.src];
+                assert!(plan.regions[x.src].whole.is_none() || src.rect != r.rect, "{} <- {}", r.name, src.name);
+            }
+        }
+    }
+    assert!(squares >= 16, "o_proj and mlp_down of every layer are squares on a 512 grid ({squares})");
+    // The search weighs Cannon beside the other schedules.
+    let s = wafer_cost::search_gemm_prefill(&p, &info, prompt, 4096).unwrap();
+    assert!(s.tried.iter().any(|t| t.0 == Cannon) && s.tried.iter().any(|t| t.0 == LayerByLayer), "{:?}", s.tried);
 }

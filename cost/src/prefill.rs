@@ -18,7 +18,9 @@
 //! sums reduce along the row by the region's own reduction. SUMMA's
 //! structure with `B` stationary, rather than Cannon's (`Work::Gemm`): a
 //! Cannon `B` tile in flight needs a spare weight tile on every PE, which a
-//! decode mapping whose weights fill its SRAM has no room for. The first
+//! decode mapping whose weights fill its SRAM has no room for when every
+//! region has a block in flight ([`GemmSchedule::Cannon`] runs square
+//! regions so, one region at a time, where the spare fits). The first
 //! block crosses a region in the decode step's closed form at `tile_m` rows
 //! ([`crate::region_cost_rows`]); after it, a PE takes the next block as
 //! soon as it has computed and added the last one — the partials and inputs
@@ -45,7 +47,12 @@
 //! `ttft = T + (blocks − 1) · B + tail`,
 //!
 //! the tail being the LM head and sampling of each sequence's last token (a
-//! decode Gemv of one row).
+//! decode Gemv of one row). That is [`GemmSchedule::Pipelined`]; where its
+//! summed buffers do not fit, [`GemmSchedule::LayerByLayer`] runs one region
+//! at a time over every block, and [`GemmSchedule::Cannon`] does so with
+//! square regions as Cannon GEMMs over the whole prompt. The plan
+//! ([`gemm_plan`]) is what the closed form prices and the simulator's
+//! block-by-block replay plays.
 //!
 //! What it leaves out (stated, not hidden): contention between routes on
 //! shared links inside a wafer (each route's busiest link is its own); the
@@ -60,7 +67,8 @@
 
 use crate::region::region_cost_rows;
 use crate::timing::{
-    add_partial, attention_combine, attention_compute, elementwise, gemv_compute, inter_wafer, message, serialization,
+    add_partial, attention_combine, attention_compute, elementwise, gemm, gemv_compute, inter_wafer, message,
+    serialization,
 };
 use wafer_ir::{Occupancy, Program, ProgramInfo, Rect, RouteKind, Work};
 
@@ -81,14 +89,24 @@ pub enum GemmSchedule {
     /// layers share PEs can still run: it loses little there, its layers
     /// could not overlap anyway.
     LayerByLayer,
+    /// Layer by layer, with every Gemv on a square of `P × P` PEs run as a
+    /// Cannon GEMM (MeshGEMM, `Work::Gemm`'s schedule, priced by the
+    /// silicon-calibrated [`crate::timing::gemm`]) over the whole prompt in
+    /// passes of `P · tile_m` rows: the `A` and weight tiles move, the
+    /// output tile stays, so the next square GEMM finds its input where the
+    /// last one left it. Needs a spare weight tile on every PE for the
+    /// running region only (regions taking turns reuse it); other regions
+    /// run as [`GemmSchedule::LayerByLayer`].
+    Cannon,
 }
 
 impl GemmSchedule {
-    pub const ALL: [GemmSchedule; 2] = [GemmSchedule::Pipelined, GemmSchedule::LayerByLayer];
+    pub const ALL: [GemmSchedule; 3] = [GemmSchedule::Pipelined, GemmSchedule::LayerByLayer, GemmSchedule::Cannon];
     pub fn name(self) -> &'static str {
         match self {
             GemmSchedule::Pipelined => "pipelined",
             GemmSchedule::LayerByLayer => "layer_by_layer",
+            GemmSchedule::Cannon => "cannon",
         }
     }
 }
@@ -218,6 +236,34 @@ fn stage(p: &Program, work: &Work, rect: Rect, tile_m: u64) -> Stage {
     }
 }
 
+/// A square Gemv run as Cannon GEMMs over `rows` prompt rows in passes of
+/// `P · tile_m`: its time (each pass `timing::gemm` — the calibrated step
+/// overhead, loop and mapped multiply-add, the tile moves' exposed part —
+/// plus the epilogue and the input norm's passes) and the `A`, spare-`A`
+/// and `C` tile bytes per PE (the spare weight tile is added by the caller).
+/// `None` for anything else.
+fn cannon(p: &Program, work: &Work, rect: Rect, tile_m: u64, rows: u64) -> Option<(f64, u64)> {
+    let Work::Gemv { tile_n, tile_k, glu, norm, epilogue_ops, acc, argmax: false, mac: true, .. } = *work else {
+        return None;
+    };
+    if rect.w != rect.h {
+        return None;
+    }
+    let a = &p.arch;
+    let grid = rect.w as u64;
+    let passes = rows.div_ceil(grid * tile_m).max(1);
+    let (compute, moves) = gemm(a, grid, tile_m, tile_k, tile_n, p.weight_dtype, acc);
+    let out = if glu { tile_n / 2 } else { tile_n };
+    let mut per_pass = compute + moves + elementwise(a, tile_m * out, epilogue_ops);
+    if norm {
+        // Each PE squares its slice of the rows, the sums meet along the
+        // row, and each PE scales its `A` tile.
+        per_pass += 2 * elementwise(a, tile_m * tile_k, 1) + message(a, rect.w.saturating_sub(1), 8 * tile_m);
+    }
+    let tiles = 2 * p.act_dtype.bytes_for(tile_m * tile_k) + acc.bytes_for(tile_m * tile_n);
+    Some(((passes * per_pass) as f64, tiles))
+}
+
 /// Lines a region's output leaves on (Gemv: one per PE row; attention: one
 /// per head sub-block; an embedding: one per PE, at most one per token of a block).
 fn exit_lanes(work: &Work, rect: Rect, tile_m: u64) -> u64 {
@@ -296,9 +342,20 @@ pub fn gemm_plan(
             return Err(GemmPrefillError::NotDecode(r.name.clone()));
         }
     }
-    let layered = schedule == GemmSchedule::LayerByLayer;
+    let layered = schedule != GemmSchedule::Pipelined;
     let blocks = p.batch.max(1) * prompt.div_ceil(tile_m);
-    let stages: Vec<Stage> = p.regions.iter().map(|r| stage(p, &r.work, r.rect, tile_m)).collect();
+    let mut stages: Vec<Stage> = p.regions.iter().map(|r| stage(p, &r.work, r.rect, tile_m)).collect();
+    // Cannon: every square Gemv's whole-prompt time and tiles.
+    let mut whole: Vec<Option<f64>> = vec![None; p.regions.len()];
+    if schedule == GemmSchedule::Cannon {
+        let rows = p.batch.max(1) * prompt;
+        for (i, r) in p.regions.iter().enumerate() {
+            if let Some((t, tiles)) = cannon(p, &r.work, r.rect, tile_m, rows) {
+                whole[i] = Some(t);
+                stages[i].tiles = tiles.saturating_add(r.sram.weights);
+            }
+        }
+    }
     // SRAM: what stays resident plus the live tiles, per cell of PEs.
     let occ = Occupancy::new(&p.regions.iter().map(|r| (r.wafer, r.rect)).collect::<Vec<_>>());
     let cells = occ.cells();
@@ -403,9 +460,16 @@ pub fn gemm_plan(
                 step: if tail { 0.0 } else { stages[i].step },
                 latency: if tail { tail_of(i) } else { stages[i].latency },
                 tail,
+                whole: whole[i],
                 cells: cells_of[i].clone(),
                 inputs: arrivals[i]
                     .iter()
+                    // A Cannon GEMM's output tiles stay where the next square
+                    // GEMM on the same PEs takes its input: nothing moves.
+                    .filter(|&&(src, _, _)| {
+                        !(whole[i].is_some() && whole[src].is_some() && p.regions[src].rect == r.rect)
+                            || p.regions[src].wafer != r.wafer
+                    })
                     .map(|&(src, latency, held)| {
                         let (sw, dw) = (p.regions[src].wafer, r.wafer);
                         PlanInput { src, latency, held, system_link: (sw != dw).then_some((sw, dw)) }
@@ -436,6 +500,9 @@ pub struct PlanRegion {
     pub latency: f64,
     /// Runs once, for each sequence's last token (the LM head and sampling).
     pub tail: bool,
+    /// Cannon schedule: the region's time for the whole prompt (a square
+    /// Gemv run as Cannon GEMMs), in place of its per-block figures.
+    pub whole: Option<f64>,
     /// Its cells of PEs (ids of the program's `Occupancy`).
     pub cells: Vec<usize>,
     /// Its inputs.
@@ -474,7 +541,7 @@ impl GemmPlan {
     pub fn closed_form(&self) -> GemmPrefill {
         let regions = &self.regions;
         let n = regions.len();
-        let (fill, block, what, tail) = if self.schedule == GemmSchedule::LayerByLayer {
+        let (fill, block, what, tail) = if self.schedule != GemmSchedule::Pipelined {
             // One region after another, each over every block at its own pace:
             // its PEs' step or its busiest input link's block, whichever is longer.
             let (mut fill, mut block, mut tail) = (0.0f64, 0.0f64, 0.0f64);
@@ -487,7 +554,18 @@ impl GemmPlan {
                 }
                 // A block's input left its producer for the staging PEs and
                 // comes back from them: twice its bytes on the route's links.
-                let pace = r.inputs.iter().map(|x| 2.0 * x.held).fold(r.step, f64::max);
+                let link = r.inputs.iter().map(|x| 2.0 * x.held).fold(0.0, f64::max);
+                if let Some(t) = r.whole {
+                    // Its input streams in while it computes: the longer of the two.
+                    let t = t.max(link * self.blocks as f64);
+                    fill += input + t;
+                    if t / self.blocks as f64 > top {
+                        top = t / self.blocks as f64;
+                        what = format!("region {} (Cannon)", r.name);
+                    }
+                    continue;
+                }
+                let pace = link.max(r.step);
                 fill += input + r.latency;
                 block += pace;
                 if pace > top {
@@ -572,11 +650,11 @@ pub struct GemmSearch {
     pub limits: Vec<GemmPrefillError>,
 }
 
-/// The fastest [`GemmPrefill`] over both schedules and blocks of 1, 2, 4, …
-/// tokens up to the prompt or `max_tile`, each schedule stopping at the
+/// The fastest [`GemmPrefill`] over the schedules (Cannon only where a
+/// region is square: elsewhere it is layer by layer) and blocks of 1, 2, 4,
+/// … tokens up to the prompt or `max_tile`, each schedule stopping at the
 /// first block whose tiles do not fit (a larger one needs more). Errors,
-/// with the layer-by-layer schedule's reason (the smaller need), when not
-/// even one-token blocks fit.
+/// with the last schedule's reason, when not even one-token blocks fit.
 pub fn search_gemm_prefill(
     p: &Program,
     info: &ProgramInfo,
@@ -585,7 +663,12 @@ pub fn search_gemm_prefill(
 ) -> Result<GemmSearch, GemmPrefillError> {
     let top = prompt.max(1).min(max_tile.max(1));
     let (mut best, mut tried, mut limits): (Option<GemmPrefill>, Vec<_>, Vec<_>) = (None, Vec::new(), Vec::new());
+    // Cannon differs from layer by layer only on square regions.
+    let squares = p.regions.iter().any(|r| cannon(p, &r.work, r.rect, 1, 1).is_some());
     for schedule in GemmSchedule::ALL {
+        if schedule == GemmSchedule::Cannon && !squares {
+            continue;
+        }
         let mut m = 1u64;
         loop {
             match gemm_prefill(p, info, prompt, m, schedule) {

@@ -456,6 +456,12 @@ impl RunReport {
                      of every region's pace, the largest",
                     tokens(f.chunk)
                 )
+            } else if f.way == "gemm_cannon" {
+                format!(
+                    "layer by layer, every square region's GEMM Cannon-style over the whole prompt in passes of {} \
+                     per PE row, the others in blocks of as many tokens; the largest share",
+                    tokens(f.chunk)
+                )
             } else if f.chunk == 1 {
                 "streamed through the mapping one token per bottleneck".to_string()
             } else {
@@ -592,7 +598,7 @@ pub struct PrefillReplay {
 /// One schedule and block size of the gemm way, with its time to first token.
 #[derive(Debug, Clone, Serialize)]
 pub struct GemmTtft {
-    /// `pipelined` (a block in flight in every layer) or `layer_by_layer`.
+    /// `pipelined` (a block in flight in every layer), `layer_by_layer` or `cannon`.
     pub schedule: String,
     /// Tokens of one sequence per block.
     pub block: u64,
@@ -612,8 +618,9 @@ pub struct RunPrefill {
     pub bottleneck: String,
     /// The fastest way: `stream` (chunks through the decode mapping), `gemm`
     /// (weight-stationary GEMMs over its resident weights, blocks pipelined
-    /// through the layers: `wafer_cost::prefill`) or `gemm_layers` (the same
-    /// GEMMs one region at a time over every block).
+    /// through the layers: `wafer_cost::prefill`), `gemm_layers` (the same
+    /// GEMMs one region at a time over every block) or `gemm_cannon` (layer by
+    /// layer, square regions as Cannon GEMMs over the whole prompt).
     pub way: String,
     /// Prompt tokens of each sequence per step of that way (a chunk; a GEMM block).
     pub chunk: u64,

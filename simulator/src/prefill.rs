@@ -32,6 +32,7 @@ pub fn gemm_prefill(
         way: match g.schedule {
             wafer_cost::GemmSchedule::Pipelined => PrefillWay::Gemm,
             wafer_cost::GemmSchedule::LayerByLayer => PrefillWay::GemmLayers,
+            wafer_cost::GemmSchedule::Cannon => PrefillWay::GemmCannon,
         },
         chunk: g.tile_m,
         step_cycles: g.fill_cycles + g.tail_cycles,
@@ -71,7 +72,7 @@ pub struct GemmReplay {
 pub enum GemmReplayError {
     #[error("a replay of {blocks} blocks over {regions} regions is {jobs} jobs; at most {max} are allowed")]
     TooLarge { blocks: u64, regions: u64, jobs: u64, max: u64 },
-    #[error("the layer-by-layer schedule runs one region at a time: its closed form is the replay")]
+    #[error("the layer-by-layer and Cannon schedules run one region at a time: their closed form is the replay")]
     NotPipelined,
     #[error(transparent)]
     Plan(#[from] wafer_cost::GemmPrefillError),

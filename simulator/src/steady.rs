@@ -202,6 +202,9 @@ pub enum PrefillWay {
     /// activations staged between regions (what mappings whose layers share
     /// PEs have room for).
     GemmLayers,
+    /// Layer by layer, every Gemv on a square run as Cannon GEMMs (MeshGEMM)
+    /// over the whole prompt, the others as [`PrefillWay::GemmLayers`].
+    GemmCannon,
 }
 
 impl PrefillWay {
@@ -210,6 +213,7 @@ impl PrefillWay {
             PrefillWay::Stream => "stream",
             PrefillWay::Gemm => "gemm",
             PrefillWay::GemmLayers => "gemm_layers",
+            PrefillWay::GemmCannon => "gemm_cannon",
         }
     }
 }

@@ -82,7 +82,8 @@ pub struct RoundTrip {
     pub prefill_bottleneck: String,
     /// How the wafer runs the prompt: `stream` (chunks through the decode
     /// mapping), `gemm` (weight-stationary GEMMs, blocks pipelined through the
-    /// layers) or `gemm_layers` (the same GEMMs one region at a time).
+    /// layers), `gemm_layers` (the same GEMMs one region at a time) or
+    /// `gemm_cannon` (layer by layer, square regions as Cannon GEMMs).
     pub prefill_way: String,
     /// Prompt tokens per step of the wafer's prefill (a chunk, or a GEMM's
     /// block; 1: token by token).
@@ -293,6 +294,11 @@ fn render(r: &RoundTrip) -> String {
             ("gemm_layers", m) => format!(
                 "as weight-stationary GEMMs over its resident weights, layer by layer in blocks of {m} token{}, \
                  each block the sum of every region's pace, the largest",
+                if m == 1 { "" } else { "s" }
+            ),
+            ("gemm_cannon", m) => format!(
+                "layer by layer, every square region's GEMM Cannon-style over the whole prompt ({m} row{} per PE a \
+                 pass), the largest share",
                 if m == 1 { "" } else { "s" }
             ),
             ("gemm", m) => format!(
