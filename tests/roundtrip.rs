@@ -39,8 +39,39 @@ fn the_defaults_give_both_sides_whose_parts_add_up() {
         let tpot = s["tpot_us"].as_f64().unwrap();
         assert!((decode - 399.0 * tpot).abs() <= 1e-9 * decode, "{side}: {s}");
     }
-    assert!(v["alternatives"].as_array().unwrap().len() == 3, "{}", v["alternatives"]);
+    // Three strategies, each compiled for decode alone and with room for 4-token prompt blocks.
+    let alts = v["alternatives"].as_array().unwrap();
+    let tried: Vec<(&str, u64)> =
+        alts.iter().map(|x| (x["strategy"].as_str().unwrap(), x["prefill_room"].as_u64().unwrap())).collect();
+    let want: Vec<(&str, u64)> = ["pipeline", "spread", "hybrid:4"].iter().flat_map(|&s| [(s, 1), (s, 4)]).collect();
+    assert_eq!(tried, want, "{}", v["alternatives"]);
     assert!(["pipeline", "spread", "hybrid:4"].contains(&v["wafer_strategy"].as_str().unwrap()));
+}
+
+#[test]
+fn room_for_prompt_blocks_is_weighed_and_the_best_round_trip_kept() {
+    let v = json(&["roundtrip", "--model", "llama-3.2-1b", "--format", "json"]);
+    let alts = v["alternatives"].as_array().unwrap();
+    let best = alts.iter().filter_map(|x| x["total_us"].as_f64()).fold(f64::MAX, f64::min);
+    assert_eq!(v["wafer"]["total_us"].as_f64().unwrap(), best, "{}", v["alternatives"]);
+    let chosen = alts.iter().find(|x| x["total_us"].as_f64() == Some(best)).unwrap();
+    assert_eq!(v["prefill_room"], chosen["prefill_room"]);
+    assert_eq!(v["wafer_strategy"], chosen["strategy"]);
+    // `--prefill-chunk` names the room: nothing else is tried.
+    let fixed = json(&[
+        "roundtrip",
+        "--model",
+        "llama-3.2-1b",
+        "--strategy",
+        "pipeline",
+        "--prefill-chunk",
+        "2",
+        "--format",
+        "json",
+    ]);
+    let rooms: Vec<u64> =
+        fixed["alternatives"].as_array().unwrap().iter().map(|x| x["prefill_room"].as_u64().unwrap()).collect();
+    assert_eq!(rooms, [2]);
 }
 
 #[test]

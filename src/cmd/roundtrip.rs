@@ -13,7 +13,9 @@
 //! price steps on mappings that cannot hold the later KV, and the search is
 //! not monotone in the context). The GPU side prices the prefill with its
 //! calibrated TTFT model and the answer's steps at the same final context.
-//! `--strategy auto` weighs pipeline, spread and hybrid:4 on the round trip.
+//! `--strategy auto` weighs pipeline, spread and hybrid:4 on the round trip,
+//! each compiled for decode alone and with room for 4-token prompt blocks
+//! (`--prefill-chunk C` fixes the room).
 
 use super::compile::{compile_graph, MachineArgs, ObjectiveArg};
 use super::graph::StepArgs;
@@ -21,6 +23,7 @@ use super::run::{gpu_estimate, simulate, Engine, GpuArgs};
 use super::{to_json, Format};
 use crate::inputs::load_gpu;
 use crate::Exit;
+use rayon::prelude::*;
 use serde::Serialize;
 use wafer_compiler::{CompileOptions, Strategy};
 use wafer_ir::verify_graph;
@@ -77,6 +80,9 @@ pub struct RoundTrip {
     pub wafer: Side,
     /// The mapping and how the prompt streams through it.
     pub wafer_strategy: String,
+    /// Prompt tokens per sequence the mapping was compiled to hold in its
+    /// buffers (`--prefill-chunk`; 1: decode alone).
+    pub prefill_room: u64,
     pub wafers: u32,
     pub wafer_engine: String,
     pub prefill_bottleneck: String,
@@ -98,6 +104,8 @@ pub struct RoundTrip {
 #[derive(Debug, Clone, Serialize)]
 pub struct Alternative {
     pub strategy: String,
+    /// The room for prompt tokens it was compiled with (1: decode alone).
+    pub prefill_room: u64,
     pub wafers: Option<u32>,
     pub total_us: Option<f64>,
     pub error: Option<String>,
@@ -167,20 +175,26 @@ pub fn roundtrip(a: &Args) -> Result<RoundTrip, Exit> {
         Strategy::Auto => vec![Strategy::Spread],
         s => vec![s],
     };
-    let wafer_side = |strategy: Strategy| -> Result<WaferSide, Exit> {
+    // Each strategy compiled as for decode alone and with room for prompt
+    // blocks of 4 tokens (bigger buffers, at some decode cost), unless
+    // `--prefill-chunk` names the room.
+    let rooms: Vec<u64> = if a.machine.prefill_chunk > 1 { vec![a.machine.prefill_chunk] } else { vec![1, ROOM] };
+    let tried: Vec<(Strategy, u64)> = tried.iter().flat_map(|&s| rooms.iter().map(move |&r| (s, r))).collect();
+    let wafer_side = |(strategy, room): (Strategy, u64)| -> Result<WaferSide, Exit> {
         let base = a.machine.options(CompileOptions::default());
-        let last = compile_graph(&g_last, &m, CompileOptions { strategy, ..base })?;
+        let last = compile_graph(&g_last, &m, CompileOptions { strategy, prefill_chunk: room, ..base })?;
         let sim_last = simulate(a.engine, &last)?;
         let stream = super::run::best_prefill(&last.program, &last.info, &sim_last, a.prompt)?.best;
         let wafers = last.program.wafers;
         Ok(WaferSide {
             side: side(
-                format!("wafer: {wafers} × {} ({})", m.0.name, strategy.name()),
+                format!("wafer: {wafers} × {} ({}{})", m.0.name, strategy.name(), room_label(room)),
                 stream.ttft_us,
                 sim_last.tpot_us,
                 a.output,
             ),
             strategy: strategy.name(),
+            room,
             wafers,
             engine: sim_last.engine.clone(),
             bottleneck: stream.bottleneck,
@@ -191,11 +205,15 @@ pub fn roundtrip(a: &Args) -> Result<RoundTrip, Exit> {
     let mut best: Option<WaferSide> = None;
     let mut alternatives = Vec::new();
     let mut first_err = None;
-    for s in tried {
-        match wafer_side(s) {
+    // Compiled and timed in parallel, weighed in the order tried (the same
+    // answer whatever the thread count).
+    let sides: Vec<Result<WaferSide, Exit>> = tried.par_iter().map(|&t| wafer_side(t)).collect();
+    for ((s, room), side) in tried.into_iter().zip(sides) {
+        match side {
             Ok(w) => {
                 alternatives.push(Alternative {
                     strategy: w.strategy.clone(),
+                    prefill_room: room,
                     wafers: Some(w.wafers),
                     total_us: Some(w.side.total_us),
                     error: None,
@@ -211,6 +229,7 @@ pub fn roundtrip(a: &Args) -> Result<RoundTrip, Exit> {
             Err(e) => {
                 alternatives.push(Alternative {
                     strategy: s.name(),
+                    prefill_room: room,
                     wafers: None,
                     total_us: None,
                     error: Some(e.message.clone()),
@@ -229,6 +248,7 @@ pub fn roundtrip(a: &Args) -> Result<RoundTrip, Exit> {
         batch: p.batch,
         wafer: w.side,
         wafer_strategy: w.strategy,
+        prefill_room: w.room,
         wafers: w.wafers,
         wafer_engine: w.engine,
         prefill_bottleneck: w.bottleneck,
@@ -240,10 +260,23 @@ pub fn roundtrip(a: &Args) -> Result<RoundTrip, Exit> {
     })
 }
 
+/// Room for prompt blocks `roundtrip` also tries each strategy with.
+pub const ROOM: u64 = 4;
+
+/// `, room for N` after a strategy compiled with room for prompt blocks.
+fn room_label(room: u64) -> String {
+    if room > 1 {
+        format!(", room for {room}")
+    } else {
+        String::new()
+    }
+}
+
 /// One strategy's wafer side.
 struct WaferSide {
     side: Side,
     strategy: String,
+    room: u64,
     wafers: u32,
     engine: String,
     bottleneck: String,
@@ -277,8 +310,12 @@ fn render(r: &RoundTrip) -> String {
         s += "Wafer strategies weighed:";
         for x in &r.alternatives {
             match (x.total_us, x.wafers, &x.error) {
-                (Some(t), Some(w), _) => s += &format!(" {} {} on {w} wafer(s);", x.strategy, fmt(t)),
-                (_, _, Some(e)) => s += &format!(" {} does not compile ({e});", x.strategy),
+                (Some(t), Some(w), _) => {
+                    s += &format!(" {}{} {} on {w} wafer(s);", x.strategy, room_label(x.prefill_room), fmt(t))
+                }
+                (_, _, Some(e)) => {
+                    s += &format!(" {}{} does not compile ({e});", x.strategy, room_label(x.prefill_room))
+                }
                 _ => {}
             }
         }
@@ -286,10 +323,15 @@ fn render(r: &RoundTrip) -> String {
         s += ".\n";
     }
     s += &format!(
-        "Wafer: the prompt runs on the {} mapping {} ({}); the prompt and \
+        "Wafer: the prompt runs on the {}{} mapping {} ({}); the prompt and \
          the answer are priced at the final context, an upper bound ({} engine). GPU: the calibrated \
          TTFT and decode models, the answer at the final context too.\n",
         r.wafer_strategy,
+        if r.prefill_room > 1 {
+            format!(" (compiled with room for {}-token prompt blocks)", r.prefill_room)
+        } else {
+            String::new()
+        },
         match (r.prefill_way.as_str(), r.prefill_chunk) {
             ("gemm_layers", m) => format!(
                 "as weight-stationary GEMMs over its resident weights, layer by layer in blocks of {m} token{}, \
