@@ -146,7 +146,9 @@ pub fn pipelining(p: &Program, sim: &FinishedSim, users: u32) -> Pipelining {
 /// `ttft = T + (⌈prompt / c⌉ − 1) · B`, with `T` and `B` from a step of the
 /// program at the prompt's last position: an upper bound for the earlier
 /// chunks, which attend over fewer positions, and for a last chunk that is
-/// not full.
+/// not full. The gemm ways report in the same form (`way`; `chunk` their
+/// block, `step_cycles` their fill and tail, `bottleneck_cycles` per block:
+/// [`crate::prefill::gemm_prefill`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StreamedPrefill {
     pub prompt: u64,

@@ -637,7 +637,7 @@ pub fn attach_prefill(
 /// How a prompt best runs on a mapping, and what else was tried.
 #[derive(Debug, Clone)]
 pub struct PrefillChoice {
-    /// The faster of the two ways.
+    /// The fastest of the ways.
     pub best: wafer_simulator::StreamedPrefill,
     /// Every chunk streamed, with its time to first token.
     pub tried: Vec<wafer_reports::run::ChunkTtft>,
@@ -654,15 +654,15 @@ pub struct PrefillChoice {
 pub const MAX_CHUNK: u64 = 4096;
 
 /// The fastest way to run `prompt` tokens of each sequence on `program`,
-/// where decode will read their KV cache, of two:
+/// where decode will read their KV cache:
 /// * streamed one token at a time (from its simulated step `sim`), or in
 ///   chunks of 2, 4, … tokens per sequence (the mapping restated by
 ///   `wafer_compiler::prefill_chunk`, priced by the analytical engine) up to
 ///   the prompt, [`MAX_CHUNK`], or the first chunk whose buffers do not fit;
 /// * as weight-stationary GEMMs over every Gemv's resident weights, the
-///   blocks pipelined through the layers or run layer by layer, in blocks
-///   of 1, 2, 4, … tokens up to the first whose tiles do not fit
-///   (`wafer_simulator::gemm_prefill`).
+///   blocks pipelined through the layers or run layer by layer (square
+///   regions also as Cannon GEMMs), in blocks of 1, 2, 4, … tokens up to the
+///   first whose tiles do not fit (`wafer_simulator::gemm_prefill`).
 pub fn best_prefill(
     program: &wafer_ir::Program,
     info: &wafer_ir::ProgramInfo,
