@@ -263,6 +263,9 @@ fn cli_compare_prompt_shows_time_to_first_token_on_both_sides() {
     assert_eq!(v["inputs"]["context"].as_u64(), Some(613), "the decode step after the prompt");
     let text = String::from_utf8_lossy(&wafer(&args).stdout).into_owned();
     assert!(text.contains("time to first token (512 new over 100 cached)") && text.contains("round trip"), "{text}");
+    // The wafer's cell says how the prompt ran.
+    let row = text.lines().find(|l| l.starts_with("time to first token")).unwrap();
+    assert!(["streamed", "GEMMs"].iter().any(|w| row.contains(w)), "{row}");
     // Without --prompt, compare is unchanged.
     let v = json(&["compare", "--model", "gpt2", "--engine", "analytical", "--format", "json"]);
     assert!(v["prefill"].is_null());

@@ -587,6 +587,21 @@ pub struct ChunkTtft {
     pub ttft_us: f64,
 }
 
+impl RunPrefill {
+    /// The way the prompt ran, in a few words: `streamed, chunks of 2`,
+    /// `as GEMMs, blocks of 1`, `GEMMs layer by layer, blocks of 4`,
+    /// `Cannon GEMMs, 4 rows per PE`.
+    pub fn way_short(&self) -> String {
+        match self.way.as_str() {
+            "gemm" => format!("as GEMMs, blocks of {}", self.chunk),
+            "gemm_layers" => format!("GEMMs layer by layer, blocks of {}", self.chunk),
+            "gemm_cannon" => format!("Cannon GEMMs, {} rows per PE", self.chunk),
+            _ if self.chunk == 1 => "streamed token by token".to_string(),
+            _ => format!("streamed, chunks of {}", self.chunk),
+        }
+    }
+}
+
 /// The gemm way's blocks replayed one by one.
 #[derive(Debug, Clone, Serialize)]
 pub struct PrefillReplay {

@@ -79,7 +79,7 @@ pub fn run(a: Args) -> Result<(), Exit> {
         let gpu_ttft = p.gpu_ttft_us.unwrap_or(f64::NAN);
         t.row([
             format!("time to first token ({} new over {} cached)", p.prompt, p.cached),
-            format!("{:.1} ms", p.ttft_us / 1e3),
+            format!("{:.1} ms ({})", p.ttft_us / 1e3, p.way_short()),
             format!("{:.1} ms", gpu_ttft / 1e3),
         ]);
         // Per-token latency held at the first answer token's: an upper bound
