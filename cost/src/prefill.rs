@@ -377,8 +377,10 @@ pub fn gemm_plan(
             n.0 = n.0.max(r.sram.code);
             n.1 = n.1.saturating_add(r.sram.weights);
             n.2 = n.2.saturating_add(r.sram.kv);
+            // A tail region runs once, after every block, with its decode buffers.
+            let tiles = if live { stages[i].tiles } else { r.sram.buffers };
+            n.3 = if layered { n.3.max(tiles) } else { n.3.saturating_add(tiles) };
             if live {
-                n.3 = if layered { n.3.max(stages[i].tiles) } else { n.3.saturating_add(stages[i].tiles) };
                 busy[c] += stages[i].step;
             }
             n.4 += 1;
